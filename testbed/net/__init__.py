@@ -1,0 +1,1 @@
+"""Adapters to the kernel's networking: namespaces, links, addresses, routes, firewall rules."""
