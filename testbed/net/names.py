@@ -1,0 +1,54 @@
+"""Names of everything a run creates in the kernel, and how to recognise them again.
+
+Every kernel object carries the project prefix and the run id, so parallel runs never collide
+and ``testbed clean`` can tell, from the name alone, which objects are testbed's and which run
+made them.  Nothing without the prefix is ever touched.
+
+- network namespaces: ``tb-<rid>-<node>``  (namespace names have no length limit)
+- veth ends:          ``tb<rid>n<i>`` in the node, ``tb<rid>c<i>`` in the censor: at most 12
+                      characters, inside Linux's 15-character IFNAMSIZ limit
+- run directory:      ``/run/testbed/<rid>/`` holds the owner record, sockets and per-run files
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from pathlib import Path
+
+PREFIX = "tb"
+RUN_ROOT = Path("/run/testbed")
+RUN_ID_LEN = 6
+IFNAMSIZ_MAX = 15
+
+_RUN_ID_RE = re.compile(r"^[0-9a-f]{6}$")
+NETNS_RE = re.compile(r"^tb-(?P<rid>[0-9a-f]{6})-(?P<node>[a-z0-9][a-z0-9_-]*)$")
+IFNAME_RE = re.compile(r"^tb(?P<rid>[0-9a-f]{6})[nc]\d{1,3}$")
+
+
+def new_run_id() -> str:
+    return secrets.token_hex(RUN_ID_LEN // 2)
+
+
+def is_run_id(value: str) -> bool:
+    return bool(_RUN_ID_RE.match(value))
+
+
+def netns_name(run_id: str, node: str) -> str:
+    return f"{PREFIX}-{run_id}-{node}"
+
+
+def node_ifname(run_id: str, link_index: int) -> str:
+    name = f"{PREFIX}{run_id}n{link_index}"
+    assert len(name) <= IFNAMSIZ_MAX, name
+    return name
+
+
+def censor_ifname(run_id: str, link_index: int) -> str:
+    name = f"{PREFIX}{run_id}c{link_index}"
+    assert len(name) <= IFNAMSIZ_MAX, name
+    return name
+
+
+def run_dir(run_id: str) -> Path:
+    return RUN_ROOT / run_id

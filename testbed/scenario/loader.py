@@ -1,0 +1,143 @@
+"""Load scenario files: YAML -> validated, frozen ``Scenario``, with file:line errors."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from testbed.errors import ScenarioError
+from testbed.scenario.model import Scenario, reference_problems
+from testbed.scenario.yamlsrc import SourceMap, format_path, load_yaml
+
+SCENARIO_SUFFIXES = (".yaml", ".yml")
+
+
+@dataclass(frozen=True, slots=True)
+class LoadedScenario:
+    path: Path
+    scenario: Scenario
+
+
+def load_scenario(path: str | Path) -> LoadedScenario:
+    path = Path(path)
+    file = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ScenarioError("no such file", file=file, hint="check the path; `testbed run DIR` runs every *.yaml in DIR") from None
+    except IsADirectoryError:
+        raise ScenarioError("is a directory", file=file) from None
+    except UnicodeDecodeError as exc:
+        raise ScenarioError(f"not UTF-8 text (byte {exc.start})", file=file) from None
+    except OSError as exc:
+        raise ScenarioError(f"cannot read: {exc.strerror}", file=file) from None
+    return LoadedScenario(path, parse_scenario(text, file))
+
+
+def parse_scenario(text: str, file: str = "<scenario>") -> Scenario:
+    data, smap = load_yaml(text, file)
+    if not isinstance(data, dict):
+        raise ScenarioError(
+            f"a scenario is a mapping of keys (name, calls, ...), not a {type(data).__name__}",
+            file=file,
+            line=1,
+        )
+    try:
+        scenario = Scenario.model_validate(data, context={"defer_references": True})
+    except ValidationError as exc:
+        raise _translate(exc, data, smap) from None
+    problems = reference_problems(scenario)
+    if problems:
+        path, message, choices = problems[0]
+        hint = f"choose one of: {', '.join(choices)}" if choices else None
+        raise ScenarioError(message, file=file, line=smap.line_of(path), key=format_path(path), hint=hint)
+    return scenario
+
+
+def discover(paths: Iterable[str | Path]) -> list[Path]:
+    """Expand directories into their scenario files (sorted); keep files as given."""
+    out: list[Path] = []
+    for raw in paths:
+        p = Path(raw)
+        if p.is_dir():
+            found = sorted(f for f in p.rglob("*") if f.suffix in SCENARIO_SUFFIXES and f.is_file())
+            if not found:
+                raise ScenarioError("no *.yaml scenario files in this directory", file=str(p))
+            out.extend(found)
+        else:
+            out.append(p)
+    return out
+
+
+def _translate(exc: ValidationError, data: Any, smap: SourceMap) -> ScenarioError:
+    """The first pydantic error as a ScenarioError at the right line, with a hint."""
+    err = exc.errors(include_url=False)[0]
+    loc = _clean_loc(err["loc"])
+    key = format_path(loc) or None
+    kind = err["type"]
+    msg = err["msg"]
+    hint: str | None = None
+    if kind == "extra_forbidden":
+        name = str(loc[-1])
+        allowed = _allowed_keys(loc[:-1])
+        close = difflib.get_close_matches(name, allowed, n=1)
+        msg = f"unknown key {name!r}"
+        hint = (f"did you mean {close[0]!r}? " if close else "") + f"allowed here: {', '.join(allowed)}"
+        key = format_path(loc[:-1]) or None
+    elif kind == "missing":
+        msg = f"required key {str(loc[-1])!r} is missing"
+        key = format_path(loc[:-1]) or None
+        loc = loc[:-1]
+    elif kind == "enum":
+        hint = f"expected one of: {err.get('ctx', {}).get('expected', '')}"
+    elif kind.startswith("value_error"):
+        msg = msg.removeprefix("Value error, ")
+    elif kind == "too_short":
+        msg = "must not be empty"
+        if loc == ("calls",):
+            hint = "add at least one call, e.g. `calls: [{name: my-call}]`"
+    elif kind == "string_pattern_mismatch":
+        msg = "invalid name: use letters, digits, '_', '.', '-' (at most 64 characters)"
+    got = err.get("input")
+    if kind not in ("extra_forbidden", "missing", "too_short") and not isinstance(got, (dict, list)):
+        msg = f"{msg} (got {got!r})"
+    return ScenarioError(msg, file=smap.file, line=smap.line_of(loc), key=key, hint=hint)
+
+
+def _clean_loc(loc: tuple[Any, ...]) -> tuple[str | int, ...]:
+    # pydantic inserts validator names (e.g. 'function-after[...]') into locations; drop them.
+    return tuple(p for p in loc if isinstance(p, int) or not (isinstance(p, str) and "[" in p))
+
+
+def _allowed_keys(loc: tuple[str | int, ...]) -> list[str]:
+    model: Any = Scenario
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        if not (isinstance(model, type) and issubclass(model, BaseModel)):
+            return []
+        field = model.model_fields.get(part)
+        if field is None:
+            field = next((f for f in model.model_fields.values() if f.alias == part), None)
+        if field is None:
+            return []
+        model = _inner_model(field.annotation)
+    if isinstance(model, type) and issubclass(model, BaseModel):
+        return sorted(f.alias or n for n, f in model.model_fields.items())
+    return []
+
+
+def _inner_model(annotation: Any) -> Any:
+    """The BaseModel inside ``X``, ``tuple[X, ...]``, ``dict[str, X]`` or ``X | None``."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()):
+        found = _inner_model(arg)
+        if found is not None:
+            return found
+    return None

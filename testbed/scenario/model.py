@@ -1,0 +1,188 @@
+"""The scenario model: what a scenario file *describes*, frozen and validated.
+
+Nothing here touches the system; the runner applies a ``Scenario``.  The file format is
+documented in the README ("Scenario files"); every key below appears there.
+
+Design rules:
+- unknown keys are errors (a typo must never silently turn a check off);
+- durations accept ``5``, ``5s``, ``250ms``, ``2m``;
+- defaults describe the common case: a ``caller`` inside the censored network, a ``callee``
+  outside it, and one audio + data call between them.
+"""
+
+from __future__ import annotations
+
+import re
+from enum import Enum
+from typing import Annotated, Any
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from testbed.scenario.yamlsrc import format_path
+
+_DURATION_RE = re.compile(r"^\s*(?P<num>\d+(?:\.\d+)?)\s*(?P<unit>ms|s|m|min|h)?\s*$")
+_UNIT_S = {None: 1.0, "s": 1.0, "ms": 0.001, "m": 60.0, "min": 60.0, "h": 3600.0}
+NODE_NAME_RE = r"^[a-z][a-z0-9_]{0,19}$"
+RESERVED_NODES = frozenset({"censor"})
+
+
+def parse_duration(value: Any) -> Any:
+    """``5`` / ``5.5`` / ``"5s"`` / ``"250ms"`` / ``"2m"`` -> seconds (float)."""
+    if isinstance(value, bool):
+        raise ValueError("a duration is a number of seconds or a string like '5s' or '250ms'")
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, str):
+        m = _DURATION_RE.match(value)
+        if m:
+            return float(m["num"]) * _UNIT_S[m["unit"]]
+    raise ValueError(f"{value!r} is not a duration; write e.g. 5, '5s', '250ms' or '2m'")
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration), Field(ge=0)]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+
+class Side(str, Enum):
+    """Which side of the censor a node is on; TSPU only censors flows initiated from inside."""
+
+    INSIDE = "inside"
+    OUTSIDE = "outside"
+
+
+class Media(str, Enum):
+    AUDIO = "audio"
+    VIDEO = "video"
+    DATA = "data"
+
+
+class NodeSpec(_Frozen):
+    side: Side = Side.OUTSIDE
+
+
+class CensorSpec(_Frozen):
+    inspect_packets: int = Field(12, ge=1, le=10_000)
+    """Stop classifying a flow after this many packets (real DPI gives up early)."""
+    queue_max_len: int = Field(8192, ge=64, le=1_000_000)
+    """Kernel NFQUEUE length; packets beyond it are dropped by the kernel (fail closed)."""
+    max_flows: int = Field(65536, ge=16, le=10_000_000)
+
+
+class CallSpec(_Frozen):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+    caller: str = Field("caller", alias="from")
+    callee: str = Field("callee", alias="to")
+    duration: Duration = 5.0
+    connect_timeout: Duration = 15.0
+    media: tuple[Media, ...] = (Media.AUDIO, Media.DATA)
+
+    @field_validator("media")
+    @classmethod
+    def _media_not_empty(cls, value: tuple[Media, ...]) -> tuple[Media, ...]:
+        if not value:
+            raise ValueError("a call needs at least one of: audio, video, data")
+        if len(set(value)) != len(value):
+            raise ValueError("each media kind may be listed once")
+        return value
+
+
+class Expectation(_Frozen):
+    """One ``expect:`` entry: checks about one call (or every call when ``call`` is omitted)."""
+
+    call: str | None = None
+    connected: bool | None = None
+
+    @model_validator(mode="after")
+    def _has_a_check(self) -> Expectation:
+        if self.connected is None:
+            raise ValueError("an expectation needs at least one check, e.g. `connected: true`")
+        return self
+
+
+def _default_nodes() -> dict[str, NodeSpec]:
+    return {"caller": NodeSpec(side=Side.INSIDE), "callee": NodeSpec(side=Side.OUTSIDE)}
+
+
+class Scenario(_Frozen):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+    description: str = ""
+    source: str | list[str] | None = None
+    """Where the emulated behaviour comes from (paper, thread, measurement)."""
+    seed: int = 0
+    timeout: Duration | None = None
+    """Hard limit for the whole scenario; default: the longest call plus a margin."""
+    nodes: dict[str, NodeSpec] = Field(default_factory=_default_nodes)
+    censor: CensorSpec = Field(default_factory=CensorSpec)
+    calls: tuple[CallSpec, ...] = Field(min_length=1)
+    expect: tuple[Expectation, ...] = ()
+
+    @field_validator("nodes", mode="before")
+    @classmethod
+    def _nodes_may_be_null(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: ({} if v is None else v) for k, v in value.items()}
+        return value
+
+    @field_validator("nodes")
+    @classmethod
+    def _node_names(cls, value: dict[str, NodeSpec]) -> dict[str, NodeSpec]:
+        for name in value:
+            if name in RESERVED_NODES:
+                raise ValueError(f"{name!r} is built in; do not declare it under nodes")
+            if not re.match(NODE_NAME_RE, name):
+                raise ValueError(
+                    f"node name {name!r} must be lowercase letters, digits or '_', start with a letter, "
+                    "at most 20 characters"
+                )
+        if len(value) < 2:
+            raise ValueError("a scenario needs at least two nodes besides the censor")
+        if len(value) > 200:
+            raise ValueError("at most 200 nodes")
+        return value
+
+    @model_validator(mode="after")
+    def _references(self, info: ValidationInfo) -> Scenario:
+        # The loader asks to defer these checks so that it can report each one at its own line.
+        if info.context and info.context.get("defer_references"):
+            return self
+        problems = reference_problems(self)
+        if problems:
+            raise ValueError("; ".join(f"{format_path(p)}: {msg}" for p, msg, _ in problems))
+        return self
+
+    def effective_timeout(self) -> float:
+        if self.timeout is not None:
+            return self.timeout
+        return max(c.connect_timeout + c.duration for c in self.calls) + 30.0
+
+
+def reference_problems(scenario: Scenario) -> list[tuple[tuple[str | int, ...], str, list[str]]]:
+    """Cross-references that a schema cannot express: (path, message, valid choices)."""
+    out: list[tuple[tuple[str | int, ...], str, list[str]]] = []
+    names = [c.name for c in scenario.calls]
+    nodes = sorted(scenario.nodes)
+    seen: set[str] = set()
+    for i, call in enumerate(scenario.calls):
+        if call.name in seen:
+            out.append((("calls", i, "name"), f"call name {call.name!r} is used twice", []))
+        seen.add(call.name)
+        for role, node in (("from", call.caller), ("to", call.callee)):
+            if node not in scenario.nodes:
+                out.append((("calls", i, role), f"unknown node {node!r}", nodes))
+        if call.caller == call.callee:
+            out.append((("calls", i, "to"), "a call needs two different nodes", nodes))
+    for i, exp in enumerate(scenario.expect):
+        if exp.call is not None and exp.call not in names:
+            out.append((("expect", i, "call"), f"unknown call {exp.call!r}", names))
+    return out
