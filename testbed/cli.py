@@ -8,11 +8,86 @@ a traceback.
 from __future__ import annotations
 
 import argparse
+import asyncio
+import signal
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from testbed import __version__
 from testbed.errors import TestbedError
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from testbed.net.privileges import require_privileges
+    from testbed.report.console import print_result, print_summary
+    from testbed.report.json_report import write_json
+    from testbed.runner import ScenarioResult, run_scenario
+    from testbed.scenario.loader import discover, load_scenario
+
+    # Load and validate everything first: a typo in the tenth file should not cost nine runs.
+    loaded = [load_scenario(p) for p in discover(args.paths)]
+    require_privileges()
+    results: list[ScenarioResult] = []
+
+    def progress(msg: str) -> None:
+        if not args.quiet:
+            print(f"      {msg}", file=sys.stderr, flush=True)
+
+    async def run_all() -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        loop = asyncio.get_running_loop()
+        # SIGTERM gets the same orderly unwinding as Ctrl-C: cancel, and let every context
+        # manager undo what it made.
+        loop.add_signal_handler(signal.SIGTERM, task.cancel)
+        for item in loaded:
+            if not args.quiet:
+                print(f"RUN   {item.scenario.name}  ({item.path})", file=sys.stderr, flush=True)
+            result = await run_scenario(item, seed=args.seed, progress=progress)
+            results.append(result)
+            print_result(result, sys.stdout)
+            sys.stdout.flush()
+
+    try:
+        asyncio.run(run_all())
+    except asyncio.CancelledError:
+        print("testbed: terminated; everything the run created was removed", file=sys.stderr)
+        return 143
+    finally:
+        if args.json and results:
+            write_json(results, Path(args.json))
+    print_summary(results, sys.stdout)
+    return 0 if all(r.passed for r in results) else 1
+
+
+def _cmd_doctor(args: argparse.Namespace) -> int:
+    from testbed.doctor import run_doctor
+
+    return run_doctor(sys.stdout)
+
+
+def _cmd_clean(args: argparse.Namespace) -> int:
+    from testbed.net.clean import clean
+    from testbed.net.privileges import require_privileges
+
+    require_privileges("remove network namespaces")
+    report = clean()
+    for ns in report.removed_netns:
+        print(f"removed namespace {ns}")
+    for link in report.removed_links:
+        print(f"removed link {link}")
+    for pid in report.killed_pids:
+        print(f"killed process {pid}")
+    for d in report.removed_dirs:
+        print(f"removed {d}")
+    for rid in report.live_runs:
+        print(f"left run {rid} alone: its owner process is still running")
+    for err in report.errors:
+        print(f"error: {err}", file=sys.stderr)
+    if report.nothing and not report.errors:
+        print("nothing to clean")
+    return 1 if report.errors else 0
 
 
 def _cmd_classify(args: argparse.Namespace) -> int:
@@ -31,6 +106,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="testbed", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"testbed {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("run", help="run scenario files (or every *.yaml in directories)")
+    p.add_argument("paths", nargs="+", metavar="PATH", help="scenario file or directory")
+    p.add_argument("--json", metavar="FILE", help="write results as JSON to FILE")
+    p.add_argument("--seed", type=int, default=None, help="override every scenario's seed")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress messages on stderr")
+    p.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser("doctor", help="check that this machine can run scenarios, and how to fix it")
+    p.set_defaults(func=_cmd_doctor)
+
+    p = sub.add_parser("clean", help="remove namespaces, links and files left by killed runs")
+    p.set_defaults(func=_cmd_clean)
 
     p = sub.add_parser("classify", help="run the censor's DPI over a pcap/pcapng and list flows")
     p.add_argument("pcap", help="capture file (pcap or pcapng)")

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Set up testbed on a Debian 12 (bookworm) machine, as root.  Idempotent: run it as often as you like.
+#
+#   scripts/setup.sh          system packages + .venv with testbed
+#   scripts/setup.sh --test   the same, plus what the test suite needs
+#
+# Installs only what testbed uses: iptables (for the NFQUEUE target), libnetfilter-queue (for the
+# NetfilterQueue Python binding, built from source), a C compiler and Python headers for that
+# build, and the Python packages in a virtualenv at .venv beside this script's repository.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+extras=""
+[[ "${1:-}" == "--test" ]] && extras="[test]"
+
+if [[ $(id -u) -ne 0 ]]; then
+    echo "setup.sh: run as root (it installs Debian packages); e.g. sudo scripts/setup.sh" >&2
+    exit 1
+fi
+
+PYTHON=${PYTHON:-python3}
+if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+    echo "setup.sh: testbed needs Python >= 3.11 as '$PYTHON' (Debian 12 ships 3.11: apt-get install python3)" >&2
+    exit 1
+fi
+
+debs=(iptables libnetfilter-queue-dev libnfnetlink-dev pkg-config gcc)
+# Debian's own python3 needs its venv and header packages; a self-built Python has both.
+if [[ "$("$PYTHON" -c 'import sys; print(sys.prefix)')" == /usr ]]; then
+    debs+=(python3-venv python3-dev)
+fi
+missing=()
+for d in "${debs[@]}"; do
+    dpkg-query -W -f='${Status}' "$d" 2>/dev/null | grep -q "install ok installed" || missing+=("$d")
+done
+if ((${#missing[@]})); then
+    echo "setup.sh: installing Debian packages: ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if [[ ! -x .venv/bin/python ]]; then
+    "$PYTHON" -m venv .venv
+fi
+.venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip
+.venv/bin/python -m pip install -q --disable-pip-version-check -e ".${extras}"
+echo "setup.sh: ready ($(.venv/bin/testbed --version))"

@@ -1,0 +1,117 @@
+"""The runner's side of the censor process: start it, wait until it is ready, watch it, stop it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import sys
+from collections import deque
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from testbed.errors import CensorError
+from testbed.net.process import netns_process, terminate
+from testbed.net.topology import TopologyPlan
+from testbed.scenario.model import CensorSpec
+
+READY_TIMEOUT_S = 20.0
+STOP_TIMEOUT_S = 10.0
+
+
+class CensorHandle:
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        self.proc = proc
+        self.ready = asyncio.Event()
+        self.final: dict[str, Any] | None = None
+        self.final_error: str | None = None
+        self.last_stats: dict[str, Any] | None = None
+        self.stderr_tail: deque[str] = deque(maxlen=30)
+        self.stopping = False
+
+    async def read_stdout(self) -> None:
+        assert self.proc.stdout is not None
+        async for raw in self.proc.stdout:
+            try:
+                msg = json.loads(raw)
+            except ValueError:
+                self.stderr_tail.append(raw.decode(errors="replace").rstrip())
+                continue
+            event = msg.get("event")
+            if event == "ready":
+                self.ready.set()
+            elif event == "stats":
+                self.last_stats = msg
+            elif event == "final":
+                self.final = msg.get("censor")
+                self.final_error = msg.get("error")
+
+    async def read_stderr(self) -> None:
+        assert self.proc.stderr is not None
+        async for raw in self.proc.stderr:
+            self.stderr_tail.append(raw.decode(errors="replace").rstrip())
+
+    def _died(self, while_: str) -> CensorError:
+        tail = "\n".join(self.stderr_tail) or "(no output)"
+        return CensorError(
+            f"the censor engine exited unexpectedly {while_} (exit code {self.proc.returncode}). "
+            "Its queue is bound without bypass, so forwarded traffic was being dropped from that "
+            f"moment: this run's results cannot be trusted.\n  censor output:\n    "
+            + tail.replace("\n", "\n    ")
+        )
+
+    async def watch(self) -> None:
+        """Returns never while the censor is healthy; raises CensorError if it dies."""
+        await self.proc.wait()
+        if not self.stopping:
+            raise self._died("mid-run")
+
+    async def stop(self) -> dict[str, Any]:
+        self.stopping = True
+        await terminate(self.proc, STOP_TIMEOUT_S)
+        if self.proc.returncode != 0 or self.final is None:
+            raise self._died("while stopping")
+        if self.final_error:
+            raise CensorError(f"the censor engine failed: {self.final_error}")
+        return self.final
+
+
+@contextlib.asynccontextmanager
+async def running_censor(
+    plan: TopologyPlan, spec: CensorSpec, workdir: Path, *, seed: int
+) -> AsyncIterator[CensorHandle]:
+    config = {
+        "run_id": plan.run_id,
+        "queue_num": 0,
+        "max_len": spec.queue_max_len,
+        "inspect_packets": spec.inspect_packets,
+        "max_flows": spec.max_flows,
+        "seed": seed,
+    }
+    cfg_path = workdir / "censor.json"
+    cfg_path.write_text(json.dumps(config))
+    argv = [sys.executable, "-m", "testbed.censor.main", str(cfg_path)]
+    async with netns_process(
+        plan.censor_netns, argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    ) as proc:
+        handle = CensorHandle(proc)
+        async with asyncio.TaskGroup() as tg:
+            readers = [tg.create_task(handle.read_stdout()), tg.create_task(handle.read_stderr())]
+            try:
+                ready = tg.create_task(handle.ready.wait())
+                exited = tg.create_task(proc.wait())
+                done, _ = await asyncio.wait({ready, exited}, timeout=READY_TIMEOUT_S, return_when=asyncio.FIRST_COMPLETED)
+                ready.cancel()
+                exited.cancel()
+                if not handle.ready.is_set():
+                    if proc.returncode is not None:
+                        # Let the readers drain what it said before it died.
+                        await asyncio.wait(readers, timeout=2)
+                        raise handle._died("during start-up")
+                    raise CensorError(f"the censor did not become ready within {READY_TIMEOUT_S:.0f} s")
+                yield handle
+            finally:
+                if proc.returncode is None:
+                    handle.stopping = True
+                    await terminate(proc, STOP_TIMEOUT_S)

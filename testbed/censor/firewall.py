@@ -1,0 +1,70 @@
+"""iptables rules that send forwarded traffic to the censor's queue (inside the censor namespace).
+
+iptables is the one external tool the censor needs: this kernel has no nft ``queue`` expression,
+but the iptables NFQUEUE target works (with either iptables backend).  Every rule carries a
+comment with the run id, and is removed by the same context manager that added it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+
+class FirewallError(Exception):
+    pass
+
+
+def _iptables() -> str:
+    path = shutil.which("iptables")
+    if path is None:
+        raise FirewallError("iptables is not installed; run the setup command from the README (apt-get install iptables)")
+    return path
+
+
+def queue_rule(queue_num: int, tag: str) -> list[str]:
+    # No --queue-bypass: with nobody bound to the queue the kernel drops (fail closed).
+    return ["FORWARD", "-m", "comment", "--comment", f"testbed:{tag}", "-j", "NFQUEUE", "--queue-num", str(queue_num)]
+
+
+def _run(args: list[str]) -> None:
+    proc = subprocess.run([_iptables(), "-w", "5", *args], capture_output=True, text=True, timeout=30)
+    if proc.returncode != 0:
+        msg = proc.stderr.strip() or proc.stdout.strip()
+        hint = ""
+        if "NFQUEUE" in msg or "No chain/target/match" in msg:
+            hint = " (the kernel lacks the NFQUEUE target: load xt_NFQUEUE / nfnetlink_queue)"
+        raise FirewallError(f"iptables {' '.join(args)} failed: {msg}{hint}")
+
+
+@contextlib.contextmanager
+def queue_rules(queue_num: int, *, tag: str) -> Iterator[None]:
+    rule = queue_rule(queue_num, tag)
+    _run(["-A", *rule])
+    try:
+        yield
+    finally:
+        with contextlib.suppress(FirewallError, subprocess.TimeoutExpired):
+            _run(["-D", *rule])
+
+
+def queue_counters(queue_num: int) -> dict[str, int]:
+    """Kernel-side counters of our queue (drops the engine never saw), from /proc of this netns."""
+    # Columns (net/netfilter/nfnetlink_queue.c): queue, portid, queue_total, copy_mode, copy_range,
+    # queue_dropped, user_dropped, id_sequence, 1
+    try:
+        lines = Path("/proc/net/netfilter/nfnetlink_queue").read_text().splitlines()
+    except OSError:
+        return {}
+    for line in lines:
+        cols = line.split()
+        if len(cols) >= 8 and cols[0].isdigit() and int(cols[0]) == queue_num:
+            return {
+                "queue_dropped": int(cols[5]),
+                "user_dropped": int(cols[6]),
+                "queued_now": int(cols[2]),
+            }
+    return {}

@@ -1,0 +1,115 @@
+"""The censor process: ``python -m testbed.censor.main CONFIG.json``, run inside the censor namespace.
+
+It is started by the runner through ``testbed.net.nsexec`` (so it is already in its namespace and
+dies with the runner), and speaks to the runner with one JSON object per line on stdout:
+
+    {"event": "ready", ...}          rules installed and queue bound: traffic may start
+    {"event": "stats", ...}          every second: packets, bytes, flows, held packets
+    {"event": "final", "censor": {...}}   after SIGTERM: the ``censor`` section of the result
+
+Anything that goes wrong is written to stderr and the process exits non-zero; since the queue is
+bound without bypass, the kernel then drops forwarded traffic (fail closed) and the runner ends
+the run with an error that says the censor died.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import signal
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from testbed.censor import firewall
+from testbed.censor.nfqueue import QueueAdapter
+from testbed.core.classify import Classifier
+from testbed.core.engine import CensorEngine
+
+STATS_INTERVAL_S = 1.0
+
+
+def emit(event: str, **fields: Any) -> None:
+    sys.stdout.write(json.dumps({"event": event, **fields}, separators=(",", ":")) + "\n")
+    sys.stdout.flush()
+
+
+@contextlib.contextmanager
+def ip_forwarding() -> Iterator[None]:
+    # /proc/sys/net is per network namespace: this writes the censor namespace's own switch.
+    path = Path("/proc/sys/net/ipv4/ip_forward")
+    path.write_text("1\n")
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            path.write_text("0\n")
+
+
+async def serve(config: dict[str, Any]) -> int:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    fatal: list[BaseException] = []
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+    def on_fatal(exc: BaseException) -> None:
+        fatal.append(exc)
+        stop.set()
+
+    classifier = Classifier(
+        inspect_packets=int(config["inspect_packets"]),
+        max_flows=int(config["max_flows"]),
+    )
+    engine = CensorEngine(classifier, start=loop.time())
+    queue_num = int(config.get("queue_num", 0))
+    with ip_forwarding(), firewall.queue_rules(queue_num, tag=str(config["run_id"])):
+        adapter = QueueAdapter(engine, queue_num=queue_num, max_len=int(config["max_len"]), on_fatal=on_fatal)
+        adapter.start()
+        try:
+            emit("ready", queue_num=queue_num)
+            while not stop.is_set():
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(stop.wait(), STATS_INTERVAL_S)
+                st = engine.stats
+                emit(
+                    "stats",
+                    t_s=round(loop.time() - engine.start, 3),
+                    packets=st.packets,
+                    bytes=st.bytes,
+                    flows=len(classifier.table),
+                    held=adapter.held,
+                )
+        finally:
+            adapter.close()
+        summary = engine.summary()
+        summary["kernel"] = firewall.queue_counters(queue_num)
+        summary["held_max"] = adapter.held_max
+    if fatal:
+        exc = fatal[0]
+        print(f"censor engine failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        emit("final", censor=summary, error=f"{type(exc).__name__}: {exc}")
+        return 3
+    emit("final", censor=summary)
+    return 0
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 1:
+        print("usage: python -m testbed.censor.main CONFIG.json", file=sys.stderr)
+        return 2
+    config = json.loads(Path(argv[0]).read_text())
+    try:
+        return asyncio.run(serve(config))
+    except firewall.FirewallError as exc:
+        print(f"censor: {exc}", file=sys.stderr)
+        return 4
+    except OSError as exc:
+        print(f"censor: {exc}", file=sys.stderr)
+        return 5
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

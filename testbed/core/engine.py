@@ -1,0 +1,99 @@
+"""The censor's per-packet pipeline, without I/O: bytes + time in, a ``Verdict`` out.
+
+    parse_ip -> Classifier.observe (flow table, counters, dissectors) -> Policy.decide -> Verdict
+
+The NFQUEUE adapter and the conformance tests' fake packet source both drive this same object;
+so does nothing else, and nothing here knows which of them is calling.  Rule: ``now`` is always
+passed in (the adapter uses the event loop's monotonic clock), and no exception from inside the
+pipeline ever escapes ``handle``: a packet we cannot parse is counted and passed (a real DPI
+forwards what it does not understand; policies that want otherwise see ``malformed``).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from testbed.core.classify import Classifier, Observation
+from testbed.core.flow import Flow
+from testbed.core.packet import MalformedPacket, Packet, parse_ip
+from testbed.core.verdict import ACCEPT, Verdict
+
+
+class Policy(Protocol):
+    def decide(self, packet: Packet, obs: Observation, now: float) -> Verdict: ...
+
+
+class AcceptAll:
+    """The null policy: inspect and count everything, interfere with nothing."""
+
+    def decide(self, packet: Packet, obs: Observation, now: float) -> Verdict:
+        return ACCEPT
+
+
+@dataclass(slots=True)
+class EngineStats:
+    packets: int = 0
+    bytes: int = 0
+    malformed: int = 0
+    actions: Counter[str] = field(default_factory=Counter)
+
+
+class CensorEngine:
+    def __init__(self, classifier: Classifier, policy: Policy | None = None, *, start: float = 0.0) -> None:
+        self.classifier = classifier
+        self.policy: Policy = policy if policy is not None else AcceptAll()
+        self.start = start
+        self.stats = EngineStats()
+
+    def handle(self, data: bytes, now: float) -> Verdict:
+        stats = self.stats
+        stats.packets += 1
+        stats.bytes += len(data)
+        try:
+            packet = parse_ip(data)
+        except MalformedPacket:
+            stats.malformed += 1
+            stats.actions[ACCEPT.action.value] += 1
+            return ACCEPT
+        obs = self.classifier.observe(packet, now)
+        verdict = self.policy.decide(packet, obs, now)
+        stats.actions[verdict.action.value] += 1
+        counts: Counter[str] | None = obs.flow.policy_state.get("verdicts")
+        if counts is None:
+            counts = obs.flow.policy_state["verdicts"] = Counter()
+        counts[verdict.action.value] += 1
+        return verdict
+
+    def summary(self) -> dict[str, Any]:
+        """The ``censor`` section of a scenario result (JSON-ready)."""
+        flows = [self.flow_record(f) for f in self.classifier.flows()]
+        flows.sort(key=lambda r: (r["first_seen_s"], r["initiator"]))
+        return {
+            "packets": self.stats.packets,
+            "bytes": self.stats.bytes,
+            "malformed": self.stats.malformed,
+            "actions": dict(self.stats.actions),
+            "flows": flows,
+        }
+
+    def flow_record(self, flow: Flow) -> dict[str, Any]:
+        a, b = flow.key.endpoints
+        verdicts: Counter[str] = flow.policy_state.get("verdicts", Counter())
+        return {
+            "transport": flow.transport,
+            "endpoints": [a, b],
+            "initiator": flow.initiator,
+            "packets": flow.packets,
+            "bytes": flow.bytes,
+            "packets_orig": flow.packets_orig,
+            "packets_reply": flow.packets_reply,
+            "bytes_orig": flow.bytes_orig,
+            "bytes_reply": flow.bytes_reply,
+            "labels": sorted(flow.labels),
+            "sni": flow.sni,
+            "first_seen_s": round(flow.created_at - self.start, 6),
+            "last_seen_s": round(flow.last_seen - self.start, 6),
+            "verdicts": dict(verdicts),
+        }

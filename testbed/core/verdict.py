@@ -1,0 +1,41 @@
+"""What the censor decides about one packet: data, not actions.
+
+The sans-IO core returns a ``Verdict``; the NFQUEUE adapter (``testbed.censor.nfqueue``) carries
+it out.  Holding a packet (delay, jitter, shaping) is a verdict too: "accept, but not before
+``until``" -- the adapter retains the packet and releases it from the event loop's timer.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+
+class Action(enum.Enum):
+    ACCEPT = "accept"
+    DROP = "drop"
+    HOLD = "hold"  # accept at ``until`` (a monotonic time in the caller's clock)
+    REJECT = "reject"
+
+
+class RejectKind(enum.Enum):
+    TCP_RST = "tcp-rst"
+    ICMP_UNREACHABLE = "icmp-unreachable"
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    action: Action
+    until: float | None = None
+    rule: str | None = None
+    reject: RejectKind | None = None
+
+    def __post_init__(self) -> None:
+        if (self.action is Action.HOLD) != (self.until is not None):
+            raise ValueError("a HOLD verdict needs `until`, and only HOLD has one")
+        if (self.action is Action.REJECT) != (self.reject is not None):
+            raise ValueError("a REJECT verdict needs `reject`, and only REJECT has one")
+
+
+ACCEPT = Verdict(Action.ACCEPT)
+DROP = Verdict(Action.DROP)

@@ -1,0 +1,168 @@
+"""``testbed doctor``: can this machine run scenarios?  Each check says how to fix itself."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import importlib.metadata
+import os
+import platform
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TextIO
+
+from testbed.net import names
+from testbed.net.privileges import missing_caps
+
+SETUP_HINT = "run the README's setup command (scripts/setup.sh)"
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    name: str
+    ok: bool
+    detail: str
+    fix: str = ""
+
+
+def _python() -> Check:
+    ok = sys.version_info >= (3, 11)
+    return Check("python >= 3.11", ok, platform.python_version(), "install Python 3.11 or newer")
+
+
+def _linux() -> Check:
+    ok = sys.platform == "linux"
+    return Check("linux kernel", ok, platform.release(), "testbed needs Linux; on macOS/Windows use the Vagrantfile")
+
+
+def _privileges() -> Check:
+    missing = missing_caps()
+    if not missing:
+        return Check("privileges (CAP_NET_ADMIN, CAP_SYS_ADMIN)", True, f"uid {os.geteuid()}")
+    return Check(
+        "privileges (CAP_NET_ADMIN, CAP_SYS_ADMIN)",
+        False,
+        f"missing {', '.join(missing)}",
+        "run as root: sudo .venv/bin/testbed ...",
+    )
+
+
+def _package(module: str, dist: str) -> Callable[[], Check]:
+    def check() -> Check:
+        try:
+            importlib.import_module(module)
+            version = importlib.metadata.version(dist)
+        except Exception as exc:  # noqa: BLE001 - report any import failure
+            return Check(f"python package {dist}", False, f"{type(exc).__name__}: {exc}", SETUP_HINT)
+        return Check(f"python package {dist}", True, version)
+
+    return check
+
+
+def _binary(name: str, package: str) -> Callable[[], Check]:
+    def check() -> Check:
+        path = shutil.which(name)
+        if path is None:
+            return Check(f"{name} binary", False, "not found", f"apt-get install {package} (or {SETUP_HINT})")
+        try:
+            out = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=10).stdout.strip()
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            return Check(f"{name} binary", False, str(exc), f"reinstall {package}")
+        return Check(f"{name} binary", True, out.splitlines()[0] if out else path)
+
+    return check
+
+
+def _namespace_checks() -> list[Check]:
+    """Create a scratch namespace with a veth pair, install an NFQUEUE rule and bind a queue in it."""
+    if missing_caps():
+        return [Check("network namespaces, veth, NFQUEUE", False, "skipped: no privileges", "run as root")]
+    return asyncio.run(_probe())
+
+
+async def _probe() -> list[Check]:
+    from pyroute2 import AsyncIPRoute, netns
+
+    from testbed.net.process import netns_process
+    from testbed.net.runs import registered_run
+
+    checks: list[Check] = []
+    rid = names.new_run_id()
+    a, b = names.netns_name(rid, "doctora"), names.netns_name(rid, "doctorb")
+    with registered_run(rid, purpose="doctor"):
+        created: list[str] = []
+        try:
+            try:
+                for ns in (a, b):
+                    await asyncio.to_thread(netns.create, ns)
+                    created.append(ns)
+                checks.append(Check("create network namespaces", True, "ok"))
+            except OSError as exc:
+                checks.append(Check("create network namespaces", False, str(exc), "needs root and CONFIG_NET_NS"))
+                return checks
+            try:
+                async with AsyncIPRoute(netns=a) as ipr:
+                    await ipr.link(
+                        "add",
+                        ifname=names.node_ifname(rid, 1),
+                        kind="veth",
+                        peer={"ifname": names.censor_ifname(rid, 1), "net_ns_fd": b},
+                    )
+                checks.append(Check("veth pairs between namespaces", True, "ok"))
+            except OSError as exc:
+                checks.append(Check("veth pairs between namespaces", False, str(exc), "load the veth module: modprobe veth"))
+            probe = (
+                "import sys\n"
+                "from testbed.censor import firewall\n"
+                "from netfilterqueue import NetfilterQueue\n"
+                "with firewall.queue_rules(0, tag='doctor'):\n"
+                "    q = NetfilterQueue(); q.bind(0, lambda p: p.accept()); q.unbind()\n"
+                "print('ok')\n"
+            )
+            async with netns_process(b, [sys.executable, "-c", probe], stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE) as proc:
+                out, err = await asyncio.wait_for(proc.communicate(), 30)
+            if proc.returncode == 0:
+                checks.append(Check("iptables NFQUEUE target + queue binding", True, "ok"))
+            else:
+                last = (err.decode(errors="replace").strip().splitlines() or ["failed"])[-1]
+                checks.append(
+                    Check(
+                        "iptables NFQUEUE target + queue binding",
+                        False,
+                        last,
+                        "install iptables and libnetfilter-queue (scripts/setup.sh); the kernel needs "
+                        "nfnetlink_queue and xt_NFQUEUE (modprobe nfnetlink_queue xt_NFQUEUE)",
+                    )
+                )
+        finally:
+            for ns in created:
+                netns.remove(ns)
+    return checks
+
+
+def run_doctor(out: TextIO) -> int:
+    checks: list[Check] = [_linux(), _python(), _privileges()]
+    for module, dist in (
+        ("aiortc", "aiortc"),
+        ("pyroute2", "pyroute2"),
+        ("netfilterqueue", "NetfilterQueue"),
+        ("dpkt", "dpkt"),
+        ("yaml", "PyYAML"),
+        ("pydantic", "pydantic"),
+        ("cryptography", "cryptography"),
+    ):
+        checks.append(_package(module, dist)())
+    checks.append(_binary("iptables", "iptables")())
+    if sys.platform == "linux":
+        checks.extend(_namespace_checks())
+    width = max(len(c.name) for c in checks)
+    for c in checks:
+        out.write(f"{'ok  ' if c.ok else 'FAIL'}  {c.name:<{width}}  {c.detail}\n")
+        if not c.ok and c.fix:
+            out.write(f"      {'':<{width}}  fix: {c.fix}\n")
+    failed = [c for c in checks if not c.ok]
+    out.write("\nall checks passed\n" if not failed else f"\n{len(failed)} check(s) failed\n")
+    return 0 if not failed else 1

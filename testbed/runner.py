@@ -1,0 +1,182 @@
+"""Run scenarios: scenario -> topology -> censor -> calls -> results -> expectations.
+
+Everything a run creates is owned by one ``AsyncExitStack`` and undone in reverse order on
+success, failure, Ctrl-C or SIGTERM (cancellation): endpoint processes, then the censor process,
+then namespaces (which takes their links and iptables rules with them), then the run directory.
+If the runner itself is killed with SIGKILL, its children die with it (PR_SET_PDEATHSIG, see
+``testbed.net.nsexec``) and ``testbed clean`` removes the namespaces and the run directory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from testbed.calls import CallOptions, CallResult, run_call
+from testbed.censor.control import running_censor
+from testbed.errors import RunError, TestbedError
+from testbed.net.names import new_run_id
+from testbed.net.runs import registered_run
+from testbed.net.topology import build_topology, plan_topology
+from testbed.scenario.loader import LoadedScenario
+from testbed.scenario.model import CallSpec, Expectation, Media, Scenario
+
+
+@dataclass(frozen=True, slots=True)
+class ExpectationResult:
+    what: str
+    passed: bool
+    detail: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"what": self.what, "passed": self.passed, "detail": self.detail}
+
+
+@dataclass(slots=True)
+class ScenarioResult:
+    name: str
+    file: str
+    run_id: str
+    seed: int
+    passed: bool = False
+    duration_s: float = 0.0
+    expectations: list[ExpectationResult] = field(default_factory=list)
+    calls: list[CallResult] = field(default_factory=list)
+    censor: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "file": self.file,
+            "run_id": self.run_id,
+            "seed": self.seed,
+            "passed": self.passed,
+            "duration_s": round(self.duration_s, 3),
+            "error": self.error,
+            "expectations": [e.to_json() for e in self.expectations],
+            "calls": [c.to_json() for c in self.calls],
+            "censor": self.censor,
+        }
+
+
+Progress = Callable[[str], None]
+
+
+def call_options(spec: CallSpec) -> CallOptions:
+    return CallOptions(
+        name=spec.name,
+        duration_s=spec.duration,
+        audio=Media.AUDIO in spec.media,
+        video=Media.VIDEO in spec.media,
+        data_channel=Media.DATA in spec.media,
+        connect_timeout_s=spec.connect_timeout,
+    )
+
+
+async def run_scenario(
+    loaded: LoadedScenario, *, seed: int | None = None, progress: Progress | None = None
+) -> ScenarioResult:
+    scenario = loaded.scenario
+    say = progress or (lambda _msg: None)
+    run_id = new_run_id()
+    result = ScenarioResult(
+        name=scenario.name,
+        file=str(loaded.path),
+        run_id=run_id,
+        seed=scenario.seed if seed is None else seed,
+    )
+    started = time.monotonic()
+    try:
+        await _run(scenario, result, say)
+    except TestbedError as exc:
+        if not isinstance(exc, RunError):
+            raise
+        result.error = str(exc)
+    finally:
+        result.duration_s = time.monotonic() - started
+    result.expectations = evaluate(scenario, result.calls) if result.error is None else []
+    result.passed = result.error is None and all(e.passed for e in result.expectations)
+    return result
+
+
+async def _run(scenario: Scenario, result: ScenarioResult, say: Progress) -> None:
+    try:
+        async with contextlib.AsyncExitStack() as stack, asyncio.timeout(scenario.effective_timeout()):
+            workdir = stack.enter_context(registered_run(result.run_id))
+            plan = plan_topology(scenario, result.run_id)
+            say(f"building network (run {result.run_id})")
+            await stack.enter_async_context(build_topology(plan))
+            say("starting censor")
+            censor = await stack.enter_async_context(
+                running_censor(plan, scenario.censor, workdir, seed=result.seed)
+            )
+            say(f"placing {len(scenario.calls)} call(s)")
+            async with asyncio.TaskGroup() as tg:
+                watch = tg.create_task(censor.watch())
+                calls = [
+                    tg.create_task(
+                        run_call(
+                            call_options(spec),
+                            caller_netns=plan.node(spec.caller).netns,
+                            callee_netns=plan.node(spec.callee).netns,
+                            workdir=workdir,
+                        )
+                    )
+                    for spec in scenario.calls
+                ]
+                try:
+                    result.calls = list(await asyncio.gather(*calls))
+                finally:
+                    watch.cancel()
+            result.censor = await censor.stop()
+    except TimeoutError:
+        raise RunError(
+            f"scenario {scenario.name!r} did not finish within its timeout of "
+            f"{scenario.effective_timeout():.0f} s (set `timeout:` in the scenario to allow longer)"
+        ) from None
+    except BaseExceptionGroup as group:
+        raise _first_testbed_error(group) from None
+
+
+def _first_testbed_error(group: BaseExceptionGroup) -> BaseException:
+    """Structured concurrency reports failures as groups; users want the one that mattered."""
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            inner = _first_testbed_error(exc)
+            if isinstance(inner, TestbedError):
+                return inner
+        elif isinstance(exc, TestbedError):
+            return exc
+    return group
+
+
+def evaluate(scenario: Scenario, calls: Sequence[CallResult]) -> list[ExpectationResult]:
+    by_name = {c.name: c for c in calls}
+    out: list[ExpectationResult] = []
+    for exp in scenario.expect:
+        targets = [exp.call] if exp.call is not None else [c.name for c in scenario.calls]
+        for name in targets:
+            call = by_name.get(name)
+            out.extend(_check_call(exp, name, call))
+    return out
+
+
+def _check_call(exp: Expectation, name: str, call: CallResult | None) -> list[ExpectationResult]:
+    out = []
+    if exp.connected is not None:
+        what = f"{name}: connected == {str(exp.connected).lower()}"
+        if call is None:
+            out.append(ExpectationResult(what, False, "the call did not run"))
+        else:
+            if call.connected:
+                detail = f"connected in {call.setup_ms:.0f} ms" if call.setup_ms is not None else "connected"
+            else:
+                detail = f"never connected: {call.error or 'no reason given'}"
+            out.append(ExpectationResult(what, call.connected == exp.connected, detail))
+    return out
