@@ -76,7 +76,9 @@ def discover(paths: Iterable[str | Path]) -> list[Path]:
 
 def _translate(exc: ValidationError, data: Any, smap: SourceMap) -> ScenarioError:
     """The first pydantic error as a ScenarioError at the right line, with a hint."""
-    err = exc.errors(include_url=False)[0]
+    errors = exc.errors(include_url=False)
+    # A misspelt key also makes the real key "missing": report the misspelling, it explains both.
+    err = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
     loc = _clean_loc(err["loc"])
     key = format_path(loc) or None
     kind = err["type"]
