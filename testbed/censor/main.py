@@ -62,9 +62,11 @@ async def serve(config: dict[str, Any]) -> int:
     classifier = Classifier(
         inspect_packets=int(config["inspect_packets"]),
         max_flows=int(config["max_flows"]),
+        retain_ended=True,  # flows that time out mid-run still belong in the run's report
     )
     engine = CensorEngine(classifier, start=loop.time())
     queue_num = int(config.get("queue_num", 0))
+    kernel: dict[str, int] = {}
     with ip_forwarding(), firewall.queue_rules(queue_num, tag=str(config["run_id"])):
         adapter = QueueAdapter(engine, queue_num=queue_num, max_len=int(config["max_len"]), on_fatal=on_fatal)
         adapter.start()
@@ -82,10 +84,11 @@ async def serve(config: dict[str, Any]) -> int:
                     flows=len(classifier.table),
                     held=adapter.held,
                 )
+            kernel = firewall.queue_counters(queue_num)  # while the queue is still bound
         finally:
             adapter.close()
         summary = engine.summary()
-        summary["kernel"] = firewall.queue_counters(queue_num)
+        summary["kernel"] = kernel
         summary["held_max"] = adapter.held_max
     if fatal:
         exc = fatal[0]
