@@ -25,16 +25,24 @@ class RejectKind(enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class Verdict:
+    """``action`` for the packet itself; ``inject`` are extra IP packets (e.g. crafted RSTs or
+    ICMP errors) for the adapter to send from the censor; ``rewrite`` replaces the packet's bytes
+    before it is accepted (TSPU rewrites the server's reply into an RST/ACK)."""
+
     action: Action
     until: float | None = None
     rule: str | None = None
     reject: RejectKind | None = None
+    inject: tuple[bytes, ...] = ()
+    rewrite: bytes | None = None
 
     def __post_init__(self) -> None:
         if (self.action is Action.HOLD) != (self.until is not None):
             raise ValueError("a HOLD verdict needs `until`, and only HOLD has one")
         if (self.action is Action.REJECT) != (self.reject is not None):
             raise ValueError("a REJECT verdict needs `reject`, and only REJECT has one")
+        if self.rewrite is not None and self.action not in (Action.ACCEPT, Action.HOLD):
+            raise ValueError("only a packet that goes on (ACCEPT or HOLD) can be rewritten")
 
 
 ACCEPT = Verdict(Action.ACCEPT)
