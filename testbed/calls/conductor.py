@@ -1,0 +1,330 @@
+"""The relay's call logic as a sans-IO state machine: :class:`Conductor`.
+
+Rule 1: no I/O, no clock.  The session (``session.py``) feeds it what happened -- a message from
+an endpoint, an endpoint lost, a timer -- each with ``now`` (CLOCK_MONOTONIC seconds), and carries
+out the :data:`Action` values it returns.  ``next_deadline()`` says when to call ``on_timer``.
+Rule 2: a call that fails is a *measured outcome* (``error`` in the result), never an exception;
+only a harness failure (an endpoint that never became ready) is an :class:`Abort`.
+
+Phases::
+
+    STARTING --both Hello--> DIALLING --both "connected"--> CONNECTED --duration_s--> HANGING_UP
+        |                       |  connect_timeout_s,            |  endpoint lost,       |  all Done
+        | start_timeout_s       |  endpoint lost, failure,       |  failure, connection  |  or lost, or
+        v                       |  connection failed             |  failed               |  teardown
+      Abort                     +--------------------------------+----------------------+  timeout
+                                                                                          v
+                                                                                       FINISHED
+
+A normal hang-up is HangUp to the caller, which says Bye to the callee through the relay; on an
+error every endpoint still running gets a HangUp.  Either way each endpoint stops its media, waits
+``drain_s``, reports Stats, closes its peer connection and says Done.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import Enum, auto
+
+from testbed.calls import metrics
+from testbed.calls.options import CallOptions
+from testbed.calls.result import CallResult, Kind
+from testbed.calls.signalling import (
+    PEER_MESSAGES,
+    Dial,
+    Done,
+    Failure,
+    HangUp,
+    Hello,
+    Layer,
+    Message,
+    Role,
+    Stats,
+    StateChange,
+)
+
+RELAY = "relay"
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    to: Role
+    message: Message
+
+
+@dataclass(frozen=True, slots=True)
+class Finish:
+    """Every endpoint is done or gone: build the result; processes may be reaped."""
+
+
+@dataclass(frozen=True, slots=True)
+class Abort:
+    """The harness failed (not the call): the session raises ``CallError``."""
+
+    reason: str
+    role: Role | None = None
+
+
+Action = Send | Finish | Abort
+
+
+class Phase(Enum):
+    STARTING = auto()
+    DIALLING = auto()
+    CONNECTED = auto()
+    HANGING_UP = auto()
+    FINISHED = auto()
+
+
+@dataclass(slots=True)
+class _Endpoint:
+    ready: bool = False
+    done: bool = False
+    lost: bool = False
+    hung_up: bool = False
+    connected_at: float | None = None
+    offer_sent_at: float | None = None
+    states: dict[Layer, str] = field(default_factory=dict)
+    report: metrics.EndpointReport | None = None
+
+    @property
+    def alive(self) -> bool:
+        return self.ready and not self.done and not self.lost
+
+
+class Conductor:
+    def __init__(
+        self,
+        options: CallOptions,
+        *,
+        start: float,
+        start_timeout_s: float = 30.0,
+        teardown_timeout_s: float = 3.0,
+        observer: Callable[[float, str], None] | None = None,
+    ) -> None:
+        """``observer``, if given, sees every timeline entry as it is recorded (live progress)."""
+        self.options = options
+        self._observer = observer
+        self.phase = Phase.STARTING
+        self._t0 = start
+        self._start_timeout_s = start_timeout_s
+        self._teardown_timeout_s = teardown_timeout_s
+        self._endpoints = {role: _Endpoint() for role in Role}
+        self._timeline: list[tuple[float, str]] = []
+        self._errors: list[str] = []
+        self._deadline: float | None = start + start_timeout_s
+        self._media_start: float | None = None
+        self._hangup_at: float | None = None
+
+    # -- inputs -------------------------------------------------------------------------------
+
+    def receive(self, role: Role, message: Message, now: float) -> list[Action]:
+        if self.phase is Phase.FINISHED:
+            return []
+        me = self._endpoints[role]
+        match message:
+            case Hello(role=said):
+                if said is not role or me.ready:
+                    return [Abort(f"{role} endpoint sent an unexpected hello ({said})", role)]
+                me.ready = True
+                self._log(now, f"{role}:{Layer.ENDPOINT}:ready")
+                if all(e.ready for e in self._endpoints.values()):
+                    self.phase = Phase.DIALLING
+                    self._deadline = now + self.options.connect_timeout_s
+                    self._log(now, f"{RELAY}:{Layer.SIGNALLING}:dial")
+                    return [Send(Role.CALLER, Dial())]
+                return []
+            case _ if isinstance(message, PEER_MESSAGES):
+                peer = self._endpoints[role.peer]
+                return [Send(role.peer, message)] if peer.alive else []
+            case StateChange(t=t, layer=layer, state=state):
+                return self._state_change(role, me, t, layer, state, now)
+            case Stats(report=report):
+                me.report = metrics.parse_report(report)
+                return []
+            case Failure(message=text):
+                if self.phase is Phase.STARTING:
+                    return [Abort(f"{role} endpoint failed while starting: {text}", role)]
+                self._errors.append(f"{role} endpoint failed: {text}")
+                return self._hang_up(now, f"{role} failed", everyone=True)
+            case Done():
+                me.done = True
+                return self._maybe_finish(now)
+            case _:
+                return [Abort(f"{role} endpoint sent {message.type} to the relay", role)]
+
+    def lost(self, role: Role, now: float, detail: str) -> list[Action]:
+        """The endpoint's connection closed or its process exited (``detail`` says which/how)."""
+        me = self._endpoints[role]
+        if self.phase is Phase.FINISHED or me.done or me.lost:
+            return []
+        if not me.ready:
+            return [Abort(f"{role} endpoint {detail} before it was ready", role)]
+        me.lost = True
+        self._log(now, f"{role}:{Layer.ENDPOINT}:lost")
+        when = {
+            Phase.STARTING: "before the call",
+            Phase.DIALLING: "while connecting",
+            Phase.CONNECTED: f"after {self._since_media(now):.1f} s of media",
+            Phase.HANGING_UP: "while hanging up",
+        }[self.phase]
+        self._errors.append(f"{role} endpoint {detail} {when}")
+        return self._hang_up(now, f"{role} endpoint lost", everyone=True) + self._maybe_finish(now)
+
+    def next_deadline(self) -> float | None:
+        return self._deadline
+
+    def on_timer(self, now: float) -> list[Action]:
+        if self._deadline is None or now < self._deadline:
+            return []
+        match self.phase:
+            case Phase.STARTING:
+                waiting = [str(r) for r, e in self._endpoints.items() if not e.ready]
+                return [Abort(f"{' and '.join(waiting)} endpoint not ready after "
+                              f"{self._start_timeout_s:g} s")]
+            case Phase.DIALLING:
+                self._log(now, f"{RELAY}:{Layer.CALL}:timeout")
+                self._errors.append(
+                    f"not connected within {self.options.connect_timeout_s:g} s ("
+                    + "; ".join(f"{r}: {self._describe(e)}" for r, e in self._endpoints.items())
+                    + ")"
+                )
+                return self._hang_up(now, "connect timeout", everyone=True)
+            case Phase.CONNECTED:
+                return self._hang_up(now, "duration reached", everyone=False)
+            case Phase.HANGING_UP:
+                stuck = [str(r) for r, e in self._endpoints.items() if e.ready and not (e.done or e.lost)]
+                self._errors.append(
+                    f"{' and '.join(stuck)} did not finish hanging up within "
+                    f"{self._teardown_timeout_s:g} s"
+                )
+                return self._finish(now)
+            case Phase.FINISHED:
+                return []
+
+    # -- output -------------------------------------------------------------------------------
+
+    def result(self, *, wall_s: float | None = None) -> CallResult:
+        caller, callee = self._endpoints[Role.CALLER], self._endpoints[Role.CALLEE]
+        connected = caller.connected_at is not None and callee.connected_at is not None
+        setup_ms = None
+        if connected and caller.offer_sent_at is not None:
+            both = max(caller.connected_at or 0.0, callee.connected_at or 0.0)
+            setup_ms = round((both - caller.offer_sent_at) * 1000.0, 3)
+        media_s = None
+        if self._media_start is not None:
+            end = self._hangup_at if self._hangup_at is not None else self._media_start
+            media_s = round(end - self._media_start, 3)
+        reports = {role: e.report for role, e in self._endpoints.items()}
+        kinds = [
+            k
+            for k, on in (
+                (Kind.AUDIO, self.options.audio),
+                (Kind.VIDEO, self.options.video),
+                (Kind.DATA, self.options.data_channel),
+            )
+            if on
+        ]
+        transports = tuple(metrics.build_transport(role, reports[role]) for role in Role)
+        pair = next((t.selected_candidate_pair for t in transports if t.selected_candidate_pair), None)
+        return CallResult(
+            name=self.options.name,
+            connected=connected,
+            setup_ms=setup_ms,
+            state_timeline=tuple(sorted(self._timeline, key=lambda entry: entry[0])),
+            streams=metrics.build_streams(reports, kinds),
+            error="; ".join(self._errors) or None,
+            selected_candidate_pair=pair,
+            transports=transports,
+            media_s=media_s,
+            wall_s=None if wall_s is None else round(wall_s, 3),
+        )
+
+    # -- internals ----------------------------------------------------------------------------
+
+    def _state_change(
+        self, role: Role, me: _Endpoint, t: float, layer: Layer, state: str, now: float
+    ) -> list[Action]:
+        me.states[layer] = state
+        self._record(t, f"{role}:{layer}:{state}")
+        if layer is Layer.SIGNALLING and state == "offer-sent" and me.offer_sent_at is None:
+            me.offer_sent_at = t
+        if layer is not Layer.CONNECTION:
+            return []
+        if state == "connected" and me.connected_at is None:
+            me.connected_at = t
+            if self.phase is Phase.DIALLING and all(
+                e.connected_at is not None for e in self._endpoints.values()
+            ):
+                self.phase = Phase.CONNECTED
+                self._media_start = now
+                self._deadline = now + self.options.duration_s
+                self._log(now, f"{RELAY}:{Layer.CALL}:connected")
+            return []
+        if state in ("failed", "closed") and self.phase in (Phase.DIALLING, Phase.CONNECTED):
+            self._errors.append(f"{role} connection {state} {self._when(now)}")
+            return self._hang_up(now, f"{role} connection {state}", everyone=True)
+        return []
+
+    def _hang_up(self, now: float, reason: str, *, everyone: bool) -> list[Action]:
+        if self.phase in (Phase.HANGING_UP, Phase.FINISHED):
+            return []
+        if self.phase is Phase.CONNECTED:
+            self._hangup_at = now
+        self.phase = Phase.HANGING_UP
+        self._deadline = now + self.options.drain_s + self._teardown_timeout_s
+        self._log(now, f"{RELAY}:{Layer.SIGNALLING}:hangup")
+        actions: list[Action] = []
+        targets = list(Role) if everyone or not self._endpoints[Role.CALLER].alive else [Role.CALLER]
+        for role in targets:
+            endpoint = self._endpoints[role]
+            if endpoint.alive and not endpoint.hung_up:
+                endpoint.hung_up = True
+                actions.append(Send(role, HangUp(reason)))
+        return actions
+
+    def _maybe_finish(self, now: float) -> list[Action]:
+        if all(e.done or e.lost for e in self._endpoints.values()):
+            if self.phase is not Phase.HANGING_UP:
+                # Both went away by themselves (e.g. both said Bye and closed): still an ending.
+                self._hang_up(now, "endpoints gone", everyone=True)
+            return self._finish(now)
+        return []
+
+    def _finish(self, now: float) -> list[Action]:
+        self.phase = Phase.FINISHED
+        self._deadline = None
+        self._log(now, f"{RELAY}:{Layer.CALL}:ended")
+        return [Finish()]
+
+    def _log(self, now: float, label: str) -> None:
+        self._record(now, label)
+
+    def _record(self, t: float, label: str) -> None:
+        entry = (round(t - self._t0, 6), label)
+        self._timeline.append(entry)
+        if self._observer is not None:
+            self._observer(*entry)
+
+    def _since_media(self, now: float) -> float:
+        return 0.0 if self._media_start is None else now - self._media_start
+
+    def _when(self, now: float) -> str:
+        if self.phase is Phase.CONNECTED:
+            return f"after {self._since_media(now):.1f} s of media"
+        return "while connecting"
+
+    @staticmethod
+    def _describe(endpoint: _Endpoint) -> str:
+        if not endpoint.ready:
+            return "not ready"
+        parts = [
+            f"{layer}={endpoint.states[layer]}"
+            for layer in (Layer.ICE_GATHERING, Layer.ICE_CONNECTION, Layer.CONNECTION)
+            if layer in endpoint.states
+        ]
+        return ", ".join(parts) or "no state reported"
+
+
+__all__ = ["Abort", "Action", "Conductor", "Finish", "Phase", "Send"]

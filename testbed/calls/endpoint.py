@@ -1,0 +1,440 @@
+"""One end of a call: ``python -m testbed.calls.endpoint --config FILE`` (runs inside a namespace).
+
+The config file is JSON: ``{"role": "caller"|"callee", "socket": PATH, "options": CallOptions}``.
+The process connects to the relay's unix socket, says Hello, and then follows the relay:
+
+* caller: on Dial, make an offer (audio/video transceivers, a data channel) and send it;
+  on Answer, apply it.  callee: on Offer, add its tracks, answer.
+* both: report every state change (see ``signalling.Layer``) with CLOCK_MONOTONIC timestamps,
+  send media and data-channel messages once connected.
+* on HangUp (from the relay) or Bye (from the peer): stop media, say Bye (if not the one who got
+  it), wait ``drain_s``, send Stats, close the peer connection, send Done, exit 0.
+* on EOF from the relay or SIGTERM/SIGINT: close the peer connection and exit, without stats.
+
+ICE never contacts a server that the options do not name: ``iceServers`` is always an explicit
+list (aiortc would otherwise add stun.l.google.com, see ``RTCIceGatherer.getDefaultIceServers``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import dataclasses
+import datetime
+import json
+import os
+import signal
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from aiortc import (
+    RTCConfiguration,
+    RTCDataChannel,
+    RTCPeerConnection,
+    RTCRtpSender,
+    RTCSessionDescription,
+)
+from aiortc.mediastreams import MediaStreamTrack
+from aiortc.sdp import SessionDescription
+
+from testbed.calls.media import FrameSink, MovingBarTrack, ToneTrack
+from testbed.calls.options import CallOptions
+from testbed.calls.signalling import (
+    Answer,
+    Bye,
+    Decoder,
+    Dial,
+    Done,
+    Failure,
+    HangUp,
+    Hello,
+    Layer,
+    Message,
+    Offer,
+    Role,
+    SignallingProtocolError,
+    Stats,
+    StateChange,
+    encode,
+)
+
+# Different tones per side make a capture easy to read (and would show a loop-back).
+TONE_HZ = {Role.CALLER: 440, Role.CALLEE: 660}
+CLOSE_TIMEOUT_S = 2.0
+STATS_TIMEOUT_S = 2.0
+MAX_DELAY_SAMPLES = 20000
+DATA_CHANNEL_LABEL = "testbed"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class EndpointConfig:
+    role: Role
+    socket: Path
+    options: CallOptions
+
+    @classmethod
+    def load(cls, path: Path) -> EndpointConfig:
+        raw = json.loads(path.read_text())
+        return cls(
+            role=Role(raw["role"]),
+            socket=Path(raw["socket"]),
+            options=CallOptions.from_json(raw["options"]),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {"role": self.role.value, "socket": str(self.socket), "options": self.options.to_json()}
+
+
+class Endpoint:
+    def __init__(self, config: EndpointConfig, send: Callable[[Message], Awaitable[None]]) -> None:
+        self.role = config.role
+        self.options = config.options
+        self._send = send
+        # Explicit and empty: host candidates only, and no default STUN server on the internet.
+        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        self._tracks: list[ToneTrack | MovingBarTrack] = []
+        self._sinks: dict[str, FrameSink] = {}
+        self._channel: RTCDataChannel | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._received_bytes: dict[int, int] = {}
+        self._hooked: set[int] = set()
+        self._data = {"messages_sent": 0, "bytes_sent": 0, "messages_received": 0, "bytes_received": 0}
+        self._delays_ms: list[float] = []
+        self._hanging_up = False
+        self._closed = False
+        self._wire_peer_connection()
+
+    # -- events -> relay ------------------------------------------------------------------------
+
+    def _emit(self, layer: Layer, state: str) -> None:
+        self._spawn(self._send(StateChange(t=time.monotonic(), layer=layer, state=state)))
+
+    def _spawn(self, coro: Awaitable[None]) -> None:
+        async def guarded() -> None:
+            try:
+                await coro
+            except (ConnectionError, OSError):
+                pass  # the relay went away: the read loop sees EOF and ends the process
+
+        task = asyncio.ensure_future(guarded())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _wire_peer_connection(self) -> None:
+        pc = self.pc
+        pc.on("connectionstatechange", lambda: self._emit(Layer.CONNECTION, pc.connectionState))
+        pc.on("iceconnectionstatechange", lambda: self._emit(Layer.ICE_CONNECTION, pc.iceConnectionState))
+        pc.on("icegatheringstatechange", lambda: self._emit(Layer.ICE_GATHERING, pc.iceGatheringState))
+        pc.on("track", self._on_track)
+        pc.on("datachannel", self._on_datachannel)
+
+    def _hook_transports(self) -> None:
+        """Follow DTLS state and count received RTP payload bytes, once transports exist."""
+        for transceiver in self.pc.getTransceivers():
+            dtls = transceiver.sender.transport
+            self._hook_dtls(dtls)
+            receiver = transceiver.receiver
+            if id(receiver) not in self._hooked:
+                self._hooked.add(id(receiver))
+                _count_received_bytes(receiver, self._received_bytes)
+        if self.pc.sctp is not None:
+            self._hook_dtls(self.pc.sctp.transport)
+
+    def _hook_dtls(self, dtls: Any) -> None:
+        if dtls is None or id(dtls) in self._hooked:
+            return
+        self._hooked.add(id(dtls))
+        dtls.on("statechange", lambda: self._emit(Layer.DTLS, dtls.state))
+
+    def _on_track(self, track: MediaStreamTrack) -> None:
+        sink = FrameSink(track)
+        self._sinks[track.kind] = sink
+
+        async def first() -> None:
+            await sink.first_frame.wait()
+            self._emit(Layer.MEDIA, f"first-{track.kind}-received")
+
+        self._spawn(sink.run())
+        self._spawn(first())
+
+    def _on_datachannel(self, channel: RTCDataChannel) -> None:
+        self._wire_channel(channel)
+        # The callee learns of the channel when it is already open.
+        if channel.readyState == "open":
+            self._on_channel_open(channel)
+
+    def _wire_channel(self, channel: RTCDataChannel) -> None:
+        self._channel = channel
+        channel.on("open", lambda: self._on_channel_open(channel))
+        channel.on("close", lambda: self._emit(Layer.DATA_CHANNEL, "closed"))
+        channel.on("message", self._on_message)
+
+    def _on_channel_open(self, channel: RTCDataChannel) -> None:
+        self._emit(Layer.DATA_CHANNEL, "open")
+        self._spawn(self._send_data(channel))
+
+    def _on_message(self, message: str | bytes) -> None:
+        now = time.monotonic()
+        data = message.encode() if isinstance(message, str) else message
+        self._data["messages_received"] += 1
+        self._data["bytes_received"] += len(data)
+        # "<seq> <monotonic send time> xxxx...": both endpoints share CLOCK_MONOTONIC.
+        with contextlib.suppress(ValueError, IndexError):
+            sent_at = float(data.split(b" ", 2)[1])
+            if len(self._delays_ms) < MAX_DELAY_SAMPLES:
+                self._delays_ms.append(round((now - sent_at) * 1000.0, 3))
+
+    async def _send_data(self, channel: RTCDataChannel) -> None:
+        size = self.options.data_message_bytes
+        interval = self.options.data_interval_s
+        start = time.monotonic()
+        seq = 0
+        while not self._hanging_up and channel.readyState == "open":
+            head = f"{seq} {time.monotonic():.6f} ".encode()
+            payload = head + b"x" * max(0, size - len(head))
+            channel.send(payload.decode())
+            self._data["messages_sent"] += 1
+            self._data["bytes_sent"] += len(payload)
+            seq += 1
+            await asyncio.sleep(max(0.0, start + seq * interval - time.monotonic()))
+
+    # -- call flow -----------------------------------------------------------------------------
+
+    def _add_media(self) -> None:
+        """Add our tracks.  On the callee, addTrack reuses the transceivers the offer created."""
+        if self.options.audio:
+            self._add_track(ToneTrack(TONE_HZ[self.role]), "audio/opus")
+        if self.options.video:
+            o = self.options
+            self._add_track(MovingBarTrack(o.video_width, o.video_height, o.video_fps, seed=TONE_HZ[self.role]), "video/VP8")
+
+    def _add_track(self, track: ToneTrack | MovingBarTrack, mime: str) -> None:
+        self._tracks.append(track)
+        sender = self.pc.addTrack(track)
+        if self.role is Role.CALLER:
+            # Offer exactly one codec (plus its RTX), so the negotiated clock rate is known.
+            codecs = [
+                c
+                for c in RTCRtpSender.getCapabilities(track.kind).codecs
+                if c.mimeType.lower() in (mime.lower(), f"{track.kind}/rtx")
+            ]
+            for transceiver in self.pc.getTransceivers():
+                if transceiver.sender is sender:
+                    transceiver.setCodecPreferences(codecs)
+
+    async def dial(self) -> None:
+        self._add_media()
+        if self.options.data_channel:
+            self._wire_channel(self.pc.createDataChannel(DATA_CHANNEL_LABEL, ordered=True))
+        self._hook_transports()
+        await self.pc.setLocalDescription(await self.pc.createOffer())  # gathers all candidates
+        await self._send(Offer(sdp=self.pc.localDescription.sdp))
+        self._emit(Layer.SIGNALLING, "offer-sent")
+
+    async def on_offer(self, sdp: str) -> None:
+        self._emit(Layer.SIGNALLING, "offer-received")
+        await self.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
+        self._add_media()
+        self._hook_transports()
+        await self.pc.setLocalDescription(await self.pc.createAnswer())
+        await self._send(Answer(sdp=self.pc.localDescription.sdp))
+        self._emit(Layer.SIGNALLING, "answer-sent")
+
+    async def on_answer(self, sdp: str) -> None:
+        self._emit(Layer.SIGNALLING, "answer-received")
+        await self.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="answer"))
+        self._hook_transports()
+
+    async def hang_up(self, *, say_bye: bool, reason: str) -> None:
+        if self._hanging_up:
+            return
+        self._hanging_up = True
+        for track in self._tracks:
+            track.stop()
+        self._emit(Layer.MEDIA, "stopped")
+        if say_bye:
+            await self._send(Bye(reason=reason))
+            self._emit(Layer.SIGNALLING, "bye-sent")
+        # Let packets already on the wire arrive, so both sides count the same packets.
+        await asyncio.sleep(self.options.drain_s)
+        try:
+            async with asyncio.timeout(STATS_TIMEOUT_S):
+                report = await self.report()
+        except Exception as exc:  # noqa: BLE001 - a stats failure is reported, the hang-up goes on
+            await self._send(Failure(f"getStats failed: {type(exc).__name__}: {exc}"))
+            report = {}
+        await self._send(Stats(t=time.monotonic(), report=report))
+        await self.close()
+        await self._send(Done())
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        for track in self._tracks:
+            track.stop()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(CLOSE_TIMEOUT_S):
+                await self.pc.close()
+        # Let the last state-change reports go out; sinks end when pc.close() ends their tracks.
+        pending = set(self._tasks)
+        if pending:
+            _, still = await asyncio.wait(pending, timeout=0.2)
+            for task in still:
+                task.cancel()
+
+    async def report(self) -> dict[str, Any]:
+        stats = await self.pc.getStats()
+        return {
+            "stats": [_stats_json(s) for s in stats.values()],
+            "codecs": self._negotiated_codecs(),
+            "received_bytes": {str(k): v for k, v in self._received_bytes.items()},
+            "frames": {
+                "sent": {t.kind: t.frames_sent for t in self._tracks},
+                "received": {kind: sink.frames for kind, sink in self._sinks.items()},
+            },
+            "data": {**self._data, "delays_ms": self._delays_ms} if self.options.data_channel else None,
+            "candidate_pair": self._candidate_pair(),
+        }
+
+    def _negotiated_codecs(self) -> dict[str, dict[str, Any]]:
+        # The answer decides: its first codec per m-line is the one both sides use.
+        answer = self.pc.remoteDescription if self.role is Role.CALLER else self.pc.localDescription
+        if answer is None:
+            return {}
+        out: dict[str, dict[str, Any]] = {}
+        for media in SessionDescription.parse(answer.sdp).media:
+            if media.kind in ("audio", "video") and media.rtp.codecs:
+                codec = media.rtp.codecs[0]
+                out[media.kind] = {"mimeType": codec.mimeType, "clockRate": codec.clockRate}
+        return out
+
+    def _candidate_pair(self) -> dict[str, Any] | None:
+        """The nominated pair.  aiortc has no public API for it (no candidate-pair stats), so this
+        reads aioice's ``Connection._nominated``; any change there just yields ``None``."""
+        try:
+            if self.pc.sctp is not None:
+                ice = self.pc.sctp.transport.transport
+            else:
+                ice = self.pc.getTransceivers()[0].sender.transport.transport
+            pair = ice._connection._nominated.get(1)
+            if pair is None:
+                return None
+            local, remote = pair.local_candidate, pair.remote_candidate
+            return {
+                "protocol": local.transport.lower(),
+                "local_address": local.host,
+                "local_port": local.port,
+                "local_type": local.type,
+                "remote_address": remote.host,
+                "remote_port": remote.port,
+                "remote_type": remote.type,
+            }
+        except (AttributeError, IndexError, KeyError):
+            return None
+
+
+def _count_received_bytes(receiver: Any, counts: dict[int, int]) -> None:
+    """Count RTP payload bytes per SSRC (aiortc's inbound-rtp stats have no byte count).
+
+    Wraps the receiver's ``_handle_rtp_packet``, which aiortc's RTP router calls per packet.
+    """
+    original = getattr(receiver, "_handle_rtp_packet", None)
+    if original is None:
+        return
+
+    async def counting(packet: Any, arrival_time_ms: int) -> None:
+        counts[packet.ssrc] = counts.get(packet.ssrc, 0) + len(packet.payload)
+        await original(packet, arrival_time_ms=arrival_time_ms)
+
+    receiver._handle_rtp_packet = counting
+
+
+def _stats_json(stats: Any) -> dict[str, Any]:
+    out = dataclasses.asdict(stats)
+    for key, value in out.items():
+        if isinstance(value, datetime.datetime):
+            out[key] = value.timestamp()
+    return out
+
+
+# -- process ------------------------------------------------------------------------------------
+
+
+async def run(config: EndpointConfig) -> int:
+    reader, writer = await asyncio.open_unix_connection(str(config.socket))
+    lock = asyncio.Lock()
+
+    async def send(message: Message) -> None:
+        async with lock:
+            writer.write(encode(message))
+            await writer.drain()
+
+    endpoint = Endpoint(config, send)
+    main = asyncio.current_task()
+    assert main is not None
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, main.cancel)
+    try:
+        await send(Hello(role=config.role, pid=os.getpid()))
+        decoder = Decoder()
+        while True:
+            data = await reader.read(65536)
+            if not data:
+                return 0  # the relay went away: close and exit
+            for message in decoder.feed(data):
+                if await _handle(endpoint, message, send):
+                    return 0
+    except asyncio.CancelledError:
+        return 0  # SIGTERM/SIGINT is a normal way to end an endpoint
+    except SignallingProtocolError as exc:
+        print(f"endpoint {config.role}: bad message from relay: {exc}", file=sys.stderr)
+        return 3
+    finally:
+        await endpoint.close()
+        writer.close()
+        with contextlib.suppress(ConnectionError, OSError):
+            await writer.wait_closed()
+
+
+async def _handle(endpoint: Endpoint, message: Message, send: Callable[[Message], Awaitable[None]]) -> bool:
+    """Carry out one message from the relay; True when the endpoint is finished."""
+    try:
+        match message:
+            case Dial() if endpoint.role is Role.CALLER:
+                await endpoint.dial()
+            case Offer(sdp=sdp) if endpoint.role is Role.CALLEE:
+                await endpoint.on_offer(sdp)
+            case Answer(sdp=sdp) if endpoint.role is Role.CALLER:
+                await endpoint.on_answer(sdp)
+            case Bye(reason=reason):
+                endpoint._emit(Layer.SIGNALLING, "bye-received")
+                await endpoint.hang_up(say_bye=False, reason=reason)
+                return True
+            case HangUp(reason=reason):
+                await endpoint.hang_up(say_bye=True, reason=reason)
+                return True
+            case _:
+                await send(Failure(f"{endpoint.role} cannot handle {message.type} here"))
+    except (ConnectionError, OSError):
+        raise
+    except Exception as exc:  # noqa: BLE001 - reported to the relay, which hangs up
+        await send(Failure(f"{type(exc).__name__}: {exc}"))
+    return False
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m testbed.calls.endpoint")
+    parser.add_argument("--config", type=Path, required=True)
+    args = parser.parse_args(argv)
+    config = EndpointConfig.load(args.config)
+    return asyncio.run(run(config))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,362 @@
+"""Raw endpoint statistics -> stream and transport results (sans-IO, pure functions).
+
+An endpoint's final :class:`~testbed.calls.signalling.Stats` message carries a *report*: a JSON
+object built by :func:`testbed.calls.endpoint` from aiortc's ``getStats()`` plus what only the
+endpoint itself can count.  Its shape (every key optional; a missing key means "not known")::
+
+    {
+      "stats": [ {"type": "outbound-rtp" | "inbound-rtp" | "remote-inbound-rtp"
+                          | "remote-outbound-rtp" | "transport", <aiortc's camelCase fields>}, ...],
+      "codecs": {"audio": {"mimeType": "audio/opus", "clockRate": 48000}, ...},
+      "received_bytes": {"<ssrc>": <RTP payload bytes received>},
+      "frames": {"sent": {"audio": n, ...}, "received": {"audio": n, ...}},
+      "data": {"messages_sent": n, "bytes_sent": n, "messages_received": n,
+               "bytes_received": n, "delays_ms": [one-way delay of each received message]},
+      "candidate_pair": {CandidatePair fields} | null
+    }
+
+Nothing here imports aiortc: the orchestrator stays light and this is unit-tested on crafted data.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import statistics
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeGuard
+
+from testbed.calls.result import CandidatePair, Direction, Kind, StreamResult, TransportResult
+from testbed.calls.signalling import Role
+
+# RTP clock rates fixed by the payload formats: RFC 7587 section 4.1 (Opus always 48 kHz),
+# RFC 7741 section 4.1 (VP8 always 90 kHz).  Used only if the endpoint did not report its codec.
+DEFAULT_CLOCK_RATE: dict[Kind, int] = {Kind.AUDIO: 48000, Kind.VIDEO: 90000}
+MEDIA_KINDS = (Kind.AUDIO, Kind.VIDEO)
+
+
+@dataclass(frozen=True, slots=True)
+class RtpEntry:
+    """One aiortc RTP stats object, reduced to what the conversion uses."""
+
+    type: str
+    kind: Kind
+    ssrc: int
+    packets_sent: int | None = None
+    bytes_sent: int | None = None
+    packets_received: int | None = None
+    packets_lost: int | None = None
+    jitter: int | None = None
+    """RTP timestamp units (RFC 3550 A.8), as aiortc reports it."""
+    round_trip_time: float | None = None
+    """Seconds."""
+
+
+@dataclass(frozen=True, slots=True)
+class Codec:
+    mime_type: str
+    clock_rate: int
+
+
+@dataclass(frozen=True, slots=True)
+class DataCounts:
+    messages_sent: int = 0
+    bytes_sent: int = 0
+    messages_received: int = 0
+    bytes_received: int = 0
+    delays_ms: tuple[float, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointReport:
+    rtp: tuple[RtpEntry, ...] = ()
+    transport: Mapping[str, Any] | None = None
+    codecs: Mapping[Kind, Codec] = field(default_factory=dict)
+    received_bytes: Mapping[int, int] = field(default_factory=dict)
+    frames_sent: Mapping[Kind, int] = field(default_factory=dict)
+    frames_received: Mapping[Kind, int] = field(default_factory=dict)
+    data: DataCounts | None = None
+    candidate_pair: CandidatePair | None = None
+
+    def find(self, type_: str, kind: Kind, ssrc: int | None = None) -> RtpEntry | None:
+        for entry in self.rtp:
+            if entry.type == type_ and entry.kind == kind and (ssrc is None or entry.ssrc == ssrc):
+                return entry
+        return None
+
+    def clock_rate(self, kind: Kind) -> int:
+        codec = self.codecs.get(kind)
+        return codec.clock_rate if codec else DEFAULT_CLOCK_RATE[kind]
+
+
+def parse_report(raw: Mapping[str, Any]) -> EndpointReport:
+    """Turn a report as sent on the wire into an :class:`EndpointReport`.  Entries that do not fit
+    the shape are skipped: a report from a half-dead endpoint is still worth what it holds."""
+    rtp: list[RtpEntry] = []
+    transport: Mapping[str, Any] | None = None
+    for item in _list(raw.get("stats")):
+        if not isinstance(item, Mapping):
+            continue
+        type_ = item.get("type")
+        if type_ == "transport":
+            # With BUNDLE every sender and receiver shares one transport; keep the busiest copy.
+            if transport is None or (_int(item.get("packetsSent")) or 0) >= (
+                _int(transport.get("packetsSent")) or 0
+            ):
+                transport = item
+            continue
+        kind = _kind(item.get("kind"))
+        ssrc = _int(item.get("ssrc"))
+        if kind not in MEDIA_KINDS or ssrc is None or not isinstance(type_, str):
+            continue
+        rtt = item.get("roundTripTime")
+        rtp.append(
+            RtpEntry(
+                type=type_,
+                kind=kind,
+                ssrc=ssrc,
+                packets_sent=_int(item.get("packetsSent")),
+                bytes_sent=_int(item.get("bytesSent")),
+                packets_received=_int(item.get("packetsReceived")),
+                packets_lost=_int(item.get("packetsLost")),
+                jitter=_int(item.get("jitter")),
+                round_trip_time=float(rtt) if _is_number(rtt) else None,
+            )
+        )
+    codecs: dict[Kind, Codec] = {}
+    for name, codec in _dict(raw.get("codecs")).items():
+        if _kind(name) is not None and isinstance(codec, Mapping):
+            mime, rate = codec.get("mimeType"), _int(codec.get("clockRate"))
+            if isinstance(mime, str) and rate:
+                codecs[Kind(name)] = Codec(mime, rate)
+    received_bytes = {
+        int(k): v
+        for k, v in _dict(raw.get("received_bytes")).items()
+        if isinstance(k, str) and k.isdigit() and _int(v) is not None
+    }
+    frames = _dict(raw.get("frames"))
+    data_raw = raw.get("data")
+    data = None
+    if isinstance(data_raw, Mapping):
+        data = DataCounts(
+            messages_sent=_int(data_raw.get("messages_sent")) or 0,
+            bytes_sent=_int(data_raw.get("bytes_sent")) or 0,
+            messages_received=_int(data_raw.get("messages_received")) or 0,
+            bytes_received=_int(data_raw.get("bytes_received")) or 0,
+            delays_ms=tuple(float(d) for d in _list(data_raw.get("delays_ms")) if _is_number(d)),
+        )
+    return EndpointReport(
+        rtp=tuple(rtp),
+        transport=transport,
+        codecs=codecs,
+        received_bytes=received_bytes,
+        frames_sent=_kind_counts(frames.get("sent")),
+        frames_received=_kind_counts(frames.get("received")),
+        data=data,
+        candidate_pair=parse_candidate_pair(raw.get("candidate_pair")),
+    )
+
+
+def parse_candidate_pair(raw: object) -> CandidatePair | None:
+    if not isinstance(raw, Mapping):
+        return None
+    try:
+        return CandidatePair(
+            protocol=str(raw["protocol"]),
+            local_address=str(raw["local_address"]),
+            local_port=int(raw["local_port"]),
+            local_type=str(raw["local_type"]),
+            remote_address=str(raw["remote_address"]),
+            remote_port=int(raw["remote_port"]),
+            remote_type=str(raw["remote_type"]),
+        )
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def build_streams(
+    reports: Mapping[Role, EndpointReport | None], kinds: Iterable[Kind]
+) -> tuple[StreamResult, ...]:
+    """One :class:`StreamResult` per endpoint x enabled kind x direction (see ``result`` docs).
+
+    An endpoint that sent no report (it died) gets entries whose own figures are ``None``; the
+    figures that belong to its peer are still filled in from the peer's report.
+    """
+    wanted = [k for k in (Kind.AUDIO, Kind.VIDEO, Kind.DATA) if k in set(kinds)]
+    out: list[StreamResult] = []
+    for role in (Role.CALLER, Role.CALLEE):
+        mine, peer = reports.get(role), reports.get(role.peer)
+        for kind in wanted:
+            if kind is Kind.DATA:
+                out.append(_data_stream(role, Direction.SEND, mine, peer))
+                out.append(_data_stream(role, Direction.RECV, mine, peer))
+            else:
+                out.append(_send_stream(role, kind, mine, peer))
+                out.append(_recv_stream(role, kind, mine, peer))
+    return tuple(out)
+
+
+def _send_stream(
+    role: Role, kind: Kind, mine: EndpointReport | None, peer: EndpointReport | None
+) -> StreamResult:
+    base = StreamResult(endpoint=role.value, kind=kind, direction=Direction.SEND)
+    if mine is None:
+        return base
+    out = mine.find("outbound-rtp", kind)
+    codec = mine.codecs.get(kind)
+    if out is None:
+        return _replace(base, packets_sent=0, bytes=0, codec=codec.mime_type if codec else None)
+    # aiortc labels remote-inbound-rtp with the *reporter's* SSRC (the RTCP packet's), not ours;
+    # there is one sender per kind, so the kind identifies it.
+    rtcp = mine.find("remote-inbound-rtp", kind)
+    theirs = peer.find("inbound-rtp", kind, out.ssrc) if peer else None
+    # Prefer the receiver's own final count; RTCP receiver reports lag by up to a report interval.
+    measured = theirs or rtcp
+    received: int | None
+    if theirs is not None:
+        received = theirs.packets_received
+    elif peer is not None:
+        received = 0  # the peer reported and never saw this SSRC
+    else:
+        received = rtcp.packets_received if rtcp else None
+    jitter = measured.jitter if measured else None
+    return _replace(
+        base,
+        packets_sent=out.packets_sent,
+        packets_received=received,
+        bytes=out.bytes_sent,
+        packets_lost=measured.packets_lost if measured else None,
+        jitter_ms=_ms(jitter, mine.clock_rate(kind)),
+        round_trip_time_ms=_round(rtcp.round_trip_time * 1000.0)
+        if rtcp and rtcp.round_trip_time is not None
+        else None,
+        ssrc=out.ssrc,
+        codec=codec.mime_type if codec else None,
+        frames=mine.frames_sent.get(kind),
+    )
+
+
+def _recv_stream(
+    role: Role, kind: Kind, mine: EndpointReport | None, peer: EndpointReport | None
+) -> StreamResult:
+    base = StreamResult(endpoint=role.value, kind=kind, direction=Direction.RECV)
+    peer_out = peer.find("outbound-rtp", kind) if peer else None
+    if mine is None:
+        if peer_out is None:
+            return base
+        return _replace(base, packets_sent=peer_out.packets_sent, ssrc=peer_out.ssrc)
+    inbound = mine.find("inbound-rtp", kind, peer_out.ssrc if peer_out else None)
+    codec = mine.codecs.get(kind)
+    if inbound is None:
+        # aiortc lists an inbound stream only once a packet arrived on it.
+        return _replace(
+            base,
+            packets_sent=peer_out.packets_sent if peer_out else None,
+            packets_received=0,
+            bytes=0,
+            ssrc=peer_out.ssrc if peer_out else None,
+            codec=codec.mime_type if codec else None,
+            frames=mine.frames_received.get(kind, 0),
+        )
+    sent = peer_out.packets_sent if peer_out else None
+    if sent is None:
+        sender_report = mine.find("remote-outbound-rtp", kind)
+        sent = sender_report.packets_sent if sender_report else None
+    return _replace(
+        base,
+        packets_sent=sent,
+        packets_received=inbound.packets_received,
+        bytes=mine.received_bytes.get(inbound.ssrc),
+        packets_lost=inbound.packets_lost,
+        jitter_ms=_ms(inbound.jitter, mine.clock_rate(kind)),
+        ssrc=inbound.ssrc,
+        codec=codec.mime_type if codec else None,
+        frames=mine.frames_received.get(kind),
+    )
+
+
+def _data_stream(
+    role: Role, direction: Direction, mine: EndpointReport | None, peer: EndpointReport | None
+) -> StreamResult:
+    base = StreamResult(endpoint=role.value, kind=Kind.DATA, direction=direction)
+    m = mine.data if mine else None
+    p = peer.data if peer else None
+    if direction is Direction.SEND:
+        return _replace(
+            base,
+            packets_sent=m.messages_sent if m else None,
+            packets_received=p.messages_received if p else None,
+            bytes=m.bytes_sent if m else None,
+            messages=m.messages_sent if m else None,
+        )
+    delays = m.delays_ms if m else ()
+    return _replace(
+        base,
+        packets_sent=p.messages_sent if p else None,
+        packets_received=m.messages_received if m else None,
+        bytes=m.bytes_received if m else None,
+        messages=m.messages_received if m else None,
+        latency_ms_median=_round(statistics.median(delays)) if delays else None,
+        latency_ms_max=_round(max(delays)) if delays else None,
+    )
+
+
+def build_transport(role: Role, report: EndpointReport | None) -> TransportResult:
+    if report is None:
+        return TransportResult(endpoint=role.value)
+    t = report.transport or {}
+    ice_role, dtls = t.get("iceRole"), t.get("dtlsState")
+    return TransportResult(
+        endpoint=role.value,
+        packets_sent=_int(t.get("packetsSent")),
+        packets_received=_int(t.get("packetsReceived")),
+        bytes_sent=_int(t.get("bytesSent")),
+        bytes_received=_int(t.get("bytesReceived")),
+        ice_role=ice_role if isinstance(ice_role, str) else None,
+        dtls_state=dtls if isinstance(dtls, str) else None,
+        selected_candidate_pair=report.candidate_pair,
+    )
+
+
+def _replace(base: StreamResult, **changes: Any) -> StreamResult:
+    return dataclasses.replace(base, **changes)
+
+
+def _ms(jitter: int | None, clock_rate: int) -> float | None:
+    return None if jitter is None else _round(jitter * 1000.0 / clock_rate)
+
+
+def _round(value: float) -> float:
+    return round(value, 3)
+
+
+def _is_number(value: object) -> TypeGuard[int | float]:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _int(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _list(value: object) -> Sequence[Any]:
+    return value if isinstance(value, list) else []
+
+
+def _dict(value: object) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
+def _kind_counts(value: object) -> dict[Kind, int]:
+    out: dict[Kind, int] = {}
+    for name, count in _dict(value).items():
+        kind = _kind(name)
+        if kind is not None and _int(count) is not None:
+            out[kind] = count
+    return out
+
+
+def _kind(name: object) -> Kind | None:
+    return Kind(name) if isinstance(name, str) and name in _KIND_VALUES else None
+
+
+_KIND_VALUES = frozenset(k.value for k in Kind)

@@ -1,0 +1,181 @@
+"""The measured outcome of one call: :class:`CallResult` and its JSON contract.
+
+``CallResult.to_json()`` is a documented contract that CI users build bars on: fields are only ever
+added, never renamed or removed.  Every key is always present; an unknown value is ``null``.
+
+    {
+      "name": "baseline-audio",
+      "connected": true,                   # both endpoints reached connectionState "connected"
+      "setup_ms": 43.1,                    # caller's offer sent -> the later endpoint "connected"
+      "media_s": 5.0,                      # both connected -> hang-up (null if never connected)
+      "wall_s": 6.6,                       # run_call start -> return, process start included
+      "state_timeline": [[0.512, "caller:endpoint:ready"], [0.60, "caller:connection:connecting"], ...],
+      "streams": [{"endpoint": "caller", "kind": "audio", "direction": "send",
+                   "packets_sent": 250, "packets_received": 250, "bytes": 20500,
+                   "packets_lost": 0, "jitter_ms": 0.3, "round_trip_time_ms": 0.6,
+                   "ssrc": 123, "codec": "audio/opus", "frames": 250,
+                   "messages": null, "latency_ms_median": null, "latency_ms_max": null}, ...],
+      "transports": [{"endpoint": "caller", "packets_sent": ..., "packets_received": ...,
+                      "bytes_sent": ..., "bytes_received": ..., "ice_role": "controlling",
+                      "dtls_state": "connected", "selected_candidate_pair": {...}}, ...],
+      "selected_candidate_pair": {"protocol": "udp", "local_address": "198.18.250.1",
+                                  "local_port": 40000, "local_type": "host",
+                                  "remote_address": "198.18.250.2", "remote_port": 40001,
+                                  "remote_type": "host"},   # as the caller saw it
+      "error": null
+    }
+
+Timeline entries are ``[t_s, "<who>:<layer>:<state>"]`` with ``t_s`` in seconds since ``run_call``
+started, ``who`` one of ``caller``, ``callee``, ``relay``, and ``layer``/``state`` as listed in
+:class:`testbed.calls.signalling.Layer` (aiortc's W3C state names, lower-case).
+
+Streams: one entry per endpoint x kind x direction for every enabled kind, in that order
+(caller before callee; audio, video, data; send before recv).  ``packets_sent`` and
+``packets_received`` always describe the same flow end to end -- the sender's count and the
+receiver's count -- whichever endpoint the entry belongs to; ``packets_lost``/``jitter_ms`` are as
+the receiver measured them (from the peer's own report, else from RTCP receiver reports).
+``bytes`` is RTP payload bytes (media) or message bytes (data) at ``endpoint``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+
+class Kind(StrEnum):
+    AUDIO = "audio"
+    VIDEO = "video"
+    DATA = "data"
+
+
+class Direction(StrEnum):
+    SEND = "send"
+    RECV = "recv"
+
+
+@dataclass(frozen=True, slots=True)
+class CandidatePair:
+    protocol: str
+    local_address: str
+    local_port: int
+    local_type: str
+    remote_address: str
+    remote_port: int
+    remote_type: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "protocol": self.protocol,
+            "local_address": self.local_address,
+            "local_port": self.local_port,
+            "local_type": self.local_type,
+            "remote_address": self.remote_address,
+            "remote_port": self.remote_port,
+            "remote_type": self.remote_type,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class StreamResult:
+    endpoint: str
+    kind: Kind
+    direction: Direction
+    packets_sent: int | None = None
+    packets_received: int | None = None
+    bytes: int | None = None
+    packets_lost: int | None = None
+    jitter_ms: float | None = None
+    round_trip_time_ms: float | None = None
+    ssrc: int | None = None
+    codec: str | None = None
+    frames: int | None = None
+    """Media frames the track produced (send) or the decoder delivered (recv)."""
+    messages: int | None = None
+    """Data-channel messages sent (send) or received (recv)."""
+    latency_ms_median: float | None = None
+    """Data channel: one-way delay of received messages (endpoints share CLOCK_MONOTONIC)."""
+    latency_ms_max: float | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "endpoint": self.endpoint,
+            "kind": self.kind.value,
+            "direction": self.direction.value,
+            "packets_sent": self.packets_sent,
+            "packets_received": self.packets_received,
+            "bytes": self.bytes,
+            "packets_lost": self.packets_lost,
+            "jitter_ms": self.jitter_ms,
+            "round_trip_time_ms": self.round_trip_time_ms,
+            "ssrc": self.ssrc,
+            "codec": self.codec,
+            "frames": self.frames,
+            "messages": self.messages,
+            "latency_ms_median": self.latency_ms_median,
+            "latency_ms_max": self.latency_ms_max,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class TransportResult:
+    """The DTLS transport (all of SRTP, SRTCP and SCTP after BUNDLE) as one endpoint counted it."""
+
+    endpoint: str
+    packets_sent: int | None = None
+    packets_received: int | None = None
+    bytes_sent: int | None = None
+    bytes_received: int | None = None
+    ice_role: str | None = None
+    dtls_state: str | None = None
+    selected_candidate_pair: CandidatePair | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        pair = self.selected_candidate_pair
+        return {
+            "endpoint": self.endpoint,
+            "packets_sent": self.packets_sent,
+            "packets_received": self.packets_received,
+            "bytes_sent": self.bytes_sent,
+            "bytes_received": self.bytes_received,
+            "ice_role": self.ice_role,
+            "dtls_state": self.dtls_state,
+            "selected_candidate_pair": pair.to_json() if pair else None,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class CallResult:
+    name: str
+    connected: bool
+    setup_ms: float | None
+    state_timeline: tuple[tuple[float, str], ...]
+    streams: tuple[StreamResult, ...]
+    error: str | None
+    selected_candidate_pair: CandidatePair | None = None
+    transports: tuple[TransportResult, ...] = ()
+    media_s: float | None = None
+    wall_s: float | None = None
+
+    def stream(self, endpoint: str, kind: Kind | str, direction: Direction | str) -> StreamResult:
+        """The one stream entry for ``endpoint`` x ``kind`` x ``direction`` (KeyError if absent)."""
+        for s in self.streams:
+            if s.endpoint == endpoint and s.kind == kind and s.direction == direction:
+                return s
+        raise KeyError(f"no {endpoint} {kind} {direction} stream in call {self.name!r}")
+
+    def to_json(self) -> dict[str, Any]:
+        pair = self.selected_candidate_pair
+        return {
+            "name": self.name,
+            "connected": self.connected,
+            "setup_ms": self.setup_ms,
+            "media_s": self.media_s,
+            "wall_s": self.wall_s,
+            "state_timeline": [[t, label] for t, label in self.state_timeline],
+            "streams": [s.to_json() for s in self.streams],
+            "transports": [t.to_json() for t in self.transports],
+            "selected_candidate_pair": pair.to_json() if pair else None,
+            "error": self.error,
+        }
