@@ -25,7 +25,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from testbed.core.dissect.dtls import DtlsHandshakeAssembler, parse_records
-from testbed.core.dissect.quic import QuicCryptoAssembler, looks_like_quic_long_header, parse_initial
+from testbed.core.dissect.quic import (
+    QuicCryptoAssembler,
+    looks_like_quic_long_header,
+    parse_gquic,
+    parse_initial,
+)
 from testbed.core.dissect.rtp import RtpTracker
 from testbed.core.dissect.stun import (
     WHATSAPP_ATTRS,
@@ -297,6 +302,9 @@ class Classifier:
     ) -> None:
         b0 = payload[0]
         original = direction is Direction.ORIGINAL
+        if original and b0 & 0x09 == 0x09 and len(payload) >= 14 and payload[9] in (0x51, 0x54):
+            if self._gquic(flow, payload, st):
+                return
         if b0 < 4:
             msg = parse_stun(payload)
             if msg is not None:
@@ -309,7 +317,7 @@ class Classifier:
             self._wireguard(flow, payload, st)
             return
         if 20 <= b0 <= 63:
-            if b0 >> 3 in CLIENT_RESETS or b0 >> 3 in SERVER_RESETS:
+            if "ovpn" in st or b0 >> 3 in CLIENT_RESETS or b0 >> 3 in SERVER_RESETS:
                 if self._openvpn(flow, payload, original, st, tcp=False):
                     return
             self._dtls(flow, payload, st)
@@ -336,8 +344,10 @@ class Classifier:
         if b0 >= 192:
             if original and looks_like_quic_long_header(payload):
                 self._quic(flow, payload, st)
+            elif original and payload[1:2] in (b"Q", b"T"):
+                self._gquic(flow, payload, st)
             return
-        if b0 >> 3 in CLIENT_RESETS or b0 >> 3 in SERVER_RESETS:
+        if "ovpn" in st or b0 >> 3 in CLIENT_RESETS or b0 >> 3 in SERVER_RESETS:
             self._openvpn(flow, payload, original, st, tcp=False)
 
     def _on_stun(self, flow: Flow, msg: StunMessage, st: dict[str, Any], now: float) -> None:
@@ -390,21 +400,34 @@ class Classifier:
     def _openvpn(
         self, flow: Flow, payload: bytes, original: bool, st: dict[str, Any], *, tcp: bool
     ) -> bool:
+        """OpenVPN by its handshake template (censor-behaviors.md F.15).
+
+        Evidence, any of: (a) a client hard reset answered by a server hard reset from the
+        other side, both with key_id 0; (b) a hard reset followed by another control packet
+        carrying the same 8-byte session id in the same direction (we see one direction of a
+        NATed or asymmetric path); (c) the server's reset echoing the client's session id.
+        """
         p = parse_openvpn(payload, tcp=tcp)
-        if p is None:
+        if p is None or not p.session_id:
             return False
-        if p.opcode in CLIENT_RESETS:
-            st["ovpn_client_sid"] = p.session_id
-            st["ovpn_client_dir"] = original
-            return True
-        sid = st.get("ovpn_client_sid")
-        if p.opcode in SERVER_RESETS and sid is not None and original != st.get("ovpn_client_dir"):
-            # The server's reset acknowledges the client's first packet, so it carries the
-            # client's session id in its ACK block (wherever an optional HMAC puts that).
-            if sid in p.body:
+        ovpn: dict[bool, tuple[int, bytes]] = st.setdefault("ovpn", {})
+        if p.opcode in CLIENT_RESETS or p.opcode in SERVER_RESETS:
+            if p.key_id != 0:
+                return False
+            other = ovpn.get(not original)
+            if other is not None and (
+                (p.opcode in SERVER_RESETS and other[0] in CLIENT_RESETS)
+                or (p.opcode in CLIENT_RESETS and other[0] in SERVER_RESETS)
+            ):
                 flow.labels.add(Label.OPENVPN)
                 st["done"] = True
-                return True
+            ovpn[original] = (p.opcode, p.session_id)
+            return True
+        mine = ovpn.get(original)
+        if mine is not None and p.session_id == mine[1] and p.opcode <= 11:
+            flow.labels.add(Label.OPENVPN)
+            st["done"] = True
+            return True
         return False
 
     def _dtls(self, flow: Flow, payload: bytes, st: dict[str, Any]) -> None:
@@ -452,6 +475,18 @@ class Classifier:
             if asm.done:
                 return
 
+    def _gquic(self, flow: Flow, payload: bytes, st: dict[str, Any]) -> bool:
+        hello = parse_gquic(payload)
+        if hello is None:
+            return False
+        flow.labels.add(Label.QUIC)
+        flow.fingerprints.setdefault("gquic_version", hello.version)
+        if hello.sni and flow.sni is None:
+            self._set_sni(flow, hello.sni)
+        if hello.sni:
+            st["done"] = True
+        return True
+
     # -- TCP -----------------------------------------------------------------------------------
 
     def _inspect_tcp(
@@ -459,102 +494,130 @@ class Classifier:
     ) -> None:
         payload = packet.payload
         original = direction is Direction.ORIGINAL
-        kind = st.get("tcp_kind")
-        if kind is None:
-            b0 = payload[0]
-            if b0 == 22 and len(payload) >= 2 and payload[1] == 3:
-                kind = "tls"
-            elif len(payload) >= 3 and parse_openvpn(payload, tcp=True) is not None and (
-                payload[2] >> 3 in CLIENT_RESETS or payload[2] >> 3 in SERVER_RESETS
-            ):
-                kind = "openvpn"
-            elif b0 < 4 and parse_stun_stream(payload):
-                kind = "stun"
-            else:
-                kind = "other"
-            st["tcp_kind"] = kind
-        if kind == "tls":
-            self._tls(flow, packet, original, st)
-        elif kind == "openvpn":
-            self._openvpn(flow, payload, original, st, tcp=True)
-        elif kind == "stun":
-            for msg in parse_stun_stream(payload):
+        if self._tls(flow, packet, original, st):
+            return
+        if _tls_record_start(payload):
+            # Mid-stream pickup (the capture or the censor started after the handshake):
+            # application data, alert or change-cipher-spec records are still unmistakable.
+            flow.labels.add(Label.TLS)
+            st["done"] = True
+            return
+        firsts: set[bool] = st.setdefault("tcp_firsts", set())
+        first_in_dir = original not in firsts
+        firsts.add(original)
+        if (first_in_dir or "ovpn" in st) and self._openvpn(flow, payload, original, st, tcp=True):
+            return
+        b0 = payload[0]
+        if b0 < 4:
+            msgs = parse_stun_stream(payload)
+            for msg in msgs:
                 self._on_stun(flow, msg, st, 0.0)
-        else:
-            # The first bytes were nothing we know; a server speaking first (e.g. SMTP) is
-            # possible, so look at the reply's first packet once.
-            if not original and not st.get("reply_checked"):
-                st["reply_checked"] = True
-                if payload[0] == 22 and len(payload) >= 6 and payload[1] == 3 and payload[5] == 2:
-                    flow.labels.add(Label.TLS)
-                    st["tcp_kind"] = "tls"
+            if msgs:
+                return
+        if len(payload) >= 14 and payload[2] & 0xC0 == 0x80:
+            # RTP/RTCP framed by a 16-bit length over TCP (RFC 4571 §2).
+            ln = (payload[0] << 8) | payload[1]
+            if 12 <= ln <= len(payload) - 2:
+                self._rtp(flow, payload[2 : 2 + ln], original, st)
 
-    def _tls(self, flow: Flow, packet: Packet, original: bool, st: dict[str, Any]) -> None:
+    def _tls(self, flow: Flow, packet: Packet, original: bool, st: dict[str, Any]) -> bool:
+        """TLS handshake over TCP; the ClientHello's sender is the client whoever sent the SYN."""
         payload = packet.payload
-        if original:
-            if st.get("ch_done"):
-                return
-            if self.reassemble_tls:
-                asm: TlsHelloAssembler | None = st.get("tls_asm")
-                if asm is None:
-                    asm = st["tls_asm"] = TlsHelloAssembler()
-                stream = asm.add(packet.tcp_seq or 0, payload)
-                if stream is None:
-                    st["ch_done"] = True
-                    return
+        client: bool | None = st.get("tls_client")
+        if client is None:
+            if payload[0] != 22 or (len(payload) >= 2 and payload[1] != 3):
+                return False
+            if len(payload) < 6 or payload[5] == 1:
+                client = original  # a ClientHello, perhaps cut after a byte or two
+            elif payload[5] == 2:
+                client = not original  # we missed the ClientHello; this is the server
             else:
-                # Without reassembly only the first data segment is read (TSPU's throttler,
-                # censor-behaviors.md B): a ClientHello split over segments goes unseen.
-                stream = payload
-                st["ch_done"] = True
-            r = parse_tls_handshake_records(stream)
-            if r is None:
-                st["ch_done"] = True
-                return
-            hs, complete = r
-            if len(hs) >= 1 and hs[0] == 1:
-                flow.labels.add(Label.TLS)
-            if complete:
-                st["ch_done"] = True
-                ch = parse_tls_client_hello_record(stream)
-                if ch is not None:
-                    self._client_hello(flow, ch, "t")
-        else:
-            if st.get("sh_done"):
-                return
-            r = parse_tls_handshake_records(payload)
+                return False
+            st["tls_client"] = client
+        if original == client:
+            self._tls_client(flow, packet, st)
+        elif not st.get("sh_done"):
             st["sh_done"] = True
-            if r is None:
-                return
-            hs = r[0]
-            if len(hs) >= 4 and hs[0] == 2:
-                flow.labels.add(Label.TLS)
-                ln = int.from_bytes(hs[1:4], "big")
-                sh = parse_server_hello_body(hs[4 : 4 + ln], raw=hs[: 4 + ln])
-                if sh is not None:
-                    flow.fingerprints.update(server_hello_fingerprints(sh))
+            r = parse_tls_handshake_records(payload)
+            if r is not None:
+                hs = r[0]
+                if len(hs) >= 4 and hs[0] == 2:
+                    flow.labels.add(Label.TLS)
+                    ln = int.from_bytes(hs[1:4], "big")
+                    sh = parse_server_hello_body(hs[4 : 4 + ln], raw=hs[: 4 + ln])
+                    if sh is not None:
+                        flow.fingerprints.update(server_hello_fingerprints(sh))
         if st.get("ch_done") and st.get("sh_done"):
             st["done"] = True
+        return True
+
+    def _tls_client(self, flow: Flow, packet: Packet, st: dict[str, Any]) -> None:
+        if st.get("ch_done"):
+            return
+        payload = packet.payload
+        if self.reassemble_tls:
+            asm: TlsHelloAssembler | None = st.get("tls_asm")
+            if asm is None:
+                asm = st["tls_asm"] = TlsHelloAssembler()
+            stream = asm.add(packet.tcp_seq or 0, payload)
+            if stream is None:
+                st["ch_done"] = True
+                return
+        else:
+            # Without reassembly only the first data segment is read (TSPU's throttler,
+            # censor-behaviors.md B): a ClientHello split over segments goes unseen.
+            stream = payload
+            st["ch_done"] = True
+        r = parse_tls_handshake_records(stream)
+        if r is None:
+            st["ch_done"] = True
+            return
+        hs, complete = r
+        if hs[:1] == b"\x01" or (not hs and len(stream) >= 5):
+            flow.labels.add(Label.TLS)
+        if complete:
+            st["ch_done"] = True
+            ch = parse_tls_client_hello_record(stream)
+            if ch is not None:
+                self._client_hello(flow, ch, "t")
 
     # -- shared --------------------------------------------------------------------------------
+
+    def _set_sni(self, flow: Flow, sni: str) -> None:
+        flow.sni = sni
+        low = sni.lower().rstrip(".")
+        if any(low == d or low.endswith("." + d) for d in _WHATSAPP_SNI):
+            flow.labels.add(Label.WHATSAPP)
+        if any(low == d or low.endswith("." + d) for d in _TELEGRAM_SNI):
+            flow.labels.add(Label.TELEGRAM)
 
     def _client_hello(self, flow: Flow, ch: ClientHello, transport: str) -> None:
         if transport == "t":
             flow.labels.add(Label.TLS)
         sni = ch.sni
         if sni and flow.sni is None:
-            flow.sni = sni
-            low = sni.lower().rstrip(".")
-            if any(low == d or low.endswith("." + d) for d in _WHATSAPP_SNI):
-                flow.labels.add(Label.WHATSAPP)
-            if any(low == d or low.endswith("." + d) for d in _TELEGRAM_SNI):
-                flow.labels.add(Label.TELEGRAM)
+            self._set_sni(flow, sni)
         if not flow.alpn:
             flow.alpn = list(ch.alpn)
         if "ja3" not in flow.fingerprints:
             flow.fingerprints.update(client_hello_fingerprints(ch, transport))
             if ch.has_ech:
                 flow.fingerprints["ech"] = "present"
+
+
+def _tls_record_start(payload: bytes) -> bool:
+    """A TLS record header (CCS, alert or application data; RFC 8446 §5.1) opens the segment."""
+    if len(payload) < 6 or payload[0] not in (20, 21, 23) or payload[1] != 3 or payload[2] > 4:
+        return False
+    ln = (payload[3] << 8) | payload[4]
+    if ln == 0 or ln > 18432:
+        return False
+    if payload[0] == 20:
+        return ln == 1 and payload[5] == 1
+    nxt = 5 + ln
+    if nxt >= len(payload):
+        return True  # the record fills or continues past this segment
+    return len(payload) - nxt >= 3 and 20 <= payload[nxt] <= 23 and payload[nxt + 1] == 3
 
 
 def _xor_address(msg: StunMessage, attr: int) -> tuple[bytes, int] | None:

@@ -228,9 +228,16 @@ class FlowTable:
             self._end(flow, EndReason.IDLE)
         if len(self._tcp) + len(self._other) >= self.max_flows:
             self._evict_one()
+        self.created += 1
+        flags = packet.tcp_flags
+        if flags is not None and flags & 0x12 == 0x12:
+            # The first packet we see is a SYN-ACK (we missed the SYN): its receiver initiated,
+            # as conntrack's mid-stream pickup concludes.
+            flow = Flow(FlowKey(*k), dst, dport, src, sport, now, now)
+            table[k] = flow
+            return flow, Direction.REPLY, True
         flow = Flow(FlowKey(*k), src, sport, dst, dport, now, now)
         table[k] = flow
-        self.created += 1
         return flow, Direction.ORIGINAL, True
 
     def remove(self, flow: Flow, reason: EndReason = EndReason.CLOSED) -> None:

@@ -243,3 +243,70 @@ class QuicCryptoAssembler:
             return None
         self.done = True
         return parse_client_hello(bytes(stream[:need]))
+
+
+# --- Google QUIC (gQUIC, Q0xx) ------------------------------------------------------------------
+# Chrome spoke gQUIC until ~2020 (Q043/Q046/Q050); its client hello (a "CHLO" tag-value message)
+# travels in clear up to Q046, so a DPI reads its SNI directly. Layouts: Chromium
+# "QUIC Wire Layout Specification" (public header) and "QUIC Crypto" (CHLO tag map).
+
+
+@dataclass(frozen=True, slots=True)
+class GQuicHello:
+    version: str  # "Q043"
+    sni: str | None
+    user_agent: str | None
+
+
+def _gquic_version(v: bytes) -> str | None:
+    if len(v) == 4 and v[:1] in (b"Q", b"T") and v[1:].isdigit():
+        return v.decode("ascii")
+    return None
+
+
+def parse_gquic(payload: bytes) -> GQuicHello | None:
+    """A gQUIC client packet carrying a version (legacy public header or Q046+ long header)."""
+    if len(payload) < 14:
+        return None
+    b0 = payload[0]
+    if b0 & 0x80:
+        # Q046+ use the IETF invariant long header (RFC 8999 §5.1) with a "Q0xx" version.
+        version = _gquic_version(payload[1:5])
+    elif b0 & 0x09 == 0x09 and not b0 & 0xC0:
+        # Legacy public header: flags (VERSION 0x01, 8-byte connection id 0x08), CID, version.
+        version = _gquic_version(payload[9:13])
+    else:
+        return None
+    if version is None:
+        return None
+    sni = ua = None
+    i = payload.find(b"CHLO", 0, 96)
+    if i >= 0 and len(payload) >= i + 8:
+        tags = _chlo_tags(payload, i)
+        raw_sni = tags.get(b"SNI\x00")
+        raw_ua = tags.get(b"UAID")
+        sni = raw_sni.decode("ascii", "replace") if raw_sni else None
+        ua = raw_ua.decode("ascii", "replace") if raw_ua else None
+    return GQuicHello(version, sni, ua)
+
+
+def _chlo_tags(buf: bytes, i: int) -> dict[bytes, bytes]:
+    """The CHLO tag map: count (u16 LE), padding, then (tag, end offset u32 LE) pairs, values."""
+    n = int.from_bytes(buf[i + 4 : i + 6], "little")
+    if n > 64:
+        return {}
+    entries = i + 8
+    values = entries + 8 * n
+    if values > len(buf):
+        return {}
+    out: dict[bytes, bytes] = {}
+    prev = 0
+    for k in range(n):
+        e = entries + 8 * k
+        tag = buf[e : e + 4]
+        end = int.from_bytes(buf[e + 4 : e + 8], "little")
+        if end < prev or values + end > len(buf):
+            break
+        out[tag] = buf[values + prev : values + end]
+        prev = end
+    return out

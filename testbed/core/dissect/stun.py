@@ -110,9 +110,9 @@ class StunAttr(enum.IntEnum):
 
 # RFC 3489 §11.1 message types, for cookie-less messages.
 _CLASSIC_TYPES = frozenset({0x0001, 0x0101, 0x0111, 0x0002, 0x0102, 0x0112})
-# WhatsApp's relay protocol uses STUN framing with its own message types 0x0800-0x0805 (the
+# WhatsApp's relay protocol uses STUN framing with its own message types 0x0800-0x0802 (the
 # type values nDPI's stun dissector attributes to WhatsAppCall; seen in real call captures).
-WHATSAPP_MESSAGE_TYPES = frozenset({0x0800, 0x0801, 0x0802, 0x0803, 0x0804, 0x0805})
+WHATSAPP_MESSAGE_TYPES = frozenset({0x0800, 0x0801, 0x0802})
 # ... and vendor attributes in 0x4000-0x4007 (comprehension-required range, unassigned by IANA).
 WHATSAPP_ATTRS = frozenset(range(0x4000, 0x4008))
 
@@ -208,7 +208,10 @@ def parse_stun(payload: bytes, *, exact: bool = True) -> StunMessage | None:
     if len(payload) < 20 or payload[0] & 0xC0:
         return None
     msg_type, length, cookie, txid = _HDR.unpack_from(payload)
-    if length & 3:
+    # RFC 8489 §5 wants the length 4-aligned; WhatsApp's relay omits the last attribute's
+    # padding (0x4000 with length 102 seen in real calls), so unaligned lengths are accepted
+    # with the cookie or a WhatsApp type, where those already make a false match unlikely.
+    if length & 3 and cookie != MAGIC_COOKIE and msg_type not in WHATSAPP_MESSAGE_TYPES:
         return None
     end = 20 + length
     if end > len(payload) or (exact and end != len(payload)):
