@@ -90,6 +90,44 @@ def _cmd_clean(args: argparse.Namespace) -> int:
     return 1 if report.errors else 0
 
 
+def _cmd_up(args: argparse.Namespace) -> int:
+    from testbed.net.privileges import require_privileges
+    from testbed.session import up
+
+    require_privileges()
+    state = up(args.scenario, args.json)
+    print(f"up: {state['scenario']} (run {state['run_id']})")
+    for name, info in state["nodes"].items():
+        side = f" ({info['side']})" if "side" in info else ""
+        print(f"  {name:<12} {', '.join(info['addresses']):<28} netns {info['netns']}{side}")
+    for svc in state["services"]:
+        extra = f" names {', '.join(svc['names'])}, cert {svc['cert']}" if svc["kind"] == "https" else ""
+        print(f"  service {svc['kind']} on {svc['node']} {svc['address']}:{svc['port']}{extra}")
+    print("run commands with `testbed exec NODE -- CMD...`; stop with `testbed down`")
+    return 0
+
+
+def _cmd_exec(args: argparse.Namespace) -> int:
+    from testbed.net.privileges import require_privileges
+    from testbed.session import exec_in_node
+
+    require_privileges("enter network namespaces")
+    cmd = list(args.cmd)
+    if cmd and cmd[0] == "--":
+        cmd = cmd[1:]
+    return exec_in_node(args.node, cmd, args.run)
+
+
+def _cmd_down(args: argparse.Namespace) -> int:
+    from testbed.net.privileges import require_privileges
+    from testbed.session import down
+
+    require_privileges()
+    rid = down(args.run)
+    print(f"down: run {rid} removed")
+    return 0
+
+
 def _cmd_classify(args: argparse.Namespace) -> int:
     from testbed.analysis.classify import main as classify_main
 
@@ -119,6 +157,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("clean", help="remove namespaces, links and files left by killed runs")
     p.set_defaults(func=_cmd_clean)
+
+    p = sub.add_parser("up", help="build a scenario's network and censor, and keep it up")
+    p.add_argument("scenario", help="scenario file")
+    p.add_argument("--json", metavar="FILE", help="at `testbed down`, write the censor's counters to FILE")
+    p.set_defaults(func=_cmd_up)
+
+    p = sub.add_parser("exec", help="run a command inside a node of the network that is up")
+    p.add_argument("--run", metavar="RID", help="which session, if several are up")
+    p.add_argument("node", help="node name (caller, callee, censor, ...)")
+    p.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD", help="the command and its arguments")
+    p.set_defaults(func=_cmd_exec)
+
+    p = sub.add_parser("down", help="tear down the network that `testbed up` built")
+    p.add_argument("--run", metavar="RID", help="which session, if several are up")
+    p.set_defaults(func=_cmd_down)
 
     p = sub.add_parser("classify", help="run the censor's DPI over a pcap/pcapng and list flows")
     p.add_argument("pcap", help="capture file (pcap or pcapng)")

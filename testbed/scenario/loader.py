@@ -104,7 +104,10 @@ def _translate(exc: ValidationError, data: Any, smap: SourceMap) -> ScenarioErro
         if loc == ("calls",):
             hint = "add at least one call, e.g. `calls: [{name: my-call}]`"
     elif kind == "string_pattern_mismatch":
-        msg = "invalid name: use letters, digits, '_', '.', '-' (at most 64 characters)"
+        if "names" in loc:
+            msg = "not a valid host name"
+        else:
+            msg = "invalid name: use letters, digits, '_', '.', '-' (at most 64 characters)"
     got = err.get("input")
     if kind not in ("extra_forbidden", "missing", "too_short") and not isinstance(got, (dict, list)):
         msg = f"{msg} (got {got!r})"
@@ -118,8 +121,12 @@ def _clean_loc(loc: tuple[Any, ...]) -> tuple[str | int, ...]:
 
 def _allowed_keys(loc: tuple[str | int, ...]) -> list[str]:
     model: Any = Scenario
+    skip_key = False  # the next part is a key of a dict[str, Model], not a field name
     for part in loc:
         if isinstance(part, int):
+            continue
+        if skip_key:
+            skip_key = False
             continue
         if not (isinstance(model, type) and issubclass(model, BaseModel)):
             return []
@@ -128,6 +135,7 @@ def _allowed_keys(loc: tuple[str | int, ...]) -> list[str]:
             field = next((f for f in model.model_fields.values() if f.alias == part), None)
         if field is None:
             return []
+        skip_key = getattr(field.annotation, "__origin__", None) is dict
         model = _inner_model(field.annotation)
     if isinstance(model, type) and issubclass(model, BaseModel):
         return sorted(f.alias or n for n, f in model.model_fields.items())

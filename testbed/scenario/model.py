@@ -67,8 +67,63 @@ class Media(str, Enum):
     DATA = "data"
 
 
+Port = Annotated[int, Field(ge=1, le=65535)]
+_HOSTNAME_RE = r"^([A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9])?)*\.?$"
+
+
+class HttpsService(_Frozen):
+    """An HTTPS server whose certificate carries ``names`` (clients pick the SNI the censor sees)."""
+
+    names: tuple[Annotated[str, Field(pattern=_HOSTNAME_RE, max_length=253)], ...] = Field(("example.com",), min_length=1)
+    port: Port = 443
+
+
+class Iperf3Service(_Frozen):
+    port: Port = 5201
+
+
+class ServiceSpec(_Frozen):
+    """One service; exactly one of its keys is set (``- https: {...}`` or ``- iperf3: {...}``)."""
+
+    https: HttpsService | None = None
+    iperf3: Iperf3Service | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> ServiceSpec:
+        chosen = [k for k in ("https", "iperf3") if getattr(self, k) is not None]
+        if len(chosen) != 1:
+            raise ValueError("each service entry names exactly one service: https or iperf3")
+        return self
+
+    @property
+    def kind(self) -> str:
+        return "https" if self.https is not None else "iperf3"
+
+    @property
+    def port(self) -> int:
+        svc = self.https or self.iperf3
+        assert svc is not None
+        return svc.port
+
+
 class NodeSpec(_Frozen):
     side: Side = Side.OUTSIDE
+    services: tuple[ServiceSpec, ...] = ()
+
+    @field_validator("services", mode="before")
+    @classmethod
+    def _services_shorthand(cls, value: Any) -> Any:
+        # Allow `services: [iperf3]` as well as `services: [{iperf3: {port: 5201}}]`.
+        if isinstance(value, list):
+            return [{v: {}} if isinstance(v, str) else v for v in value]
+        return value
+
+    @model_validator(mode="after")
+    def _distinct_ports(self) -> NodeSpec:
+        ports = [s.port for s in self.services]
+        if len(set(ports)) != len(ports):
+            raise ValueError("two services of one node cannot share a port")
+        return self
 
 
 class CensorSpec(_Frozen):
