@@ -25,6 +25,7 @@ from testbed.net.runs import registered_run
 from testbed.net.topology import build_topology, plan_topology
 from testbed.scenario.loader import LoadedScenario
 from testbed.scenario.model import CallSpec, Expectation, Media, Scenario
+from testbed.services.run import running_services
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +117,9 @@ async def _run(scenario: Scenario, result: ScenarioResult, say: Progress) -> Non
             censor = await stack.enter_async_context(
                 running_censor(plan, scenario.censor, workdir, seed=result.seed)
             )
+            if any(spec.services for spec in scenario.nodes.values()):
+                say("starting services")
+                await stack.enter_async_context(running_services(plan, scenario, workdir))
             say(f"placing {len(scenario.calls)} call(s)")
             async with asyncio.TaskGroup() as tg:
                 watch = tg.create_task(censor.watch())
