@@ -126,7 +126,7 @@ class Conductor:
         match message:
             case Hello(role=said):
                 if said is not role or me.ready:
-                    return [Abort(f"{role} endpoint sent an unexpected hello ({said})", role)]
+                    return self._abort(f"{role} endpoint sent an unexpected hello ({said})", role)
                 me.ready = True
                 self._log(now, f"{role}:{Layer.ENDPOINT}:ready")
                 if all(e.ready for e in self._endpoints.values()):
@@ -145,14 +145,14 @@ class Conductor:
                 return []
             case Failure(message=text):
                 if self.phase is Phase.STARTING:
-                    return [Abort(f"{role} endpoint failed while starting: {text}", role)]
+                    return self._abort(f"{role} endpoint failed while starting: {text}", role)
                 self._errors.append(f"{role} endpoint failed: {text}")
                 return self._hang_up(now, f"{role} failed", everyone=True)
             case Done():
                 me.done = True
                 return self._maybe_finish(now)
             case _:
-                return [Abort(f"{role} endpoint sent {message.type} to the relay", role)]
+                return self._abort(f"{role} endpoint sent {message.type} to the relay", role)
 
     def lost(self, role: Role, now: float, detail: str) -> list[Action]:
         """The endpoint's connection closed or its process exited (``detail`` says which/how)."""
@@ -160,7 +160,7 @@ class Conductor:
         if self.phase is Phase.FINISHED or me.done or me.lost:
             return []
         if not me.ready:
-            return [Abort(f"{role} endpoint {detail} before it was ready", role)]
+            return self._abort(f"{role} endpoint {detail} before it was ready", role)
         me.lost = True
         self._log(now, f"{role}:{Layer.ENDPOINT}:lost")
         when = {
@@ -180,9 +180,11 @@ class Conductor:
             return []
         match self.phase:
             case Phase.STARTING:
-                waiting = [str(r) for r, e in self._endpoints.items() if not e.ready]
-                return [Abort(f"{' and '.join(waiting)} endpoint not ready after "
-                              f"{self._start_timeout_s:g} s")]
+                waiting = [r for r, e in self._endpoints.items() if not e.ready]
+                return self._abort(
+                    f"{' and '.join(waiting)} endpoint not ready after {self._start_timeout_s:g} s",
+                    waiting[0] if len(waiting) == 1 else None,
+                )
             case Phase.DIALLING:
                 self._log(now, f"{RELAY}:{Layer.CALL}:timeout")
                 self._errors.append(
@@ -297,6 +299,11 @@ class Conductor:
         self._deadline = None
         self._log(now, f"{RELAY}:{Layer.CALL}:ended")
         return [Finish()]
+
+    def _abort(self, reason: str, role: Role | None) -> list[Action]:
+        self.phase = Phase.FINISHED
+        self._deadline = None
+        return [Abort(reason, role)]
 
     def _log(self, now: float, label: str) -> None:
         self._record(now, label)

@@ -181,10 +181,11 @@ def from_json(obj: object) -> Message:
         raise SignallingProtocolError(f"unknown message type {kind!r}") from None
     match mtype:
         case MessageType.HELLO:
+            role_name = _get(obj, "role", str)
             try:
-                role = Role(_get(obj, "role", str))
+                role = Role(role_name)
             except ValueError:
-                raise SignallingProtocolError(f"hello: unknown role {obj['role']!r}") from None
+                raise SignallingProtocolError(f"hello: unknown role {role_name!r}") from None
             return Hello(role=role, pid=_get(obj, "pid", int))
         case MessageType.DIAL:
             return Dial()
@@ -197,10 +198,11 @@ def from_json(obj: object) -> Message:
         case MessageType.HANGUP:
             return HangUp(reason=_get(obj, "reason", str))
         case MessageType.STATE:
+            layer_name = _get(obj, "layer", str)
             try:
-                layer = Layer(_get(obj, "layer", str))
+                layer = Layer(layer_name)
             except ValueError:
-                raise SignallingProtocolError(f"state: unknown layer {obj['layer']!r}") from None
+                raise SignallingProtocolError(f"state: unknown layer {layer_name!r}") from None
             return StateChange(t=_get_number(obj, "t"), layer=layer, state=_get(obj, "state", str))
         case MessageType.STATS:
             return Stats(t=_get_number(obj, "t"), report=_get(obj, "report", dict))

@@ -1,0 +1,181 @@
+"""Real calls between two network namespaces joined by a veth pair (root; ``-m netns``).
+
+Only 198.18.250.0/30 is used.  Every test checks that the host's namespaces and veth links are
+the same before and after it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from pyroute2 import IPRoute
+
+from testbed.calls import CallOptions, CallResult, Kind, run_call
+from testbed.errors import CallError
+
+from _calls_fixtures import NAME_PREFIX, NamespacePair, netns_pair
+
+pytestmark = pytest.mark.netns
+
+__all__ = ["netns_pair"]  # the fixture, re-exported for pytest
+
+AUDIO_PACKETS_PER_S = 50  # 20 ms Opus frames
+
+
+def _host_state() -> tuple[list[str], list[str]]:
+    """The host objects these tests could leak: ``tbt*`` namespaces and veth links that are ours
+    (named ``veth0`` or pointing into a ``tbt*`` namespace).  Scoped to our prefix because other
+    runs may create and remove their own namespaces on the same host at the same time."""
+    if shutil.which("ip") is None:
+        return ([], [])
+    netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    veth = subprocess.run(["ip", "-o", "link", "show", "type", "veth"], capture_output=True, text=True).stdout
+    ours_ns = [line for line in netns.splitlines() if line.startswith(NAME_PREFIX)]
+    ours_veth = [line for line in veth.splitlines() if ": veth0@" in line or f"link-netns {NAME_PREFIX}" in line]
+    return (ours_ns, ours_veth)
+
+
+@pytest.fixture(autouse=True)
+def nothing_left_behind() -> Iterator[None]:
+    before = _host_state()
+    yield
+    assert _host_state() == before
+
+
+def _call(pair: NamespacePair, options: CallOptions, workdir: Path) -> CallResult:
+    return asyncio.run(run_call(options, caller_netns=pair.a, callee_netns=pair.b, workdir=workdir))
+
+
+def _endpoint_pid(config: Path) -> int | None:
+    needle = str(config).encode()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if needle in (entry / "cmdline").read_bytes():
+                return int(entry.name)
+        except OSError:
+            continue
+    return None
+
+
+def _assert_no_endpoints_left(workdir: Path, name: str) -> None:
+    for role in ("caller", "callee"):
+        assert _endpoint_pid(workdir / f"{name}.{role}.json") is None
+
+
+def test_baseline_audio_and_data_call(netns_pair: NamespacePair, tmp_path: Path) -> None:
+    duration = 5.0
+    started = time.monotonic()
+    result = _call(netns_pair, CallOptions(name="baseline", duration_s=duration), tmp_path)
+    wall = time.monotonic() - started
+
+    assert result.connected, result.error
+    assert result.error is None
+    assert result.setup_ms is not None and 0 < result.setup_ms < 2000
+    assert wall < 15.0
+    assert result.media_s is not None and wall < result.media_s + 3.0  # start + setup + teardown
+    expected = duration * AUDIO_PACKETS_PER_S
+    for endpoint in ("caller", "callee"):
+        recv = result.stream(endpoint, Kind.AUDIO, "recv")
+        assert recv.packets_received is not None
+        assert 0.9 * expected <= recv.packets_received <= 1.1 * expected + 5
+        assert recv.packets_received == recv.packets_sent  # nothing lost on a bare veth
+        assert recv.codec == "audio/opus" and recv.bytes and recv.bytes > 0
+        data = result.stream(endpoint, Kind.DATA, "recv")
+        assert data.messages is not None and data.messages >= duration / 0.1 * 0.9
+    pair = result.selected_candidate_pair
+    assert pair is not None
+    assert (pair.local_address, pair.remote_address) == (netns_pair.address_a, netns_pair.address_b)
+    assert (pair.local_type, pair.remote_type) == ("host", "host")
+    labels = [label for _, label in result.state_timeline]
+    for label in ("caller:signalling:offer-sent", "callee:connection:connected",
+                  "caller:dtls:connected", "callee:data-channel:open",
+                  "caller:media:first-audio-received", "callee:signalling:bye-received",
+                  "caller:connection:closed", "relay:call:ended"):
+        assert label in labels
+    assert not list(tmp_path.glob("*.sock"))
+    _assert_no_endpoints_left(tmp_path, "baseline")
+    doc = result.to_json()
+    assert doc["connected"] is True and len(doc["streams"]) == 8
+
+
+def test_video_call(netns_pair: NamespacePair, tmp_path: Path) -> None:
+    options = CallOptions(name="video", duration_s=2.0, video=True, data_channel=False)
+    result = _call(netns_pair, options, tmp_path)
+    assert result.connected, result.error
+    for endpoint in ("caller", "callee"):
+        video = result.stream(endpoint, Kind.VIDEO, "recv")
+        assert video.codec == "video/VP8"
+        assert video.packets_received and video.packets_received > 2 * options.video_fps
+        assert video.frames and video.frames >= 1.5 * options.video_fps
+
+
+def test_callee_killed_mid_call(netns_pair: NamespacePair, tmp_path: Path) -> None:
+    options = CallOptions(name="killed", duration_s=30.0)
+
+    async def scenario() -> CallResult:
+        connected = asyncio.Event()
+
+        def observe(t: float, label: str) -> None:
+            if label == "relay:call:connected":
+                connected.set()
+
+        async with asyncio.TaskGroup() as tg:
+            call = tg.create_task(
+                run_call(options, caller_netns=netns_pair.a, callee_netns=netns_pair.b,
+                         workdir=tmp_path, observer=observe)
+            )
+            async with asyncio.timeout(20):
+                await connected.wait()
+            await asyncio.sleep(1.0)
+            pid = _endpoint_pid(tmp_path / "killed.callee.json")
+            assert pid is not None
+            os.kill(pid, signal.SIGKILL)
+        return call.result()
+
+    started = time.monotonic()
+    result = asyncio.run(scenario())
+    assert time.monotonic() - started < 10.0  # ended at the kill, not after 30 s
+    assert result.connected
+    assert result.error is not None and "callee endpoint was killed by SIGKILL" in result.error
+    labels = [label for _, label in result.state_timeline]
+    assert "callee:endpoint:lost" in labels and labels[-1] == "relay:call:ended"
+    # The survivor still reported: it received audio until the kill.
+    recv = result.stream("caller", Kind.AUDIO, "recv")
+    assert recv.packets_received and recv.packets_received > 25
+    assert result.stream("callee", Kind.AUDIO, "recv").packets_received is None
+    _assert_no_endpoints_left(tmp_path, "killed")
+
+
+def test_unreachable_callee_is_a_measured_connect_timeout(
+    netns_pair: NamespacePair, tmp_path: Path
+) -> None:
+    # Black-hole the callee's address in the caller's namespace: ICE checks cannot complete.
+    with IPRoute(netns=netns_pair.a) as ipr:
+        ipr.route("add", dst=f"{netns_pair.address_b}/32", type="blackhole")
+    started = time.monotonic()
+    result = _call(netns_pair, CallOptions(name="blocked", duration_s=5.0, connect_timeout_s=2.0), tmp_path)
+    assert time.monotonic() - started < 8.0
+    assert not result.connected and result.setup_ms is None
+    assert result.error is not None and result.error.startswith("not connected within 2 s")
+    assert "relay:call:timeout" in [label for _, label in result.state_timeline]
+    _assert_no_endpoints_left(tmp_path, "blocked")
+
+
+def test_endpoint_that_cannot_start_is_a_call_error(tmp_path: Path) -> None:
+    # No such namespace: nsexec fails before the endpoint exists -- a harness failure.
+    with pytest.raises(CallError, match=r"(?s)endpoint exited with code 126 before it was ready.*nsexec"):
+        asyncio.run(
+            run_call(CallOptions(name="nostart", duration_s=1.0), caller_netns="tbt-missing-ns",
+                     callee_netns="tbt-missing-ns", workdir=tmp_path)
+        )
+    assert not list(tmp_path.glob("*.sock"))
