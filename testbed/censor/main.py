@@ -90,6 +90,8 @@ async def serve(config: dict[str, Any]) -> int:
         summary = engine.summary()
         summary["kernel"] = kernel
         summary["held_max"] = adapter.held_max
+        summary["injected"] = adapter.injected
+        summary["inject_errors"] = adapter.inject_errors
     if fatal:
         exc = fatal[0]
         print(f"censor engine failed: {type(exc).__name__}: {exc}", file=sys.stderr)

@@ -11,6 +11,7 @@ uninspected; an exception from the engine stops the censor rather than being log
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import Callable
 
 from netfilterqueue import NetfilterQueue
@@ -43,6 +44,9 @@ class QueueAdapter:
         self._held: dict[int, tuple[NfqPacket, asyncio.TimerHandle]] = {}
         self._next_hold_id = 0
         self.held_max = 0
+        self.injected = 0
+        self.inject_errors = 0
+        self._raw: dict[int, socket.socket] = {}
 
     def start(self) -> None:
         nfq = NetfilterQueue()
@@ -69,6 +73,32 @@ class QueueAdapter:
         if self._nfq is not None:
             self._nfq.unbind()
             self._nfq = None
+        for sock in self._raw.values():
+            sock.close()
+        self._raw.clear()
+
+    def _inject(self, data: bytes) -> None:
+        """Send a crafted IP packet (RST, ICMP error) from the censor; it leaves through OUTPUT,
+        not FORWARD, so it is never queued back to us."""
+        version = data[0] >> 4 if data else 0
+        try:
+            if version == 4:
+                sock = self._raw.get(4)
+                if sock is None:
+                    sock = self._raw[4] = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+                sock.sendto(data, (socket.inet_ntop(socket.AF_INET, data[16:20]), 0))
+            elif version == 6:
+                sock = self._raw.get(6)
+                if sock is None:
+                    sock = self._raw[6] = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_RAW)
+                sock.sendto(data, (socket.inet_ntop(socket.AF_INET6, data[24:40]), 0))
+            else:
+                self.inject_errors += 1
+                return
+            self.injected += 1
+        except OSError:
+            # e.g. no route for a crafted packet: count it, the packet's own verdict still stands
+            self.inject_errors += 1
 
     @property
     def held(self) -> int:
@@ -89,6 +119,11 @@ class QueueAdapter:
     def _on_packet(self, pkt: NfqPacket) -> None:
         verdict: Verdict = self.engine.handle(pkt.get_payload(), self._loop.time())
         action = verdict.action
+        if verdict.inject:
+            for data in verdict.inject:
+                self._inject(data)
+        if verdict.rewrite is not None:
+            pkt.set_payload(verdict.rewrite)
         if action is Action.ACCEPT:
             pkt.accept()
         elif action is Action.DROP:
@@ -102,7 +137,8 @@ class QueueAdapter:
             self._held[hold_id] = (pkt, timer)
             self.held_max = max(self.held_max, len(self._held))
         else:
-            # REJECT needs packet crafting (censor policies issue); until then never fail open.
+            # REJECT: the packet itself goes no further; the policy put the RST / ICMP error it
+            # answers with into ``verdict.inject``.
             pkt.drop()
 
     def _release(self, hold_id: int) -> None:
