@@ -312,14 +312,15 @@ class Classifier:
         if original and b0 & 0x09 == 0x09 and len(payload) >= 14 and payload[9] in (0x51, 0x54):
             if self._gquic(flow, payload, st):
                 return
-        if b0 < 4:
+        if b0 < 4 or b0 == 8:
+            # 0x08: WhatsApp's STUN-framed types 0x0800-0x0802 sit outside RFC 7983's 0-3.
             msg = parse_stun(payload)
             if msg is not None:
                 self._on_stun(flow, msg, st, now)
                 return
-            if b0 >= 1:
+            if 1 <= b0 < 4:
                 self._wireguard(flow, payload, st)
-            return
+                return
         if b0 == 4:
             self._wireguard(flow, payload, st)
             return

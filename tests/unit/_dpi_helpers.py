@@ -207,3 +207,87 @@ if __name__ == "__main__":
                 print("MISS", r.capture, m)
             for m in r.false_calls:
                 print("FALSE-CALL", r.capture, m)
+
+
+def _ext(t: int, body: bytes) -> bytes:
+    return struct.pack("!HH", t, len(body)) + body
+
+
+def build_client_hello(
+    *,
+    sni: str | None = "example.com",
+    alpn: list[bytes] | None = None,
+    ciphers: tuple[int, ...] = (0x0A0A, 0x1301, 0x1302, 0xC02B),
+    groups: tuple[int, ...] = (0x1A1A, 0x001D, 0x0017),
+    sigalgs: tuple[int, ...] = (0x0403, 0x0804),
+    versions: tuple[int, ...] = (0x0304, 0x0303),
+    ech: bool = False,
+    dtls: bool = False,
+    pad: int = 0,
+) -> bytes:
+    """A ClientHello handshake message (type 1 + uint24 length + body) with the usual extensions,
+    GREASE first, as browsers send it."""
+    exts = _ext(0x0A0A, b"")
+    if sni is not None:
+        name = sni.encode()
+        exts += _ext(0, struct.pack("!HBH", len(name) + 3, 0, len(name)) + name)
+    exts += _ext(10, struct.pack("!H", 2 * len(groups)) + b"".join(struct.pack("!H", g) for g in groups))
+    exts += _ext(11, b"\x01\x00")
+    exts += _ext(13, struct.pack("!H", 2 * len(sigalgs)) + b"".join(struct.pack("!H", s) for s in sigalgs))
+    if alpn:
+        lst = b"".join(bytes([len(a)]) + a for a in alpn)
+        exts += _ext(16, struct.pack("!H", len(lst)) + lst)
+    exts += _ext(43, bytes([2 * len(versions)]) + b"".join(struct.pack("!H", v) for v in versions))
+    if ech:
+        exts += _ext(0xFE0D, b"\x00" * 8)
+    if pad:
+        exts += _ext(21, b"\x00" * pad)
+    body = (0xFEFD if dtls else 0x0303).to_bytes(2, "big") + bytes(range(32)) + b"\x00"
+    if dtls:
+        body += b"\x00"  # empty cookie
+    body += struct.pack("!H", 2 * len(ciphers)) + b"".join(struct.pack("!H", c) for c in ciphers)
+    body += b"\x01\x00" + struct.pack("!H", len(exts)) + exts
+    return b"\x01" + len(body).to_bytes(3, "big") + body
+
+
+def tls_record(handshake: bytes, version: int = 0x0301) -> bytes:
+    return struct.pack("!BHH", 22, version, len(handshake)) + handshake
+
+
+def write_pcap(
+    path: Path, frames: list[tuple[float, bytes]], *, linktype: int = 101, nano: bool = False,
+    big_endian: bool = False,
+) -> None:  # fmt: skip
+    e = ">" if big_endian else "<"
+    magic = 0xA1B23C4D if nano else 0xA1B2C3D4
+    out = struct.pack(e + "IHHiIII", magic, 2, 4, 0, 0, 65535, linktype)
+    for ts, data in frames:
+        frac = int(round((ts % 1) * (1e9 if nano else 1e6)))
+        out += struct.pack(e + "IIII", int(ts), frac, len(data), len(data)) + data
+    path.write_bytes(out)
+
+
+def write_pcapng(
+    path: Path, frames: list[tuple[float, bytes]], *, linktype: int = 1, big_endian: bool = False
+) -> None:
+    e = ">" if big_endian else "<"
+
+    def block(btype: int, body: bytes) -> bytes:
+        body += b"\0" * (-len(body) % 4)
+        n = 12 + len(body)
+        return struct.pack(e + "II", btype, n) + body + struct.pack(e + "I", n)
+
+    out = block(0x0A0D0D0A, struct.pack(e + "IHHq", 0x1A2B3C4D, 1, 0, -1))
+    # IDB with if_tsresol = 9 (nanoseconds), then end of options
+    opts = struct.pack(e + "HH", 9, 1) + b"\x09\0\0\0" + struct.pack(e + "HH", 0, 0)
+    out += block(1, struct.pack(e + "HHI", linktype, 0, 65535) + opts)
+    for ts, data in frames:
+        t = int(round(ts * 1e9))
+        out += block(6, struct.pack(e + "IIIII", 0, t >> 32, t & 0xFFFFFFFF, len(data), len(data)) + data)
+    path.write_bytes(out)
+
+
+def ether(ip: bytes, vlan: int | None = None) -> bytes:
+    et = b"\x86\xdd" if ip[0] >> 4 == 6 else b"\x08\x00"
+    tag = b"\x81\x00" + struct.pack("!H", vlan) if vlan is not None else b""
+    return b"\x02" * 6 + b"\x04" * 6 + tag + et + ip

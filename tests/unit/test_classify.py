@@ -1,0 +1,152 @@
+"""core.classify: labels from crafted traffic, app attribution, endpoint carry, budgets."""
+
+from __future__ import annotations
+
+import struct
+
+import pytest
+
+from _dpi_helpers import build_client_hello, stun_message, tcp4, tls_record, udp4
+from testbed.core.classify import Classifier
+from testbed.core.flow import Direction
+from testbed.core.labels import AddressList
+from testbed.core.packet import parse_ip
+
+CLIENT = "192.168.1.10"
+WA_RELAY = "31.13.86.48"  # Meta address, not in the WhatsApp front-end list
+TG_REFLECTOR = "91.108.9.35"
+
+
+def rtp(seq: int, ssrc: int = 0x1234) -> bytes:
+    return struct.pack("!BBHII", 0x80, 111, seq, seq * 960, ssrc) + b"\x42" * 80
+
+
+def feed(c: Classifier, raws: list[bytes], t0: float = 0.0) -> None:
+    for i, raw in enumerate(raws):
+        c.observe(parse_ip(raw), t0 + i * 0.01)
+
+
+def flow_of(c: Classifier, a: str, ap: int, b: str, bp: int):  # type: ignore[no-untyped-def]
+    f = c.table.get(parse_ip(udp4(a, ap, b, bp, b"")))
+    assert f is not None
+    return f
+
+
+def test_whatsapp_call_stun_then_media_carried_by_local_endpoint() -> None:
+    c = Classifier()
+    alloc = stun_message(0x0003, [(0x4000, b"\x05" * 20)])
+    resp = stun_message(0x0103, [(0x0020, b"\x00\x01\x00\x00\x00\x00\x00\x00"), (0x4002, b"\x00" * 8)])
+    feed(c, [udp4(CLIENT, 56328, WA_RELAY, 3478, alloc), udp4(WA_RELAY, 3478, CLIENT, 56328, resp)])
+    relay_flow = flow_of(c, CLIENT, 56328, WA_RELAY, 3478)
+    assert {"stun", "whatsapp-call", "whatsapp"} <= relay_flow.labels
+    # the peer's media arrives on the same local port: same call
+    peer = "91.252.56.51"
+    feed(c, [udp4(peer, 32704, CLIENT, 56328, rtp(i)) for i in range(5)], t0=1.0)
+    media = flow_of(c, peer, 32704, CLIENT, 56328)
+    assert {"rtp", "whatsapp-call"} <= media.labels and media.initiator == f"{peer}:32704"
+
+
+def test_endpoint_cache_expires_and_is_bounded() -> None:
+    c = Classifier(endpoint_cache_ttl=5.0, endpoint_cache_size=1)
+    feed(c, [udp4(CLIENT, 1000, WA_RELAY, 3478, stun_message(0x0800, []))])
+    assert "whatsapp-call" in flow_of(c, CLIENT, 1000, WA_RELAY, 3478).labels
+    feed(c, [udp4(CLIENT, 1000, "203.0.113.9", 4000, rtp(1))], t0=100.0)  # too late
+    assert "whatsapp-call" not in flow_of(c, CLIENT, 1000, "203.0.113.9", 4000).labels
+    assert len(c.endpoint_cache) <= 1
+
+
+def test_telegram_realm_and_reflector() -> None:
+    c = Classifier()
+    msg = stun_message(0x0003, [(0x0014, b"Telegram")])
+    feed(c, [udp4(CLIENT, 40000, "198.51.100.1", 3478, msg)])
+    assert "telegram-call" in flow_of(c, CLIENT, 40000, "198.51.100.1", 3478).labels
+    feed(c, [udp4(CLIENT, 40001, TG_REFLECTOR, 1400, b"\x00" * 40)])
+    assert {"telegram-call", "telegram"} <= flow_of(c, CLIENT, 40001, TG_REFLECTOR, 1400).labels
+    # a Telegram address on another port is Telegram, not a call; a reflector port elsewhere is nothing
+    feed(c, [udp4(CLIENT, 40002, TG_REFLECTOR, 443, b"\x00" * 40)])
+    assert flow_of(c, CLIENT, 40002, TG_REFLECTOR, 443).labels == {"telegram"}
+    feed(c, [udp4(CLIENT, 40003, "203.0.113.5", 1400, b"\x00" * 40)])
+    assert flow_of(c, CLIENT, 40003, "203.0.113.5", 1400).labels == set()
+
+
+def test_other_apps_stun_is_just_stun() -> None:
+    c = Classifier()
+    # Google/Zoom-like ICE: Binding with vendor comprehension-optional attributes only
+    msg = stun_message(0x0001, [(0x0006, b"abcd:efgh"), (0xC057, b"\x00\x01\x00\x0a"), (0x8028, b"\0" * 4)])
+    feed(c, [udp4(CLIENT, 50000, "142.250.82.1", 19302, msg)])
+    f = flow_of(c, CLIENT, 50000, "142.250.82.1", 19302)
+    assert f.labels == {"stun"}
+    feed(c, [udp4(CLIENT, 50000, "203.0.113.7", 8801, rtp(i)) for i in range(4)])
+    assert "whatsapp-call" not in flow_of(c, CLIENT, 50000, "203.0.113.7", 8801).labels
+
+
+def test_tls_sni_ja4_and_split_client_hello() -> None:
+    hs = build_client_hello(sni="blocked.example", alpn=[b"h2"], pad=700)
+    rec = tls_record(hs)
+    segs = [rec[:50], rec[50:]]
+    syn = tcp4(CLIENT, 40000, "203.0.113.1", 443, b"", seq=999, flags=0x02)
+    pk = [syn, tcp4(CLIENT, 40000, "203.0.113.1", 443, segs[0], seq=1000),
+          tcp4(CLIENT, 40000, "203.0.113.1", 443, segs[1], seq=1050)]  # fmt: skip
+    c = Classifier()
+    feed(c, pk)
+    f = c.table.get(parse_ip(pk[0]))
+    assert f is not None and f.sni == "blocked.example" and f.alpn == ["h2"]
+    assert "tls" in f.labels and f.fingerprints["ja4"].startswith("t13d")
+    # like TSPU's throttler: no reassembly, no SNI (but the record header still says TLS)
+    c2 = Classifier(reassemble_tls=False)
+    feed(c2, pk)
+    f2 = c2.table.get(parse_ip(pk[0]))
+    assert f2 is not None and f2.sni is None and "tls" in f2.labels
+
+
+def test_inspection_budget_then_counters_only() -> None:
+    c = Classifier(inspect_packets=3)
+    raws = [udp4(CLIENT, 7000, "203.0.113.2", 9000, b"\xff" * 30) for _ in range(10)]
+    feed(c, raws)
+    f = flow_of(c, CLIENT, 7000, "203.0.113.2", 9000)
+    assert not f.inspecting and f.inspected == 3 and f.packets == 10 and f.classifier_state == {}
+
+
+def test_observation_reports_new_flow_direction_and_change() -> None:
+    c = Classifier()
+    o1 = c.observe(parse_ip(udp4(CLIENT, 1, "203.0.113.3", 3478, stun_message(0x0001, []))), 0.0)
+    assert o1.new_flow and o1.direction is Direction.ORIGINAL and o1.changed
+    o2 = c.observe(parse_ip(udp4("203.0.113.3", 3478, CLIENT, 1, stun_message(0x0101, []))), 0.1)
+    assert not o2.new_flow and o2.direction is Direction.REPLY and not o2.changed
+
+
+def test_wireguard_and_openvpn() -> None:
+    c = Classifier()
+    init = b"\x01\x00\x00\x00" + struct.pack("<I", 5) + b"\x00" * 140
+    resp = b"\x02\x00\x00\x00" + struct.pack("<II", 9, 5) + b"\x00" * 80
+    feed(c, [udp4(CLIENT, 51820, "203.0.113.4", 51820, init), udp4("203.0.113.4", 51820, CLIENT, 51820, resp)])
+    assert "wireguard" in flow_of(c, CLIENT, 51820, "203.0.113.4", 51820).labels
+    sid_c, sid_s = b"C" * 8, b"S" * 8
+    cr = bytes([7 << 3]) + sid_c + b"\x00" + b"\x00" * 4
+    sr = bytes([8 << 3]) + sid_s + b"\x01" + b"\x00" * 4 + sid_c + b"\x00" * 4
+    feed(c, [udp4(CLIENT, 1194, "203.0.113.5", 1194, cr), udp4("203.0.113.5", 1194, CLIENT, 1194, sr)])
+    assert "openvpn" in flow_of(c, CLIENT, 1194, "203.0.113.5", 1194).labels
+
+
+def test_extra_address_list() -> None:
+    lists = {"corp": AddressList.from_networks("corp", ["203.0.113.0/24", "2001:db8::/32"])}
+    c = Classifier(extra_address_lists=lists)
+    feed(c, [udp4(CLIENT, 1, "203.0.113.200", 53, b"x")])
+    assert "corp" in flow_of(c, CLIENT, 1, "203.0.113.200", 53).labels
+    assert bytes.fromhex("20010db8" + "00" * 12) in lists["corp"]
+
+
+def test_fragments_are_counted_in_their_flow() -> None:
+    from _dpi_helpers import ipv4, udp
+
+    full = udp(5000, 443, b"A" * 100)
+    c = Classifier()
+    c.observe(parse_ip(ipv4(CLIENT, "203.0.113.6", 17, full[:48], ident=9, frag=0x2000)), 0.0)
+    c.observe(parse_ip(ipv4(CLIENT, "203.0.113.6", 17, full[48:], ident=9, frag=6)), 0.0)
+    f = flow_of(c, CLIENT, 5000, "203.0.113.6", 443)
+    assert f.packets == 2 and f.fragments == 2 and len(c.table) == 1
+
+
+def test_bad_settings() -> None:
+    with pytest.raises(ValueError):
+        Classifier(inspect_packets=-1)
