@@ -17,7 +17,14 @@ Importing this package does not import aiortc: only the endpoint processes do.
 """
 
 from testbed.calls.options import CallOptions
-from testbed.calls.result import CallResult, CandidatePair, Direction, Kind, StreamResult, TransportResult
+from testbed.calls.result import (
+    CallResult,
+    CandidatePair,
+    Direction,
+    Kind,
+    StreamResult,
+    TransportResult,
+)
 from testbed.calls.session import run_call
 
 __all__ = [

@@ -9,12 +9,12 @@ only a harness failure (an endpoint that never became ready) is an :class:`Abort
 Phases::
 
     STARTING --both Hello--> DIALLING --both "connected"--> CONNECTED --duration_s--> HANGING_UP
-        |                       |  connect_timeout_s,            |  endpoint lost,       |  all Done
-        | start_timeout_s       |  endpoint lost, failure,       |  failure, connection  |  or lost, or
-        v                       |  connection failed             |  failed               |  teardown
-      Abort                     +--------------------------------+----------------------+  timeout
-                                                                                          v
-                                                                                       FINISHED
+       |                     |                                |                         |
+       | start_timeout_s,    | connect_timeout_s,             | endpoint lost, failure, | all Done
+       | lost before Hello   | endpoint lost, failure,        | connection failed       | or lost,
+       v                     | connection failed              |                         | teardown
+     Abort                   +------------> HANGING_UP <------+                         v timeout
+                                                                                     FINISHED
 
 A normal hang-up is HangUp to the caller, which says Bye to the callee through the relay; on an
 error every endpoint still running gets a HangUp.  Either way each endpoint stops its media, waits
@@ -40,8 +40,8 @@ from testbed.calls.signalling import (
     Layer,
     Message,
     Role,
-    Stats,
     StateChange,
+    Stats,
 )
 
 RELAY = "relay"
@@ -196,7 +196,9 @@ class Conductor:
             case Phase.CONNECTED:
                 return self._hang_up(now, "duration reached", everyone=False)
             case Phase.HANGING_UP:
-                stuck = [str(r) for r, e in self._endpoints.items() if e.ready and not (e.done or e.lost)]
+                stuck = [
+                    str(r) for r, e in self._endpoints.items() if e.ready and not (e.done or e.lost)
+                ]
                 self._errors.append(
                     f"{' and '.join(stuck)} did not finish hanging up within "
                     f"{self._teardown_timeout_s:g} s"
@@ -229,7 +231,9 @@ class Conductor:
             if on
         ]
         transports = tuple(metrics.build_transport(role, reports[role]) for role in Role)
-        pair = next((t.selected_candidate_pair for t in transports if t.selected_candidate_pair), None)
+        pair = next(
+            (t.selected_candidate_pair for t in transports if t.selected_candidate_pair), None
+        )
         return CallResult(
             name=self.options.name,
             connected=connected,
@@ -278,7 +282,9 @@ class Conductor:
         self._deadline = now + self.options.drain_s + self._teardown_timeout_s
         self._log(now, f"{RELAY}:{Layer.SIGNALLING}:hangup")
         actions: list[Action] = []
-        targets = list(Role) if everyone or not self._endpoints[Role.CALLER].alive else [Role.CALLER]
+        targets = (
+            list(Role) if everyone or not self._endpoints[Role.CALLER].alive else [Role.CALLER]
+        )
         for role in targets:
             endpoint = self._endpoints[role]
             if endpoint.alive and not endpoint.hung_up:

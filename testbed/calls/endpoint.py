@@ -57,8 +57,8 @@ from testbed.calls.signalling import (
     Offer,
     Role,
     SignallingProtocolError,
-    Stats,
     StateChange,
+    Stats,
     encode,
 )
 
@@ -86,7 +86,11 @@ class EndpointConfig:
         )
 
     def to_json(self) -> dict[str, Any]:
-        return {"role": self.role.value, "socket": str(self.socket), "options": self.options.to_json()}
+        return {
+            "role": self.role.value,
+            "socket": str(self.socket),
+            "options": self.options.to_json(),
+        }
 
 
 class Endpoint:
@@ -102,7 +106,12 @@ class Endpoint:
         self._tasks: set[asyncio.Task[None]] = set()
         self._received_bytes: dict[int, int] = {}
         self._hooked: set[int] = set()
-        self._data = {"messages_sent": 0, "bytes_sent": 0, "messages_received": 0, "bytes_received": 0}
+        self._data = {
+            "messages_sent": 0,
+            "bytes_sent": 0,
+            "messages_received": 0,
+            "bytes_received": 0,
+        }
         self._delays_ms: list[float] = []
         self._hanging_up = False
         self._closed = False
@@ -115,10 +124,9 @@ class Endpoint:
 
     def _spawn(self, coro: Awaitable[None]) -> None:
         async def guarded() -> None:
-            try:
+            # If the relay went away, the read loop sees EOF and ends the process.
+            with contextlib.suppress(ConnectionError, OSError):
                 await coro
-            except (ConnectionError, OSError):
-                pass  # the relay went away: the read loop sees EOF and ends the process
 
         task = asyncio.ensure_future(guarded())
         self._tasks.add(task)
@@ -127,8 +135,13 @@ class Endpoint:
     def _wire_peer_connection(self) -> None:
         pc = self.pc
         pc.on("connectionstatechange", lambda: self._emit(Layer.CONNECTION, pc.connectionState))
-        pc.on("iceconnectionstatechange", lambda: self._emit(Layer.ICE_CONNECTION, pc.iceConnectionState))
-        pc.on("icegatheringstatechange", lambda: self._emit(Layer.ICE_GATHERING, pc.iceGatheringState))
+        pc.on(
+            "iceconnectionstatechange",
+            lambda: self._emit(Layer.ICE_CONNECTION, pc.iceConnectionState),
+        )
+        pc.on(
+            "icegatheringstatechange", lambda: self._emit(Layer.ICE_GATHERING, pc.iceGatheringState)
+        )
         pc.on("track", self._on_track)
         pc.on("datachannel", self._on_datachannel)
 
@@ -210,7 +223,10 @@ class Endpoint:
             self._add_track(ToneTrack(TONE_HZ[self.role]), "audio/opus")
         if self.options.video:
             o = self.options
-            self._add_track(MovingBarTrack(o.video_width, o.video_height, o.video_fps, seed=TONE_HZ[self.role]), "video/VP8")
+            self._add_track(
+                MovingBarTrack(o.video_width, o.video_height, o.video_fps, seed=TONE_HZ[self.role]),
+                "video/VP8",
+            )
 
     def _add_track(self, track: ToneTrack | MovingBarTrack, mime: str) -> None:
         self._tracks.append(track)
@@ -264,7 +280,7 @@ class Endpoint:
         try:
             async with asyncio.timeout(STATS_TIMEOUT_S):
                 report = await self.report()
-        except Exception as exc:  # noqa: BLE001 - a stats failure is reported, the hang-up goes on
+        except Exception as exc:
             await self._send(Failure(f"getStats failed: {type(exc).__name__}: {exc}"))
             report = {}
         await self._send(Stats(t=time.monotonic(), report=report))
@@ -297,7 +313,9 @@ class Endpoint:
                 "sent": {t.kind: t.frames_sent for t in self._tracks},
                 "received": {kind: sink.frames for kind, sink in self._sinks.items()},
             },
-            "data": {**self._data, "delays_ms": self._delays_ms} if self.options.data_channel else None,
+            "data": {**self._data, "delays_ms": self._delays_ms}
+            if self.options.data_channel
+            else None,
             "candidate_pair": self._candidate_pair(),
         }
 
@@ -402,7 +420,9 @@ async def run(config: EndpointConfig) -> int:
             await writer.wait_closed()
 
 
-async def _handle(endpoint: Endpoint, message: Message, send: Callable[[Message], Awaitable[None]]) -> bool:
+async def _handle(
+    endpoint: Endpoint, message: Message, send: Callable[[Message], Awaitable[None]]
+) -> bool:
     """Carry out one message from the relay; True when the endpoint is finished."""
     try:
         match message:
@@ -423,7 +443,7 @@ async def _handle(endpoint: Endpoint, message: Message, send: Callable[[Message]
                 await send(Failure(f"{endpoint.role} cannot handle {message.type} here"))
     except (ConnectionError, OSError):
         raise
-    except Exception as exc:  # noqa: BLE001 - reported to the relay, which hangs up
+    except Exception as exc:
         await send(Failure(f"{type(exc).__name__}: {exc}"))
     return False
 

@@ -62,7 +62,10 @@ class ToneTrack(_PacedTrack):
         peak = int(32767 * amplitude)
         second = array.array(
             "h",
-            (int(peak * math.sin(2 * math.pi * frequency_hz * i / AUDIO_RATE)) for i in range(AUDIO_RATE)),
+            (
+                int(peak * math.sin(2 * math.pi * frequency_hz * i / AUDIO_RATE))
+                for i in range(AUDIO_RATE)
+            ),
         )
         self._second = second.tobytes()
         self._frame_bytes = AUDIO_SAMPLES * 2
@@ -79,7 +82,7 @@ class ToneTrack(_PacedTrack):
 
 
 class MovingBarTrack(_PacedTrack):
-    """Grey-level noise (top half) with a white vertical bar that moves one step per frame (YUV 4:2:0).
+    """Grey noise (top half) and a white vertical bar moving one step per frame (YUV 4:2:0).
 
     A still or flat picture compresses to ~60 bytes per VP8 frame, which looks nothing like a
     video call on the wire; fresh noise in every frame keeps the encoder at its target bitrate

@@ -29,7 +29,7 @@ class CallOptions:
     audio: bool = True
     """Synthetic Opus tone each way, 20 ms frames paced in real time (RFC 7587: 48 kHz clock)."""
     video: bool = False
-    """Synthetic VP8 frames each way (a moving bar), ``video_width`` x ``video_height`` at ``video_fps``."""
+    """Synthetic VP8 frames each way, ``video_width`` x ``video_height`` at ``video_fps``."""
     data_channel: bool = True
     """An ordered, reliable data channel; each side sends a message every ``data_interval_s``."""
     connect_timeout_s: float = 15.0

@@ -3,31 +3,50 @@
 ``CallResult.to_json()`` is a documented contract that CI users build bars on: fields are only ever
 added, never renamed or removed.  Every key is always present; an unknown value is ``null``.
 
+An example, abridged from a real 5 s audio + data call between two namespaces on a bare veth::
+
     {
-      "name": "baseline-audio",
-      "connected": true,                   # both endpoints reached connectionState "connected"
-      "setup_ms": 43.1,                    # caller's offer sent -> the later endpoint "connected"
-      "media_s": 5.0,                      # both connected -> hang-up (null if never connected)
-      "wall_s": 6.6,                       # run_call start -> return, process start included
-      "state_timeline": [[0.512, "caller:endpoint:ready"], [0.60, "caller:connection:connecting"], ...],
-      "streams": [{"endpoint": "caller", "kind": "audio", "direction": "send",
-                   "packets_sent": 250, "packets_received": 250, "bytes": 20500,
-                   "packets_lost": 0, "jitter_ms": 0.3, "round_trip_time_ms": 0.6,
-                   "ssrc": 123, "codec": "audio/opus", "frames": 250,
-                   "messages": null, "latency_ms_median": null, "latency_ms_max": null}, ...],
-      "transports": [{"endpoint": "caller", "packets_sent": ..., "packets_received": ...,
-                      "bytes_sent": ..., "bytes_received": ..., "ice_role": "controlling",
-                      "dtls_state": "connected", "selected_candidate_pair": {...}}, ...],
-      "selected_candidate_pair": {"protocol": "udp", "local_address": "198.18.250.1",
-                                  "local_port": 40000, "local_type": "host",
-                                  "remote_address": "198.18.250.2", "remote_port": 40001,
-                                  "remote_type": "host"},   # as the caller saw it
-      "error": null
+      "name": "baseline", "connected": true,
+      "setup_ms": 44.463,     # caller's offer sent -> the later endpoint's "connected" state
+      "media_s": 5.001,       # both connected -> hang-up (null if never connected)
+      "wall_s": 5.67,         # run_call start -> return, endpoint process start-up included
+      "state_timeline": [[0.314131, "caller:endpoint:ready"], [0.32628, "callee:endpoint:ready"],
+                         [0.32628, "relay:signalling:dial"], ..., [5.652616, "relay:call:ended"]],
+      "streams": [
+        {"endpoint": "caller", "kind": "audio", "direction": "send", "packets_sent": 251,
+         "packets_received": 251, "bytes": 75220, "packets_lost": 0, "jitter_ms": 1.146,
+         "round_trip_time_ms": 0.999, "ssrc": 1737905, "codec": "audio/opus", "frames": 251,
+         "messages": null, "latency_ms_median": null, "latency_ms_max": null},
+        ...,
+        {"endpoint": "caller", "kind": "data", "direction": "recv", "packets_sent": 50,
+         "packets_received": 50, "bytes": 5000, "packets_lost": null, "jitter_ms": null,
+         "round_trip_time_ms": null, "ssrc": null, "codec": null, "frames": null,
+         "messages": 50, "latency_ms_median": 0.387, "latency_ms_max": 0.982}, ...],
+      "transports": [
+        {"endpoint": "caller", "packets_sent": 370, "packets_received": 369,
+         "bytes_sent": 97919, "bytes_received": 103871, "ice_role": "controlling",
+         "dtls_state": "connected", "selected_candidate_pair": {...}}, ...],
+      "selected_candidate_pair": {      # the caller's view (the callee's if the caller has none)
+        "protocol": "udp", "local_address": "198.18.250.1", "local_port": 38025,
+        "local_type": "host", "remote_address": "198.18.250.2", "remote_port": 33032,
+        "remote_type": "host"},
+      "error": null            # why the call failed or ended early, else null
     }
 
-Timeline entries are ``[t_s, "<who>:<layer>:<state>"]`` with ``t_s`` in seconds since ``run_call``
-started, ``who`` one of ``caller``, ``callee``, ``relay``, and ``layer``/``state`` as listed in
-:class:`testbed.calls.signalling.Layer` (aiortc's W3C state names, lower-case).
+Timeline entries are ``[t_s, "<who>:<layer>:<state>"]``, sorted by ``t_s``: seconds since
+``run_call`` started (endpoint processes stamp their own entries with CLOCK_MONOTONIC, which all
+processes of a run share).  ``who`` is ``caller``, ``callee`` or ``relay``; layers and states:
+
+    endpoint        ready (said hello), lost (process died / connection closed before Done)
+    signalling      dial, offer-sent, offer-received, answer-sent, answer-received,
+                    bye-sent, bye-received, hangup (relay)
+    ice-gathering   new, gathering, complete                  (RTCIceGatheringState)
+    ice-connection  new, checking, completed, failed, closed  (RTCIceConnectionState, as aiortc)
+    connection      new, connecting, connected, failed, closed (RTCPeerConnectionState)
+    dtls            new, connecting, connected, closed, failed (RTCDtlsTransportState)
+    data-channel    open, closed
+    media           first-audio-received, first-video-received, stopped
+    call            connected, timeout, ended (relay only)
 
 Streams: one entry per endpoint x kind x direction for every enabled kind, in that order
 (caller before callee; audio, video, data; send before recv).  ``packets_sent`` and

@@ -109,7 +109,9 @@ async def run_call(
         for role, netns in ((Role.CALLER, caller_netns), (Role.CALLEE, callee_netns)):
             config = workdir / f"{options.name}.{role}.json"
             config.write_text(
-                json.dumps({"role": role.value, "socket": str(sock_path), "options": options.to_json()})
+                json.dumps(
+                    {"role": role.value, "socket": str(sock_path), "options": options.to_json()}
+                )
             )
             log: IO[bytes] = stack.enter_context(open(logs[role], "wb"))
             argv = [sys.executable, "-m", "testbed.calls.endpoint", "--config", str(config)]
@@ -130,7 +132,9 @@ async def run_call(
             await relay.wait_exited(EXIT_WAIT_S)
     if isinstance(outcome, Abort):
         roles = [outcome.role] if outcome.role else list(Role)
-        tails = "".join(f"\n--- {role} endpoint log ({logs[role]}) ---\n{_tail(logs[role])}" for role in roles)
+        tails = "".join(
+            f"\n--- {role} endpoint log ({logs[role]}) ---\n{_tail(logs[role])}" for role in roles
+        )
         raise CallError(f"call {options.name!r}: {outcome.reason}{tails}")
     return conductor.result(wall_s=time.monotonic() - started)
 

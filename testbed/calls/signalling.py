@@ -15,7 +15,7 @@ Who sends what::
                         StateChange(t, layer, state)   timeline entries (t: CLOCK_MONOTONIC seconds)
                         Stats(t, report)        final statistics, once, after media stopped
                         Failure(message)        the endpoint hit an error it cannot go on from
-                        Done()                  the peer connection is closed; the process exits next
+                        Done()                  peer connection closed; the process exits next
     relay -> caller     Dial()                  place the call now (both endpoints are ready)
     relay -> endpoint   HangUp(reason)          stop media, say Bye, report Stats, close
     peer <-> peer       Offer(sdp), Answer(sdp), Bye(reason)   forwarded verbatim by the relay

@@ -50,7 +50,9 @@ def namespace_pair() -> Iterator[NamespacePair]:
             netns.create(name)
             created.append(name)
         with IPRoute(netns=pair.a) as ipr:
-            ipr.link("add", ifname="veth0", kind="veth", peer={"ifname": "veth0", "net_ns_fd": pair.b})
+            ipr.link(
+                "add", ifname="veth0", kind="veth", peer={"ifname": "veth0", "net_ns_fd": pair.b}
+            )
         _configure(pair.a, "veth0", pair.address_a)
         _configure(pair.b, "veth0", pair.address_b)
         yield pair

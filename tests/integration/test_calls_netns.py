@@ -16,12 +16,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from _calls_fixtures import NAME_PREFIX, NamespacePair, netns_pair
 from pyroute2 import IPRoute
 
 from testbed.calls import CallOptions, CallResult, Kind, run_call
 from testbed.errors import CallError
-
-from _calls_fixtures import NAME_PREFIX, NamespacePair, netns_pair
 
 pytestmark = pytest.mark.netns
 
@@ -37,9 +36,15 @@ def _host_state() -> tuple[list[str], list[str]]:
     if shutil.which("ip") is None:
         return ([], [])
     netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
-    veth = subprocess.run(["ip", "-o", "link", "show", "type", "veth"], capture_output=True, text=True).stdout
+    veth = subprocess.run(
+        ["ip", "-o", "link", "show", "type", "veth"], capture_output=True, text=True
+    ).stdout
     ours_ns = [line for line in netns.splitlines() if line.startswith(NAME_PREFIX)]
-    ours_veth = [line for line in veth.splitlines() if ": veth0@" in line or f"link-netns {NAME_PREFIX}" in line]
+    ours_veth = [
+        line
+        for line in veth.splitlines()
+        if ": veth0@" in line or f"link-netns {NAME_PREFIX}" in line
+    ]
     return (ours_ns, ours_veth)
 
 
@@ -97,10 +102,16 @@ def test_baseline_audio_and_data_call(netns_pair: NamespacePair, tmp_path: Path)
     assert (pair.local_address, pair.remote_address) == (netns_pair.address_a, netns_pair.address_b)
     assert (pair.local_type, pair.remote_type) == ("host", "host")
     labels = [label for _, label in result.state_timeline]
-    for label in ("caller:signalling:offer-sent", "callee:connection:connected",
-                  "caller:dtls:connected", "callee:data-channel:open",
-                  "caller:media:first-audio-received", "callee:signalling:bye-received",
-                  "caller:connection:closed", "relay:call:ended"):
+    for label in (
+        "caller:signalling:offer-sent",
+        "callee:connection:connected",
+        "caller:dtls:connected",
+        "callee:data-channel:open",
+        "caller:media:first-audio-received",
+        "callee:signalling:bye-received",
+        "caller:connection:closed",
+        "relay:call:ended",
+    ):
         assert label in labels
     assert not list(tmp_path.glob("*.sock"))
     _assert_no_endpoints_left(tmp_path, "baseline")
@@ -131,8 +142,13 @@ def test_callee_killed_mid_call(netns_pair: NamespacePair, tmp_path: Path) -> No
 
         async with asyncio.TaskGroup() as tg:
             call = tg.create_task(
-                run_call(options, caller_netns=netns_pair.a, callee_netns=netns_pair.b,
-                         workdir=tmp_path, observer=observe)
+                run_call(
+                    options,
+                    caller_netns=netns_pair.a,
+                    callee_netns=netns_pair.b,
+                    workdir=tmp_path,
+                    observer=observe,
+                )
             )
             async with asyncio.timeout(20):
                 await connected.wait()
@@ -163,7 +179,9 @@ def test_unreachable_callee_is_a_measured_connect_timeout(
     with IPRoute(netns=netns_pair.a) as ipr:
         ipr.route("add", dst=f"{netns_pair.address_b}/32", type="blackhole")
     started = time.monotonic()
-    result = _call(netns_pair, CallOptions(name="blocked", duration_s=5.0, connect_timeout_s=2.0), tmp_path)
+    result = _call(
+        netns_pair, CallOptions(name="blocked", duration_s=5.0, connect_timeout_s=2.0), tmp_path
+    )
     assert time.monotonic() - started < 8.0
     assert not result.connected and result.setup_ms is None
     assert result.error is not None and result.error.startswith("not connected within 2 s")
@@ -173,9 +191,48 @@ def test_unreachable_callee_is_a_measured_connect_timeout(
 
 def test_endpoint_that_cannot_start_is_a_call_error(tmp_path: Path) -> None:
     # No such namespace: nsexec fails before the endpoint exists -- a harness failure.
-    with pytest.raises(CallError, match=r"(?s)endpoint exited with code 126 before it was ready.*nsexec"):
+    with pytest.raises(
+        CallError, match=r"(?s)endpoint exited with code 126 before it was ready.*nsexec"
+    ):
         asyncio.run(
-            run_call(CallOptions(name="nostart", duration_s=1.0), caller_netns="tbt-missing-ns",
-                     callee_netns="tbt-missing-ns", workdir=tmp_path)
+            run_call(
+                CallOptions(name="nostart", duration_s=1.0),
+                caller_netns="tbt-missing-ns",
+                callee_netns="tbt-missing-ns",
+                workdir=tmp_path,
+            )
         )
     assert not list(tmp_path.glob("*.sock"))
+
+
+def test_cancelled_call_cleans_up(netns_pair: NamespacePair, tmp_path: Path) -> None:
+    # The runner's scenario timeout cancels run_call: endpoints must go, and the socket with them.
+    options = CallOptions(name="cancelled", duration_s=30.0)
+
+    async def scenario() -> None:
+        connected = asyncio.Event()
+
+        def observe(t: float, label: str) -> None:
+            if label == "relay:call:connected":
+                connected.set()
+
+        call = asyncio.create_task(
+            run_call(
+                options,
+                caller_netns=netns_pair.a,
+                callee_netns=netns_pair.b,
+                workdir=tmp_path,
+                observer=observe,
+            )
+        )
+        async with asyncio.timeout(20):
+            await connected.wait()
+        call.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await call
+
+    started = time.monotonic()
+    asyncio.run(scenario())
+    assert time.monotonic() - started < 10.0
+    assert not list(tmp_path.glob("*.sock"))
+    _assert_no_endpoints_left(tmp_path, "cancelled")

@@ -20,8 +20,8 @@ from testbed.calls.signalling import (
     Message,
     Offer,
     Role,
-    Stats,
     StateChange,
+    Stats,
 )
 
 CALLER, CALLEE = Role.CALLER, Role.CALLEE

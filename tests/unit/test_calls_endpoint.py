@@ -1,4 +1,4 @@
-"""The endpoint's offer, in-process: host candidates only, one codec per medium.
+"""The endpoint process: its offer (host candidates only, one codec per medium) and its exits.
 
 Gathering binds UDP sockets on the host's interfaces but sends nothing: with no ICE server named
 there is nobody to send to.  (aiortc's default, stun.l.google.com, would show up as a
@@ -8,11 +8,18 @@ server-reflexive candidate or a hang, which is exactly what this guards against.
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import signal
+import sys
+import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from testbed.calls.endpoint import Endpoint, EndpointConfig
+from testbed.calls.endpoint import run as endpoint_run
 from testbed.calls.options import CallOptions
-from testbed.calls.signalling import Layer, Message, Offer, Role, StateChange
+from testbed.calls.signalling import Hello, Layer, Message, Offer, Role, StateChange, decode_line
 
 
 class FakeRelayLink:
@@ -56,3 +63,80 @@ def test_offer_has_host_candidates_only_and_one_codec_per_kind() -> None:
 def test_audio_only_offer_has_no_video_or_application() -> None:
     sdp, _, _ = asyncio.run(_offer(CallOptions(name="c", duration_s=1.0, data_channel=False)))
     assert "m=audio" in sdp and "m=video" not in sdp and "m=application" not in sdp
+
+
+def _config(tmp_path: Path) -> tuple[Path, Path]:
+    sock = tmp_path / "relay.sock"
+    config = tmp_path / "caller.json"
+    options = CallOptions(name="c", duration_s=1.0)
+    config.write_text(json.dumps(EndpointConfig(Role.CALLER, sock, options).to_json()))
+    return sock, config
+
+
+async def _serve_once(
+    sock: Path, handle: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+) -> asyncio.Server:
+    async def on_connect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await handle(reader, writer)
+        finally:
+            writer.close()
+
+    return await asyncio.start_unix_server(on_connect, path=str(sock))
+
+
+def test_endpoint_exits_when_the_relay_goes_away(tmp_path: Path) -> None:
+    sock, config = _config(tmp_path)
+
+    async def scenario() -> int:
+        async def hello_then_hang_up(
+            reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+        ) -> None:
+            line = await reader.readline()
+            assert decode_line(line.rstrip(b"\n")) == Hello(role=Role.CALLER, pid=os.getpid())
+
+        server = await _serve_once(sock, hello_then_hang_up)
+        async with server:
+            async with asyncio.timeout(10):
+                return await endpoint_run(EndpointConfig.load(config))
+
+    assert asyncio.run(scenario()) == 0
+
+
+def test_endpoint_exits_on_sigterm(tmp_path: Path) -> None:
+    sock, config = _config(tmp_path)
+
+    async def scenario() -> tuple[int, float]:
+        said_hello = asyncio.Event()
+
+        async def wait_forever(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await reader.readline()
+            said_hello.set()
+            await reader.read()  # until the endpoint closes its end
+
+        server = await _serve_once(sock, wait_forever)
+        async with server:
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "testbed.calls.endpoint",
+                "--config",
+                str(config),
+                stdin=asyncio.subprocess.DEVNULL,
+            )
+            try:
+                async with asyncio.timeout(20):
+                    await said_hello.wait()
+                proc.send_signal(signal.SIGTERM)
+                started = time.monotonic()
+                async with asyncio.timeout(5):
+                    code = await proc.wait()
+                return code, time.monotonic() - started
+            finally:
+                if proc.returncode is None:
+                    proc.kill()
+                    await proc.wait()
+
+    code, took = asyncio.run(scenario())
+    assert code == 0
+    assert took < 2.0

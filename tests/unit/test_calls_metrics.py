@@ -17,13 +17,26 @@ A_SSRC, B_SSRC = 1111, 2222  # caller's and callee's audio SSRCs
 
 def rtp(type_: str, ssrc: int, kind: str = "audio", **fields: Any) -> dict[str, Any]:
     """One stats object the way the endpoint serialises aiortc's dataclasses."""
-    return {"timestamp": 1.7e9, "type": type_, "id": f"{type_}_{ssrc}", "ssrc": ssrc, "kind": kind,
-            "transportId": "transport_1", **fields}
+    return {
+        "timestamp": 1.7e9,
+        "type": type_,
+        "id": f"{type_}_{ssrc}",
+        "ssrc": ssrc,
+        "kind": kind,
+        "transportId": "transport_1",
+        **fields,
+    }
 
 
 def transport(**fields: Any) -> dict[str, Any]:
-    return {"timestamp": 1.7e9, "type": "transport", "id": "transport_1", "iceRole": "controlling",
-            "dtlsState": "connected", **fields}
+    return {
+        "timestamp": 1.7e9,
+        "type": "transport",
+        "id": "transport_1",
+        "iceRole": "controlling",
+        "dtlsState": "connected",
+        **fields,
+    }
 
 
 def report(
@@ -40,30 +53,61 @@ def report(
     stats = [
         rtp("outbound-rtp", own, packetsSent=sent, bytesSent=sent * 80, trackId="t"),
         rtp("inbound-rtp", peer, packetsReceived=received, packetsLost=lost, jitter=jitter),
-        transport(packetsSent=sent + 100, packetsReceived=received + 90, bytesSent=9000,
-                  bytesReceived=8000),
+        transport(
+            packetsSent=sent + 100,
+            packetsReceived=received + 90,
+            bytesSent=9000,
+            bytesReceived=8000,
+        ),
     ]
     if rtcp:
         # aiortc labels remote-inbound-rtp with the reporting peer's SSRC, not ours.
-        stats.append(rtp("remote-inbound-rtp", peer, packetsReceived=sent - 3, packetsLost=3,
-                         jitter=96, roundTripTime=0.0015, fractionLost=0))
-        stats.append(rtp("remote-outbound-rtp", peer, packetsSent=received - 5, bytesSent=1,
-                         remoteTimestamp=1.7e9))
+        stats.append(
+            rtp(
+                "remote-inbound-rtp",
+                peer,
+                packetsReceived=sent - 3,
+                packetsLost=3,
+                jitter=96,
+                roundTripTime=0.0015,
+                fractionLost=0,
+            )
+        )
+        stats.append(
+            rtp(
+                "remote-outbound-rtp",
+                peer,
+                packetsSent=received - 5,
+                bytesSent=1,
+                remoteTimestamp=1.7e9,
+            )
+        )
     return {
         "stats": stats,
         "codecs": {"audio": {"mimeType": "audio/opus", "clockRate": 48000}},
         "received_bytes": {str(peer): received * 81},
         "frames": {"sent": {"audio": sent}, "received": {"audio": received - 4}},
         "data": data,
-        "candidate_pair": {"protocol": "udp", "local_address": "198.18.250.1", "local_port": 5000,
-                           "local_type": "host", "remote_address": "198.18.250.2",
-                           "remote_port": 6000, "remote_type": "host"},
+        "candidate_pair": {
+            "protocol": "udp",
+            "local_address": "198.18.250.1",
+            "local_port": 5000,
+            "local_type": "host",
+            "remote_address": "198.18.250.2",
+            "remote_port": 6000,
+            "remote_type": "host",
+        },
     }
 
 
 def data(sent: int, received: int, delays: list[float]) -> dict[str, Any]:
-    return {"messages_sent": sent, "bytes_sent": sent * 100, "messages_received": received,
-            "bytes_received": received * 100, "delays_ms": delays}
+    return {
+        "messages_sent": sent,
+        "bytes_sent": sent * 100,
+        "messages_received": received,
+        "bytes_received": received * 100,
+        "delays_ms": delays,
+    }
 
 
 def test_both_reports_give_end_to_end_counts() -> None:
@@ -100,7 +144,11 @@ def test_dead_peer_falls_back_to_rtcp() -> None:
     assert send.jitter_ms == pytest.approx(2.0)
     assert (recv.packets_sent, recv.packets_received) == (85, 90)  # sender report lags
     # The dead endpoint's own figures are unknown; what its peer measured is still there.
-    assert (peer_send.packets_sent, peer_send.packets_received, peer_send.bytes) == (None, None, None)
+    assert (peer_send.packets_sent, peer_send.packets_received, peer_send.bytes) == (
+        None,
+        None,
+        None,
+    )
     assert (peer_recv.packets_sent, peer_recv.packets_received) == (100, None)
 
 
@@ -123,12 +171,19 @@ def test_no_reports_at_all() -> None:
 
 
 def test_data_channel_streams() -> None:
-    caller = parse_report(report(A_SSRC, B_SSRC, sent=1, received=1, data=data(50, 49, [0.5, 0.2, 3.0])))
+    caller = parse_report(
+        report(A_SSRC, B_SSRC, sent=1, received=1, data=data(50, 49, [0.5, 0.2, 3.0]))
+    )
     callee = parse_report(report(B_SSRC, A_SSRC, sent=1, received=1, data=data(49, 50, [])))
     streams = build_streams({CALLER: caller, CALLEE: callee}, [Kind.DATA])
     send, recv, peer_send, peer_recv = streams
     assert (send.kind, send.packets_sent, send.packets_received, send.messages, send.bytes) == (
-        Kind.DATA, 50, 50, 50, 5000)
+        Kind.DATA,
+        50,
+        50,
+        50,
+        5000,
+    )
     assert (recv.packets_sent, recv.packets_received, recv.messages) == (49, 49, 49)
     assert (recv.latency_ms_median, recv.latency_ms_max) == (0.5, 3.0)
     assert peer_recv.latency_ms_median is None
@@ -138,15 +193,23 @@ def test_data_channel_streams() -> None:
 def test_kinds_are_ordered_and_filtered() -> None:
     streams = build_streams({}, [Kind.DATA, Kind.VIDEO])
     assert [(s.endpoint, s.kind.value, s.direction.value) for s in streams] == [
-        ("caller", "video", "send"), ("caller", "video", "recv"),
-        ("caller", "data", "send"), ("caller", "data", "recv"),
-        ("callee", "video", "send"), ("callee", "video", "recv"),
-        ("callee", "data", "send"), ("callee", "data", "recv"),
+        ("caller", "video", "send"),
+        ("caller", "video", "recv"),
+        ("caller", "data", "send"),
+        ("caller", "data", "recv"),
+        ("callee", "video", "send"),
+        ("callee", "video", "recv"),
+        ("callee", "data", "send"),
+        ("callee", "data", "recv"),
     ]
 
 
 def test_video_jitter_uses_the_90khz_clock_by_default() -> None:
-    raw = {"stats": [rtp("inbound-rtp", 5, kind="video", packetsReceived=10, packetsLost=0, jitter=900)]}
+    raw = {
+        "stats": [
+            rtp("inbound-rtp", 5, kind="video", packetsReceived=10, packetsLost=0, jitter=900)
+        ]
+    }
     (_, recv) = build_streams({CALLEE: parse_report(raw)}, [Kind.VIDEO])[2:]
     assert recv.jitter_ms == pytest.approx(10.0)
 
@@ -154,10 +217,16 @@ def test_video_jitter_uses_the_90khz_clock_by_default() -> None:
 def test_transport_and_candidate_pair() -> None:
     caller = parse_report(report(A_SSRC, B_SSRC, sent=10, received=10))
     t = build_transport(CALLER, caller)
-    assert (t.packets_sent, t.packets_received, t.bytes_sent, t.bytes_received) == (110, 100, 9000, 8000)
+    assert (t.packets_sent, t.packets_received, t.bytes_sent, t.bytes_received) == (
+        110,
+        100,
+        9000,
+        8000,
+    )
     assert (t.ice_role, t.dtls_state) == ("controlling", "connected")
-    assert t.selected_candidate_pair == CandidatePair("udp", "198.18.250.1", 5000, "host",
-                                                      "198.18.250.2", 6000, "host")
+    assert t.selected_candidate_pair == CandidatePair(
+        "udp", "198.18.250.1", 5000, "host", "198.18.250.2", 6000, "host"
+    )
     assert build_transport(CALLEE, None).to_json()["packets_sent"] is None
 
 
@@ -166,7 +235,15 @@ def test_transport_and_candidate_pair() -> None:
     [
         {},
         {"stats": "nope"},
-        {"stats": [1, "x", None, {"type": "inbound-rtp"}, {"type": "inbound-rtp", "kind": "smell", "ssrc": 1}]},
+        {
+            "stats": [
+                1,
+                "x",
+                None,
+                {"type": "inbound-rtp"},
+                {"type": "inbound-rtp", "kind": "smell", "ssrc": 1},
+            ]
+        },
         {"stats": [{"type": "outbound-rtp", "kind": "audio", "ssrc": True}]},
         {"codecs": {"audio": "opus", "smell": {}}, "received_bytes": {"x": 1, "1": "a"}},
         {"frames": {"sent": {"audio": "many"}}, "data": {"delays_ms": ["slow", 1]}},
@@ -194,11 +271,25 @@ def test_call_result_json_contract() -> None:
         transports=(build_transport(CALLER, caller), build_transport(CALLEE, None)),
     )
     out = json.loads(json.dumps(result.to_json()))
-    assert {"name", "connected", "setup_ms", "state_timeline", "streams", "error",
-            "selected_candidate_pair"} <= set(out)
+    assert {
+        "name",
+        "connected",
+        "setup_ms",
+        "state_timeline",
+        "streams",
+        "error",
+        "selected_candidate_pair",
+    } <= set(out)
     assert out["state_timeline"] == [[0.1, "caller:endpoint:ready"]]
     for stream in out["streams"]:
-        assert {"endpoint", "kind", "direction", "packets_sent", "packets_received", "bytes"} <= set(stream)
+        assert {
+            "endpoint",
+            "kind",
+            "direction",
+            "packets_sent",
+            "packets_received",
+            "bytes",
+        } <= set(stream)
     assert result.stream("caller", "audio", "send").packets_sent == 10
     with pytest.raises(KeyError):
         result.stream("caller", "video", "send")

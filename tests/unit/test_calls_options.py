@@ -39,7 +39,7 @@ def test_invalid_options(kwargs: dict[str, object], message: str) -> None:
 
 
 def test_unknown_keys_are_rejected() -> None:
-    with pytest.raises(ValueError, match="unknown call option.*colour"):
+    with pytest.raises(ValueError, match=r"unknown call option.*colour"):
         CallOptions.from_json({"name": "c", "duration_s": 1.0, "colour": "red"})
 
 

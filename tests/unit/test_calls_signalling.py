@@ -21,8 +21,8 @@ from testbed.calls.signalling import (
     Offer,
     Role,
     SignallingProtocolError,
-    Stats,
     StateChange,
+    Stats,
     decode_line,
     encode,
 )
