@@ -215,6 +215,12 @@ def _read_pcapng(f: BinaryIO, path: str) -> Iterator[CaptureRecord]:
             )
         if btype == 1:
             ifaces.append(_idb(block, endian, path, offset))
+        elif btype in (6, 2, 3) and blen < (16 if btype == 3 else 32):
+            raise CaptureError(
+                f"corrupt packet block: {blen} bytes is shorter than its header",
+                file=path,
+                offset=offset,
+            )
         elif btype in (6, 2):
             if btype == 6:
                 iface_id, ts_hi, ts_lo, caplen = struct.unpack_from(endian + "IIII", block, 8)

@@ -26,6 +26,7 @@ from typing import Any, NamedTuple
 from testbed.core.dissect.dtls import DtlsHandshakeAssembler, parse_records
 from testbed.core.dissect.quic import (
     QuicCryptoAssembler,
+    looks_like_client_initial,
     looks_like_quic_long_header,
     parse_gquic,
     parse_initial,
@@ -350,10 +351,13 @@ class Classifier:
             self._rtp(flow, payload, original, st)
             return
         if b0 >= 192:
-            if original and looks_like_quic_long_header(payload):
-                self._quic(flow, payload, st)
-            elif original and payload[1:2] in (b"Q", b"T"):
-                self._gquic(flow, payload, st)
+            if original:
+                if looks_like_quic_long_header(payload):
+                    self._quic(flow, payload, st)
+                elif payload[1:2] in (b"Q", b"T"):
+                    self._gquic(flow, payload, st)
+                if looks_like_client_initial(payload):
+                    flow.labels.add(Label.QUIC)
             return
         if "ovpn" in st or b0 >> 3 in CLIENT_RESETS or b0 >> 3 in SERVER_RESETS:
             self._openvpn(flow, payload, original, st, tcp=False)
@@ -609,8 +613,10 @@ class Classifier:
             flow.alpn = list(ch.alpn)
         if "ja3" not in flow.fingerprints:
             flow.fingerprints.update(client_hello_fingerprints(ch, transport))
-            if ch.has_ech:
-                flow.fingerprints["ech"] = "present"
+        if ch.has_ech:
+            # Real or GREASE ECH look alike; the Cloudflare block (censor-behaviors.md G.18)
+            # keyed on this extension together with the outer SNI cloudflare-ech.com.
+            flow.labels.add(Label.ECH)
 
 
 def _tls_record_start(payload: bytes) -> bool:

@@ -29,6 +29,7 @@ class Label(enum.StrEnum):
     RTCP = "rtcp"
     SRTP = "srtp"
     TLS = "tls"
+    ECH = "ech"  # a ClientHello with an encrypted_client_hello extension
     QUIC = "quic"
     WIREGUARD = "wireguard"
     OPENVPN = "openvpn"

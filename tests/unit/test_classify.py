@@ -150,3 +150,21 @@ def test_fragments_are_counted_in_their_flow() -> None:
 def test_bad_settings() -> None:
     with pytest.raises(ValueError):
         Classifier(inspect_packets=-1)
+
+
+def test_quic_initial_sni_and_undecryptable_versions() -> None:
+    from _dpi_helpers import build_client_hello
+    from test_dissect_quic import DCID, build_initial
+
+    from testbed.core.dissect.quic import QUIC_V1
+
+    ch = build_client_hello(sni="video.example", alpn=[b"h3"], ech=True)
+    c = Classifier()
+    feed(c, [udp4(CLIENT, 61000, "203.0.113.8", 443, build_initial(QUIC_V1, DCID, [(0, ch)]))])
+    f = flow_of(c, CLIENT, 61000, "203.0.113.8", 443)
+    assert {"quic", "ech"} <= f.labels and f.sni == "video.example" and f.alpn == ["h3"]
+    assert f.fingerprints["ja4"].startswith("q13d") and not f.inspecting
+    # a vendor version we hold no salt for: still QUIC by shape (>= 1200-byte long header)
+    odd = b"\xc3\xfa\xce\xb0\x0e" + b"\x08" + DCID + b"\x00" * 1200
+    feed(c, [udp4(CLIENT, 61001, "203.0.113.8", 443, odd)])
+    assert "quic" in flow_of(c, CLIENT, 61001, "203.0.113.8", 443).labels

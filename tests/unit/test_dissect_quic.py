@@ -74,7 +74,7 @@ def build_initial(version: int, dcid: bytes, crypto: list[tuple[int, bytes]], pn
     return bytes(hb) + ct
 
 
-@pytest.mark.parametrize("version", [QUIC_V1, QUIC_V2, QUIC_DRAFT29])
+@pytest.mark.parametrize("version", [QUIC_V1, QUIC_V2, QUIC_DRAFT29, 0xFF00001B, 0xFF000022])
 def test_decrypt_and_reassemble_across_packets(version: int) -> None:
     ch = build_client_hello(sni="example.org", alpn=[b"h3"], pad=1500)
     half = len(ch) // 2

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import struct
 
-from testbed.core.dissect.rtp import RtpTracker, parse_rtcp, parse_rtp
+from testbed.core.dissect.rtp import RtpTracker, parse_rtcp, parse_rtp, rtcp_compound_exact
 
 
 def rtp(seq: int, ssrc: int = 0xCAFE, pt: int = 111, marker: bool = False) -> bytes:
@@ -24,8 +24,18 @@ def test_parse_rtp_and_rtcp() -> None:
 def test_tracker_needs_continuity() -> None:
     t = RtpTracker()
     assert not t.feed(rtp(100), True)
-    assert not t.feed(rtp(101), True)
-    assert t.feed(rtp(102), True)
+    assert not t.feed(rtp(100, ssrc=9), False)  # other direction, other stream
+    assert t.feed(rtp(101), True)
+
+
+def test_rtcp_compound_and_srtcp_tail() -> None:
+    sr = struct.pack("!BBHI", 0x80, 200, 6, 1) + b"\0" * 20
+    sdes = struct.pack("!BBHI", 0x81, 202, 2, 1) + b"\x01\x02ab"
+    assert rtcp_compound_exact(sr + sdes)
+    assert rtcp_compound_exact(sr + b"\x80\0\0\x01" + b"\x11" * 10)  # SRTCP index + tag
+    assert not rtcp_compound_exact(sr + sdes + b"\x00")
+    t = RtpTracker()
+    assert t.feed(sr + sdes, True) and t.rtcp_hits == 1
 
 
 def test_tracker_rejects_random_v2_bytes() -> None:

@@ -37,10 +37,16 @@ QUIC_V2 = 0x6B3343CF
 QUIC_DRAFT29 = 0xFF00001D
 
 # Initial salts: RFC 9001 §5.2, RFC 9369 §3.3.1, draft-ietf-quic-tls-29 §5.2.
+_SALT_V1 = bytes.fromhex("38762cf7f55934b34d179ae6a4c80cadccbb7f0a")
+_SALT_D29 = bytes.fromhex("afbfec289993d24c9e9786f19c6111e04390a899")
+_SALT_D23 = bytes.fromhex("c3eef712c72ebb5a11a7d2432bb46365bef9f502")  # drafts 23-28
 _SALTS = {
-    QUIC_V1: bytes.fromhex("38762cf7f55934b34d179ae6a4c80cadccbb7f0a"),
+    QUIC_V1: _SALT_V1,
     QUIC_V2: bytes.fromhex("0dede3def700a6db819381be6e269dcbf9bd2ed9"),
-    QUIC_DRAFT29: bytes.fromhex("afbfec289993d24c9e9786f19c6111e04390a899"),
+    # drafts 29-32 share draft-29's salt; 33 and 34 already used v1's
+    **{0xFF000000 + d: _SALT_D29 for d in range(29, 33)},
+    **{0xFF000000 + d: _SALT_V1 for d in (33, 34)},
+    **{0xFF000000 + d: _SALT_D23 for d in range(23, 29)},
 }
 
 
@@ -89,6 +95,26 @@ def looks_like_quic_long_header(payload: bytes) -> bool:
     if len(payload) < 7 or payload[0] & 0xC0 != 0xC0:
         return False
     return int.from_bytes(payload[1:5], "big") in _SALTS
+
+
+def looks_like_client_initial(payload: bytes) -> bool:
+    """A long-header packet of a known or draft/vendor QUIC version in a datagram of at least
+    1200 bytes, the size RFC 9000 §14.1 requires of datagrams carrying a client Initial.
+
+    Enough to call a flow QUIC when decryption is impossible (a salt we do not have), and the
+    shape of the 2022 TSPU rule (censor-behaviors.md, reference numbers).
+    """
+    if len(payload) < 1200 or payload[0] & 0xC0 != 0xC0:
+        return False
+    v = int.from_bytes(payload[1:5], "big")
+    # known, IETF drafts (0xff0000xx), mvfst (0xfaceb0xx), or a GREASE-reserved 0x?a?a?a?a
+    return (
+        v in _SALTS
+        or v >> 8 == 0xFF0000
+        or v >> 8 == 0xFACEB0
+        or v & 0x0F0F0F0F == 0x0A0A0A0A
+        or payload[1:2] in (b"Q", b"T")
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-__all__ = ["RtcpHeader", "RtpHeader", "RtpTracker", "parse_rtcp", "parse_rtp"]
+__all__ = ["RtcpHeader", "RtpHeader", "RtpTracker", "parse_rtcp", "parse_rtp", "rtcp_compound_exact"]
 
 _RTP = struct.Struct("!BBHII")
 _RTCP = struct.Struct("!BBHI")
@@ -70,6 +70,24 @@ def parse_rtcp(payload: bytes) -> RtcpHeader | None:
     return RtcpHeader(pt, b0 & 0x1F, ln, ssrc)
 
 
+def rtcp_compound_exact(payload: bytes) -> bool:
+    """Every packet of a compound RTCP datagram (RFC 3550 §6.1) is well formed and their
+    lengths add up to the datagram exactly; SRTCP (RFC 3711 §3.4) adds a 4-byte index and a
+    10-byte tag (or 4 with a shortened tag) after the first packet, so those tails also count."""
+    off = 0
+    n = len(payload)
+    count = 0
+    while n - off >= 8 and count < 8:
+        b0, pt = payload[off], payload[off + 1]
+        if b0 & 0xC0 != 0x80 or pt not in RTCP_TYPES:
+            break
+        off += 4 * (((payload[off + 2] << 8) | payload[off + 3]) + 1)
+        count += 1
+        if off == n:
+            return True
+    return count >= 1 and off < n and (n - off) in (8, 14, 18, 20)
+
+
 class RtpTracker:
     """Per-flow, per-direction evidence: same SSRC and sequence numbers advancing by 1..``gap``."""
 
@@ -83,7 +101,7 @@ class RtpTracker:
     def feed(self, payload: bytes, original: bool, gap: int = 16) -> bool:
         """Account one datagram; True once the flow has enough evidence to be called RTP."""
         if len(payload) >= 8 and payload[1] in RTCP_TYPES:
-            if parse_rtcp(payload) is not None:
+            if rtcp_compound_exact(payload):
                 self.rtcp_hits += 1
             return self.decided
         h = parse_rtp(payload)
@@ -101,4 +119,6 @@ class RtpTracker:
 
     @property
     def decided(self) -> bool:
-        return self.hits >= 2 or (self.hits >= 1 and self.rtcp_hits >= 1) or self.rtcp_hits >= 2
+        # One repeat of a 32-bit SSRC with the next sequence numbers is already a 1-in-2^32
+        # coincidence for random bytes; so is an RTCP compound whose lengths tile the datagram.
+        return self.hits >= 1 or self.rtcp_hits >= 1
