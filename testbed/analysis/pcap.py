@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
-import dpkt
+import dpkt  # type: ignore[import-untyped]
 
 from testbed.errors import CaptureError
 

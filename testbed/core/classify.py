@@ -375,6 +375,10 @@ class Classifier:
             realm = msg.attr(StunAttr.REALM)
             if realm is not None and b"telegram" in realm.lower():
                 app = Label.TELEGRAM_CALL
+            elif not flow.labels & CALL_APP_LABELS:
+                # STUN with one of the app's own servers: the app's call signalling, not a web
+                # page (nDPI attributes STUN to the app owning the server address likewise).
+                app = self._stun_app_by_address(flow)
         # Addresses the exchange names (peer, relayed, mapped): a media flow to/from them is
         # part of the same call (nDPI's STUN cache does the same).
         addrs: list[tuple[bytes, int]] = st.setdefault("stun_addrs", [])
@@ -388,6 +392,13 @@ class Classifier:
             flow.labels.add(_CALL_APP_OF[app])
         if flow.labels & CALL_APP_LABELS:
             self._learn_endpoints(flow, now)
+
+    def _stun_app_by_address(self, flow: Flow) -> Label | None:
+        for name, label in (("whatsapp", Label.WHATSAPP_CALL), ("telegram", Label.TELEGRAM_CALL)):
+            al = self.address_lists.get(name)
+            if al is not None and (flow.responder_addr in al or flow.initiator_addr in al):
+                return label
+        return None
 
     def _wireguard(self, flow: Flow, payload: bytes, st: dict[str, Any]) -> None:
         m = parse_wireguard(payload)

@@ -168,3 +168,12 @@ def test_quic_initial_sni_and_undecryptable_versions() -> None:
     odd = b"\xc3\xfa\xce\xb0\x0e" + b"\x08" + DCID + b"\x00" * 1200
     feed(c, [udp4(CLIENT, 61001, "203.0.113.8", 443, odd)])
     assert "quic" in flow_of(c, CLIENT, 61001, "203.0.113.8", 443).labels
+
+
+def test_stun_with_the_apps_own_servers() -> None:
+    c = Classifier()
+    wa_front = "157.240.20.52"  # in the shipped WhatsApp list
+    feed(c, [udp4(CLIENT, 3000, wa_front, 3478, stun_message(0x0001, []))])
+    assert "whatsapp-call" in flow_of(c, CLIENT, 3000, wa_front, 3478).labels
+    feed(c, [udp4(CLIENT, 3001, "149.154.167.51", 3478, stun_message(0x0001, []))])
+    assert "telegram-call" in flow_of(c, CLIENT, 3001, "149.154.167.51", 3478).labels
