@@ -239,7 +239,7 @@ class Conductor:
             connected=connected,
             setup_ms=setup_ms,
             state_timeline=tuple(sorted(self._timeline, key=lambda entry: entry[0])),
-            streams=metrics.build_streams(reports, kinds),
+            streams=metrics.build_streams(reports, kinds, t0=self._t0),
             error="; ".join(self._errors) or None,
             selected_candidate_pair=pair,
             transports=transports,

@@ -42,6 +42,7 @@ from aiortc.mediastreams import MediaStreamTrack
 from aiortc.sdp import SessionDescription
 
 from testbed.calls.media import FrameSink, MovingBarTrack, ToneTrack
+from testbed.calls.metrics import Arrivals
 from testbed.calls.options import CallOptions
 from testbed.calls.signalling import (
     Answer,
@@ -104,7 +105,8 @@ class Endpoint:
         self._sinks: dict[str, FrameSink] = {}
         self._channel: RTCDataChannel | None = None
         self._tasks: set[asyncio.Task[None]] = set()
-        self._received_bytes: dict[int, int] = {}
+        self._arrivals: dict[int, Arrivals] = {}  # by SSRC
+        self._data_arrivals = Arrivals()
         self._hooked: set[int] = set()
         self._data = {
             "messages_sent": 0,
@@ -153,7 +155,7 @@ class Endpoint:
             receiver = transceiver.receiver
             if id(receiver) not in self._hooked:
                 self._hooked.add(id(receiver))
-                _count_received_bytes(receiver, self._received_bytes)
+                _track_arrivals(receiver, self._arrivals)
         if self.pc.sctp is not None:
             self._hook_dtls(self.pc.sctp.transport)
 
@@ -195,6 +197,7 @@ class Endpoint:
         data = message.encode() if isinstance(message, str) else message
         self._data["messages_received"] += 1
         self._data["bytes_received"] += len(data)
+        self._data_arrivals.add(now, len(data))
         # "<seq> <monotonic send time> xxxx...": both endpoints share CLOCK_MONOTONIC.
         with contextlib.suppress(ValueError, IndexError):
             sent_at = float(data.split(b" ", 2)[1])
@@ -308,12 +311,17 @@ class Endpoint:
         return {
             "stats": [_stats_json(s) for s in stats.values()],
             "codecs": self._negotiated_codecs(),
-            "received_bytes": {str(k): v for k, v in self._received_bytes.items()},
+            "received_bytes": {str(k): a.bytes for k, a in self._arrivals.items()},
+            "arrivals": {str(k): a.to_json() for k, a in self._arrivals.items()},
             "frames": {
                 "sent": {t.kind: t.frames_sent for t in self._tracks},
                 "received": {kind: sink.frames for kind, sink in self._sinks.items()},
             },
-            "data": {**self._data, "delays_ms": self._delays_ms}
+            "data": {
+                **self._data,
+                "delays_ms": self._delays_ms,
+                "arrivals": self._data_arrivals.to_json(),
+            }
             if self.options.data_channel
             else None,
             "candidate_pair": self._candidate_pair(),
@@ -356,20 +364,22 @@ class Endpoint:
             return None
 
 
-def _count_received_bytes(receiver: Any, counts: dict[int, int]) -> None:
-    """Count RTP payload bytes per SSRC (aiortc's inbound-rtp stats have no byte count).
-
-    Wraps the receiver's ``_handle_rtp_packet``, which aiortc's RTP router calls per packet.
-    """
+def _track_arrivals(receiver: Any, arrivals: dict[int, Arrivals]) -> None:
+    """Count RTP payload bytes and arrival times per SSRC (aiortc's inbound-rtp stats have no byte
+    count and no timing).  Wraps the receiver's ``_handle_rtp_packet``, which aiortc's RTP router
+    calls for each packet after SRTP decryption."""
     original = getattr(receiver, "_handle_rtp_packet", None)
     if original is None:
         return
 
-    async def counting(packet: Any, arrival_time_ms: int) -> None:
-        counts[packet.ssrc] = counts.get(packet.ssrc, 0) + len(packet.payload)
+    async def tracking(packet: Any, arrival_time_ms: int) -> None:
+        stream = arrivals.get(packet.ssrc)
+        if stream is None:
+            stream = arrivals[packet.ssrc] = Arrivals()
+        stream.add(time.monotonic(), len(packet.payload))
         await original(packet, arrival_time_ms=arrival_time_ms)
 
-    receiver._handle_rtp_packet = counting
+    receiver._handle_rtp_packet = tracking
 
 
 def _stats_json(stats: Any) -> dict[str, Any]:

@@ -35,6 +35,49 @@ DEFAULT_CLOCK_RATE: dict[Kind, int] = {Kind.AUDIO: 48000, Kind.VIDEO: 90000}
 MEDIA_KINDS = (Kind.AUDIO, Kind.VIDEO)
 
 
+class Arrivals:
+    """When packets (or messages) of one stream arrived: first, last, and the longest silence
+    between two of them -- what shows a censor that lets a call start and then cuts or stalls it.
+    Fed by the endpoint with ``now`` (CLOCK_MONOTONIC seconds); no clock is read here."""
+
+    __slots__ = ("bytes", "count", "first", "last", "max_gap_s")
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.bytes = 0
+        self.first: float | None = None
+        self.last: float | None = None
+        self.max_gap_s = 0.0
+
+    def add(self, now: float, size: int) -> None:
+        if self.last is not None:
+            self.max_gap_s = max(self.max_gap_s, now - self.last)
+        else:
+            self.first = now
+        self.last = now
+        self.count += 1
+        self.bytes += size
+
+    def to_json(self) -> dict[str, Any]:
+        return {"first": self.first, "last": self.last, "max_gap_s": self.max_gap_s}
+
+
+@dataclass(frozen=True, slots=True)
+class ArrivalTimes:
+    first: float
+    last: float
+    max_gap_s: float
+
+
+def parse_arrivals(raw: object) -> ArrivalTimes | None:
+    if not isinstance(raw, Mapping):
+        return None
+    first, last, gap = raw.get("first"), raw.get("last"), raw.get("max_gap_s")
+    if not (_is_number(first) and _is_number(last) and _is_number(gap)):
+        return None
+    return ArrivalTimes(float(first), float(last), float(gap))
+
+
 @dataclass(frozen=True, slots=True)
 class RtpEntry:
     """One aiortc RTP stats object, reduced to what the conversion uses."""
@@ -65,6 +108,7 @@ class DataCounts:
     messages_received: int = 0
     bytes_received: int = 0
     delays_ms: tuple[float, ...] = ()
+    arrivals: ArrivalTimes | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +117,7 @@ class EndpointReport:
     transport: Mapping[str, Any] | None = None
     codecs: Mapping[Kind, Codec] = field(default_factory=dict)
     received_bytes: Mapping[int, int] = field(default_factory=dict)
+    arrivals: Mapping[int, ArrivalTimes] = field(default_factory=dict)
     frames_sent: Mapping[Kind, int] = field(default_factory=dict)
     frames_received: Mapping[Kind, int] = field(default_factory=dict)
     data: DataCounts | None = None
@@ -144,12 +189,19 @@ def parse_report(raw: Mapping[str, Any]) -> EndpointReport:
             messages_received=_int(data_raw.get("messages_received")) or 0,
             bytes_received=_int(data_raw.get("bytes_received")) or 0,
             delays_ms=tuple(float(d) for d in _list(data_raw.get("delays_ms")) if _is_number(d)),
+            arrivals=parse_arrivals(data_raw.get("arrivals")),
         )
+    arrivals: dict[int, ArrivalTimes] = {}
+    for key, value in _dict(raw.get("arrivals")).items():
+        times = parse_arrivals(value)
+        if isinstance(key, str) and key.isdigit() and times is not None:
+            arrivals[int(key)] = times
     return EndpointReport(
         rtp=tuple(rtp),
         transport=transport,
         codecs=codecs,
         received_bytes=received_bytes,
+        arrivals=arrivals,
         frames_sent=_kind_counts(frames.get("sent")),
         frames_received=_kind_counts(frames.get("received")),
         data=data,
@@ -175,12 +227,16 @@ def parse_candidate_pair(raw: object) -> CandidatePair | None:
 
 
 def build_streams(
-    reports: Mapping[Role, EndpointReport | None], kinds: Iterable[Kind]
+    reports: Mapping[Role, EndpointReport | None],
+    kinds: Iterable[Kind],
+    *,
+    t0: float | None = None,
 ) -> tuple[StreamResult, ...]:
     """One :class:`StreamResult` per endpoint x enabled kind x direction (see ``result`` docs).
 
     An endpoint that sent no report (it died) gets entries whose own figures are ``None``; the
-    figures that belong to its peer are still filled in from the peer's report.
+    figures that belong to its peer are still filled in from the peer's report.  ``t0`` (the
+    CLOCK_MONOTONIC start of the call) turns arrival times into seconds since the call started.
     """
     wanted = [k for k in (Kind.AUDIO, Kind.VIDEO, Kind.DATA) if k in set(kinds)]
     out: list[StreamResult] = []
@@ -189,11 +245,29 @@ def build_streams(
         for kind in wanted:
             if kind is Kind.DATA:
                 out.append(_data_stream(role, Direction.SEND, mine, peer))
-                out.append(_data_stream(role, Direction.RECV, mine, peer))
+                recv = _data_stream(role, Direction.RECV, mine, peer)
+                out.append(
+                    _with_arrivals(recv, mine.data.arrivals if mine and mine.data else None, t0)
+                )
             else:
                 out.append(_send_stream(role, kind, mine, peer))
-                out.append(_recv_stream(role, kind, mine, peer))
+                recv = _recv_stream(role, kind, mine, peer)
+                times = mine.arrivals.get(recv.ssrc) if mine and recv.ssrc is not None else None
+                out.append(_with_arrivals(recv, times, t0))
     return tuple(out)
+
+
+def _with_arrivals(
+    stream: StreamResult, times: ArrivalTimes | None, t0: float | None
+) -> StreamResult:
+    if times is None or t0 is None:
+        return stream
+    return _replace(
+        stream,
+        first_received_t_s=_round(times.first - t0),
+        last_received_t_s=_round(times.last - t0),
+        max_gap_ms=_round(times.max_gap_s * 1000.0),
+    )
 
 
 def _send_stream(

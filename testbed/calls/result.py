@@ -21,7 +21,8 @@ An example, abridged from a real 5 s audio + data call between two namespaces on
         {"endpoint": "caller", "kind": "data", "direction": "recv", "packets_sent": 50,
          "packets_received": 50, "bytes": 5000, "packets_lost": null, "jitter_ms": null,
          "round_trip_time_ms": null, "ssrc": null, "codec": null, "frames": null,
-         "messages": 50, "latency_ms_median": 0.387, "latency_ms_max": 0.982}, ...],
+         "messages": 50, "latency_ms_median": 0.387, "latency_ms_max": 0.982,
+         "first_received_t_s": 0.44, "last_received_t_s": 5.35, "max_gap_ms": 102.1}, ...],
       "transports": [
         {"endpoint": "caller", "packets_sent": 370, "packets_received": 369,
          "bytes_sent": 97919, "bytes_received": 103871, "ice_role": "controlling",
@@ -116,6 +117,12 @@ class StreamResult:
     latency_ms_median: float | None = None
     """Data channel: one-way delay of received messages (endpoints share CLOCK_MONOTONIC)."""
     latency_ms_max: float | None = None
+    first_received_t_s: float | None = None
+    """recv: when the first packet/message arrived, in seconds since the call started."""
+    last_received_t_s: float | None = None
+    """recv: when the last one arrived; well before the hang-up means the flow was cut."""
+    max_gap_ms: float | None = None
+    """recv: the longest silence between two arrivals (a stall, even if the flow resumed)."""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -134,6 +141,9 @@ class StreamResult:
             "messages": self.messages,
             "latency_ms_median": self.latency_ms_median,
             "latency_ms_max": self.latency_ms_max,
+            "first_received_t_s": self.first_received_t_s,
+            "last_received_t_s": self.last_received_t_s,
+            "max_gap_ms": self.max_gap_ms,
         }
 
 

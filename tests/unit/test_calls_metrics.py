@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from testbed.calls.metrics import build_streams, build_transport, parse_report
+from testbed.calls.metrics import Arrivals, build_streams, build_transport, parse_report
 from testbed.calls.result import CallResult, CandidatePair, Direction, Kind
 from testbed.calls.signalling import Role
 
@@ -293,3 +293,31 @@ def test_call_result_json_contract() -> None:
     assert result.stream("caller", "audio", "send").packets_sent == 10
     with pytest.raises(KeyError):
         result.stream("caller", "video", "send")
+
+
+def test_arrivals_track_first_last_and_longest_gap() -> None:
+    arrivals = Arrivals()
+    assert arrivals.to_json() == {"first": None, "last": None, "max_gap_s": 0.0}
+    for now in (10.0, 10.02, 10.04, 12.04, 12.06):  # a 2 s stall, then the flow resumed
+        arrivals.add(now, 80)
+    assert (arrivals.count, arrivals.bytes) == (5, 400)
+    assert arrivals.to_json() == {"first": 10.0, "last": 12.06, "max_gap_s": pytest.approx(2.0)}
+
+
+def test_arrival_times_are_relative_to_call_start() -> None:
+    raw = report(A_SSRC, B_SSRC, sent=10, received=10, data=data(1, 1, [1.0]))
+    raw["arrivals"] = {str(B_SSRC): {"first": 100.5, "last": 104.25, "max_gap_s": 0.03}}
+    raw["data"]["arrivals"] = {"first": 100.6, "last": 103.0, "max_gap_s": 2.0}
+    caller = parse_report(raw)
+    streams = build_streams({CALLER: caller}, [Kind.AUDIO, Kind.DATA], t0=100.0)
+    audio = streams[1]
+    assert (audio.first_received_t_s, audio.last_received_t_s, audio.max_gap_ms) == (
+        0.5,
+        4.25,
+        30.0,
+    )
+    data_recv = streams[3]
+    assert (data_recv.last_received_t_s, data_recv.max_gap_ms) == (3.0, 2000.0)
+    assert streams[0].last_received_t_s is None  # send streams carry no arrival times
+    # Without t0 there is nothing to be relative to.
+    assert build_streams({CALLER: caller}, [Kind.AUDIO])[1].first_received_t_s is None
