@@ -59,7 +59,13 @@ from testbed.core.flow import (
     Flow,
     FlowTable,
 )
-from testbed.core.labels import CALL_APP_LABELS, AddressList, Label, shipped_address_lists
+from testbed.core.labels import (
+    CALL_APP_LABELS,
+    PROTOCOL_LABELS,
+    AddressList,
+    Label,
+    shipped_address_lists,
+)
 from testbed.core.packet import Packet
 
 __all__ = [
@@ -86,6 +92,17 @@ _WHATSAPP_SNI = ("whatsapp.net", "whatsapp.com", "wa.me")
 _TELEGRAM_SNI = ("telegram.org", "t.me", "telegram.me", "telesco.pe", "tdesktop.com", "tg.dev")
 
 _ORIGINAL = Direction.ORIGINAL
+
+# Well-known server ports of the protocols we label (IANA registry), for port guesses only.
+_PORT_GUESSES: dict[tuple[int, int], str] = {
+    (6, 443): Label.TLS,
+    (6, 853): Label.TLS,
+    (17, 443): Label.QUIC,
+    (17, 3478): Label.STUN,
+    (17, 51820): Label.WIREGUARD,
+    (17, 1194): Label.OPENVPN,
+    (6, 1194): Label.OPENVPN,
+}
 
 _CALL_APP_OF: dict[str, str] = {Label.WHATSAPP_CALL: Label.WHATSAPP, Label.TELEGRAM_CALL: Label.TELEGRAM}
 
@@ -157,6 +174,7 @@ class Classifier:
         udp_idle_timeout: float = DEFAULT_UDP_IDLE_TIMEOUT,
         tcp_idle_timeout: float = DEFAULT_TCP_IDLE_TIMEOUT,
         retain_ended: bool = False,
+        port_guess: bool = True,
     ) -> None:
         if inspect_packets < 0:
             raise ValueError(f"inspect_packets must be >= 0, got {inspect_packets}")
@@ -167,6 +185,7 @@ class Classifier:
             lists.update(extra_address_lists)
         self.address_lists: dict[str, AddressList] = lists
         self.retain_ended = retain_ended
+        self.port_guess = port_guess
         self._ended: list[Flow] = []
         self.table = FlowTable(
             max_flows, udp_idle_timeout, tcp_idle_timeout, on_evict=self._on_end
@@ -206,15 +225,37 @@ class Classifier:
         return self.table.expire(now)
 
     def flows(self) -> Iterator[Flow]:
-        """Ended flows (if ``retain_ended``) then live ones, in order of creation."""
+        """Ended flows (if ``retain_ended``) then live ones, in order of creation.
+
+        A flow still unidentified gets its port guess here (the capture or the run is over).
+        """
         out = list(self._ended)
         out.extend(self.table)
         out.sort(key=lambda f: f.created_at)
+        if self.port_guess:
+            for f in out:
+                self._guess_by_port(f)
         return iter(out)
+
+    def _guess_by_port(self, flow: Flow) -> None:
+        """nDPI's "Match by port": a flow no dissector recognised, on a port that belongs to
+        a protocol we label, gets that label plus ``by-port`` so a policy can tell guesses
+        from recognitions (and ignore them). Never an app or call label."""
+        if flow.labels & PROTOCOL_LABELS:
+            return
+        proto = flow.key.proto
+        label = _PORT_GUESSES.get((proto, flow.responder_port)) or _PORT_GUESSES.get(
+            (proto, flow.initiator_port)
+        )
+        if label is not None:
+            flow.labels.add(label)
+            flow.labels.add(Label.BY_PORT)
 
     # -- internals -----------------------------------------------------------------------------
 
     def _on_end(self, flow: Flow) -> None:
+        if self.port_guess:
+            self._guess_by_port(flow)
         if self.retain_ended:
             self._ended.append(flow)
 
@@ -247,6 +288,8 @@ class Classifier:
 
     def _on_new_flow(self, flow: Flow, packet: Packet, now: float) -> bool:
         before = len(flow.labels)
+        if self.inspect_packets == 0:
+            flow.inspecting = False
         for name, al in self.address_lists.items():
             if packet.src in al or packet.dst in al:
                 flow.labels.add(name)
@@ -301,6 +344,8 @@ class Classifier:
         if flow.inspected >= self.inspect_packets or st.get("done"):
             flow.inspecting = False
             st.clear()  # free dissector buffers; the labels are what we keep
+            if self.port_guess:
+                self._guess_by_port(flow)
         return before != (len(flow.labels), flow.sni, len(flow.fingerprints))
 
     # -- UDP -----------------------------------------------------------------------------------
@@ -366,6 +411,15 @@ class Classifier:
         flow.labels.add(Label.STUN)
         if msg.is_turn:
             flow.labels.add(Label.TURN)
+        fp = flow.fingerprints
+        if "stun_software" not in fp:
+            sw = msg.attr(StunAttr.SOFTWARE)
+            if sw is not None:
+                fp["stun_software"] = sw[:64].decode("utf-8", "replace")
+        if "stun_realm" not in fp:
+            realm_v = msg.attr(StunAttr.REALM)
+            if realm_v is not None:
+                fp["stun_realm"] = realm_v[:64].decode("utf-8", "replace")
         app: Label | None = None
         if msg.msg_type in WHATSAPP_MESSAGE_TYPES or any(
             t in WHATSAPP_ATTRS for t, _ in msg.attributes

@@ -14,6 +14,7 @@ from importlib import resources
 
 __all__ = [
     "CALL_APP_LABELS",
+    "PROTOCOL_LABELS",
     "AddressList",
     "Label",
     "shipped_address_lists",
@@ -38,9 +39,17 @@ class Label(enum.StrEnum):
     WHATSAPP_CALL = "whatsapp-call"
     TELEGRAM = "telegram"
     TELEGRAM_CALL = "telegram-call"
+    # qualifiers
+    BY_PORT = "by-port"  # the protocol label is a guess from a well-known port, not recognised
 
 
 CALL_APP_LABELS = frozenset({Label.WHATSAPP_CALL, Label.TELEGRAM_CALL})
+PROTOCOL_LABELS = frozenset(
+    {
+        Label.STUN, Label.TURN, Label.DTLS, Label.RTP, Label.RTCP, Label.SRTP, Label.TLS,
+        Label.QUIC, Label.WIREGUARD, Label.OPENVPN,
+    }
+)  # fmt: skip
 
 
 @dataclass(slots=True)

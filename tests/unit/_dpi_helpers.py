@@ -70,6 +70,7 @@ class CaptureScore:
     capture: str
     scored: int = 0
     agreed: int = 0
+    by_port: int = 0  # agreed only thanks to a port guess ("by-port" label)
     false_call_labels: int = 0
     misses: list[str] = field(default_factory=list)
     false_calls: list[str] = field(default_factory=list)
@@ -98,6 +99,8 @@ def score_capture(pcap: Path) -> CaptureScore:
             score.scored += 1
             if nf.expected <= got:
                 score.agreed += 1
+                if "by-port" in got:
+                    score.by_port += 1
             else:
                 score.misses.append(f"{nf.line[:120]} ... ours={sorted(got)}")
         wrong_calls = (got & CALL_LABELS) - nf.expected
@@ -135,18 +138,22 @@ def shared_captures() -> list[Path]:
 
 def score_table(scores: list[CaptureScore]) -> str:
     lines = [
-        "| capture | flows scored | agreed | % | false call-app labels |",
-        "|---|---:|---:|---:|---:|",
+        "| capture | flows scored | agreed | % | of which by port guess | false call-app labels |",
+        "|---|---:|---:|---:|---:|---:|",
     ]
     for s in scores:
         lines.append(
-            f"| {s.capture} | {s.scored} | {s.agreed} | {s.percent:.1f} | {s.false_call_labels} |"
+            f"| {s.capture} | {s.scored} | {s.agreed} | {s.percent:.1f} | {s.by_port} |"
+            f" {s.false_call_labels} |"
         )
     total = sum(s.scored for s in scores)
     agreed = sum(s.agreed for s in scores)
+    by_port = sum(s.by_port for s in scores)
     false = sum(s.false_call_labels for s in scores)
     pct = 100.0 * agreed / total if total else 100.0
-    lines.append(f"| **total** | **{total}** | **{agreed}** | **{pct:.1f}** | **{false}** |")
+    lines.append(
+        f"| **total** | **{total}** | **{agreed}** | **{pct:.1f}** | **{by_port}** | **{false}** |"
+    )
     return "\n".join(lines)
 
 

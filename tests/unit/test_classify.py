@@ -177,3 +177,27 @@ def test_stun_with_the_apps_own_servers() -> None:
     assert "whatsapp-call" in flow_of(c, CLIENT, 3000, wa_front, 3478).labels
     feed(c, [udp4(CLIENT, 3001, "149.154.167.51", 3478, stun_message(0x0001, []))])
     assert "telegram-call" in flow_of(c, CLIENT, 3001, "149.154.167.51", 3478).labels
+
+
+def test_port_guess_only_for_unrecognised_flows() -> None:
+    junk = [tcp4(CLIENT, 41000, "203.0.113.9", 443, b"\x99" * 40, seq=1 + 40 * i) for i in range(3)]
+    c = Classifier(retain_ended=True)
+    feed(c, junk)
+    (f,) = list(c.flows())
+    assert f.labels == {"tls", "by-port"}
+    c2 = Classifier(port_guess=False)
+    feed(c2, junk)
+    assert next(c2.flows()).labels == set()
+    # a recognised flow gets no guess, and no flow ever gets a call label by port
+    c3 = Classifier()
+    feed(c3, [udp4(CLIENT, 41001, "203.0.113.9", 3478, b"\x99" * 40)])
+    assert next(c3.flows()).labels == {"stun", "by-port"}
+    feed(c3, [udp4(CLIENT, 41002, "203.0.113.9", 3478, stun_message(0x0001, []))])
+    assert [f.labels for f in c3.flows()][1] == {"stun"}
+
+
+def test_inspect_packets_zero_means_counting_only() -> None:
+    c = Classifier(inspect_packets=0, port_guess=False)
+    feed(c, [udp4(CLIENT, 1, "203.0.113.9", 3478, stun_message(0x0001, []))])
+    f = next(c.flows())
+    assert f.labels == set() and f.packets == 1 and f.inspected == 0
