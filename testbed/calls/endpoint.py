@@ -268,6 +268,10 @@ class Endpoint:
         await self.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="answer"))
         self._hook_transports()
 
+    async def on_bye(self, reason: str) -> None:
+        self._emit(Layer.SIGNALLING, "bye-received")
+        await self.hang_up(say_bye=False, reason=reason)
+
     async def hang_up(self, *, say_bye: bool, reason: str) -> None:
         if self._hanging_up:
             return
@@ -408,6 +412,9 @@ async def run(config: EndpointConfig) -> int:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, main.cancel)
+    # The offer/answer step in progress.  It runs beside the read loop, so a HangUp is heard even
+    # while aiortc is still busy (a slow gathering, say), and cancels it.
+    negotiation: asyncio.Task[None] | None = None
     try:
         await send(Hello(role=config.role, pid=os.getpid()))
         decoder = Decoder()
@@ -416,24 +423,40 @@ async def run(config: EndpointConfig) -> int:
             if not data:
                 return 0  # the relay went away: close and exit
             for message in decoder.feed(data):
-                if await _handle(endpoint, message, send):
+                if isinstance(message, Bye | HangUp):
+                    if negotiation is not None:
+                        negotiation.cancel()
+                        await asyncio.wait([negotiation])
+                    await _hang_up(endpoint, message, send)
                     return 0
+                negotiation = asyncio.ensure_future(
+                    _negotiate(endpoint, message, send, after=negotiation)
+                )
     except asyncio.CancelledError:
         return 0  # SIGTERM/SIGINT is a normal way to end an endpoint
     except SignallingProtocolError as exc:
         print(f"endpoint {config.role}: bad message from relay: {exc}", file=sys.stderr)
         return 3
     finally:
+        if negotiation is not None:
+            negotiation.cancel()
         await endpoint.close()
         writer.close()
         with contextlib.suppress(ConnectionError, OSError):
             await writer.wait_closed()
 
 
-async def _handle(
-    endpoint: Endpoint, message: Message, send: Callable[[Message], Awaitable[None]]
-) -> bool:
-    """Carry out one message from the relay; True when the endpoint is finished."""
+async def _negotiate(
+    endpoint: Endpoint,
+    message: Message,
+    send: Callable[[Message], Awaitable[None]],
+    *,
+    after: asyncio.Task[None] | None,
+) -> None:
+    """Carry out one offer/answer step, in order after the previous one; report what fails (the
+    relay then hangs up, and the hang-up still reports statistics)."""
+    if after is not None:
+        await asyncio.wait([after])
     try:
         match message:
             case Dial() if endpoint.role is Role.CALLER:
@@ -442,20 +465,25 @@ async def _handle(
                 await endpoint.on_offer(sdp)
             case Answer(sdp=sdp) if endpoint.role is Role.CALLER:
                 await endpoint.on_answer(sdp)
-            case Bye(reason=reason):
-                endpoint._emit(Layer.SIGNALLING, "bye-received")
-                await endpoint.hang_up(say_bye=False, reason=reason)
-                return True
-            case HangUp(reason=reason):
-                await endpoint.hang_up(say_bye=True, reason=reason)
-                return True
             case _:
                 await send(Failure(f"{endpoint.role} cannot handle {message.type} here"))
     except (ConnectionError, OSError):
-        raise
+        pass  # the relay went away: the read loop sees EOF
     except Exception as exc:
-        await send(Failure(f"{type(exc).__name__}: {exc}"))
-    return False
+        with contextlib.suppress(ConnectionError, OSError):
+            await send(Failure(f"{type(exc).__name__}: {exc}"))
+
+
+async def _hang_up(
+    endpoint: Endpoint, message: Bye | HangUp, send: Callable[[Message], Awaitable[None]]
+) -> None:
+    try:
+        if isinstance(message, Bye):
+            await endpoint.on_bye(message.reason)
+        else:
+            await endpoint.hang_up(say_bye=True, reason=message.reason)
+    except (ConnectionError, OSError):
+        pass  # the relay went away half-way: nobody is left to tell
 
 
 def main(argv: list[str] | None = None) -> int:

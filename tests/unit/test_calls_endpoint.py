@@ -19,7 +19,19 @@ from pathlib import Path
 from testbed.calls.endpoint import Endpoint, EndpointConfig
 from testbed.calls.endpoint import run as endpoint_run
 from testbed.calls.options import CallOptions
-from testbed.calls.signalling import Hello, Layer, Message, Offer, Role, StateChange, decode_line
+from testbed.calls.signalling import (
+    Decoder,
+    Dial,
+    HangUp,
+    Hello,
+    Layer,
+    Message,
+    Offer,
+    Role,
+    StateChange,
+    decode_line,
+    encode,
+)
 
 
 class FakeRelayLink:
@@ -140,3 +152,30 @@ def test_endpoint_exits_on_sigterm(tmp_path: Path) -> None:
     code, took = asyncio.run(scenario())
     assert code == 0
     assert took < 2.0
+
+
+def test_hang_up_during_negotiation_still_reports_and_exits(tmp_path: Path) -> None:
+    sock, config = _config(tmp_path)
+    received: list[Message] = []
+
+    async def scenario() -> int:
+        async def dial_then_hang_up(
+            reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+        ) -> None:
+            decoder = Decoder()
+            writer.write(encode(Dial()) + encode(HangUp(reason="changed my mind")))
+            while data := await reader.read(65536):
+                received.extend(decoder.feed(data))
+
+        server = await _serve_once(sock, dial_then_hang_up)
+        async with server:
+            async with asyncio.timeout(10):
+                return await endpoint_run(EndpointConfig.load(config))
+
+    assert asyncio.run(scenario()) == 0
+    kinds = [m.type.value for m in received]
+    assert kinds[0] == "hello"
+    assert "failure" not in kinds
+    # The hang-up ran to the end: Bye to the (absent) peer, statistics, then Done.
+    assert kinds.index("bye") < kinds.index("stats") < kinds.index("done")
+    assert kinds[-1] == "done"
