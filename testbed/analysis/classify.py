@@ -102,7 +102,7 @@ def flow_to_json(flow: Flow) -> dict[str, Any]:
 
 def _table(flows: list[Flow], out: TextIO) -> None:
     rows: list[tuple[str, ...]] = [
-        ("PROTO", "INITIATOR", "RESPONDER", "PKTS", "BYTES", "LABELS", "SNI", "JA4")
+        ("PROTO", "INITIATOR", "RESPONDER", "PKTS", "BYTES", "LABELS", "SNI", "ALPN", "JA4")
     ]
     for f in flows:
         rows.append(
@@ -114,6 +114,7 @@ def _table(flows: list[Flow], out: TextIO) -> None:
                 str(f.bytes),
                 ",".join(sorted(f.labels)) or "-",
                 f.sni or "-",
+                ",".join(f.alpn) or "-",
                 f.fingerprints.get("ja4", "-"),
             )
         )

@@ -88,6 +88,9 @@ DEFAULT_ENDPOINT_CACHE_TTL = 600.0
 # destination inside Telegram's published ranges.
 TELEGRAM_REFLECTOR_PORTS = range(590, 1401)
 
+_TG_REFLECTOR_PORTS = frozenset(range(500, 601)) | {1400}
+_TG_REFLECTOR_MARK = b"\xff" * 12
+
 _WHATSAPP_SNI = ("whatsapp.net", "whatsapp.com", "wa.me")
 _TELEGRAM_SNI = ("telegram.org", "t.me", "telegram.me", "telesco.pe", "tdesktop.com", "tg.dev")
 
@@ -355,6 +358,18 @@ class Classifier:
     ) -> None:
         b0 = payload[0]
         original = direction is Direction.ORIGINAL
+        if (
+            len(payload) >= 40
+            and (flow.responder_port in _TG_REFLECTOR_PORTS or flow.initiator_port in _TG_REFLECTOR_PORTS)
+            and _TG_REFLECTOR_MARK in payload[:64]
+        ):
+            # tgcalls reflector packets: a 16-byte peer tag, then 12 bytes of 0xFF marking the
+            # relay's own messages (the rule nDPI's telegram dissector also keys on), on the
+            # reflector ports, wherever the reflector's address is.
+            flow.labels.add(Label.TELEGRAM_CALL)
+            flow.labels.add(Label.TELEGRAM)
+            self._learn_endpoints(flow, now)
+            return
         if original and b0 & 0x09 == 0x09 and len(payload) >= 14 and payload[9] in (0x51, 0x54):
             if self._gquic(flow, payload, st):
                 return
@@ -363,6 +378,12 @@ class Classifier:
             msg = parse_stun(payload)
             if msg is not None:
                 self._on_stun(flow, msg, st, now)
+                return
+            msgs = parse_stun_stream(payload)
+            if msgs and sum(20 + m.length for m in msgs) == len(payload):
+                # several messages in one datagram (seen from some TURN clients)
+                for m in msgs:
+                    self._on_stun(flow, m, st, now)
                 return
             if 1 <= b0 < 4:
                 self._wireguard(flow, payload, st)
@@ -384,9 +405,9 @@ class Classifier:
                     # The relayed datagram is itself demultiplexed (RFC 8656 §12.4).
                     inner = cd.data
                     if inner[0] < 4:
-                        m = parse_stun(inner)
-                        if m is not None:
-                            self._on_stun(flow, m, st, now)
+                        inner_msg = parse_stun(inner)
+                        if inner_msg is not None:
+                            self._on_stun(flow, inner_msg, st, now)
                     elif 128 <= inner[0] <= 191:
                         self._rtp(flow, inner, original, st)
                     elif 20 <= inner[0] <= 63:

@@ -201,3 +201,12 @@ def test_inspect_packets_zero_means_counting_only() -> None:
     feed(c, [udp4(CLIENT, 1, "203.0.113.9", 3478, stun_message(0x0001, []))])
     f = next(c.flows())
     assert f.labels == set() and f.packets == 1 and f.inspected == 0
+
+
+def test_telegram_reflector_payload_anywhere() -> None:
+    c = Classifier()
+    pkt = bytes(range(16)) + b"\xff" * 12 + b"\x00" * 20  # peer tag, relay marker
+    feed(c, [udp4(CLIENT, 42000, "203.0.113.10", 597, pkt)])
+    assert "telegram-call" in flow_of(c, CLIENT, 42000, "203.0.113.10", 597).labels
+    feed(c, [udp4(CLIENT, 42001, "203.0.113.10", 8801, pkt)])  # not a reflector port
+    assert "telegram-call" not in flow_of(c, CLIENT, 42001, "203.0.113.10", 8801).labels

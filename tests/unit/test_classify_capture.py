@@ -122,3 +122,16 @@ def test_cli_exit_code_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     assert cli_main(["classify", str(p)]) == 2
     err = capsys.readouterr().err
     assert "bad.pcap" in err and "offset" in err and "Traceback" not in err
+
+
+def test_gtp_u_is_decapsulated(tmp_path: Path) -> None:
+    from _dpi_helpers import udp4 as mk
+
+    inner = STUN
+    gtp = b"\x30\xff" + struct.pack("!H", len(inner)) + b"\x00\x00\x00\x01" + inner
+    outer = mk("10.1.0.1", 2152, "10.1.0.2", 2152, gtp)
+    p = tmp_path / "gtp.pcap"
+    write_pcap(p, [(1.0, outer)])
+    doc = run_json(p)
+    assert doc["capture"]["gtp_decapsulated"] == 1
+    assert doc["flows"][0]["initiator"] == "192.168.1.10:5000" and doc["flows"][0]["labels"] == ["stun"]

@@ -92,3 +92,14 @@ def test_channel_data() -> None:
     assert cd is not None and cd.channel == 0x4001 and cd.data == b"abc"
     assert parse_channel_data(b"\x40\x01\x00\x09abc") is None  # length past datagram
     assert parse_channel_data(b"\x30\x01\x00\x00") is None  # not a channel number
+
+
+def test_two_messages_in_one_datagram_are_classified() -> None:
+    from _dpi_helpers import udp4
+
+    from testbed.core.classify import Classifier
+    from testbed.core.packet import parse_ip
+
+    c = Classifier()
+    obs = c.observe(parse_ip(udp4("10.0.0.1", 1, "10.0.0.2", 3478, RFC5769_REQUEST * 2)), 0.0)
+    assert "stun" in obs.flow.labels

@@ -47,6 +47,9 @@ _SALTS = {
     **{0xFF000000 + d: _SALT_D29 for d in range(29, 33)},
     **{0xFF000000 + d: _SALT_V1 for d in (33, 34)},
     **{0xFF000000 + d: _SALT_D23 for d in range(23, 29)},
+    # Facebook's mvfst: 0xfaceb002 follows draft-27, 0xfaceb00e v1 (mvfst QuicVersion.h)
+    0xFACEB002: _SALT_D23,
+    0xFACEB00E: _SALT_V1,
 }
 
 
