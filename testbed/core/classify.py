@@ -12,9 +12,11 @@ One classification path (ARCHITECTURE.md): the censor engine and ``testbed class
 4. Demultiplexing a UDP 5-tuple follows RFC 7983 §7 by first byte: 0-3 STUN, 20-63 DTLS,
    64-79 TURN ChannelData, 128-191 RTP/RTCP; QUIC long headers (192-255), WireGuard and
    OpenVPN are recognised by their own structure.
-5. App labels (whatsapp-call, telegram-call) come only from evidence in the traffic (STUN
-   message types/attributes, STUN REALM, Telegram reflector addresses+ports) or from a bounded,
-   expiring cache of endpoints that such evidence named; never from ports alone.
+5. App labels (whatsapp-call, telegram-call) come only from evidence in the traffic: STUN
+   message types/attributes (WhatsApp), STUN REALM (Telegram), STUN exchanged with the app's
+   own servers, Telegram reflectors (their address ranges and ports, or the reflector marker
+   on reflector ports), or a bounded, expiring cache of endpoints such evidence named. Never
+   from ports alone, and port guesses (``by-port``) never give app labels.
 """
 
 from __future__ import annotations
@@ -74,20 +76,23 @@ __all__ = [
     "Observation",
 ]
 
-# nDPI gives up on a UDP flow after ~7-8 packets and a TCP flow after ~10 (its "DPI packets"
-# column in the reference outputs); TSPU inspected 15-20 packets after a TLS first packet
-# (censor-behaviors.md, reference numbers). 12 payload packets covers both.
+# nDPI decides most flows within ~4-8 packets (the "DPI packets" column of its reference
+# outputs in shared/pcaps); TSPU kept inspecting 15-20 packets after a TLS first packet
+# (censor-behaviors.md, reference numbers). 12 payload-carrying packets is between the two;
+# a scenario can set TSPU's figure.
 DEFAULT_INSPECT_PACKETS = 12
 DEFAULT_ENDPOINT_CACHE_SIZE = 4096
-# A call's media flow starts within seconds of its STUN exchange; nDPI's STUN cache keeps
-# entries for 2 hours, we keep them 10 minutes (refreshed on use) to bound false carries.
+# A call's media flow starts within seconds of its STUN exchange; entries live 10 minutes
+# (refreshed on use), long enough for a call's later flows, short enough that a reused local
+# port soon stops inheriting a call label.
 DEFAULT_ENDPOINT_CACHE_TTL = 600.0
 
 # Telegram call reflectors: UDP 596-599 and 1400 on 91.108.x.x (censor-behaviors.md H.20,
-# tgcalls "phoneConnection" entries). We take 590-1400 as the issue states, and only with a
-# destination inside Telegram's published ranges.
+# tgcalls "phoneConnection" entries). By address: 590-1400, and only with an endpoint inside
+# Telegram's published ranges.
 TELEGRAM_REFLECTOR_PORTS = range(590, 1401)
-
+# By payload, wherever the reflector is: its ports (500-600, 1400) and the 12 x 0xFF marker that
+# follows the 16-byte peer tag in the relay's own packets (nDPI's telegram dissector keys on it).
 _TG_REFLECTOR_PORTS = frozenset(range(500, 601)) | {1400}
 _TG_REFLECTOR_MARK = b"\xff" * 12
 
@@ -328,8 +333,9 @@ class Classifier:
             return
         st = flow.classifier_state
         cache = self.endpoint_cache
-        # The initiator is the app's side: clients start STUN towards relays/peers. A relay's own
-        # address:port is shared by every user of that relay, so it is not learnt.
+        # The initiator is the app's side: clients start STUN towards relays/peers. The relay's
+        # service address:port (the responder) is shared by every user of that relay, so it is
+        # not learnt; a relayed transport address (XOR-RELAYED-ADDRESS) is per allocation.
         cache.add(flow.initiator_addr, flow.initiator_port, apps, now)
         for addr, port in st.get("stun_addrs", ()):
             cache.add(addr, port, apps, now)
@@ -454,8 +460,8 @@ class Classifier:
                 # STUN with one of the app's own servers: the app's call signalling, not a web
                 # page (nDPI attributes STUN to the app owning the server address likewise).
                 app = self._stun_app_by_address(flow)
-        # Addresses the exchange names (peer, relayed, mapped): a media flow to/from them is
-        # part of the same call (nDPI's STUN cache does the same).
+        # Addresses the exchange names (TURN peer and relayed addresses): a media flow to or
+        # from them is part of the same call (nDPI's STUN cache learns them too).
         addrs: list[tuple[bytes, int]] = st.setdefault("stun_addrs", [])
         if len(addrs) < 8:
             for attr in (StunAttr.XOR_PEER_ADDRESS, StunAttr.XOR_RELAYED_ADDRESS):
