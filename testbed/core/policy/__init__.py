@@ -1,0 +1,29 @@
+"""The censor's policy: ordered rules (match -> actions) carried out per packet, sans-IO.
+
+    compile_policy(spec, resolve_node=..., inside_addresses=..., seed=...) -> RulePolicy
+    RulePolicy.decide(packet, obs, now) -> Verdict      (testbed.core.engine.Policy)
+    RulePolicy.summary() / flow_record(flow) / is_settled(flow)
+
+Layout, one concept per module: ``compile`` (spec -> objects), ``runtime`` (first match wins,
+ordering, residual checks), ``rule`` (one rule's actions), ``matchers/`` (endpoints, names,
+fingerprint, hello, payload, progress, logic), ``bucket`` (token bucket), ``loss`` (Bernoulli,
+Gilbert-Elliott), ``jitter`` (delay distributions), ``window`` (time windows), ``residual``
+(block_after), ``counters`` (counters, event log), ``rng`` (seeded generators), ``state``.
+The rule language is documented in docs/policy.md.
+"""
+
+from __future__ import annotations
+
+from testbed.core.policy.compile import PolicyCompileError, PolicySource, compile_policy
+from testbed.core.policy.runtime import ORDER_EPS, RulePolicy
+from testbed.core.policy.state import POLICY_STATE_KEY, SETTLED_KEY
+
+__all__ = [
+    "ORDER_EPS",
+    "POLICY_STATE_KEY",
+    "SETTLED_KEY",
+    "PolicyCompileError",
+    "PolicySource",
+    "RulePolicy",
+    "compile_policy",
+]

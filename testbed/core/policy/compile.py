@@ -1,0 +1,365 @@
+"""Spec -> running policy: resolve names and lists, build matchers and action plans.
+
+Address entries may be literal addresses/CIDRs, node names (resolved by ``resolve_node``, the
+runner's knowledge of the topology) or named lists: inline in ``lists:``, a file (read through
+``read_file``, so this stays free of I/O), or a list shipped with testbed (``whatsapp``,
+``telegram``) when the scenario does not declare one of that name.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from typing import Protocol
+
+from testbed.core.craft import IcmpCode
+from testbed.core.labels import AddressList, Label, shipped_address_lists
+from testbed.core.policy.jitter import DelaySampler
+from testbed.core.policy.loss import Bernoulli, GilbertElliott
+from testbed.core.policy.matchers import Matcher, StaticAsDynamic, StaticMatcher
+from testbed.core.policy.matchers.endpoints import (
+    AddressMatch,
+    DirectionMatch,
+    End,
+    InitiatorMatch,
+    PortMatch,
+    TransportMatch,
+)
+from testbed.core.policy.matchers.fingerprint import FingerprintMatch, GroupsMatch
+from testbed.core.policy.matchers.logic import AllOf, AnyOf, Not
+from testbed.core.policy.matchers.names import AlpnMatch, EchMatch, LabelsMatch, SniMatch
+from testbed.core.policy.matchers.payload import BytesMatch
+from testbed.core.policy.matchers.progress import (
+    AgeMatch,
+    FlowBytesMatch,
+    HandshakeMatch,
+    PacketIndexMatch,
+    PayloadSizeMatch,
+    SizeMatch,
+    Range,
+    TimeMatch,
+)
+from testbed.core.policy.residual import ResidualKey
+from testbed.core.policy.rng import derive_seed
+from testbed.core.policy.rule import CompiledRule, CutPlan, RejectPlan, ResidualPlan, ThrottlePlan
+from testbed.core.policy.runtime import RulePolicy
+from testbed.core.policy.window import TimeWindow
+from testbed.scenario.policy_schema import (
+    ActionSpec,
+    AddressSpec,
+    HelloKind,
+    ListSpec,
+    LossModel,
+    MatchSpec,
+    PacketDirection,
+    PolicySettings,
+    RangeSpec,
+    RejectSpec,
+    RuleSpec,
+    Then,
+    Transport,
+    is_node_name,
+)
+
+__all__ = ["PolicyCompileError", "PolicySource", "compile_policy"]
+
+
+class PolicyCompileError(ValueError):
+    """A spec that validated but cannot be built: an unknown node, list or label; a bad file."""
+
+
+class PolicySource(Protocol):
+    """What ``compile_policy`` reads: ``PolicySpec``, or ``CensorSpec`` with the same fields."""
+
+    @property
+    def rules(self) -> Sequence[RuleSpec]: ...
+    @property
+    def lists(self) -> Mapping[str, ListSpec]: ...
+    @property
+    def policy(self) -> PolicySettings: ...
+
+
+_DEFAULT_REJECT_SPEC = RejectSpec.model_validate({})
+_PROTOS = {Transport.TCP: (6,), Transport.UDP: (17,), Transport.ICMP: (1, 58)}
+
+
+class _Compiler:
+    def __init__(
+        self,
+        spec: PolicySource,
+        resolve_node: Callable[[str], list[str]],
+        read_file: Callable[[str], str] | None,
+        known_labels: Collection[str] | None,
+    ) -> None:
+        self.spec = spec
+        self.resolve_node = resolve_node
+        self.read_file = read_file
+        self._lists: dict[str, AddressList] = {}
+        self._shipped: dict[str, AddressList] | None = None
+        self._byte_ids = 0
+        labels = set(known_labels) if known_labels is not None else {str(v) for v in Label}
+        self.known_labels = labels | set(spec.lists) | {"whatsapp", "telegram"}
+
+    # -- addresses -------------------------------------------------------------------------------
+
+    def _add_entry(self, al: AddressList, entry: str, where: str) -> None:
+        if is_node_name(entry):
+            try:
+                addrs = self.resolve_node(entry)
+            except (KeyError, LookupError, ValueError) as exc:
+                raise PolicyCompileError(f"{where}: unknown node {entry!r}") from exc
+            if not addrs:
+                raise PolicyCompileError(f"{where}: node {entry!r} has no addresses")
+            for a in addrs:
+                al.add(a)
+        else:
+            al.add(entry)
+
+    def named_list(self, name: str, where: str) -> AddressList:
+        got = self._lists.get(name)
+        if got is not None:
+            return got
+        spec = self.spec.lists.get(name)
+        if spec is None:
+            if self._shipped is None:
+                self._shipped = shipped_address_lists()
+            shipped = self._shipped.get(name)
+            if shipped is None:
+                known = sorted(set(self.spec.lists) | set(self._shipped))
+                raise PolicyCompileError(f"{where}: unknown address list {name!r} (known: {', '.join(known)})")
+            self._lists[name] = shipped
+            return shipped
+        al = AddressList(name, source="scenario")
+        for entry in spec.entries:
+            self._add_entry(al, entry, f"lists.{name}")
+        if spec.file is not None:
+            if self.read_file is None:
+                raise PolicyCompileError(f"lists.{name}: a file list needs read_file to compile")
+            try:
+                text = self.read_file(spec.file)
+                parsed = AddressList.from_text(name, text, spec.file)
+            except OSError as exc:
+                raise PolicyCompileError(f"lists.{name}: cannot read {spec.file}: {exc}") from exc
+            except ValueError as exc:
+                raise PolicyCompileError(f"lists.{name}: {spec.file}: {exc}") from exc
+            al = _merge(al, parsed)
+        self._lists[name] = al
+        return al
+
+    def addresses(self, spec: AddressSpec, where: str) -> AddressList:
+        al = AddressList(where)
+        for entry in spec.addresses:
+            self._add_entry(al, entry, where)
+        for name in spec.lists:
+            al = _merge(al, self.named_list(name, where))
+        return al
+
+    # -- matchers --------------------------------------------------------------------------------
+
+    def match(self, m: MatchSpec, where: str) -> tuple[list[StaticMatcher], list[Matcher], list[Matcher]]:
+        """(static, dynamic, expiring) matchers of one match block."""
+        static: list[StaticMatcher] = []
+        dynamic: list[Matcher] = []
+        expiring: list[Matcher] = []
+        if m.transport:
+            static.append(TransportMatch(frozenset(p for t in m.transport for p in _PROTOS[t])))
+        for end, spec in ((End.CLIENT, m.src), (End.SERVER, m.dst), (End.EITHER, m.addr)):
+            if spec is not None:
+                static.append(AddressMatch(self.addresses(spec, f"{where}.{end}"), end))
+        for end, ports in ((End.CLIENT, m.src_port), (End.SERVER, m.dst_port), (End.EITHER, m.port)):
+            if ports is not None:
+                static.append(PortMatch(ports, end))
+        if m.initiator is not None:
+            static.append(InitiatorMatch(m.initiator.value == "inside"))
+        if m.direction is not None and m.direction is not PacketDirection.BOTH:
+            static.append(DirectionMatch(m.direction))
+        # Dynamic matchers, cheapest first.
+        if m.time is not None:
+            w = m.time
+            tm = TimeMatch(TimeWindow(w.start, w.until, w.period, w.active))
+            dynamic.append(tm)
+            if w.until is not None:
+                expiring.append(tm)
+        for rng_spec, cls in ((m.packet_index, PacketIndexMatch), (m.flow_bytes, FlowBytesMatch),
+                              (m.age, AgeMatch)):  # fmt: skip
+            if rng_spec is not None:
+                pm = cls(_range(rng_spec))
+                dynamic.append(pm)
+                if rng_spec.max is not None:
+                    expiring.append(pm)
+        if m.size is not None:
+            dynamic.append(SizeMatch(_range(m.size)))
+        if m.payload_size is not None:
+            dynamic.append(PayloadSizeMatch(_range(m.payload_size)))
+        if m.handshake is not None:
+            dynamic.append(HandshakeMatch(m.handshake))
+        if m.labels:
+            for label in m.labels:
+                if label not in self.known_labels:
+                    raise PolicyCompileError(
+                        f"{where}.labels: unknown label {label!r} (known: {', '.join(sorted(self.known_labels))})"
+                    )
+            dynamic.append(LabelsMatch(frozenset(m.labels)))
+        if m.sni is not None:
+            s = m.sni
+            dynamic.append(
+                SniMatch(
+                    frozenset(x.lower() for x in s.exact),
+                    tuple(x.lower().lstrip(".") for x in s.suffix),
+                    tuple(x.lower() for x in s.substring),
+                    tuple(re.compile(x) for x in s.regex),
+                )
+            )
+        if m.alpn:
+            dynamic.append(AlpnMatch(frozenset(m.alpn)))
+        if m.ech is not None:
+            dynamic.append(EchMatch(m.ech))
+        if m.fingerprint is not None:
+            fp = m.fingerprint
+            dynamic.append(
+                FingerprintMatch(
+                    frozenset(x.lower() for x in fp.ja3),
+                    frozenset(x.lower() for x in fp.ja4),
+                    frozenset(x.lower() for x in fp.ja3s),
+                )
+            )
+        if m.groups is not None:
+            kinds = ("client", "server") if m.groups.hello is HelloKind.ANY else (m.groups.hello.value,)
+            dynamic.append(GroupsMatch(tuple(m.groups.order), kinds))
+        for b in m.payload:
+            self._byte_ids += 1
+            dynamic.append(BytesMatch(self._byte_ids, b.offset, b.hex, b.mask, b.within, b.sticky))
+        if m.not_ is not None:
+            dynamic.append(Not(self.whole(m.not_, f"{where}.not")))
+        if m.any_:
+            dynamic.append(AnyOf(tuple(self.whole(sub, f"{where}.any[{i}]") for i, sub in enumerate(m.any_))))
+        for i, sub in enumerate(m.all_):
+            dynamic.append(self.whole(sub, f"{where}.all[{i}]"))
+        return static, dynamic, expiring
+
+    def whole(self, m: MatchSpec, where: str) -> Matcher:
+        """A nested block as one per-packet matcher (its static parts evaluated per packet)."""
+        static, dynamic, _ = self.match(m, where)
+        parts: list[Matcher] = [StaticAsDynamic(s) for s in static]
+        parts.extend(dynamic)
+        return AllOf(tuple(parts))
+
+    # -- actions ---------------------------------------------------------------------------------
+
+    def rule(self, index: int, spec: RuleSpec, seed: int) -> CompiledRule:
+        where = f"rules[{index}]"
+        static, dynamic, expiring = self.match(spec.match, f"{where}.match")
+        a = spec.action
+        direction = a.effective_direction
+        applies: StaticMatcher | None = None
+        if direction is not PacketDirection.BOTH:
+            applies = DirectionMatch(direction)
+        rule = CompiledRule(
+            index=index,
+            name=spec.name,
+            describe=a.describe(),
+            static=tuple(static),
+            dynamic=tuple(dynamic),
+            applies=applies,
+            accept=a.accept,
+            ignore=a.ignore,
+            drop=a.drop,
+            expiring=tuple(expiring),
+            seed=derive_seed(seed, "rule", index, spec.name),
+        )
+        if a.reject is not None:
+            rule.reject = _reject(a.reject)
+        if a.cut is not None:
+            cut = a.cut
+            rule.cut = CutPlan(
+                cut.after_packets,
+                cut.after_bytes,
+                cut.after_seconds,
+                cut.count_from == "match",
+                _reject(_DEFAULT_REJECT_SPEC) if cut.then is Then.REJECT else None,
+            )
+        if a.loss is not None:
+            ls = a.loss
+            if ls.model is LossModel.BERNOULLI:
+                rule.loss = Bernoulli(ls.p)
+            else:
+                rule.loss = GilbertElliott(ls.p, ls.effective_r, ls.effective_loss_bad, ls.effective_loss_good)
+        if a.throttle is not None:
+            t = a.throttle
+            rule.throttle = ThrottlePlan(
+                t.rate, float(t.effective_burst), t.mode, t.per, float(t.effective_backlog), t.backlog_packets
+            )
+        if a.delay is not None:
+            rule.delay = DelaySampler(a.delay.time, a.delay.jitter, a.delay.distribution)
+            rule.reorder = a.delay.reorder
+        if a.block_after is not None:
+            b = a.block_after
+            rule.residual = ResidualPlan(b.duration, ResidualKey(b.key.value), b.then is Then.REJECT)
+            if b.then is Then.REJECT and rule.reject is None:
+                rule.reject = _reject(_DEFAULT_REJECT_SPEC)
+        return rule
+
+
+def _reject(spec: RejectSpec) -> RejectPlan:
+    return RejectPlan(spec.with_, spec.to, IcmpCode(spec.icmp.value))
+
+
+def _range(r: RangeSpec) -> Range:
+    return Range(r.min, r.max)
+
+
+def _merge(a: AddressList, b: AddressList) -> AddressList:
+    out = AddressList(a.name, a.source)
+    for src in (a, b):
+        for plen, nets in src._v4.items():
+            out._v4.setdefault(plen, set()).update(nets)
+        for plen, nets in src._v6.items():
+            out._v6.setdefault(plen, set()).update(nets)
+    return out
+
+
+def _inside_list(addresses: Iterable[str]) -> AddressList:
+    al = AddressList("inside")
+    for a in addresses:
+        ipaddress.ip_network(a, strict=False)  # raises ValueError on a bad entry
+        al.add(a)
+    return al
+
+
+def compile_policy(
+    spec: PolicySource,
+    *,
+    resolve_node: Callable[[str], list[str]],
+    inside_addresses: Iterable[str],
+    seed: int,
+    start: float = 0.0,
+    read_file: Callable[[str], str] | None = None,
+    known_labels: Collection[str] | None = None,
+) -> RulePolicy:
+    """Build the running policy.
+
+    ``resolve_node(name)`` returns a node's addresses (raise KeyError for an unknown name);
+    ``inside_addresses`` are the addresses/CIDRs of the censored side (``initiator: inside``,
+    ``direction: outbound``); ``seed`` seeds every random draw; ``start`` is the run's start on
+    the clock ``decide`` will be given (event-log and time-window times are relative to it);
+    ``read_file(path)`` returns the text of a ``{file: ...}`` list. Raises PolicyCompileError.
+    """
+    c = _Compiler(spec, resolve_node, read_file, known_labels)
+    try:
+        inside = _inside_list(inside_addresses)
+    except ValueError as exc:
+        raise PolicyCompileError(f"inside_addresses: {exc}") from exc
+    rules = [c.rule(i, r, seed) for i, r in enumerate(spec.rules)]
+    for name in spec.lists:
+        c.named_list(name, f"lists.{name}")  # unused lists are still checked
+    settings = spec.policy
+    return RulePolicy(
+        rules,
+        inside=inside,
+        seed=seed,
+        start=start,
+        inspect_packets=settings.inspect_packets,
+        max_events=settings.max_events,
+        max_residual=settings.max_residual,
+    )

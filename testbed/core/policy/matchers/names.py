@@ -1,0 +1,68 @@
+"""Matchers on what the classifier learnt: labels, TLS/QUIC SNI, ALPN, ECH presence.
+
+These are flow facts: once the classifier sets them they hold for every later packet of the
+flow (so a rule on SNI blocks the whole flow after the ClientHello, as SNI-IV did, A.4).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from testbed.core.policy.state import Context
+
+__all__ = ["AlpnMatch", "EchMatch", "LabelsMatch", "SniMatch"]
+
+
+@dataclass(frozen=True, slots=True)
+class LabelsMatch:
+    any_of: frozenset[str]
+
+    def __call__(self, ctx: Context) -> bool:
+        return not self.any_of.isdisjoint(ctx.flow.labels)
+
+
+@dataclass(frozen=True, slots=True)
+class SniMatch:
+    """Case-insensitive; a trailing dot is *not* stripped (TSPU's matcher missed ``twitter.com.``,
+    censor-behaviors.md B.9), and ``substring`` reproduces the ``t.co`` bug (B.7)."""
+
+    exact: frozenset[str]
+    suffixes: tuple[str, ...]
+    substrings: tuple[str, ...]
+    regexes: tuple[re.Pattern[str], ...]
+
+    def matches_name(self, sni: str) -> bool:
+        name = sni.lower()
+        if name in self.exact:
+            return True
+        for s in self.suffixes:
+            if name == s or name.endswith("." + s):
+                return True
+        for s in self.substrings:
+            if s in name:
+                return True
+        return any(r.search(name) for r in self.regexes)
+
+    def __call__(self, ctx: Context) -> bool:
+        sni = ctx.flow.sni
+        return sni is not None and self.matches_name(sni)
+
+
+@dataclass(frozen=True, slots=True)
+class AlpnMatch:
+    any_of: frozenset[str]
+
+    def __call__(self, ctx: Context) -> bool:
+        return any(a in self.any_of for a in ctx.flow.alpn)
+
+
+@dataclass(frozen=True, slots=True)
+class EchMatch:
+    """An encrypted_client_hello extension in the ClientHello (real or GREASE: on the wire they
+    look alike; the 2024 Cloudflare rule also wanted SNI cloudflare-ech.com, G.18)."""
+
+    present: bool
+
+    def __call__(self, ctx: Context) -> bool:
+        return (ctx.flow.fingerprints.get("ech") == "present") is self.present

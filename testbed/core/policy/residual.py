@@ -1,0 +1,99 @@
+"""Residual blocking (``block_after``): once a rule triggers, block a key for T seconds.
+
+TSPU kept blocking a server for a while after a trigger, new connections included: ~75 s after
+SNI-I, ~420 s after SNI-II and QUIC, ~40 s after SNI-IV (censor-behaviors.md A.2-A.4, reference
+numbers; secondary sources). The state lives in the policy, not in a flow, because it outlives
+the flow and catches new ones. Keys:
+
+- ``server``: the responder's address: any packet to or from it, any port or protocol;
+- ``3-tuple``: (transport, responder address, responder port), either direction;
+- ``pair``: the two addresses of the flow, any ports.
+
+Entries expire lazily on lookup; the table is bounded and evicts the oldest entry first.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from testbed.core.flow import Flow
+from testbed.core.packet import Packet
+
+__all__ = ["ResidualBlock", "ResidualBlocks", "ResidualKey"]
+
+
+class ResidualKey(enum.Enum):
+    SERVER = "server"
+    TUPLE3 = "3-tuple"
+    PAIR = "pair"
+
+
+_Key = tuple[object, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ResidualBlock:
+    until: float
+    rule: int  # index of the rule that triggered it
+    reject: bool
+
+
+class ResidualBlocks:
+    __slots__ = ("_d", "max_entries", "kinds", "evicted", "triggered")
+
+    def __init__(self, max_entries: int) -> None:
+        self._d: dict[_Key, ResidualBlock] = {}
+        self.max_entries = max_entries
+        self.kinds: set[ResidualKey] = set()
+        self.evicted = 0
+        self.triggered = 0
+
+    def __len__(self) -> int:
+        return len(self._d)
+
+    def add(self, kind: ResidualKey, flow: Flow, until: float, rule: int, reject: bool) -> None:
+        if kind is ResidualKey.SERVER:
+            key: _Key = ("a", flow.responder_addr)
+        elif kind is ResidualKey.TUPLE3:
+            key = ("t", flow.key.proto, flow.responder_addr, flow.responder_port)
+        else:
+            a, b = sorted((flow.initiator_addr, flow.responder_addr))
+            key = ("p", a, b)
+        self.kinds.add(kind)
+        self.triggered += 1
+        d = self._d
+        d.pop(key, None)  # re-insert: a renewed block moves to the back of the eviction order
+        while len(d) >= self.max_entries:
+            del d[next(iter(d))]
+            self.evicted += 1
+        d[key] = ResidualBlock(until, rule, reject)
+
+    def lookup(self, packet: Packet, flow: Flow, now: float) -> ResidualBlock | None:
+        d = self._d
+        if not d:
+            return None
+        kinds = self.kinds
+        keys: list[_Key] = []
+        if ResidualKey.SERVER in kinds:
+            keys.append(("a", packet.src))
+            keys.append(("a", packet.dst))
+        if ResidualKey.TUPLE3 in kinds:
+            proto = flow.key.proto
+            keys.append(("t", proto, flow.responder_addr, flow.responder_port))
+            keys.append(("t", proto, flow.initiator_addr, flow.initiator_port))
+        if ResidualKey.PAIR in kinds:
+            a, b = sorted((packet.src, packet.dst))
+            keys.append(("p", a, b))
+        for key in keys:
+            block = d.get(key)
+            if block is None:
+                continue
+            if block.until <= now:
+                del d[key]
+                continue
+            return block
+        return None
+
+    def active(self, now: float) -> int:
+        return sum(1 for b in self._d.values() if b.until > now)
