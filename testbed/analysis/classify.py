@@ -10,6 +10,8 @@ prints one row per flow (or JSON). The JSON shape is a contract (fields only eve
 from __future__ import annotations
 
 import json
+import os
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, TextIO
@@ -154,6 +156,19 @@ def main(
 
         raise UsageError(f"--inspect-packets must be >= 0, got {inspect_packets}")
     flows, summary = run(pcap, inspect_packets=inspect_packets, reassemble=reassemble)
+    try:
+        _write(flows, summary, as_json, out)
+    except BrokenPipeError:
+        # The reader went away (`testbed classify x.pcap | head`): not an error of ours. Point
+        # stdout at /dev/null so the interpreter's final flush does not complain either.
+        if out is sys.stdout:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            os.close(devnull)
+    return 0
+
+
+def _write(flows: list[Flow], summary: CaptureSummary, as_json: bool, out: TextIO) -> None:
     if as_json:
         doc = {
             "flows": list(iter_flows_json(flows)),
@@ -174,4 +189,3 @@ def main(
             f"\n{len(flows)} flows, {summary.ip_packets} IP packets"
             f" ({summary.non_ip} non-IP frames, {summary.malformed} malformed skipped)\n"
         )
-    return 0

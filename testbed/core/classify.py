@@ -22,7 +22,7 @@ One classification path (ARCHITECTURE.md): the censor engine and ``testbed class
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, NamedTuple
 
 from testbed.core.dissect.dtls import DtlsHandshakeAssembler, parse_records
@@ -183,7 +183,11 @@ class Classifier:
         tcp_idle_timeout: float = DEFAULT_TCP_IDLE_TIMEOUT,
         retain_ended: bool = False,
         port_guess: bool = True,
+        on_flow_end: Callable[[Flow], None] | None = None,
     ) -> None:
+        """``retain_ended`` keeps flows that timed out or were evicted for ``flows()`` (a
+        capture's report); a long-running censor passes ``on_flow_end`` instead, to report each
+        flow as it leaves the bounded table without keeping it."""
         if inspect_packets < 0:
             raise ValueError(f"inspect_packets must be >= 0, got {inspect_packets}")
         self.inspect_packets = inspect_packets
@@ -194,6 +198,7 @@ class Classifier:
         self.address_lists: dict[str, AddressList] = lists
         self.retain_ended = retain_ended
         self.port_guess = port_guess
+        self.on_flow_end = on_flow_end
         self._ended: list[Flow] = []
         self.table = FlowTable(
             max_flows, udp_idle_timeout, tcp_idle_timeout, on_evict=self._on_end
@@ -266,6 +271,8 @@ class Classifier:
             self._guess_by_port(flow)
         if self.retain_ended:
             self._ended.append(flow)
+        if self.on_flow_end is not None:
+            self.on_flow_end(flow)
 
     def _observe_fragment(self, packet: Packet, now: float) -> Observation:
         self.fragments += 1
