@@ -76,6 +76,8 @@ class EndpointConfig:
     role: Role
     socket: Path
     options: CallOptions
+    t0: float | None = None
+    """CLOCK_MONOTONIC start of the call (shared by all processes): origin of per-second counts."""
 
     @classmethod
     def load(cls, path: Path) -> EndpointConfig:
@@ -84,6 +86,7 @@ class EndpointConfig:
             role=Role(raw["role"]),
             socket=Path(raw["socket"]),
             options=CallOptions.from_json(raw["options"]),
+            t0=float(raw["t0"]) if raw.get("t0") is not None else None,
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -91,6 +94,7 @@ class EndpointConfig:
             "role": self.role.value,
             "socket": str(self.socket),
             "options": self.options.to_json(),
+            "t0": self.t0,
         }
 
 
@@ -106,7 +110,8 @@ class Endpoint:
         self._channel: RTCDataChannel | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._arrivals: dict[int, Arrivals] = {}  # by SSRC
-        self._data_arrivals = Arrivals()
+        self._t0 = config.t0
+        self._data_arrivals = Arrivals(config.t0)
         self._hooked: set[int] = set()
         self._data = {
             "messages_sent": 0,
@@ -155,7 +160,7 @@ class Endpoint:
             receiver = transceiver.receiver
             if id(receiver) not in self._hooked:
                 self._hooked.add(id(receiver))
-                _track_arrivals(receiver, self._arrivals)
+                _track_arrivals(receiver, self._arrivals, self._t0)
         if self.pc.sctp is not None:
             self._hook_dtls(self.pc.sctp.transport)
 
@@ -368,7 +373,7 @@ class Endpoint:
             return None
 
 
-def _track_arrivals(receiver: Any, arrivals: dict[int, Arrivals]) -> None:
+def _track_arrivals(receiver: Any, arrivals: dict[int, Arrivals], origin: float | None) -> None:
     """Count RTP payload bytes and arrival times per SSRC (aiortc's inbound-rtp stats have no byte
     count and no timing).  Wraps the receiver's ``_handle_rtp_packet``, which aiortc's RTP router
     calls for each packet after SRTP decryption."""
@@ -379,7 +384,7 @@ def _track_arrivals(receiver: Any, arrivals: dict[int, Arrivals]) -> None:
     async def tracking(packet: Any, arrival_time_ms: int) -> None:
         stream = arrivals.get(packet.ssrc)
         if stream is None:
-            stream = arrivals[packet.ssrc] = Arrivals()
+            stream = arrivals[packet.ssrc] = Arrivals(origin)
         stream.add(time.monotonic(), len(packet.payload))
         await original(packet, arrival_time_ms=arrival_time_ms)
 

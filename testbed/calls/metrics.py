@@ -36,18 +36,21 @@ MEDIA_KINDS = (Kind.AUDIO, Kind.VIDEO)
 
 
 class Arrivals:
-    """When packets (or messages) of one stream arrived: first, last, and the longest silence
-    between two of them -- what shows a censor that lets a call start and then cuts or stalls it.
-    Fed by the endpoint with ``now`` (CLOCK_MONOTONIC seconds); no clock is read here."""
+    """When packets (or messages) of one stream arrived: first, last, the longest silence between
+    two of them, and a count per second since ``origin`` (the call's start) -- what shows a censor
+    that lets a call start and then cuts, stalls or thins it.  Fed by the endpoint with ``now``
+    (CLOCK_MONOTONIC seconds); no clock is read here."""
 
-    __slots__ = ("bytes", "count", "first", "last", "max_gap_s")
+    __slots__ = ("bytes", "count", "first", "last", "max_gap_s", "origin", "per_s")
 
-    def __init__(self) -> None:
+    def __init__(self, origin: float | None = None) -> None:
+        self.origin = origin
         self.count = 0
         self.bytes = 0
         self.first: float | None = None
         self.last: float | None = None
         self.max_gap_s = 0.0
+        self.per_s: list[int] = []
 
     def add(self, now: float, size: int) -> None:
         if self.last is not None:
@@ -57,9 +60,20 @@ class Arrivals:
         self.last = now
         self.count += 1
         self.bytes += size
+        if self.origin is not None and now >= self.origin:
+            second = int(now - self.origin)
+            if second >= len(self.per_s):
+                self.per_s.extend([0] * (second + 1 - len(self.per_s)))
+            self.per_s[second] += 1
 
     def to_json(self) -> dict[str, Any]:
-        return {"first": self.first, "last": self.last, "max_gap_s": self.max_gap_s}
+        return {
+            "first": self.first,
+            "last": self.last,
+            "max_gap_s": self.max_gap_s,
+            "origin": self.origin,
+            "per_s": self.per_s,
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +81,8 @@ class ArrivalTimes:
     first: float
     last: float
     max_gap_s: float
+    origin: float | None = None
+    per_s: tuple[int, ...] = ()
 
 
 def parse_arrivals(raw: object) -> ArrivalTimes | None:
@@ -75,7 +91,15 @@ def parse_arrivals(raw: object) -> ArrivalTimes | None:
     first, last, gap = raw.get("first"), raw.get("last"), raw.get("max_gap_s")
     if not (_is_number(first) and _is_number(last) and _is_number(gap)):
         return None
-    return ArrivalTimes(float(first), float(last), float(gap))
+    origin = raw.get("origin")
+    per_s = _list(raw.get("per_s"))
+    return ArrivalTimes(
+        float(first),
+        float(last),
+        float(gap),
+        origin=float(origin) if _is_number(origin) else None,
+        per_s=tuple(n for n in per_s if _int(n) is not None),
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -262,11 +286,14 @@ def _with_arrivals(
 ) -> StreamResult:
     if times is None or t0 is None:
         return stream
+    # Per-second counts only mean "since the call started" if the endpoint counted from t0.
+    aligned = times.origin is not None and abs(times.origin - t0) < 1e-6
     return _replace(
         stream,
         first_received_t_s=_round(times.first - t0),
         last_received_t_s=_round(times.last - t0),
         max_gap_ms=_round(times.max_gap_s * 1000.0),
+        received_per_s=times.per_s if aligned else None,
     )
 
 

@@ -22,7 +22,8 @@ An example, abridged from a real 5 s audio + data call between two namespaces on
          "packets_received": 50, "bytes": 5000, "packets_lost": null, "jitter_ms": null,
          "round_trip_time_ms": null, "ssrc": null, "codec": null, "frames": null,
          "messages": 50, "latency_ms_median": 0.387, "latency_ms_max": 0.982,
-         "first_received_t_s": 0.44, "last_received_t_s": 5.35, "max_gap_ms": 102.1}, ...],
+         "first_received_t_s": 0.44, "last_received_t_s": 5.35, "max_gap_ms": 102.1,
+         "received_per_s": [0, 6, 10, 10, 10, 10, 4]}, ...],
       "transports": [
         {"endpoint": "caller", "packets_sent": 370, "packets_received": 369,
          "bytes_sent": 97919, "bytes_received": 103871, "ice_role": "controlling",
@@ -123,6 +124,9 @@ class StreamResult:
     """recv: when the last one arrived; well before the hang-up means the flow was cut."""
     max_gap_ms: float | None = None
     """recv: the longest silence between two arrivals (a stall, even if the flow resumed)."""
+    received_per_s: tuple[int, ...] | None = None
+    """recv: packets (media) or messages (data) that arrived in each second since the call
+    started: index 0 is [0 s, 1 s).  Shows when a flow was cut or thinned, and by how much."""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -144,6 +148,7 @@ class StreamResult:
             "first_received_t_s": self.first_received_t_s,
             "last_received_t_s": self.last_received_t_s,
             "max_gap_ms": self.max_gap_ms,
+            "received_per_s": None if self.received_per_s is None else list(self.received_per_s),
         }
 
 

@@ -108,11 +108,14 @@ async def run_call(
         processes: dict[Role, asyncio.subprocess.Process] = {}
         for role, netns in ((Role.CALLER, caller_netns), (Role.CALLEE, callee_netns)):
             config = workdir / f"{options.name}.{role}.json"
-            config.write_text(
-                json.dumps(
-                    {"role": role.value, "socket": str(sock_path), "options": options.to_json()}
-                )
-            )
+            # t0 is CLOCK_MONOTONIC, shared by every process: endpoints count arrivals from it.
+            endpoint_config = {
+                "role": role.value,
+                "socket": str(sock_path),
+                "options": options.to_json(),
+                "t0": started,
+            }
+            config.write_text(json.dumps(endpoint_config))
             log: IO[bytes] = stack.enter_context(open(logs[role], "wb"))
             argv = [sys.executable, "-m", "testbed.calls.endpoint", "--config", str(config)]
             # Both start before either is awaited: aiortc's import (~1 s) runs in parallel.

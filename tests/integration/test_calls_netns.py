@@ -99,6 +99,9 @@ def test_baseline_audio_and_data_call(netns_pair: NamespacePair, tmp_path: Path)
         # Audio flowed until the hang-up without a stall (20 ms packets; 250 ms is generous).
         assert recv.max_gap_ms is not None and recv.max_gap_ms < 250
         assert recv.last_received_t_s is not None and abs(recv.last_received_t_s - hangup) < 0.5
+        assert recv.received_per_s is not None
+        assert sum(recv.received_per_s) == recv.packets_received
+        assert max(recv.received_per_s) <= AUDIO_PACKETS_PER_S + 2
         data = result.stream(endpoint, Kind.DATA, "recv")
         assert data.messages is not None and data.messages >= duration / 0.1 * 0.9
     pair = result.selected_candidate_pair

@@ -297,17 +297,43 @@ def test_call_result_json_contract() -> None:
 
 def test_arrivals_track_first_last_and_longest_gap() -> None:
     arrivals = Arrivals()
-    assert arrivals.to_json() == {"first": None, "last": None, "max_gap_s": 0.0}
+    assert arrivals.to_json() == {
+        "first": None,
+        "last": None,
+        "max_gap_s": 0.0,
+        "origin": None,
+        "per_s": [],
+    }
     for now in (10.0, 10.02, 10.04, 12.04, 12.06):  # a 2 s stall, then the flow resumed
         arrivals.add(now, 80)
     assert (arrivals.count, arrivals.bytes) == (5, 400)
-    assert arrivals.to_json() == {"first": 10.0, "last": 12.06, "max_gap_s": pytest.approx(2.0)}
+    out = arrivals.to_json()
+    assert (out["first"], out["last"]) == (10.0, 12.06)
+    assert out["max_gap_s"] == pytest.approx(2.0)
+    assert out["per_s"] == []  # no origin, no per-second counts
+
+
+def test_arrivals_per_second_since_origin() -> None:
+    arrivals = Arrivals(origin=100.0)
+    arrivals.add(99.5, 10)  # before the call started (cannot happen, must not break)
+    for i in range(10):
+        arrivals.add(100.5 + i * 0.1, 10)  # 5 in [0, 1), 5 in [1, 2)
+    arrivals.add(103.2, 10)  # nothing in [2, 3)
+    assert arrivals.per_s == [5, 5, 0, 1]
 
 
 def test_arrival_times_are_relative_to_call_start() -> None:
     raw = report(A_SSRC, B_SSRC, sent=10, received=10, data=data(1, 1, [1.0]))
-    raw["arrivals"] = {str(B_SSRC): {"first": 100.5, "last": 104.25, "max_gap_s": 0.03}}
-    raw["data"]["arrivals"] = {"first": 100.6, "last": 103.0, "max_gap_s": 2.0}
+    raw["arrivals"] = {
+        str(B_SSRC): {
+            "first": 100.5,
+            "last": 104.25,
+            "max_gap_s": 0.03,
+            "origin": 100.0,
+            "per_s": [25, 50, 50, 50, 13],
+        }
+    }
+    raw["data"]["arrivals"] = {"first": 100.6, "last": 103.0, "max_gap_s": 2.0, "origin": 99.0}
     caller = parse_report(raw)
     streams = build_streams({CALLER: caller}, [Kind.AUDIO, Kind.DATA], t0=100.0)
     audio = streams[1]
@@ -316,8 +342,10 @@ def test_arrival_times_are_relative_to_call_start() -> None:
         4.25,
         30.0,
     )
+    assert audio.received_per_s == (25, 50, 50, 50, 13)
     data_recv = streams[3]
     assert (data_recv.last_received_t_s, data_recv.max_gap_ms) == (3.0, 2000.0)
+    assert data_recv.received_per_s is None  # counted from another origin: not comparable
     assert streams[0].last_received_t_s is None  # send streams carry no arrival times
     # Without t0 there is nothing to be relative to.
     assert build_streams({CALLER: caller}, [Kind.AUDIO])[1].first_received_t_s is None
