@@ -334,7 +334,8 @@ class Conductor:
             return "not ready"
         parts = [
             f"{layer}={endpoint.states[layer]}"
-            for layer in (Layer.ICE_GATHERING, Layer.ICE_CONNECTION, Layer.CONNECTION)
+            # Which step stalled tells a censor's method apart: ICE blocked vs DTLS blocked.
+            for layer in (Layer.ICE_GATHERING, Layer.ICE_CONNECTION, Layer.DTLS, Layer.CONNECTION)
             if layer in endpoint.states
         ]
         return ", ".join(parts) or "no state reported"

@@ -107,7 +107,6 @@ class Endpoint:
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         self._tracks: list[ToneTrack | MovingBarTrack] = []
         self._sinks: dict[str, FrameSink] = {}
-        self._channel: RTCDataChannel | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._arrivals: dict[int, Arrivals] = {}  # by SSRC
         self._t0 = config.t0
@@ -188,7 +187,6 @@ class Endpoint:
             self._on_channel_open(channel)
 
     def _wire_channel(self, channel: RTCDataChannel) -> None:
-        self._channel = channel
         channel.on("open", lambda: self._on_channel_open(channel))
         channel.on("close", lambda: self._emit(Layer.DATA_CHANNEL, "closed"))
         channel.on("message", self._on_message)

@@ -9,9 +9,11 @@ endpoint itself can count.  Its shape (every key optional; a missing key means "
                           | "remote-outbound-rtp" | "transport", <aiortc's camelCase fields>}, ...],
       "codecs": {"audio": {"mimeType": "audio/opus", "clockRate": 48000}, ...},
       "received_bytes": {"<ssrc>": <RTP payload bytes received>},
+      "arrivals": {"<ssrc>": Arrivals.to_json()},    # first/last/longest gap/per second
       "frames": {"sent": {"audio": n, ...}, "received": {"audio": n, ...}},
       "data": {"messages_sent": n, "bytes_sent": n, "messages_received": n,
-               "bytes_received": n, "delays_ms": [one-way delay of each received message]},
+               "bytes_received": n, "delays_ms": [one-way delay of each received message],
+               "arrivals": Arrivals.to_json()},
       "candidate_pair": {CandidatePair fields} | null
     }
 
