@@ -430,13 +430,14 @@ class Classifier:
             self._rtp(flow, payload, original, st)
             return
         if b0 >= 192:
-            if original:
-                if looks_like_quic_long_header(payload):
-                    self._quic(flow, payload, st)
-                elif payload[1:2] in (b"Q", b"T"):
-                    self._gquic(flow, payload, st)
-                if looks_like_client_initial(payload):
-                    flow.labels.add(Label.QUIC)
+            # Either direction: if we missed a flow's first packet its client is the responder.
+            # Server Initials simply fail to decrypt with the client's keys.
+            if looks_like_quic_long_header(payload):
+                self._quic(flow, payload, st)
+            elif payload[1:2] in (b"Q", b"T"):
+                self._gquic(flow, payload, st)
+            if looks_like_client_initial(payload):
+                flow.labels.add(Label.QUIC)
             return
         if "ovpn" in st or b0 >> 3 in CLIENT_RESETS or b0 >> 3 in SERVER_RESETS:
             self._openvpn(flow, payload, original, st, tcp=False)
