@@ -101,6 +101,9 @@ _TELEGRAM_SNI = ("telegram.org", "t.me", "telegram.me", "telesco.pe", "tdesktop.
 
 _ORIGINAL = Direction.ORIGINAL
 
+# A flow already recognised as one of these is not re-read as OpenVPN.
+_NOT_OPENVPN = frozenset({Label.QUIC, Label.DTLS, Label.STUN, Label.TLS, Label.WIREGUARD, Label.RTP})
+
 # Well-known server ports of the protocols we label (IANA registry), for port guesses only.
 _PORT_GUESSES: dict[tuple[int, int], str] = {
     (6, 443): Label.TLS,
@@ -514,33 +517,47 @@ class Classifier:
     ) -> bool:
         """OpenVPN by its handshake template (censor-behaviors.md F.15).
 
-        Evidence, any of: (a) a client hard reset answered by a server hard reset from the
-        other side, both with key_id 0; (b) a hard reset followed by another control packet
-        carrying the same 8-byte session id in the same direction (we see one direction of a
-        NATed or asymmetric path); (c) the server's reset echoing the client's session id.
+        Only a hard reset that opens its direction of the flow (key_id 0) starts a match, and
+        it must look like one (``_reset_shaped``), because other protocols also carry a
+        constant 8-byte id after one byte (a QUIC short header's connection id, gQUIC's).
+        Then any of: (a) a reset from the other side that also opens its direction; (b) a
+        P_CONTROL/P_ACK or repeated reset with the same session id in the same direction (one
+        direction of a NATed or asymmetric path); (c) a reply echoing the client's session id.
         """
         p = parse_openvpn(payload, tcp=tcp)
-        if p is None or not p.session_id:
+        if p is None or not p.session_id or flow.labels & _NOT_OPENVPN:
             return False
         ovpn: dict[bool, tuple[int, bytes]] = st.setdefault("ovpn", {})
+        opened: set[bool] = st.setdefault("ovpn_dirs", set())
+        first_in_dir = original not in opened
+        opened.add(original)
+        mine = ovpn.get(original)
+        other = ovpn.get(not original)
         if p.opcode in CLIENT_RESETS or p.opcode in SERVER_RESETS:
             if p.key_id != 0:
                 return False
-            other = ovpn.get(not original)
-            if other is not None and (
-                (p.opcode in SERVER_RESETS and other[0] in CLIENT_RESETS)
-                or (p.opcode in CLIENT_RESETS and other[0] in SERVER_RESETS)
-            ):
-                flow.labels.add(Label.OPENVPN)
-                st["done"] = True
+            if mine is not None and p.session_id == mine[1]:
+                return self._openvpn_found(flow, st)  # (b) the reset retransmitted
+            if not first_in_dir:
+                return False
+            echo = other is not None and other[1] in p.body
+            if not (echo or _reset_shaped(p.body)):
+                return False
             ovpn[original] = (p.opcode, p.session_id)
+            if other is not None and (echo or (p.opcode in SERVER_RESETS) != (other[0] in SERVER_RESETS)):
+                return self._openvpn_found(flow, st)  # (a), (c)
             return True
-        mine = ovpn.get(original)
-        if mine is not None and p.session_id == mine[1] and p.opcode <= 11:
-            flow.labels.add(Label.OPENVPN)
-            st["done"] = True
-            return True
+        if mine is not None and p.session_id == mine[1] and p.opcode in (4, 5):
+            return self._openvpn_found(flow, st)  # (b)
+        if other is not None and other[1] in p.body and p.opcode in (4, 5):
+            return self._openvpn_found(flow, st)  # (c) an ACK of the other side's reset
         return False
+
+    @staticmethod
+    def _openvpn_found(flow: Flow, st: dict[str, Any]) -> bool:
+        flow.labels.add(Label.OPENVPN)
+        st["done"] = True
+        return True
 
     def _dtls(self, flow: Flow, payload: bytes, st: dict[str, Any]) -> None:
         records = parse_records(payload)
@@ -717,6 +734,20 @@ class Classifier:
             # Real or GREASE ECH look alike; the Cloudflare block (censor-behaviors.md G.18)
             # keyed on this extension together with the outer SNI cloudflare-ech.com.
             flow.labels.add(Label.ECH)
+
+
+def _reset_shaped(body: bytes) -> bool:
+    """The bytes after a hard reset's session id look like OpenVPN's (ssl_pkt.h): with no
+    control-channel wrapping, an ACK array (empty, or acks + the peer's session id) and message
+    packet-id 0; with tls-crypt,
+    replay packet-id 1 (then a timestamp); with tls-auth, packet-id 1 after a 20- or 32-byte
+    HMAC. Random bytes pass with odds around 2^-32."""
+    if body[:5] == b"\x00\x00\x00\x00\x00":
+        return True
+    n = body[0] if body else 0
+    if 1 <= n <= 8 and body[1 + 4 * n + 8 : 1 + 4 * n + 12] == b"\x00\x00\x00\x00":
+        return True  # a server reset acknowledging the client's: n acks, remote session id, 0
+    return any(body[h : h + 4] == b"\x00\x00\x00\x01" for h in (0, 20, 32, 64))
 
 
 def _tls_record_start(payload: bytes) -> bool:

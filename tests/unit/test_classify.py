@@ -210,3 +210,29 @@ def test_telegram_reflector_payload_anywhere() -> None:
     assert "telegram-call" in flow_of(c, CLIENT, 42000, "203.0.113.10", 597).labels
     feed(c, [udp4(CLIENT, 42001, "203.0.113.10", 8801, pkt)])  # not a reflector port
     assert "telegram-call" not in flow_of(c, CLIENT, 42001, "203.0.113.10", 8801).labels
+
+
+def test_constant_connection_ids_are_not_openvpn() -> None:
+    # QUIC short headers (first byte 0x40/0x50 = OpenVPN reset opcodes with key id 0) followed by
+    # a constant 8-byte connection id: the shape OpenVPN's session id has, but not its resets.
+    import random
+
+    rng = random.Random(7)
+    dcid = b"\x11" * 8
+    c = Classifier()
+    raws = []
+    for i in range(12):
+        b0 = (0x40, 0x50, 0x48, 0x28)[i % 4]
+        raws.append(udp4(CLIENT, 62000, "203.0.113.11", 4433, bytes([b0]) + dcid + rng.randbytes(40)))
+        raws.append(udp4("203.0.113.11", 4433, CLIENT, 62000, bytes([0x40]) + b"\x22" * 8 + rng.randbytes(40)))
+    feed(c, raws)
+    assert "openvpn" not in flow_of(c, CLIENT, 62000, "203.0.113.11", 4433).labels
+
+
+def test_openvpn_one_direction_tls_crypt() -> None:
+    sid = b"\x33" * 8
+    reset = bytes([7 << 3]) + sid + b"\x00\x00\x00\x01" + b"\x63\xcf\x4f\xf5" + b"\x99" * 32
+    ctrl = bytes([4 << 3]) + sid + b"\x00\x00\x00\x02" + b"\x63\xcf\x4f\xf5" + b"\x98" * 60
+    c = Classifier()
+    feed(c, [udp4(CLIENT, 60201, "203.0.113.12", 443, reset), udp4(CLIENT, 60201, "203.0.113.12", 443, ctrl)])
+    assert "openvpn" in flow_of(c, CLIENT, 60201, "203.0.113.12", 443).labels
