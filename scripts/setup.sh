@@ -24,7 +24,7 @@ if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null
     exit 1
 fi
 
-debs=(iptables libnetfilter-queue-dev libnfnetlink-dev pkg-config gcc)
+debs=(iptables libnetfilter-queue-dev libnfnetlink-dev pkg-config gcc iperf3 iputils-ping curl coturn)
 # Debian's own python3 needs its venv and header packages; a self-built Python has both.
 if [[ "$("$PYTHON" -c 'import sys; print(sys.prefix)')" == /usr ]]; then
     debs+=(python3-venv python3-dev)
@@ -38,6 +38,11 @@ if ((${#missing[@]})); then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    # coturn's package may enable a system-wide TURN server on the host; testbed only ever runs
+    # coturn inside its own namespaces, with its own config, so keep the host's copy off.
+    if [[ " ${missing[*]} " == *" coturn "* ]] && command -v systemctl >/dev/null && systemctl is-enabled coturn >/dev/null 2>&1; then
+        systemctl disable --now coturn >/dev/null 2>&1 || true
+    fi
 fi
 
 if [[ ! -x .venv/bin/python ]]; then

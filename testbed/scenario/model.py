@@ -82,28 +82,55 @@ class Iperf3Service(_Frozen):
     port: Port = 5201
 
 
+class TurnService(_Frozen):
+    """A STUN/TURN relay (coturn): UDP and TCP on ``port``, TLS on ``tls_port`` (443 works too)."""
+
+    port: Port = 3478
+    tls_port: Port | None = 5349
+    realm: str = Field("testbed", min_length=1, max_length=127, pattern=r"^[A-Za-z0-9._-]+$")
+    """Sent in TURN's REALM attribute: Telegram's relays say "telegram..." and DPI keys on it."""
+    username: str = Field("testbed", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")
+    password: str = Field("testbed", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")
+
+    @model_validator(mode="after")
+    def _ports_differ(self) -> TurnService:
+        if self.tls_port == self.port:
+            raise ValueError("tls_port must differ from port")
+        return self
+
+
+_SERVICE_KINDS = ("https", "iperf3", "turn")
+
+
 class ServiceSpec(_Frozen):
-    """One service; exactly one of its keys is set (``- https: {...}`` or ``- iperf3: {...}``)."""
+    """One service; exactly one of its keys is set (``- https: {...}``, ``- iperf3``, ``- turn``)."""
 
     https: HttpsService | None = None
     iperf3: Iperf3Service | None = None
+    turn: TurnService | None = None
 
     @model_validator(mode="after")
     def _exactly_one(self) -> ServiceSpec:
-        chosen = [k for k in ("https", "iperf3") if getattr(self, k) is not None]
+        chosen = [k for k in _SERVICE_KINDS if getattr(self, k) is not None]
         if len(chosen) != 1:
-            raise ValueError("each service entry names exactly one service: https or iperf3")
+            raise ValueError(f"each service entry names exactly one service: {', '.join(_SERVICE_KINDS)}")
         return self
 
     @property
     def kind(self) -> str:
-        return "https" if self.https is not None else "iperf3"
+        return next(k for k in _SERVICE_KINDS if getattr(self, k) is not None)
+
+    @property
+    def ports(self) -> tuple[int, ...]:
+        if self.turn is not None:
+            return (self.turn.port,) + ((self.turn.tls_port,) if self.turn.tls_port else ())
+        svc = self.https or self.iperf3
+        assert svc is not None
+        return (svc.port,)
 
     @property
     def port(self) -> int:
-        svc = self.https or self.iperf3
-        assert svc is not None
-        return svc.port
+        return self.ports[0]
 
 
 class NodeSpec(_Frozen):
@@ -120,7 +147,7 @@ class NodeSpec(_Frozen):
 
     @model_validator(mode="after")
     def _distinct_ports(self) -> NodeSpec:
-        ports = [s.port for s in self.services]
+        ports = [p for s in self.services for p in s.ports]
         if len(set(ports)) != len(ports):
             raise ValueError("two services of one node cannot share a port")
         return self

@@ -15,6 +15,7 @@ from testbed.net.process import netns_process
 from testbed.net.topology import TopologyPlan
 from testbed.scenario.model import Scenario, ServiceSpec
 from testbed.services.certs import make_certificate
+from testbed.services.coturn import READY_MARKER, coturn_command, turn_urls
 
 READY_TIMEOUT_S = 15.0
 
@@ -28,6 +29,10 @@ class RunningService:
     names: tuple[str, ...] = ()
     cert: str | None = None
     """PEM certificate clients can trust (``curl --cacert``)."""
+    urls: tuple[str, ...] = ()
+    """For a TURN relay: its ICE server URLs (RFC 7065)."""
+    username: str | None = None
+    credential: str | None = None
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -37,6 +42,9 @@ class RunningService:
             "port": self.port,
             "names": list(self.names),
             "cert": self.cert,
+            "urls": list(self.urls),
+            "username": self.username,
+            "credential": self.credential,
         }
 
 
@@ -77,6 +85,13 @@ def _command(
         cert, key = make_certificate(list(svc.https.names), certdir, f"{node}-{index}", [address])
         argv = [sys.executable, "-m", "testbed.services.https", str(cert), str(key), str(svc.https.port)]
         return argv, RunningService(node, "https", address, svc.https.port, svc.https.names, str(cert)), b"ready"
+    if svc.turn is not None:
+        t = svc.turn
+        argv = coturn_command(t, address, workdir, f"turn-{node}-{index}")
+        info = RunningService(
+            node, "turn", address, t.port, (t.realm,), None, tuple(turn_urls(address, t)), t.username, t.password
+        )
+        return argv, info, READY_MARKER
     assert svc.iperf3 is not None
     binary = shutil.which("iperf3")
     if binary is None:
