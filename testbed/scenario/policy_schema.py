@@ -549,7 +549,7 @@ class FingerprintSpec(_Frozen):
         value = _as_tuple(value)
         for v in value:
             if not isinstance(v, str) or not v.strip():
-                raise ValueError(f"{v!r} is not a fingerprint string or hash")
+                raise ValueError(f"{v!r} is not a fingerprint string or hash (quote hashes in YAML)")
         return value
 
     @model_validator(mode="after")
@@ -606,9 +606,9 @@ class BytesSpec(_Frozen):
     hex: HexBytes
     mask: HexBytes | None = None
     within: PayloadScope = Field(PayloadScope.PACKET, alias="in")
-    sticky: bool = True
-    """Once seen in a flow, keep matching its later packets (a censor decides on the first
-    packet and then blocks the 5-tuple, C.10). ``false``: only the packet that holds the bytes."""
+    """``packet``: this packet's TCP/UDP payload; ``client_hello``/``server_hello``: the flow's
+    hello (a flow fact once seen; offset 0 is the legacy_version field after the handshake
+    header)."""
 
     @field_validator("hex")
     @classmethod
@@ -1031,6 +1031,9 @@ class RuleSpec(_Frozen):
     """Appears in verdicts, counters and the event log."""
     description: str = ""
     match: MatchSpec = Field(default_factory=lambda: MatchSpec.model_validate({}))
+    sticky: bool = False
+    """Once the rule matched a packet of a flow, it matches every later packet of that flow, in
+    both directions: "decided on the first packet, then the 5-tuple is dropped" (C.10, A.4)."""
     action: ActionSpec
 
 

@@ -97,7 +97,6 @@ class _Compiler:
         self.read_file = read_file
         self._lists: dict[str, AddressList] = {}
         self._shipped: dict[str, AddressList] | None = None
-        self._byte_ids = 0
         labels = set(known_labels) if known_labels is not None else {str(v) for v in Label}
         self.known_labels = labels | set(spec.lists) | {"whatsapp", "telegram"}
 
@@ -228,8 +227,7 @@ class _Compiler:
             kinds = ("client", "server") if m.groups.hello is HelloKind.ANY else (m.groups.hello.value,)
             dynamic.append(GroupsMatch(tuple(m.groups.order), kinds))
         for b in m.payload:
-            self._byte_ids += 1
-            dynamic.append(BytesMatch(self._byte_ids, b.offset, b.hex, b.mask, b.within, b.sticky))
+            dynamic.append(BytesMatch(b.offset, b.hex, b.mask, b.within))
         if m.not_ is not None:
             dynamic.append(Not(self.whole(m.not_, f"{where}.not")))
         if m.any_:
@@ -250,6 +248,12 @@ class _Compiler:
     def rule(self, index: int, spec: RuleSpec, seed: int) -> CompiledRule:
         where = f"rules[{index}]"
         static, dynamic, expiring = self.match(spec.match, f"{where}.match")
+        if spec.sticky:
+            # A sticky rule keeps matching its flow in both directions once it matched, so a
+            # packet-direction filter may only gate the first match: evaluate it per packet.
+            moved = [s for s in static if isinstance(s, DirectionMatch)]
+            static = [s for s in static if not isinstance(s, DirectionMatch)]
+            dynamic = [StaticAsDynamic(s) for s in moved] + dynamic
         a = spec.action
         direction = a.effective_direction
         applies: StaticMatcher | None = None
@@ -265,7 +269,8 @@ class _Compiler:
             accept=a.accept,
             ignore=a.ignore,
             drop=a.drop,
-            expiring=tuple(expiring),
+            expiring=() if spec.sticky else tuple(expiring),
+            sticky=spec.sticky,
             seed=derive_seed(seed, "rule", index, spec.name),
         )
         if a.reject is not None:

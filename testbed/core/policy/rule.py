@@ -119,6 +119,7 @@ class CompiledRule:
     throttle: ThrottlePlan | None = None
     delay: DelaySampler | None = None
     reorder: bool = False
+    sticky: bool = False
     residual: ResidualPlan | None = None
     # Monotone matchers that, once past their upper bound, can never match this flow again.
     expiring: tuple[Matcher, ...] = ()

@@ -95,8 +95,14 @@ class RulePolicy:
         if st is None:
             st = self._new_flow(flow)
         if st.settled:
+            # Offloadable: every later packet is accepted untouched; count it and go.
             self.settled_packets += 1
-            return ACCEPT
+            by = st.settled_by[0 if obs.direction is ORIGINAL else 1]
+            c = self.default if by is None else by.counters
+            c.packets += 1
+            c.bytes += packet.length
+            c.accepted += 1
+            return self._accept_default if by is None else self._accept_by[by.index]
         direction = obs.direction
         d = 0 if direction is ORIGINAL else 1
         if not st.handshake:
@@ -110,7 +116,7 @@ class RulePolicy:
         if cands is None:
             cands = st.candidates[d] = self._candidates(st.facts, direction)
         for rule in cands:
-            if rule.matches(ctx):
+            if (rule.sticky and rule.index in st.rules) or rule.matches(ctx):
                 return self._apply(rule, ctx)
             if rule.expiring and rule.exhausted(ctx):
                 self._prune(st, rule)
@@ -197,15 +203,21 @@ class RulePolicy:
         """Settle the flow if no rule can ever act on it again and none of its packets is held."""
         if st.settled or st.last_until[0] > now or st.last_until[1] > now:
             return
-
-        def inert(cands: tuple[CompiledRule, ...] | None) -> bool:
-            # No candidate, or the first one accepts every packet whatever happens.
-            return cands is not None and (not cands or (cands[0].accept and not cands[0].dynamic))
-
-        if st.ignored or (inert(st.candidates[0]) and inert(st.candidates[1])):
-            st.settled = True
-            flow.policy_state[SETTLED_KEY] = True
-            self.settled_flows += 1
+        if not st.ignored:
+            for d, cands in enumerate(st.candidates):
+                if cands is None:
+                    return
+                if not cands:
+                    continue
+                first = cands[0]
+                # The first candidate accepts every packet whatever happens; settle once it has
+                # matched (so its first match is counted and logged).
+                if not first.accept or first.dynamic or first.index not in st.rules:
+                    return
+                st.settled_by[d] = first
+        st.settled = True
+        flow.policy_state[SETTLED_KEY] = True
+        self.settled_flows += 1
 
     def _pass(
         self,
@@ -315,7 +327,10 @@ class RulePolicy:
         c.bytes += packet.length
         now = ctx.now
         if rule.accept:
-            return self._pass(ctx, c, rule, now, False)
+            verdict = self._pass(ctx, c, rule, now, False)
+            if not self._may_block_later:
+                self._settle_if_clear(ctx.flow, st, now)
+            return verdict
         if rule.ignore:
             # A DPI that gave up on the flow (B.9): nothing is evaluated for it again, residual
             # blocks included; it settles as soon as no earlier packet of it is held.
@@ -323,6 +338,7 @@ class RulePolicy:
             st.ignored = True
             self.events.add(now, "ignore", rule.name, flow_name(ctx.flow))
             verdict = self._pass(ctx, c, rule, now, False)
+            st.settled_by = [rule, rule]
             self._settle_if_clear(ctx.flow, st, now)
             return verdict
         if rule.applies is not None and not rule.applies(st.facts, ctx.direction):

@@ -64,12 +64,13 @@ class FlowState:
     # Rules that can still match, per direction (None until first computed).
     candidates: list[tuple[CompiledRule, ...] | None] = field(default_factory=lambda: [None, None])
     settled: bool = False
+    # Per direction, the rule whose accept the settled packets are counted as (None: default).
+    settled_by: list[CompiledRule | None] = field(default_factory=lambda: [None, None])
     ignored: bool = False
     # Release time of the last held packet, per direction (0 original, 1 reply).
     last_until: list[float] = field(default_factory=lambda: [float("-inf"), float("-inf")])
     rules: dict[int, RuleFlowState] = field(default_factory=dict)
     first_rule: str | None = None
-    sticky: set[int] = field(default_factory=set)  # ids of sticky byte patterns seen
     groups: dict[str, tuple[int, ...]] = field(default_factory=dict)  # "client"/"server" hello groups
     syn: bool = False
     synack: bool = False

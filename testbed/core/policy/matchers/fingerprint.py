@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from testbed.core.dissect.tls import is_grease
 from testbed.core.policy.matchers.hello import hellos
 from testbed.core.policy.state import Context
 
@@ -38,15 +39,18 @@ class FingerprintMatch:
 
 @dataclass(frozen=True, slots=True)
 class GroupsMatch:
-    """The hello's supported_groups equal ``order`` (GREASE removed). Learnt once per flow from
-    the first hello of each kind seen within the inspection budget; a ClientHello the classifier
-    fingerprinted (e.g. QUIC, or one split over segments) is also read from its JA3 string."""
+    """The hello's supported_groups equal ``order`` (GREASE removed). Learnt once per flow: from
+    the hellos the classifier kept, else from the first hello of each kind seen in a packet within
+    the inspection budget, else (ClientHello) from the JA3 string."""
 
     order: tuple[int, ...]
     kinds: tuple[str, ...]  # ("client",), ("server",) or both
 
     def __call__(self, ctx: Context) -> bool:
         known = ctx.state.groups
+        for kind, kept in (("client", ctx.flow.client_hello), ("server", ctx.flow.server_hello)):
+            if kept is not None and kind not in known:
+                known[kind] = tuple(g for g in kept.supported_groups if not is_grease(g))
         if ctx.inspecting and ctx.packet.payload:
             for kind, _body, groups in hellos(ctx):
                 known.setdefault(kind, groups)

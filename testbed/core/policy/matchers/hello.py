@@ -1,11 +1,13 @@
 """(D)TLS hellos read from the packet itself, for byte and supported_groups rules.
 
-The classifier keeps SNI, ALPN and fingerprints but not the raw hellos, so matchers that need
-bytes at an offset of a hello, or the order of supported_groups in a ServerHello (the 2021
-Snowflake rule, censor-behaviors.md H.19), parse the packet they are given with the dissectors'
-public functions. Only whole hellos in one packet are seen: no reassembly across TCP segments
-or DTLS datagrams, like TSPU's Twitter parser (B.7). A hello body starts at its legacy_version
-field (after the 4-byte TLS or 12-byte DTLS handshake header).
+The classifier keeps the parsed hellos in ``Flow.client_hello``/``server_hello`` (reassembled
+when it could); when it did not (another classifier configuration, ``keep_hellos=False``, or a
+hello it did not look for), matchers that need bytes at an offset of a hello, or the order of
+supported_groups in a ServerHello (the 2021 Snowflake rule, censor-behaviors.md H.19), parse the
+packet they are given with the dissectors' public functions. Those see whole hellos in one packet
+only: no reassembly across TCP segments or DTLS datagrams, like TSPU's Twitter parser (B.7).
+A hello body starts at its legacy_version field (after the 4-byte TLS or 12-byte DTLS handshake
+header).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from testbed.core.dissect.tls import (
 )
 from testbed.core.policy.state import Context
 
-__all__ = ["Hello", "hellos"]
+__all__ = ["Hello", "hello_body", "hellos"]
 
 Hello = tuple[str, bytes, tuple[int, ...]]  # ("client" | "server", body, supported_groups)
 
@@ -30,6 +32,14 @@ def hellos(ctx: Context) -> list[Hello]:
     if got is None:
         got = ctx._hellos = _extract(ctx.packet.proto, ctx.packet.payload, ctx.packet.is_fragment)
     return got
+
+
+def hello_body(raw: bytes) -> bytes:
+    """The body of a kept hello's ``raw`` bytes, which hold the 4-byte handshake header for TLS
+    and QUIC but not for DTLS (the assembler hands the reassembled body on)."""
+    if raw[:1] in (b"\x01", b"\x02") and int.from_bytes(raw[1:4], "big") == len(raw) - 4:
+        return raw[4:]
+    return raw
 
 
 def _groups(groups: tuple[int, ...]) -> tuple[int, ...]:

@@ -65,4 +65,6 @@ class EchMatch:
     present: bool
 
     def __call__(self, ctx: Context) -> bool:
-        return (ctx.flow.fingerprints.get("ech") == "present") is self.present
+        flow = ctx.flow
+        has = "ech" in flow.labels or flow.fingerprints.get("ech") == "present"
+        return has is self.present
