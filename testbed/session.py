@@ -46,7 +46,15 @@ def _state(loaded: LoadedScenario, run_id: str, plan: Any, services: list[Any]) 
         "supervisor_pid": os.getpid(),
         "nodes": {
             "censor": {"netns": plan.censor_netns, "addresses": [n.censor_address for n in plan.nodes]},
-            **{n.name: {"netns": n.netns, "addresses": [n.address], "side": n.side.value} for n in plan.nodes},
+            **{
+                n.name: {
+                    "netns": n.netns,
+                    "addresses": [n.public_address] + ([n.address] if n.address != n.public_address else []),
+                    "side": n.side.value,
+                    "nat": n.nat.type.value if n.nat else None,
+                }
+                for n in plan.nodes
+            },
         },
         "services": [s.to_json() for s in services],
     }

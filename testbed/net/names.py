@@ -5,8 +5,10 @@ and ``testbed clean`` can tell, from the name alone, which objects are testbed's
 made them.  Nothing without the prefix is ever touched.
 
 - network namespaces: ``tb-<rid>-<node>``  (namespace names have no length limit)
-- veth ends:          ``tb<rid>n<i>`` in the node, ``tb<rid>c<i>`` in the censor: at most 12
-                      characters, inside Linux's 15-character IFNAMSIZ limit
+- veth ends:          ``tb<rid>n<i>`` in the node, ``tb<rid>c<i>`` in the censor, and for a node
+                      behind a NAT ``tb<rid>i<i>``/``tb<rid>o<i>`` (inner/outer) in the NAT
+                      namespace ``tb-<rid>-<node>-nat``: at most 12 characters, inside Linux's
+                      15-character IFNAMSIZ limit
 - run directory:      ``/run/testbed/<rid>/`` holds the owner record, sockets and per-run files
 """
 
@@ -23,7 +25,7 @@ IFNAMSIZ_MAX = 15
 
 _RUN_ID_RE = re.compile(r"^[0-9a-f]{6}$")
 NETNS_RE = re.compile(r"^tb-(?P<rid>[0-9a-f]{6})-(?P<node>[a-z0-9][a-z0-9_-]*)$")
-IFNAME_RE = re.compile(r"^tb(?P<rid>[0-9a-f]{6})[nc]\d{1,3}$")
+IFNAME_RE = re.compile(r"^tb(?P<rid>[0-9a-f]{6})[ncio]\d{1,3}$")
 
 
 def new_run_id() -> str:
@@ -48,6 +50,14 @@ def censor_ifname(run_id: str, link_index: int) -> str:
     name = f"{PREFIX}{run_id}c{link_index}"
     assert len(name) <= IFNAMSIZ_MAX, name
     return name
+
+
+def nat_inner_ifname(run_id: str, link_index: int) -> str:
+    return f"{PREFIX}{run_id}i{link_index}"
+
+
+def nat_outer_ifname(run_id: str, link_index: int) -> str:
+    return f"{PREFIX}{run_id}o{link_index}"
 
 
 def run_dir(run_id: str) -> Path:

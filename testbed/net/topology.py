@@ -8,17 +8,19 @@ Shape (a star around the censor, which forwards and inspects everything between 
 
     caller --veth-- censor --veth-- callee
                       |
-                     veth-- relay / server nodes (later)
+                      +--veth-- relay (a TURN service), servers, ...
+                      +--veth-- nat --veth-- node behind a NAT
 
 Addresses come from 198.18.0.0/15 (RFC 2544 benchmarking space, never routed on the internet):
-link *i* is 198.18.i.0/24 with the censor at .1 and the node at .2.  Nodes route only
-198.18.0.0/15 via the censor and have no default route, and no namespace has a link to the host,
-so nothing a run does can reach the host's uplink.
+link *i* is 198.18.i.0/24 with the censor at .1 and the node (or its NAT) at .2; behind a NAT the
+node is 198.19.i.2 and the NAT's inside 198.19.i.1.  Nodes route only 198.18.0.0/15 via their
+gateway and have no default route, and no namespace has a link to the host, so nothing a run does
+can reach the host's uplink.
 
 All netlink work goes through pyroute2's ``AsyncIPRoute(netns=...)``, which opens its socket in
 the target namespace from a short-lived child process; this process never switches namespaces.
-Veth pairs are created from inside the node namespace with their peer placed straight into the
-censor namespace, so no interface ever appears in the host's own namespace, even for a moment.
+Veth pairs are created from inside one namespace with their peer placed straight into the other,
+so no interface ever appears in the host's own namespace, even for a moment.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import asyncio
 import contextlib
 import ipaddress
 import socket
+import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -34,10 +37,34 @@ from pyroute2 import AsyncIPRoute, netns
 
 from testbed.errors import TopologyError
 from testbed.net import ethtool, names
-from testbed.scenario.model import Scenario, Side
+from testbed.net.process import netns_process
+from testbed.scenario.model import NatType, Scenario, Side
 
 SUPERNET = ipaddress.ip_network("198.18.0.0/15")
 CENSOR = "censor"
+
+
+@dataclass(frozen=True, slots=True)
+class LinkPlan:
+    """A veth pair: ``a`` end in namespace ``a_netns``, ``b`` end in ``b_netns``; a /24 between."""
+
+    a_netns: str
+    a_ifname: str
+    a_address: str
+    b_netns: str
+    b_ifname: str
+    b_address: str
+    prefixlen: int = 24
+
+
+@dataclass(frozen=True, slots=True)
+class NatPlan:
+    type: NatType
+    netns: str
+    inner_ifname: str
+    inner_address: str
+    outer_ifname: str
+    outer_address: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,9 +75,13 @@ class NodePlan:
     link_index: int
     ifname: str
     address: str
+    """The node's own address (behind a NAT: its private one)."""
+    gateway: str
     censor_ifname: str
     censor_address: str
-    prefixlen: int = 24
+    public_address: str
+    """What the rest of the network sees: ``address``, or the NAT's outside address."""
+    nat: NatPlan | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,13 +98,51 @@ class TopologyPlan:
 
     @property
     def all_netns(self) -> tuple[str, ...]:
-        return (self.censor_netns, *(n.netns for n in self.nodes))
+        out = [self.censor_netns]
+        for n in self.nodes:
+            out.append(n.netns)
+            if n.nat is not None:
+                out.append(n.nat.netns)
+        return tuple(out)
+
+    @property
+    def links(self) -> tuple[LinkPlan, ...]:
+        out = []
+        for n in self.nodes:
+            if n.nat is None:
+                out.append(LinkPlan(n.netns, n.ifname, n.address, self.censor_netns, n.censor_ifname, n.censor_address))
+            else:
+                out.append(LinkPlan(n.netns, n.ifname, n.address, n.nat.netns, n.nat.inner_ifname, n.nat.inner_address))
+                out.append(
+                    LinkPlan(
+                        n.nat.netns, n.nat.outer_ifname, n.nat.outer_address,
+                        self.censor_netns, n.censor_ifname, n.censor_address,
+                    )
+                )
+        return tuple(out)
+
+    def addresses(self, side: Side | None = None) -> list[str]:
+        """Public addresses of the nodes (optionally of one side)."""
+        return [n.public_address for n in self.nodes if side is None or n.side is side]
 
 
 def plan_topology(scenario: Scenario, run_id: str) -> TopologyPlan:
     nodes = []
     for i, (name, spec) in enumerate(scenario.nodes.items(), start=1):
-        # 198.18.i.0/24 for i in 1..255 stays inside 198.18.0.0/15; the model caps nodes at 200.
+        # 198.18.i.0/24 and 198.19.i.0/24 for i in 1..200 stay inside 198.18.0.0/15.
+        public = f"198.18.{i}.2"
+        nat = None
+        address, gateway = public, f"198.18.{i}.1"
+        if spec.nat is not None:
+            nat = NatPlan(
+                type=spec.nat.type,
+                netns=names.netns_name(run_id, f"{name}-nat"),
+                inner_ifname=names.nat_inner_ifname(run_id, i),
+                inner_address=f"198.19.{i}.1",
+                outer_ifname=names.nat_outer_ifname(run_id, i),
+                outer_address=public,
+            )
+            address, gateway = f"198.19.{i}.2", nat.inner_address
         nodes.append(
             NodePlan(
                 name=name,
@@ -81,9 +150,12 @@ def plan_topology(scenario: Scenario, run_id: str) -> TopologyPlan:
                 netns=names.netns_name(run_id, name),
                 link_index=i,
                 ifname=names.node_ifname(run_id, i),
-                address=f"198.18.{i}.2",
+                address=address,
+                gateway=gateway,
                 censor_ifname=names.censor_ifname(run_id, i),
                 censor_address=f"198.18.{i}.1",
+                public_address=public,
+                nat=nat,
             )
         )
     return TopologyPlan(run_id=run_id, censor_netns=names.netns_name(run_id, CENSOR), nodes=tuple(nodes))
@@ -104,16 +176,17 @@ async def build_topology(plan: TopologyPlan) -> AsyncIterator[Topology]:
             stack.callback(_remove_netns, ns)
         try:
             offloads: dict[str, dict[str, bool]] = {}
-            for node in plan.nodes:
-                await _link_node(plan, node)
+            for link in plan.links:
+                await _make_link(link)
             await _bring_up_lo(plan.all_netns)
             for node in plan.nodes:
-                offloads[f"{node.netns}/{node.ifname}"] = await asyncio.to_thread(
-                    _disable_offloads, node.netns, node.ifname
-                )
-                offloads[f"{plan.censor_netns}/{node.censor_ifname}"] = await asyncio.to_thread(
-                    _disable_offloads, plan.censor_netns, node.censor_ifname
-                )
+                await _route(node.netns, node.gateway)
+                if node.nat is not None:
+                    await _route(node.nat.netns, node.censor_address)
+                    await _configure_nat(node)
+            for link in plan.links:
+                for ns, ifname in ((link.a_netns, link.a_ifname), (link.b_netns, link.b_ifname)):
+                    offloads[f"{ns}/{ifname}"] = await asyncio.to_thread(_disable_offloads, ns, ifname)
         except OSError as exc:  # pyroute2's NetlinkError is an OSError
             raise TopologyError(f"could not build the network: {exc}") from exc
         yield Topology(plan=plan, offloads=offloads)
@@ -121,9 +194,7 @@ async def build_topology(plan: TopologyPlan) -> AsyncIterator[Topology]:
 
 async def _create_netns(name: str) -> None:
     if name in netns.listnetns():
-        raise TopologyError(
-            f"network namespace {name!r} already exists",
-        )
+        raise TopologyError(f"network namespace {name!r} already exists")
     try:
         await asyncio.to_thread(netns.create, name)
     except OSError as exc:
@@ -135,27 +206,19 @@ def _remove_netns(name: str) -> None:
         netns.remove(name)
 
 
-async def _link_node(plan: TopologyPlan, node: NodePlan) -> None:
-    async with AsyncIPRoute(netns=node.netns) as ipr:
-        await ipr.link(
-            "add",
-            ifname=node.ifname,
-            kind="veth",
-            peer={"ifname": node.censor_ifname, "net_ns_fd": plan.censor_netns},
-        )
-        (idx,) = await ipr.link_lookup(ifname=node.ifname)
-        await ipr.addr("add", index=idx, address=node.address, prefixlen=node.prefixlen)
-        await ipr.link("set", index=idx, state="up")
-        await ipr.route(
-            "add",
-            dst=str(SUPERNET.network_address),
-            dst_len=SUPERNET.prefixlen,
-            gateway=node.censor_address,
-        )
-    async with AsyncIPRoute(netns=plan.censor_netns) as ipr:
-        (idx,) = await ipr.link_lookup(ifname=node.censor_ifname)
-        await ipr.addr("add", index=idx, address=node.censor_address, prefixlen=node.prefixlen)
-        await ipr.link("set", index=idx, state="up")
+async def _make_link(link: LinkPlan) -> None:
+    async with AsyncIPRoute(netns=link.a_netns) as ipr:
+        await ipr.link("add", ifname=link.a_ifname, kind="veth", peer={"ifname": link.b_ifname, "net_ns_fd": link.b_netns})
+    for ns, ifname, address in ((link.a_netns, link.a_ifname, link.a_address), (link.b_netns, link.b_ifname, link.b_address)):
+        async with AsyncIPRoute(netns=ns) as ipr:
+            (idx,) = await ipr.link_lookup(ifname=ifname)
+            await ipr.addr("add", index=idx, address=address, prefixlen=link.prefixlen)
+            await ipr.link("set", index=idx, state="up")
+
+
+async def _route(ns: str, gateway: str) -> None:
+    async with AsyncIPRoute(netns=ns) as ipr:
+        await ipr.route("add", dst=str(SUPERNET.network_address), dst_len=SUPERNET.prefixlen, gateway=gateway)
 
 
 async def _bring_up_lo(namespaces: tuple[str, ...]) -> None:
@@ -163,6 +226,17 @@ async def _bring_up_lo(namespaces: tuple[str, ...]) -> None:
         async with AsyncIPRoute(netns=ns) as ipr:
             (idx,) = await ipr.link_lookup(ifname="lo")
             await ipr.link("set", index=idx, state="up")
+
+
+async def _configure_nat(node: NodePlan) -> None:
+    """Forwarding + iptables NAT rules inside the NAT namespace (they vanish with it)."""
+    nat = node.nat
+    assert nat is not None
+    argv = [sys.executable, "-m", "testbed.net.nat", nat.type.value, nat.outer_ifname, nat.outer_address, node.address]
+    async with netns_process(nat.netns, argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT) as proc:
+        out, _ = await asyncio.wait_for(proc.communicate(), 30)
+    if proc.returncode != 0:
+        raise TopologyError(f"could not set up the {nat.type.value} NAT for {node.name}: {out.decode(errors='replace').strip()}")
 
 
 def _disable_offloads(ns: str, ifname: str) -> dict[str, bool]:

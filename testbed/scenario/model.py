@@ -133,9 +133,32 @@ class ServiceSpec(_Frozen):
         return self.ports[0]
 
 
+class NatType(str, Enum):
+    """RFC 4787 behaviour of a NAT in front of a node (mapping / filtering)."""
+
+    ENDPOINT_INDEPENDENT = "endpoint-independent"
+    """Full cone: one public port per internal port, anyone may send to it (EIM + EIF)."""
+    PORT_RESTRICTED = "port-restricted"
+    """One public port per internal port; only hosts:ports it sent to may answer (EIM + APDF)."""
+    SYMMETRIC = "symmetric"
+    """A new public port for every destination (APDM + APDF): direct calls between two NATed
+    nodes fail and need a relay."""
+
+
+class NatSpec(_Frozen):
+    type: NatType = NatType.PORT_RESTRICTED
+
+
 class NodeSpec(_Frozen):
     side: Side = Side.OUTSIDE
     services: tuple[ServiceSpec, ...] = ()
+    nat: NatSpec | None = None
+    """Put the node behind its own NAT (a namespace between it and the censor)."""
+
+    @field_validator("nat", mode="before")
+    @classmethod
+    def _nat_shorthand(cls, value: Any) -> Any:
+        return {"type": value} if isinstance(value, str) else value
 
     @field_validator("services", mode="before")
     @classmethod
