@@ -187,10 +187,12 @@ class Classifier:
         retain_ended: bool = False,
         port_guess: bool = True,
         on_flow_end: Callable[[Flow], None] | None = None,
+        keep_hellos: bool = True,
     ) -> None:
         """``retain_ended`` keeps flows that timed out or were evicted for ``flows()`` (a
         capture's report); a long-running censor passes ``on_flow_end`` instead, to report each
-        flow as it leaves the bounded table without keeping it."""
+        flow as it leaves the bounded table without keeping it. ``keep_hellos`` keeps the
+        parsed ClientHello/ServerHello on the flow (a few KiB per TLS flow) for policies."""
         if inspect_packets < 0:
             raise ValueError(f"inspect_packets must be >= 0, got {inspect_packets}")
         self.inspect_packets = inspect_packets
@@ -202,6 +204,7 @@ class Classifier:
         self.retain_ended = retain_ended
         self.port_guess = port_guess
         self.on_flow_end = on_flow_end
+        self.keep_hellos = keep_hellos
         self._ended: list[Flow] = []
         self.table = FlowTable(
             max_flows, udp_idle_timeout, tcp_idle_timeout, on_evict=self._on_end
@@ -572,6 +575,8 @@ class Classifier:
                 self._client_hello(flow, hello.client_hello, "d")
             elif hello.server_hello is not None and "ja3s" not in flow.fingerprints:
                 flow.fingerprints.update(server_hello_fingerprints(hello.server_hello))
+                if self.keep_hellos:
+                    flow.server_hello = hello.server_hello
 
     def _rtp(self, flow: Flow, payload: bytes, original: bool, st: dict[str, Any]) -> None:
         tracker: RtpTracker | None = st.get("rtp")
@@ -676,6 +681,8 @@ class Classifier:
                     sh = parse_server_hello_body(hs[4 : 4 + ln], raw=hs[: 4 + ln])
                     if sh is not None:
                         flow.fingerprints.update(server_hello_fingerprints(sh))
+                        if self.keep_hellos:
+                            flow.server_hello = sh
         if st.get("ch_done") and st.get("sh_done"):
             st["done"] = True
         return True
@@ -730,10 +737,14 @@ class Classifier:
             flow.alpn = list(ch.alpn)
         if "ja3" not in flow.fingerprints:
             flow.fingerprints.update(client_hello_fingerprints(ch, transport))
+        if self.keep_hellos and flow.client_hello is None:
+            flow.client_hello = ch
         if ch.has_ech:
             # Real or GREASE ECH look alike; the Cloudflare block (censor-behaviors.md G.18)
             # keyed on this extension together with the outer SNI cloudflare-ech.com.
+            # Both forms are contract: the label and fingerprints["ech"] = "present".
             flow.labels.add(Label.ECH)
+            flow.fingerprints["ech"] = "present"
 
 
 def _reset_shaped(body: bytes) -> bool:

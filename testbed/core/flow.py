@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from testbed.core.dissect.tls import ClientHello, ServerHello
 from testbed.core.packet import Packet, format_endpoint
 
 __all__ = [
@@ -104,6 +105,10 @@ class Flow:
     sni: str | None = None
     alpn: list[str] = field(default_factory=list)
     fingerprints: dict[str, str] = field(default_factory=dict)
+    # The parsed hellos (TLS, DTLS or QUIC), for policies that match their structure or raw
+    # bytes (extension order, supported_groups at an offset: censor-behaviors.md H.19).
+    client_hello: ClientHello | None = None
+    server_hello: ServerHello | None = None
     # While True the classifier looks at payloads; it stops after a budget of packets or once
     # the flow is decided, as real DPIs do (the per-packet cost afterwards is a counter update).
     inspecting: bool = True

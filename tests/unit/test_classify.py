@@ -236,3 +236,17 @@ def test_openvpn_one_direction_tls_crypt() -> None:
     c = Classifier()
     feed(c, [udp4(CLIENT, 60201, "203.0.113.12", 443, reset), udp4(CLIENT, 60201, "203.0.113.12", 443, ctrl)])
     assert "openvpn" in flow_of(c, CLIENT, 60201, "203.0.113.12", 443).labels
+
+
+def test_hellos_kept_for_policies() -> None:
+    from _dpi_helpers import build_client_hello
+
+    rec = tls_record(build_client_hello(sni="x.example"))
+    c = Classifier()
+    feed(c, [tcp4(CLIENT, 40100, "203.0.113.13", 443, rec)])
+    f = next(c.flows())
+    assert f.client_hello is not None and f.client_hello.sni == "x.example"
+    assert f.client_hello.raw[:1] == b"\x01"
+    c2 = Classifier(keep_hellos=False)
+    feed(c2, [tcp4(CLIENT, 40100, "203.0.113.13", 443, rec)])
+    assert next(c2.flows()).client_hello is None
