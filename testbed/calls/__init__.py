@@ -16,7 +16,7 @@ Modules, one per concept:
 Importing this package does not import aiortc: only the endpoint processes do.
 """
 
-from testbed.calls.options import CallOptions
+from testbed.calls.options import CallOptions, IceServer, IceTransportPolicy
 from testbed.calls.result import (
     CallResult,
     CandidatePair,
@@ -32,6 +32,8 @@ __all__ = [
     "CallResult",
     "CandidatePair",
     "Direction",
+    "IceServer",
+    "IceTransportPolicy",
     "Kind",
     "StreamResult",
     "TransportResult",

@@ -34,11 +34,13 @@ from typing import Any
 from aiortc import (
     RTCConfiguration,
     RTCDataChannel,
+    RTCIceServer,
     RTCPeerConnection,
     RTCRtpSender,
     RTCSessionDescription,
 )
 from aiortc.mediastreams import MediaStreamTrack
+from aiortc.rtcconfiguration import RTCIceTransportPolicy
 from aiortc.sdp import SessionDescription
 
 from testbed.calls.media import FrameSink, MovingBarTrack, ToneTrack
@@ -103,8 +105,16 @@ class Endpoint:
         self.role = config.role
         self.options = config.options
         self._send = send
-        # Explicit and empty: host candidates only, and no default STUN server on the internet.
-        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        # Always an explicit list (empty: host candidates only): never aiortc's default STUN server.
+        self.pc = RTCPeerConnection(
+            RTCConfiguration(
+                iceServers=[
+                    RTCIceServer(urls=list(s.urls), username=s.username, credential=s.credential)
+                    for s in config.options.ice_servers
+                ],
+                iceTransportPolicy=RTCIceTransportPolicy(config.options.ice_transport_policy.value),
+            )
+        )
         self._tracks: list[ToneTrack | MovingBarTrack] = []
         self._sinks: dict[str, FrameSink] = {}
         self._tasks: set[asyncio.Task[None]] = set()

@@ -6,14 +6,84 @@ JSON value.  New fields get defaults, so older scenario files and configs keep w
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
+from enum import StrEnum
 from typing import Any
 
 # Call names end up in file names (endpoint logs) and in result JSON keys.
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+# RFC 7064 (stun:) and RFC 7065 (turn:) URIs, with the host as an IP literal.
+_ICE_URL_RE = re.compile(
+    r"^(?P<scheme>stun|stuns|turn|turns):(?P<host>\[[0-9A-Fa-f:.]+\]|[0-9.]+)"
+    r"(?::(?P<port>[0-9]{1,5}))?(?:\?transport=(?P<transport>udp|tcp))?$"
+)
+
+
+class IceTransportPolicy(StrEnum):
+    """RTCIceTransportPolicy: ``relay`` uses TURN relay candidates only (RFC 8828 mode 4)."""
+
+    ALL = "all"
+    RELAY = "relay"
+
+
+@dataclass(frozen=True, slots=True)
+class IceServer:
+    """One RTCIceServer.  Hosts must be IP literals: endpoints never resolve names, so a typo
+    cannot send a lookup (or a STUN request) anywhere outside the sandbox."""
+
+    urls: tuple[str, ...]
+    username: str | None = None
+    credential: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.urls:
+            raise ValueError("an ICE server needs at least one URL")
+        for url in self.urls:
+            match = _ICE_URL_RE.match(url)
+            if match is None:
+                raise ValueError(
+                    f"ICE server URL {url!r} must look like turn:198.18.0.1:3478?transport=udp "
+                    "or stun:198.18.0.1 (the host an IP address, not a name)"
+                )
+            try:
+                ipaddress.ip_address(match["host"].strip("[]"))
+            except ValueError:
+                raise ValueError(
+                    f"ICE server URL {url!r}: {match['host']} is not an IP address"
+                ) from None
+            if match["port"] is not None and not 0 < int(match["port"]) < 65536:
+                raise ValueError(f"ICE server URL {url!r}: port out of range")
+            if match["scheme"].startswith("stun") and match["transport"]:
+                raise ValueError(f"ICE server URL {url!r}: stun URLs take no transport (RFC 7064)")
+            if match["scheme"].startswith("turn") and (
+                self.username is None or self.credential is None
+            ):
+                raise ValueError(f"TURN server {url!r} needs a username and a credential")
+
+    @property
+    def is_turn(self) -> bool:
+        return any(url.startswith("turn") for url in self.urls)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"urls": list(self.urls), "username": self.username, "credential": self.credential}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> IceServer:
+        urls = data.get("urls")
+        if isinstance(urls, str):
+            urls = [urls]
+        if not isinstance(urls, list | tuple) or not all(isinstance(u, str) for u in urls):
+            raise ValueError("ICE server 'urls' must be a string or a list of strings")
+        unknown = set(data) - {"urls", "username", "credential"}
+        if unknown:
+            raise ValueError(f"unknown ICE server key(s): {', '.join(sorted(unknown))}")
+        return cls(
+            urls=tuple(urls), username=data.get("username"), credential=data.get("credential")
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +112,10 @@ class CallOptions:
     drain_s: float = 0.2
     """After media stops at hang-up, how long an endpoint waits for in-flight packets before it
     reads its final statistics (so sent and received counts describe the same packets)."""
+    ice_servers: tuple[IceServer, ...] = ()
+    """STUN/TURN servers both endpoints use; empty means host candidates only.  (aiortc uses the
+    first STUN and the first TURN URL it is given.)"""
+    ice_transport_policy: IceTransportPolicy = IceTransportPolicy.ALL
 
     def __post_init__(self) -> None:
         if not _NAME_RE.match(self.name):
@@ -67,9 +141,24 @@ class CallOptions:
             raise ValueError("video_width and video_height must be even (4:2:0 chroma)")
         if not (self.audio or self.video or self.data_channel):
             raise ValueError("a call needs at least one of audio, video, data_channel")
+        if not isinstance(self.ice_servers, tuple) or not all(
+            isinstance(s, IceServer) for s in self.ice_servers
+        ):
+            raise ValueError("ice_servers must be a tuple of IceServer")
+        if not isinstance(self.ice_transport_policy, IceTransportPolicy):
+            raise ValueError(
+                f"ice_transport_policy must be one of {[p.value for p in IceTransportPolicy]}"
+            )
+        if self.ice_transport_policy is IceTransportPolicy.RELAY and not any(
+            s.is_turn for s in self.ice_servers
+        ):
+            raise ValueError("ice_transport_policy 'relay' needs a TURN server in ice_servers")
 
     def to_json(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        out["ice_servers"] = [s.to_json() for s in self.ice_servers]
+        out["ice_transport_policy"] = self.ice_transport_policy.value
+        return out
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> CallOptions:
@@ -77,7 +166,22 @@ class CallOptions:
         unknown = set(data) - known
         if unknown:
             raise ValueError(f"unknown call option(s): {', '.join(sorted(unknown))}")
-        return cls(**dict(data))
+        values = dict(data)
+        if "ice_servers" in values:
+            servers = values["ice_servers"]
+            if not isinstance(servers, list | tuple) or not all(
+                isinstance(s, Mapping) for s in servers
+            ):
+                raise ValueError("ice_servers must be a list of {urls, username, credential}")
+            values["ice_servers"] = tuple(IceServer.from_json(s) for s in servers)
+        if "ice_transport_policy" in values:
+            try:
+                values["ice_transport_policy"] = IceTransportPolicy(values["ice_transport_policy"])
+            except ValueError:
+                raise ValueError(
+                    f"ice_transport_policy must be one of {[p.value for p in IceTransportPolicy]}"
+                ) from None
+        return cls(**values)
 
 
 def _positive(key: str, value: float, *, allow_zero: bool = False) -> None:

@@ -19,8 +19,9 @@ import pytest
 from _calls_fixtures import NAME_PREFIX, NamespacePair, netns_pair
 from pyroute2 import IPRoute
 
-from testbed.calls import CallOptions, CallResult, Kind, run_call
+from testbed.calls import CallOptions, CallResult, IceServer, IceTransportPolicy, Kind, run_call
 from testbed.errors import CallError
+from testbed.net.process import netns_process
 
 pytestmark = pytest.mark.netns
 
@@ -243,3 +244,91 @@ def test_cancelled_call_cleans_up(netns_pair: NamespacePair, tmp_path: Path) -> 
     assert time.monotonic() - started < 10.0
     assert not list(tmp_path.glob("*.sock"))
     _assert_no_endpoints_left(tmp_path, "cancelled")
+
+
+COTURN_READY = b"Total General servers"  # coturn prints this once its listeners are up
+
+
+def _coturn_config(workdir: Path, address: str) -> Path:
+    conf = workdir / "turnserver.conf"
+    conf.write_text(
+        "\n".join(
+            [
+                f"listening-ip={address}",
+                f"relay-ip={address}",
+                "listening-port=3478",
+                "fingerprint",
+                "lt-cred-mech",
+                "user=tb:secret",
+                "realm=testbed.invalid",
+                "no-cli",
+                "no-tls",
+                "no-dtls",
+                "no-multicast-peers",
+                # coturn refuses special-purpose ranges as peers unless told; the sandbox is one.
+                "allowed-peer-ip=198.18.0.0-198.19.255.255",
+                "log-file=stdout",
+                "simple-log",
+                f"pidfile={workdir / 'turnserver.pid'}",
+                f"userdb={workdir / 'turndb'}",
+            ]
+        )
+        + "\n"
+    )
+    return conf
+
+
+@pytest.mark.skipif(shutil.which("turnserver") is None, reason="coturn is not installed")
+def test_call_relayed_through_turn(netns_pair: NamespacePair, tmp_path: Path) -> None:
+    # coturn in the callee's namespace; both endpoints may use relay candidates only.
+    turnserver = shutil.which("turnserver")
+    assert turnserver is not None
+    conf = _coturn_config(tmp_path, netns_pair.address_b)
+    server = IceServer(
+        urls=(f"turn:{netns_pair.address_b}:3478?transport=udp",),
+        username="tb",
+        credential="secret",
+    )
+    options = CallOptions(
+        name="relayed",
+        duration_s=2.0,
+        ice_servers=(server,),
+        ice_transport_policy=IceTransportPolicy.RELAY,
+    )
+
+    async def scenario() -> CallResult:
+        argv = [turnserver, "-c", str(conf)]
+        async with netns_process(
+            netns_pair.b, argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+        ) as coturn:
+            assert coturn.stdout is not None
+            async with asyncio.timeout(10):
+                while COTURN_READY not in await coturn.stdout.readline():
+                    pass
+
+            async def drain() -> None:  # keep coturn's stdout pipe from filling up
+                assert coturn.stdout is not None
+                while await coturn.stdout.read(65536):
+                    pass
+
+            async with asyncio.TaskGroup() as tg:
+                drainer = tg.create_task(drain())
+                try:
+                    return await run_call(
+                        options,
+                        caller_netns=netns_pair.a,
+                        callee_netns=netns_pair.b,
+                        workdir=tmp_path,
+                    )
+                finally:
+                    drainer.cancel()
+
+    result = asyncio.run(scenario())
+    assert result.connected, result.error
+    pair = result.selected_candidate_pair
+    assert pair is not None and pair.local_type == "relay" and pair.remote_type == "relay"
+    assert pair.local_address == pair.remote_address == netns_pair.address_b
+    for endpoint in ("caller", "callee"):
+        recv = result.stream(endpoint, Kind.AUDIO, "recv")
+        assert recv.packets_received and recv.packets_received >= 0.8 * 2.0 * AUDIO_PACKETS_PER_S
+    _assert_no_endpoints_left(tmp_path, "relayed")

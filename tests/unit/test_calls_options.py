@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
 import pytest
 
-from testbed.calls import CallOptions
+from testbed.calls import CallOptions, IceServer, IceTransportPolicy
 
 
 def test_defaults_and_round_trip() -> None:
@@ -48,3 +49,73 @@ def test_importing_calls_does_not_import_aiortc() -> None:
     code = "import sys, testbed.calls; print('aiortc' in sys.modules, 'av' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False"]
+
+
+TURN = IceServer(urls=("turn:198.18.0.5:3478?transport=udp",), username="u", credential="p")
+
+
+def test_ice_servers_round_trip_through_json() -> None:
+    options = CallOptions(
+        name="c",
+        duration_s=1.0,
+        ice_servers=(TURN, IceServer(urls=("stun:198.18.0.5",))),
+        ice_transport_policy=IceTransportPolicy.RELAY,
+    )
+    wire = json.loads(json.dumps(options.to_json()))
+    assert wire["ice_servers"][0] == {
+        "urls": ["turn:198.18.0.5:3478?transport=udp"],
+        "username": "u",
+        "credential": "p",
+    }
+    assert wire["ice_transport_policy"] == "relay"
+    assert CallOptions.from_json(wire) == options
+
+
+@pytest.mark.parametrize(
+    ("urls", "message"),
+    [
+        (("stun:stun.l.google.com:19302",), "IP address, not a name"),
+        (("turn:turn.example:3478",), "IP address, not a name"),
+        (("turn:198.18.0.999",), "not an IP address"),
+        (("turn:198.18.0.5:70000",), "port out of range"),
+        (("stun:198.18.0.5?transport=udp",), "no transport"),
+        (("http://198.18.0.5",), "must look like"),
+        ((), "at least one URL"),
+    ],
+)
+def test_bad_ice_server_urls(urls: tuple[str, ...], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        IceServer(urls=urls, username="u", credential="p")
+
+
+def test_ipv6_literal_is_accepted() -> None:
+    IceServer(urls=("turn:[2001:db8::1]:3478?transport=tcp",), username="u", credential="p")
+
+
+def test_turn_needs_credentials() -> None:
+    with pytest.raises(ValueError, match="username and a credential"):
+        IceServer(urls=("turn:198.18.0.5",))
+
+
+def test_relay_policy_needs_a_turn_server() -> None:
+    with pytest.raises(ValueError, match="needs a TURN server"):
+        CallOptions(
+            name="c",
+            duration_s=1.0,
+            ice_servers=(IceServer(urls=("stun:198.18.0.5",)),),
+            ice_transport_policy=IceTransportPolicy.RELAY,
+        )
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        {"ice_servers": "turn:198.18.0.5"},
+        {"ice_servers": [{"urls": 5}]},
+        {"ice_servers": [{"urls": "stun:198.18.0.5", "secret": 1}]},
+        {"ice_transport_policy": "carrier-pigeon"},
+    ],
+)
+def test_bad_ice_json(raw: dict[str, object]) -> None:
+    with pytest.raises(ValueError):
+        CallOptions.from_json({"name": "c", "duration_s": 1.0, **raw})
