@@ -7,10 +7,12 @@ the same before and after it.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
 import signal
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -197,8 +199,12 @@ def test_unreachable_callee_is_a_measured_connect_timeout(
     _assert_no_endpoints_left(tmp_path, "blocked")
 
 
-def test_endpoint_that_cannot_start_is_a_call_error(tmp_path: Path) -> None:
+@pytest.mark.parametrize("deep", [False, True], ids=["workdir", "deep-workdir"])
+def test_endpoint_that_cannot_start_is_a_call_error(tmp_path: Path, deep: bool) -> None:
     # No such namespace: nsexec fails before the endpoint exists -- a harness failure.
+    # A workdir too deep for sun_path (107 bytes) puts the socket in a private temporary dir.
+    workdir = tmp_path / ("d" * 120) if deep else tmp_path
+    private_dirs = set(Path(tempfile.gettempdir()).glob("testbed-sig-*"))
     with pytest.raises(
         CallError, match=r"(?s)endpoint exited with code 126 before it was ready.*nsexec"
     ):
@@ -207,10 +213,13 @@ def test_endpoint_that_cannot_start_is_a_call_error(tmp_path: Path) -> None:
                 CallOptions(name="nostart", duration_s=1.0),
                 caller_netns="tbt-missing-ns",
                 callee_netns="tbt-missing-ns",
-                workdir=tmp_path,
+                workdir=workdir,
             )
         )
-    assert not list(tmp_path.glob("*.sock"))
+    assert not list(workdir.glob("*.sock"))
+    assert set(Path(tempfile.gettempdir()).glob("testbed-sig-*")) == private_dirs
+    config = json.loads((workdir / "nostart.caller.json").read_text())
+    assert len(config["socket"]) <= 107 and ("/testbed-sig-" in config["socket"]) == deep
 
 
 def test_cancelled_call_cleans_up(netns_pair: NamespacePair, tmp_path: Path) -> None:
