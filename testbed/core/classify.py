@@ -101,6 +101,8 @@ _TELEGRAM_SNI = ("telegram.org", "t.me", "telegram.me", "telesco.pe", "tdesktop.
 
 _ORIGINAL = Direction.ORIGINAL
 
+_MEDIA_LABELS = frozenset({Label.RTP, Label.DTLS})
+
 # A flow already recognised as one of these is not re-read as OpenVPN.
 _NOT_OPENVPN = frozenset({Label.QUIC, Label.DTLS, Label.STUN, Label.TLS, Label.WIREGUARD, Label.RTP})
 
@@ -210,6 +212,8 @@ class Classifier:
             max_flows, udp_idle_timeout, tcp_idle_timeout, on_evict=self._on_end
         )
         self.endpoint_cache = _EndpointCache(endpoint_cache_size, endpoint_cache_ttl)
+        # Live UDP flows by endpoint, so evidence learnt later reaches flows already running.
+        self._udp_flows_at: dict[tuple[bytes, int], set[Flow]] = {}
         # First fragment's flow, so later fragments (no ports) are counted in the right flow.
         self._frag_flows: OrderedDict[tuple[bytes, bytes, int, int], Flow] = OrderedDict()
         self.packets = 0
@@ -273,6 +277,13 @@ class Classifier:
     # -- internals -----------------------------------------------------------------------------
 
     def _on_end(self, flow: Flow) -> None:
+        if flow.key.proto == 17:
+            for ep in ((flow.initiator_addr, flow.initiator_port), (flow.responder_addr, flow.responder_port)):
+                at = self._udp_flows_at.get(ep)
+                if at is not None:
+                    at.discard(flow)
+                    if not at:
+                        del self._udp_flows_at[ep]
         if self.port_guess:
             self._guess_by_port(flow)
         if self.retain_ended:
@@ -322,6 +333,10 @@ class Classifier:
             ):
                 flow.labels.add(Label.TELEGRAM_CALL)
             self._carry_from_cache(flow, now)
+            if packet.sport and packet.dport:
+                at = self._udp_flows_at
+                at.setdefault((flow.initiator_addr, flow.initiator_port), set()).add(flow)
+                at.setdefault((flow.responder_addr, flow.responder_port), set()).add(flow)
         return len(flow.labels) != before
 
     def _carry_from_cache(self, flow: Flow, now: float) -> bool:
@@ -349,9 +364,15 @@ class Classifier:
         # The initiator is the app's side: clients start STUN towards relays/peers. The relay's
         # service address:port (the responder) is shared by every user of that relay, so it is
         # not learnt; a relayed transport address (XOR-RELAYED-ADDRESS) is per allocation.
-        cache.add(flow.initiator_addr, flow.initiator_port, apps, now)
-        for addr, port in st.get("stun_addrs", ()):
+        learnt = [(flow.initiator_addr, flow.initiator_port), *st.get("stun_addrs", ())]
+        for addr, port in learnt:
             cache.add(addr, port, apps, now)
+            # Flows that started before the evidence (a P2P media flow racing the relay's STUN
+            # exchange, or one already past its inspection budget) join the call too.
+            for other in self._udp_flows_at.get((addr, port), ()):
+                if not apps <= other.labels:
+                    other.labels.update(apps)
+                    other.labels.update(_CALL_APP_OF[a] for a in apps)
 
     def _inspect(self, flow: Flow, direction: Direction, packet: Packet, now: float) -> bool:
         st = flow.classifier_state
@@ -363,7 +384,12 @@ class Classifier:
                 self._carry_from_cache(flow, now)
         elif packet.proto == 6:
             self._inspect_tcp(flow, direction, packet, st)
-        if flow.inspected >= self.inspect_packets or st.get("done"):
+        budget = self.inspect_packets
+        if Label.STUN in flow.labels and not flow.labels & _MEDIA_LABELS:
+            # Like nDPI's extra dissection of STUN flows: ICE checks come first and the media
+            # (DTLS, SRTP) they set up follows on the same 5-tuple, so look a little longer.
+            budget *= 2
+        if flow.inspected >= budget or st.get("done"):
             flow.inspecting = False
             st.clear()  # free dissector buffers; the labels are what we keep
             if self.port_guess:

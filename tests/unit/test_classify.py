@@ -250,3 +250,25 @@ def test_hellos_kept_for_policies() -> None:
     c2 = Classifier(keep_hellos=False)
     feed(c2, [tcp4(CLIENT, 40100, "203.0.113.13", 443, rec)])
     assert next(c2.flows()).client_hello is None
+
+
+def test_evidence_reaches_flows_already_running() -> None:
+    # the peer's media flow starts (and exhausts its budget) before the relay's STUN names the app
+    c = Classifier(inspect_packets=2)
+    peer = "198.51.100.77"
+    feed(c, [udp4(peer, 5004, CLIENT, 56000, b"\x99" * 50) for _ in range(4)])
+    media = flow_of(c, peer, 5004, CLIENT, 56000)
+    assert not media.inspecting and "whatsapp-call" not in media.labels
+    feed(c, [udp4(CLIENT, 56000, WA_RELAY, 3478, stun_message(0x0003, [(0x4000, b"\x01" * 8)]))], t0=1.0)
+    assert {"whatsapp-call", "whatsapp"} <= media.labels
+    # a flow on another local port is untouched
+    feed(c, [udp4(peer, 5004, CLIENT, 56001, b"\x99" * 50)], t0=2.0)
+    assert "whatsapp-call" not in flow_of(c, peer, 5004, CLIENT, 56001).labels
+
+
+def test_stun_flows_get_extra_inspection_for_their_media() -> None:
+    c = Classifier(inspect_packets=3)
+    raws = [udp4(CLIENT, 57000, "203.0.113.14", 3478, stun_message(0x0001, [])) for _ in range(3)]
+    raws += [udp4(CLIENT, 57000, "203.0.113.14", 3478, rtp(i)) for i in range(2)]
+    feed(c, raws)
+    assert {"stun", "rtp", "srtp"} <= flow_of(c, CLIENT, 57000, "203.0.113.14", 3478).labels
