@@ -10,7 +10,8 @@ Rules of this module:
 3. Fragments are recognised, never reassembled: a non-first fragment has no transport header, so
    its ports are 0 and ``payload`` is the fragment's bytes; a first fragment keeps its ports but
    its payload is incomplete, so classifiers must not read it as a whole datagram
-   (``is_fragment`` says so). Reassembly is an attack surface real DPIs also mostly skip.
+   (``is_fragment`` says so). Reassembly is left out: it holds memory per fragment for anyone
+   who sends fragments, and overlapping fragments are an evasion technique of their own.
 """
 
 from __future__ import annotations
@@ -70,7 +71,7 @@ class TCPFlag(IntEnum):
 class Packet(NamedTuple):
     """One IP packet. ``src``/``dst`` are packed (4 or 16 bytes); ports are 0 when absent.
 
-    Immutable and slot-free like a frozen slotted dataclass, but a ``NamedTuple``: building
+    Immutable and as compact as a frozen slotted dataclass, but a ``NamedTuple``: building
     one costs ~0.3 us against ~1.7 us for a 16-field frozen dataclass, which is a quarter of
     the per-packet budget at 100k packets/s.
     """
