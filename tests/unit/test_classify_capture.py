@@ -135,3 +135,24 @@ def test_gtp_u_is_decapsulated(tmp_path: Path) -> None:
     doc = run_json(p)
     assert doc["capture"]["gtp_decapsulated"] == 1
     assert doc["flows"][0]["initiator"] == "192.168.1.10:5000" and doc["flows"][0]["labels"] == ["stun"]
+
+
+def test_pcapng_two_interfaces_and_simple_packet_block(tmp_path: Path) -> None:
+    e = "<"
+
+    def block(btype: int, body: bytes) -> bytes:
+        body += b"\0" * (-len(body) % 4)
+        return struct.pack(e + "II", btype, 12 + len(body)) + body + struct.pack(e + "I", 12 + len(body))
+
+    out = block(0x0A0D0D0A, struct.pack(e + "IHHq", 0x1A2B3C4D, 1, 0, -1))
+    out += block(1, struct.pack(e + "HHI", 101, 0, 0))  # interface 0: raw IP
+    out += block(1, struct.pack(e + "HHI", 113, 0, 0))  # interface 1: Linux SLL
+    out += block(3, struct.pack(e + "I", len(STUN)) + STUN)  # simple packet block -> iface 0
+    sll = b"\0" * 14 + b"\x08\x00" + STUN
+    out += block(6, struct.pack(e + "IIIII", 1, 0, 5_000_000, len(sll), len(sll)) + sll)
+    p = tmp_path / "two.pcapng"
+    p.write_bytes(out)
+    recs = list(read_capture(str(p)))
+    assert [r.linktype for r in recs] == [101, 113]
+    assert recs[1].timestamp == pytest.approx(5.0)
+    assert run_json(p)["flows"][0]["packets"] == 2
