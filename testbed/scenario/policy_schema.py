@@ -1029,6 +1029,16 @@ class ActionSpec(_Frozen):
 class RuleSpec(_Frozen):
     name: str = Field(pattern=_RULE_NAME_RE)
     """Appears in verdicts, counters and the event log."""
+
+    @field_validator("name", mode="before")
+    @classmethod
+    def _yaml_words(cls, value: Any) -> Any:
+        if isinstance(value, bool) or value is None:
+            raise ValueError(
+                f"YAML read this name as {value!r} (yes/no/on/off/null are special); quote it"
+            )
+        return value
+
     description: str = ""
     match: MatchSpec = Field(default_factory=lambda: MatchSpec.model_validate({}))
     sticky: bool = False
@@ -1047,7 +1057,11 @@ class PolicySettings(_Frozen):
     max_events: int = Field(10_000, ge=0, le=10_000_000)
     """Event-log entries kept (the first ones: they say why a call died); later ones are counted."""
     max_residual: int = Field(65_536, ge=1, le=10_000_000)
-    """Residual-block entries kept at once; the one expiring first is evicted (counted)."""
+    """Residual-block entries kept at once; the oldest is evicted (counted)."""
+    max_held: int = Field(4096, ge=1, le=1_000_000)
+    """Packets held (delayed or shaped) at once, all flows together; beyond, packets are dropped
+    and counted (``queue-full``) rather than left for the kernel to drop unseen. Keep it below
+    ``censor.queue_max_len``, which also holds packets waiting for a verdict."""
 
 
 def _rules_unique(value: tuple[RuleSpec, ...]) -> tuple[RuleSpec, ...]:

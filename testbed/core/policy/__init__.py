@@ -14,7 +14,12 @@ The rule language is documented in docs/policy.md.
 
 from __future__ import annotations
 
-from testbed.core.policy.compile import PolicyCompileError, PolicySource, compile_policy
+from testbed.core.policy.compile import (
+    PolicyCompileError,
+    PolicySource,
+    compile_policy,
+    estimate_max_hold,
+)
 from testbed.core.policy.runtime import ORDER_EPS, RulePolicy
 from testbed.core.policy.state import POLICY_STATE_KEY, SETTLED_KEY
 
@@ -26,4 +31,5 @@ __all__ = [
     "PolicySource",
     "RulePolicy",
     "compile_policy",
+    "estimate_max_hold",
 ]

@@ -56,13 +56,14 @@ from testbed.scenario.policy_schema import (
     PolicySettings,
     RangeSpec,
     RejectSpec,
+    RejectWith,
     RuleSpec,
     Then,
     Transport,
     is_node_name,
 )
 
-__all__ = ["PolicyCompileError", "PolicySource", "compile_policy"]
+__all__ = ["PolicyCompileError", "PolicySource", "compile_policy", "estimate_max_hold"]
 
 
 class PolicyCompileError(ValueError):
@@ -300,9 +301,13 @@ class _Compiler:
             rule.reorder = a.delay.reorder
         if a.block_after is not None:
             b = a.block_after
-            rule.residual = ResidualPlan(b.duration, ResidualKey(b.key.value), b.then is Then.REJECT)
-            if b.then is Then.REJECT and rule.reject is None:
-                rule.reject = _reject(_DEFAULT_REJECT_SPEC)
+            residual_reject = None
+            if b.then is Then.REJECT:
+                residual_reject = _reject(a.reject or _DEFAULT_REJECT_SPEC)
+                if residual_reject.with_ is RejectWith.REWRITE:
+                    # A residual block catches new flows before any server reply: reset them.
+                    residual_reject = _reject(_DEFAULT_REJECT_SPEC)
+            rule.residual = ResidualPlan(b.duration, ResidualKey(b.key.value), residual_reject)
         return rule
 
 
@@ -367,4 +372,22 @@ def compile_policy(
         inspect_packets=settings.inspect_packets,
         max_events=settings.max_events,
         max_residual=settings.max_residual,
+        max_held=settings.max_held,
     )
+
+
+def estimate_max_hold(spec: PolicySource) -> float:
+    """Seconds a packet may be held at most by this policy's rules (delay tails bounded at four
+    deviations; pareto at ten), for sizing the kernel queue: packets/s x this <= queue length."""
+    worst = 0.0
+    for r in spec.rules:
+        a = r.action
+        hold = 0.0
+        if a.delay is not None:
+            k = 10.0 if a.delay.distribution.value.startswith("pareto") else 4.0
+            spread = a.delay.jitter if a.delay.distribution.value == "uniform" else k * a.delay.jitter
+            hold += a.delay.time + spread
+        if a.throttle is not None and a.throttle.mode.value == "shape":
+            hold += a.throttle.effective_backlog / a.throttle.rate
+        worst = max(worst, hold)
+    return worst

@@ -70,7 +70,7 @@ class CutPlan:
 class ResidualPlan:
     duration: float
     key: ResidualKey
-    reject: bool
+    reject: RejectPlan | None  # None: silent drop
 
 
 def reject_verdict(plan: RejectPlan, packet: Packet, facts: FlowFacts, direction: Direction,

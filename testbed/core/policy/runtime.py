@@ -19,6 +19,7 @@ Rules of this module:
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Sequence
 from typing import Any
 
@@ -68,6 +69,7 @@ class RulePolicy:
         inspect_packets: int = 20,
         max_events: int = 10_000,
         max_residual: int = 65_536,
+        max_held: int = 4096,
     ) -> None:
         self.rules: tuple[CompiledRule, ...] = tuple(rules)
         self.inside = inside
@@ -77,6 +79,9 @@ class RulePolicy:
         self.events = EventLog(max_events, start)
         self.residual = ResidualBlocks(max_residual)
         self.default = RuleCounters()
+        self.max_held = max_held
+        self._held: list[float] = []  # release times of packets held now (a min-heap)
+        self.held_peak = 0
         self.settled_packets = 0
         self.settled_flows = 0
         self.flows = 0
@@ -84,6 +89,7 @@ class RulePolicy:
         # only through an ``ignore`` rule (which exempts them, documented).
         self._may_block_later = any(r.residual is not None for r in self.rules)
         self._accept_default = Verdict(Action.ACCEPT)
+        self._drop_default = Verdict(Action.DROP)
         self._accept_by = {r.index: Verdict(Action.ACCEPT, rule=r.name) for r in self.rules}
         self._drop_by = {r.index: Verdict(Action.DROP, rule=r.name) for r in self.rules}
 
@@ -158,6 +164,7 @@ class RulePolicy:
             "default": self.default.as_dict(),
             "flows": self.flows,
             "settled": {"flows": self.settled_flows, "packets": self.settled_packets},
+            "held": {"now": len(self._held), "peak": self.held_peak, "max": self.max_held},
             "residual": {
                 "triggered": self.residual.triggered,
                 "entries": len(self.residual),
@@ -237,6 +244,16 @@ class RulePolicy:
             until = last + ORDER_EPS
         name = rule.name if rule is not None else None
         if until > now:
+            held = self._held
+            while held and held[0] <= now:
+                heapq.heappop(held)
+            if len(held) >= self.max_held:
+                # Better a counted drop here than the kernel's silent one (docs/policy.md).
+                c.drop("queue-full")
+                return self._drop_default if rule is None else self._drop_by[rule.index]
+            heapq.heappush(held, until)
+            if len(held) > self.held_peak:
+                self.held_peak = len(held)
             if not reorder:
                 st.last_until[d] = until
             c.delayed += 1
@@ -272,11 +289,11 @@ class RulePolicy:
         if plan is None or rs.triggered:
             return
         rs.triggered = True
-        self.residual.add(plan.key, ctx.flow, ctx.now + plan.duration, rule.index, plan.reject)
+        reject = plan.reject is not None
+        self.residual.add(plan.key, ctx.flow, ctx.now + plan.duration, rule.index, reject)
         self.events.add(
             ctx.now, "block", rule.name, flow_name(ctx.flow),
-            key=plan.key.value, duration_s=plan.duration,
-            then="reject" if plan.reject else "drop",
+            key=plan.key.value, duration_s=plan.duration, then="reject" if reject else "drop",
         )  # fmt: skip
 
     def _reject(self, rule: CompiledRule, plan: RejectPlan, ctx: Context, cause: str) -> Verdict:
@@ -308,9 +325,7 @@ class RulePolicy:
         rule.counters.packets += 1
         rule.counters.bytes += ctx.packet.length
         if block.reject:
-            plan = rule.reject or _DEFAULT_REJECT
-            if plan.with_ is RejectWith.REWRITE:
-                plan = _DEFAULT_REJECT
+            plan = (rule.residual.reject if rule.residual is not None else None) or _DEFAULT_REJECT
             return self._reject(rule, plan, ctx, "residual")
         rule.counters.drop("residual")
         return self._drop_by[rule.index]
