@@ -78,3 +78,10 @@ def test_real_dtls_capture() -> None:
     flows, _ = run(str(SHARED_PCAPS / "dtls2.pcap"))
     dtls = [f for f in flows if "dtls" in f.labels]
     assert dtls and any(f.fingerprints.get("ja4", "").startswith("d") for f in dtls)
+
+
+def test_raw_is_the_handshake_message_like_tls() -> None:
+    ch = build_client_hello(dtls=True)[4:]
+    (hello,) = DtlsHandshakeAssembler().feed(parse_records(dtls_record(dtls_handshake(1, ch))) or [])
+    assert hello.client_hello is not None
+    assert hello.client_hello.raw == b"\x01" + len(ch).to_bytes(3, "big") + ch

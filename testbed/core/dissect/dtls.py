@@ -181,8 +181,12 @@ class DtlsHandshakeAssembler:
 
     @staticmethod
     def _hello(msg_type: int, body: bytes, offset: int) -> DtlsHello | None:
+        # ``raw`` gets a TLS-style 4-byte header (type, uint24 length) so that it reads the same
+        # for TLS, QUIC and DTLS hellos: the handshake message, type byte first. DTLS's own
+        # 12-byte header (message_seq, fragment fields) differs per fragment, so it is dropped.
+        raw = bytes([msg_type]) + len(body).to_bytes(3, "big") + body
         if msg_type == 1:
-            ch = parse_client_hello_body(body, dtls=True, raw=body)
+            ch = parse_client_hello_body(body, dtls=True, raw=raw)
             return None if ch is None else DtlsHello(ch, None, offset)
-        sh = parse_server_hello_body(body, raw=body)
+        sh = parse_server_hello_body(body, raw=raw)
         return None if sh is None else DtlsHello(None, sh, offset)
