@@ -69,6 +69,7 @@ __all__ = [
     "BlockAfterSpec",
     "BlockKey",
     "BytesSpec",
+    "CountFrom",
     "CutSpec",
     "DelaySpec",
     "Distribution",
@@ -87,13 +88,15 @@ __all__ = [
     "RejectSpec",
     "RejectWith",
     "RuleSpec",
+    "Rules",
+    "Lists",
     "SniSpec",
     "Then",
     "ThrottleMode",
     "ThrottlePer",
     "TimeWindowSpec",
     "Transport",
-    "TUPLE_GROUPS",
+    "GROUP_NAMES",
     "parse_probability",
     "parse_rate",
     "parse_size",
@@ -300,6 +303,11 @@ class Then(str, enum.Enum):
     REJECT = "reject"
 
 
+class CountFrom(str, enum.Enum):
+    FLOW = "flow"  # from the flow's first packet
+    MATCH = "match"  # from the first packet the rule matched
+
+
 class BlockKey(str, enum.Enum):
     SERVER = "server"  # the responder's address, any port and protocol, both directions
     TUPLE3 = "3-tuple"  # (transport, responder address, responder port)
@@ -307,7 +315,7 @@ class BlockKey(str, enum.Enum):
 
 
 # Names for TLS supported_groups code points (IANA TLS Supported Groups registry).
-TUPLE_GROUPS = {
+GROUP_NAMES = {
     "secp256r1": 23, "p-256": 23, "p256": 23,
     "secp384r1": 24, "p-384": 24, "p384": 24,
     "secp521r1": 25, "p-521": 25, "p521": 25,
@@ -562,13 +570,13 @@ class FingerprintSpec(_Frozen):
 def _group_id(value: Any) -> Any:
     if isinstance(value, str):
         key = value.strip().lower()
-        if key in TUPLE_GROUPS:
-            return TUPLE_GROUPS[key]
+        if key in GROUP_NAMES:
+            return GROUP_NAMES[key]
         try:
             return int(key, 0)
         except ValueError:
             raise ValueError(
-                f"unknown group {value!r}; use a number or one of: {', '.join(sorted(TUPLE_GROUPS))}"
+                f"unknown group {value!r}; use a number or one of: {', '.join(sorted(GROUP_NAMES))}"
             ) from None
     return value
 
@@ -723,7 +731,7 @@ class MatchSpec(_Frozen):
         value = _as_tuple(value)
         for v in value:
             if not isinstance(v, str) or not v:
-                raise ValueError(f"{v!r} is not a {info.field_name[:-1] if info.field_name else 'word'}")
+                raise ValueError(f"{v!r} is not a {'label' if info.field_name == 'labels' else 'protocol name'}")
             if info.field_name == "labels" and not _LABEL_RE.match(v):
                 raise ValueError(f"{v!r} is not a label (lowercase, e.g. whatsapp-call)")
         return value
@@ -878,7 +886,7 @@ class CutSpec(_Frozen):
     after_packets: int | None = Field(None, ge=0)
     after_bytes: Size | None = None
     after_seconds: Duration | None = None
-    count_from: str = Field("flow", alias="from", pattern=r"^(flow|match)$")
+    count_from: CountFrom = Field(CountFrom.FLOW, alias="from")
     """``flow``: from the flow's first packet (E.13, per connection); ``match``: from the first
     packet this rule matched (SNI-II passes 5-8 more packets after the ClientHello, A.3)."""
     then: Then = Field(Then.DROP, validate_default=True)
@@ -1016,11 +1024,11 @@ class ActionSpec(_Frozen):
         return PacketDirection.BOTH
 
     def describe(self) -> str:
-        """A short human summary, e.g. ``loss+delay (original)``."""
+        """A short human summary in the order the pieces act, e.g. ``loss+delay (original)``."""
         parts = [
             k for k in ("accept", "drop", "ignore") if getattr(self, k)
         ] + [
-            k for k in ("reject", "throttle", "delay", "loss", "cut", "block_after")
+            k for k in ("reject", "cut", "loss", "throttle", "delay", "block_after")
             if getattr(self, k) is not None
         ]  # fmt: skip
         return "+".join(parts) + f" ({self.effective_direction.value})"

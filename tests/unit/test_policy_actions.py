@@ -285,7 +285,7 @@ def test_loss_and_delay_stack() -> None:
     p = policy(rules_of("{name: lossy, action: {loss: 50%, delay: 20ms}}"))
     vs = play(engine(p), stream(200, dt=0.001))
     assert {v.action for v in vs} == {Action.DROP, Action.HOLD}
-    assert p.summary()["rules"][0]["action"] == "delay+loss (original)"
+    assert p.summary()["rules"][0]["action"] == "loss+delay (original)"
 
 
 # --- cut ----------------------------------------------------------------------------------------

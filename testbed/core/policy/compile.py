@@ -46,8 +46,8 @@ from testbed.core.policy.rule import CompiledRule, CutPlan, RejectPlan, Residual
 from testbed.core.policy.runtime import RulePolicy
 from testbed.core.policy.window import TimeWindow
 from testbed.scenario.policy_schema import (
-    ActionSpec,
     AddressSpec,
+    CountFrom,
     HelloKind,
     ListSpec,
     LossModel,
@@ -282,7 +282,7 @@ class _Compiler:
                 cut.after_packets,
                 cut.after_bytes,
                 cut.after_seconds,
-                cut.count_from == "match",
+                cut.count_from is CountFrom.MATCH,
                 _reject(_DEFAULT_REJECT_SPEC) if cut.then is Then.REJECT else None,
             )
         if a.loss is not None:

@@ -24,7 +24,7 @@ from testbed.core.packet import IPProto, Packet, TCPFlag
 from testbed.core.policy.bucket import TokenBucket
 from testbed.core.policy.counters import RuleCounters
 from testbed.core.policy.jitter import DelaySampler
-from testbed.core.policy.loss import Bernoulli, GilbertElliott, GilbertElliottState
+from testbed.core.policy.loss import Bernoulli, GilbertElliott
 from testbed.core.policy.matchers import Matcher, StaticMatcher
 from testbed.core.policy.residual import ResidualKey
 from testbed.core.policy.rng import derive_rng
@@ -73,8 +73,7 @@ class ResidualPlan:
     reject: RejectPlan | None  # None: silent drop
 
 
-def reject_verdict(plan: RejectPlan, packet: Packet, facts: FlowFacts, direction: Direction,
-                   rule: str) -> Verdict:  # fmt: skip
+def reject_verdict(plan: RejectPlan, packet: Packet, direction: Direction, rule: str) -> Verdict:
     """REJECT with the crafted packets to inject; a fragment or a non-TCP/UDP packet we cannot
     answer properly is rejected with nothing injected (the adapter just drops it)."""
     injects: list[bytes] = []

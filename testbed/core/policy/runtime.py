@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from testbed.core.classify import Observation
-from testbed.core.craft import rst_in_place_of
+from testbed.core.craft import IcmpCode, rst_in_place_of
 from testbed.core.flow import Direction, Flow
 from testbed.core.labels import AddressList
 from testbed.core.packet import IPProto, Packet, TCPFlag
@@ -41,7 +41,6 @@ from testbed.core.policy.state import (
     RuleFlowState,
 )
 from testbed.core.verdict import ACCEPT, Action, Verdict
-from testbed.core.craft import IcmpCode
 from testbed.scenario.policy_schema import RejectTo, RejectWith, ThrottleMode
 
 __all__ = ["ORDER_EPS", "RulePolicy"]
@@ -311,7 +310,7 @@ class RulePolicy:
             c.drop(cause)
             return self._drop_by[rule.index]
         c.reject(cause)
-        return reject_verdict(plan, ctx.packet, ctx.state.facts, ctx.direction, rule.name)
+        return reject_verdict(plan, ctx.packet, ctx.direction, rule.name)
 
     def _residual(self, block: ResidualBlock, ctx: Context) -> Verdict:
         rule = self.rules[block.rule]
