@@ -473,3 +473,16 @@ def test_queue_sizing_estimate() -> None:
     s = spec(rules_of("{name: a, action: {delay: {time: 100ms, jitter: 10ms, distribution: normal}}}",
                       "{name: b, action: {throttle: {rate: 80kbit, mode: shape, backlog: 20KB}}}"))  # fmt: skip
     assert estimate_max_hold(s) == pytest.approx(2.0)  # 20 KB at 10 KB/s
+
+
+def test_twitter_throttle_default_burst_reproduces_the_measured_pattern() -> None:
+    # B.8: ~16 KB delivered at once (a bucket of one second of 130 kbit/s), then the excess is
+    # dropped and the flow gets one packet's worth of tokens every ~62 ms.
+    p = policy(rules_of("{name: tw, action: {throttle: {rate: 130kbit}, direction: both}}"))
+    pk = stream(2000, dt=0.001, size=1000)  # 1 MB/s offered for 2 s
+    vs = play(engine(p), pk)
+    passed = [t for v, (t, _) in zip(vs, pk, strict=True) if v.action is Action.ACCEPT]
+    assert 16 <= sum(t < 0.1 for t in passed) <= 18
+    assert len(passed) == pytest.approx(16 + 2 * 16.25, abs=2)
+    gaps = [b - a_ for a_, b in zip(passed[20:], passed[21:])]
+    assert statistics.mean(gaps) == pytest.approx(1000 / 16_250, rel=0.05)

@@ -78,7 +78,6 @@ class FlowState:
     seen_reply: bool = False
     residual_logged: bool = False
     held: int = 0
-    dropped: int = 0
 
 
 @dataclass(slots=True)
@@ -92,7 +91,7 @@ class Context:
     t: float  # seconds since the policy's start
     state: FlowState
     inspect_packets: int
-    _hellos: list[tuple[str, bytes, tuple[int, ...]]] | None = None
+    hello_cache: list[tuple[str, bytes, tuple[int, ...]]] | None = None  # hellos in this packet
 
     @property
     def dir_index(self) -> int:

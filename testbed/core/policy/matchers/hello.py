@@ -28,9 +28,9 @@ Hello = tuple[str, bytes, tuple[int, ...]]  # ("client" | "server", body, suppor
 
 def hellos(ctx: Context) -> list[Hello]:
     """The hellos in this packet's payload (cached per packet)."""
-    got = ctx._hellos
+    got = ctx.hello_cache
     if got is None:
-        got = ctx._hellos = _extract(ctx.packet.proto, ctx.packet.payload, ctx.packet.is_fragment)
+        got = ctx.hello_cache = _extract(ctx.packet.proto, ctx.packet.payload, ctx.packet.is_fragment)
     return got
 
 
