@@ -62,7 +62,6 @@ async def serve(config: dict[str, Any]) -> int:
     classifier = Classifier(
         inspect_packets=int(config["inspect_packets"]),
         max_flows=int(config["max_flows"]),
-        retain_ended=True,  # flows that time out mid-run still belong in the run's report
     )
     engine = CensorEngine(classifier, start=loop.time())
     queue_num = int(config.get("queue_num", 0))

@@ -40,12 +40,36 @@ class EngineStats:
     actions: Counter[str] = field(default_factory=Counter)
 
 
+# Flows that ended mid-run (idle timeout, eviction) are kept as report records up to this many;
+# beyond it they are only counted, so a censor under a flood of flows stays bounded in memory.
+MAX_ENDED_RECORDS = 10_000
+
+
 class CensorEngine:
-    def __init__(self, classifier: Classifier, policy: Policy | None = None, *, start: float = 0.0) -> None:
+    def __init__(
+        self,
+        classifier: Classifier,
+        policy: Policy | None = None,
+        *,
+        start: float = 0.0,
+        max_ended_records: int = MAX_ENDED_RECORDS,
+    ) -> None:
         self.classifier = classifier
         self.policy: Policy = policy if policy is not None else AcceptAll()
         self.start = start
         self.stats = EngineStats()
+        self.max_ended_records = max_ended_records
+        self._ended: list[dict[str, Any]] = []
+        self.ended_omitted = 0
+        classifier.on_flow_end = self._flow_ended
+
+    def _flow_ended(self, flow: Flow) -> None:
+        if len(self._ended) < self.max_ended_records:
+            record = self.flow_record(flow)
+            record["ended"] = flow.ended.value if flow.ended is not None else None
+            self._ended.append(record)
+        else:
+            self.ended_omitted += 1
 
     def handle(self, data: bytes, now: float) -> Verdict:
         stats = self.stats
@@ -68,15 +92,20 @@ class CensorEngine:
 
     def summary(self) -> dict[str, Any]:
         """The ``censor`` section of a scenario result (JSON-ready)."""
-        flows = [self.flow_record(f) for f in self.classifier.flows()]
+        flows = self._ended + [self.flow_record(f) for f in self.classifier.flows()]
         flows.sort(key=lambda r: (r["first_seen_s"], r["initiator"]))
-        return {
+        out: dict[str, Any] = {
             "packets": self.stats.packets,
             "bytes": self.stats.bytes,
             "malformed": self.stats.malformed,
             "actions": dict(self.stats.actions),
             "flows": flows,
+            "flows_omitted": self.ended_omitted,
         }
+        policy_summary = getattr(self.policy, "summary", None)
+        if callable(policy_summary):
+            out.update(policy_summary())
+        return out
 
     def flow_record(self, flow: Flow) -> dict[str, Any]:
         a, b = flow.key.endpoints

@@ -91,3 +91,15 @@ def test_verdict_invariants() -> None:
         Verdict(Action.ACCEPT, until=1.0)
     with pytest.raises(ValueError):
         Verdict(Action.REJECT)
+
+
+def test_ended_flows_are_reported_and_bounded() -> None:
+    classifier = Classifier(max_flows=2)
+    engine = CensorEngine(classifier, max_ended_records=1)
+    for port in (1, 2, 3, 4):  # each new flow beyond two evicts the oldest
+        engine.handle(_ipv4_udp("198.18.1.2", port, "198.18.2.2", 9, b"p"), float(port))
+    s = engine.summary()
+    assert len(s["flows"]) == 3  # two live + one ended record
+    assert s["flows_omitted"] == 1
+    ended = [f for f in s["flows"] if f.get("ended")]
+    assert ended and ended[0]["ended"] == "evicted" and ended[0]["packets"] == 1
