@@ -11,11 +11,11 @@ import argparse
 import asyncio
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from testbed import __version__
-from testbed.errors import TestbedError
+from testbed.errors import TestbedError, UsageError
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -27,38 +27,53 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     # Load and validate everything first: a typo in the tenth file should not cost nine runs.
     loaded = [load_scenario(p) for p in discover(args.paths)]
+    if args.jobs < 1:
+        raise UsageError("-j/--jobs must be at least 1")
     require_privileges()
-    results: list[ScenarioResult] = []
+    results: list[ScenarioResult | None] = [None] * len(loaded)
 
-    def progress(msg: str) -> None:
-        if not args.quiet:
-            print(f"      {msg}", file=sys.stderr, flush=True)
+    def progress_for(name: str) -> Callable[[str], None]:
+        def progress(msg: str) -> None:
+            if not args.quiet:
+                prefix = f"[{name}] " if args.jobs > 1 else ""
+                print(f"      {prefix}{msg}", file=sys.stderr, flush=True)
+
+        return progress
+
+    async def run_one(i: int, gate: asyncio.Semaphore) -> None:
+        item = loaded[i]
+        async with gate:
+            if not args.quiet:
+                print(f"RUN   {item.scenario.name}  ({item.path})", file=sys.stderr, flush=True)
+            result = await run_scenario(item, seed=args.seed, progress=progress_for(item.scenario.name))
+        results[i] = result
+        print_result(result, sys.stdout)
+        sys.stdout.flush()
 
     async def run_all() -> None:
         task = asyncio.current_task()
         assert task is not None
-        loop = asyncio.get_running_loop()
         # SIGTERM gets the same orderly unwinding as Ctrl-C: cancel, and let every context
         # manager undo what it made.
-        loop.add_signal_handler(signal.SIGTERM, task.cancel)
-        for item in loaded:
-            if not args.quiet:
-                print(f"RUN   {item.scenario.name}  ({item.path})", file=sys.stderr, flush=True)
-            result = await run_scenario(item, seed=args.seed, progress=progress)
-            results.append(result)
-            print_result(result, sys.stdout)
-            sys.stdout.flush()
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+        # Runs are independent (own run id, namespaces, addresses), so they may overlap.
+        gate = asyncio.Semaphore(args.jobs)
+        async with asyncio.TaskGroup() as tg:
+            for i in range(len(loaded)):
+                tg.create_task(run_one(i, gate))
 
+    done: list[ScenarioResult] = []
     try:
         asyncio.run(run_all())
     except asyncio.CancelledError:
         print("testbed: terminated; everything the run created was removed", file=sys.stderr)
         return 143
     finally:
-        if args.json and results:
-            write_json(results, Path(args.json))
-    print_summary(results, sys.stdout)
-    return 0 if all(r.passed for r in results) else 1
+        done = [r for r in results if r is not None]
+        if args.json and done:
+            write_json(done, Path(args.json))
+    print_summary(done, sys.stdout)
+    return 0 if all(r.passed for r in done) and len(done) == len(loaded) else 1
 
 
 def _cmd_doctor(args: argparse.Namespace) -> int:
@@ -149,6 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("paths", nargs="+", metavar="PATH", help="scenario file or directory")
     p.add_argument("--json", metavar="FILE", help="write results as JSON to FILE")
     p.add_argument("--seed", type=int, default=None, help="override every scenario's seed")
+    p.add_argument("-j", "--jobs", type=int, default=1, metavar="N", help="run up to N scenarios at once (default 1)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress messages on stderr")
     p.set_defaults(func=_cmd_run)
 
@@ -192,6 +208,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _leaves(group: BaseExceptionGroup) -> list[BaseException]:
+    out: list[BaseException] = []
+    for exc in group.exceptions:
+        out.extend(_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -200,6 +223,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except TestbedError as exc:
         print(f"testbed: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except BaseExceptionGroup as group:
+        # Concurrent runs report failures as groups; show the errors we raised on purpose plainly.
+        match, rest = group.split(TestbedError)
+        if match is None or rest is not None:
+            raise
+        errors = [e for e in _leaves(match) if isinstance(e, TestbedError)]
+        for exc in errors:
+            print(f"testbed: error: {exc}", file=sys.stderr)
+        return max(e.exit_code for e in errors)
     except KeyboardInterrupt:
         print("testbed: interrupted", file=sys.stderr)
         return 130
