@@ -17,7 +17,7 @@ from testbed.core.craft import IcmpCode
 from testbed.core.labels import AddressList, Label, shipped_address_lists
 from testbed.core.policy.jitter import DelaySampler
 from testbed.core.policy.loss import Bernoulli, GilbertElliott
-from testbed.core.policy.matchers import Matcher, StaticAsDynamic, StaticMatcher
+from testbed.core.policy.matchers import Expiring, Matcher, StaticAsDynamic, StaticMatcher
 from testbed.core.policy.matchers.endpoints import (
     AddressMatch,
     DirectionMatch,
@@ -157,11 +157,11 @@ class _Compiler:
 
     # -- matchers --------------------------------------------------------------------------------
 
-    def match(self, m: MatchSpec, where: str) -> tuple[list[StaticMatcher], list[Matcher], list[Matcher]]:
+    def match(self, m: MatchSpec, where: str) -> tuple[list[StaticMatcher], list[Matcher], list[Expiring]]:
         """(static, dynamic, expiring) matchers of one match block."""
         static: list[StaticMatcher] = []
         dynamic: list[Matcher] = []
-        expiring: list[Matcher] = []
+        expiring: list[Expiring] = []
         if m.transport:
             static.append(TransportMatch(frozenset(p for t in m.transport for p in _PROTOS[t])))
         for end, spec in ((End.CLIENT, m.src), (End.SERVER, m.dst), (End.EITHER, m.addr)):

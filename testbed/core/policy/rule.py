@@ -25,7 +25,7 @@ from testbed.core.policy.bucket import TokenBucket
 from testbed.core.policy.counters import RuleCounters
 from testbed.core.policy.jitter import DelaySampler
 from testbed.core.policy.loss import Bernoulli, GilbertElliott
-from testbed.core.policy.matchers import Matcher, StaticMatcher
+from testbed.core.policy.matchers import Expiring, Matcher, StaticMatcher
 from testbed.core.policy.residual import ResidualKey
 from testbed.core.policy.rng import derive_rng
 from testbed.core.policy.state import Context, FlowFacts, RuleFlowState
@@ -121,7 +121,7 @@ class CompiledRule:
     sticky: bool = False
     residual: ResidualPlan | None = None
     # Monotone matchers that, once past their upper bound, can never match this flow again.
-    expiring: tuple[Matcher, ...] = ()
+    expiring: tuple[Expiring, ...] = ()
     seed: int = 0
     counters: RuleCounters = field(default_factory=RuleCounters)
     shared: TokenBucket | None = None  # the aggregate bucket
@@ -140,7 +140,7 @@ class CompiledRule:
         return True
 
     def exhausted(self, ctx: Context) -> bool:
-        return any(getattr(m, "over")(ctx) for m in self.expiring)
+        return any(m.over(ctx) for m in self.expiring)
 
     def rng(self, rs: RuleFlowState, ctx: Context) -> random.Random:
         d = ctx.dir_index

@@ -12,11 +12,18 @@ from typing import Protocol
 from testbed.core.flow import Direction
 from testbed.core.policy.state import Context, FlowFacts
 
-__all__ = ["Matcher", "StaticMatcher", "StaticAsDynamic"]
+__all__ = ["Expiring", "Matcher", "StaticMatcher", "StaticAsDynamic"]
 
 
 class Matcher(Protocol):
     def __call__(self, ctx: Context) -> bool: ...
+
+
+class Expiring(Matcher, Protocol):
+    """A matcher on a quantity that only grows (packet index, bytes, age, run time): once
+    ``over``, it can never match the flow again, so the rule is dropped from its candidates."""
+
+    def over(self, ctx: Context) -> bool: ...
 
 
 class StaticMatcher(Protocol):
