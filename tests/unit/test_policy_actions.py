@@ -486,3 +486,30 @@ def test_twitter_throttle_default_burst_reproduces_the_measured_pattern() -> Non
     assert len(passed) == pytest.approx(16 + 2 * 16.25, abs=2)
     gaps = [b - a_ for a_, b in zip(passed[20:], passed[21:])]
     assert statistics.mean(gaps) == pytest.approx(1000 / 16_250, rel=0.05)
+
+
+def test_the_engine_summary_merges_the_policy_without_clobbering_its_keys() -> None:
+    p = policy(rules_of("{name: d, match: {dst_port: 9}, action: drop}"))
+    e = engine(p)
+    play(e, [(0, udp(CALLER, 1, CALLEE, 9)), (0, udp(CALLER, 2, CALLEE, 10))])
+    s = e.summary()
+    assert isinstance(s["flows"], list) and len(s["flows"]) == 2
+    assert s["rules"][0]["name"] == "d" and s["rules"][0]["dropped"] == 1
+    assert s["flows_evaluated"] == 2 and s["events"][0]["rule"] == "d"
+
+
+def test_bytes_in_a_dtls_client_hello_from_the_packet() -> None:
+    # The classifier keeps hellos; with keep_hellos off the matcher reads the datagram itself.
+    from _dpi_helpers import build_client_hello
+
+    from testbed.core.classify import Classifier
+    from testbed.core.engine import CensorEngine
+
+    hs = build_client_hello(sni=None, dtls=True)
+    body = hs[4:]
+    dtls_hs = hs[:1] + hs[1:4] + b"\x00\x00" + b"\x00\x00\x00" + hs[1:4] + body
+    record = b"\x16\xfe\xfd" + bytes(8) + len(dtls_hs).to_bytes(2, "big") + dtls_hs
+    p = policy(rules_of("{name: pion, match: {payload: {in: client_hello, offset: 0, hex: 'fefd'}}, action: drop}"))
+    e = CensorEngine(Classifier(keep_hellos=False), p)
+    v = e.handle(udp(CALLER, 5000, CALLEE, 6000, record), 0.0)
+    assert (v.action, v.rule) == (Action.DROP, "pion")

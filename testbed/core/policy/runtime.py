@@ -154,14 +154,15 @@ class RulePolicy:
         }
 
     def summary(self, now: float | None = None) -> dict[str, Any]:
-        """The policy part of the result's ``censor`` section (JSON-ready)."""
+        """The policy part of the result's ``censor`` section (JSON-ready). Its keys are merged
+        into the engine's summary, so none of them may be one of the engine's (``flows``...)."""
         out: dict[str, Any] = {
             "seed": self.seed,
             "rules": [
                 {"name": r.name, "action": r.describe, **r.counters.as_dict()} for r in self.rules
             ],
             "default": self.default.as_dict(),
-            "flows": self.flows,
+            "flows_evaluated": self.flows,
             "settled": {"flows": self.settled_flows, "packets": self.settled_packets},
             "held": {"now": len(self._held), "peak": self.held_peak, "max": self.max_held},
             "residual": {

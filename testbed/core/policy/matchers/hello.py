@@ -35,8 +35,9 @@ def hellos(ctx: Context) -> list[Hello]:
 
 
 def hello_body(raw: bytes) -> bytes:
-    """The body of a kept hello's ``raw`` bytes, which hold the 4-byte handshake header for TLS
-    and QUIC but not for DTLS (the assembler hands the reassembled body on)."""
+    """The body of a hello's ``raw`` bytes: after the 4-byte TLS-style handshake header the
+    dissectors put in front (TLS, QUIC, and DTLS since its reassembled messages carry one too);
+    bytes without such a header are taken as the body already."""
     if raw[:1] in (b"\x01", b"\x02") and int.from_bytes(raw[1:4], "big") == len(raw) - 4:
         return raw[4:]
     return raw
@@ -71,7 +72,9 @@ def _extract(proto: int, payload: bytes, fragment: bool) -> list[Hello]:
             return out
         for h in DtlsHandshakeAssembler().feed(records):
             if h.client_hello is not None:
-                out.append(("client", h.client_hello.raw, _groups(h.client_hello.supported_groups)))
+                ch = h.client_hello
+                out.append(("client", hello_body(ch.raw), _groups(ch.supported_groups)))
             elif h.server_hello is not None:
-                out.append(("server", h.server_hello.raw, _groups(h.server_hello.supported_groups)))
+                sh = h.server_hello
+                out.append(("server", hello_body(sh.raw), _groups(sh.supported_groups)))
     return out
