@@ -19,10 +19,12 @@ from typing import Any
 
 from testbed.calls import CallOptions, CallResult, run_call
 from testbed.censor.control import running_censor
-from testbed.errors import RunError, TestbedError
+from testbed.censor.policy_setup import PolicyCompileError, build_policy, policy_config
+from testbed.errors import RunError, ScenarioError, TestbedError
 from testbed.net.names import new_run_id
 from testbed.net.runs import registered_run
-from testbed.net.topology import build_topology, plan_topology
+from testbed.net.topology import TopologyPlan, build_topology, plan_topology
+from testbed.probes import ProbeResult, check_probe, run_probe
 from testbed.scenario.loader import LoadedScenario
 from testbed.scenario.model import CallSpec, Expectation, Media, Scenario
 from testbed.services.run import running_services
@@ -48,6 +50,7 @@ class ScenarioResult:
     duration_s: float = 0.0
     expectations: list[ExpectationResult] = field(default_factory=list)
     calls: list[CallResult] = field(default_factory=list)
+    probes: list[ProbeResult] = field(default_factory=list)
     censor: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
 
@@ -62,6 +65,7 @@ class ScenarioResult:
             "error": self.error,
             "expectations": [e.to_json() for e in self.expectations],
             "calls": [c.to_json() for c in self.calls],
+            "probes": [p.to_json() for p in self.probes],
             "censor": self.censor,
         }
 
@@ -94,35 +98,49 @@ async def run_scenario(
     )
     started = time.monotonic()
     try:
-        await _run(scenario, result, say)
+        await _run(scenario, loaded.path, result, say)
     except TestbedError as exc:
         if not isinstance(exc, RunError):
             raise
         result.error = str(exc)
     finally:
         result.duration_s = time.monotonic() - started
-    result.expectations = evaluate(scenario, result.calls) if result.error is None else []
+    result.expectations = evaluate(scenario, result.calls, result.probes) if result.error is None else []
     result.passed = result.error is None and all(e.passed for e in result.expectations)
     return result
 
 
-async def _run(scenario: Scenario, result: ScenarioResult, say: Progress) -> None:
+def checked_policy_config(scenario: Scenario, plan: TopologyPlan, file: Path, seed: int) -> dict[str, Any]:
+    """The censor's policy config, compiled once here so mistakes surface before any setup."""
+    config = policy_config(scenario, plan, file.resolve().parent)
+    try:
+        build_policy(config, seed=seed, start=0.0)
+    except PolicyCompileError as exc:
+        raise ScenarioError(str(exc), file=str(file), key="censor") from None
+    return config
+
+
+async def _run(scenario: Scenario, file: Path, result: ScenarioResult, say: Progress) -> None:
     try:
         async with contextlib.AsyncExitStack() as stack, asyncio.timeout(scenario.effective_timeout()):
             workdir = stack.enter_context(registered_run(result.run_id))
             plan = plan_topology(scenario, result.run_id)
+            policy = checked_policy_config(scenario, plan, file, result.seed)
             say(f"building network (run {result.run_id})")
             await stack.enter_async_context(build_topology(plan))
             say("starting censor")
             censor = await stack.enter_async_context(
-                running_censor(plan, scenario.censor, workdir, seed=result.seed)
+                running_censor(plan, scenario.censor, workdir, seed=result.seed, policy=policy)
             )
+            services = []
             if any(spec.services for spec in scenario.nodes.values()):
                 say("starting services")
-                await stack.enter_async_context(running_services(plan, scenario, workdir))
-            say(f"placing {len(scenario.calls)} call(s)")
+                services = await stack.enter_async_context(running_services(plan, scenario, workdir))
+            say(f"placing {len(scenario.calls)} call(s), running {len(scenario.probes)} probe(s)")
+            origin = time.monotonic()
             async with asyncio.TaskGroup() as tg:
                 watch = tg.create_task(censor.watch())
+                probes = [tg.create_task(run_probe(p, plan, services, origin=origin)) for p in scenario.probes]
                 calls = [
                     tg.create_task(
                         run_call(
@@ -136,6 +154,7 @@ async def _run(scenario: Scenario, result: ScenarioResult, say: Progress) -> Non
                 ]
                 try:
                     result.calls = list(await asyncio.gather(*calls))
+                    result.probes = list(await asyncio.gather(*probes))
                 finally:
                     watch.cancel()
             result.censor = await censor.stop()
@@ -160,9 +179,18 @@ def _first_testbed_error(group: BaseExceptionGroup) -> BaseException:
     return group
 
 
-def evaluate(scenario: Scenario, calls: Sequence[CallResult]) -> list[ExpectationResult]:
+def evaluate(
+    scenario: Scenario, calls: Sequence[CallResult], probes: Sequence[ProbeResult] = ()
+) -> list[ExpectationResult]:
     by_name = {c.name: c for c in calls}
     out: list[ExpectationResult] = []
+    probe_results = {p.name: p for p in probes}
+    for spec in scenario.probes:
+        got = probe_results.get(spec.name)
+        if got is None:
+            out.append(ExpectationResult(f"probe {spec.name}", False, "the probe did not run"))
+            continue
+        out.extend(ExpectationResult(what, ok, detail) for what, ok, detail in check_probe(spec, got))
     for exp in scenario.expect:
         targets = [exp.call] if exp.call is not None else [c.name for c in scenario.calls]
         for name in targets:

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from testbed.censor.control import running_censor
+from testbed.runner import checked_policy_config
 from testbed.errors import RunError, TestbedError, UsageError
 from testbed.net import names
 from testbed.net.names import new_run_id
@@ -69,8 +70,11 @@ async def hold(loaded: LoadedScenario, on_ready: Callable[[dict[str, Any]], None
         async with contextlib.AsyncExitStack() as stack:
             workdir = stack.enter_context(registered_run(run_id, purpose="up"))
             plan = plan_topology(scenario, run_id)
+            policy = checked_policy_config(scenario, plan, loaded.path, scenario.seed)
             await stack.enter_async_context(build_topology(plan))
-            censor = await stack.enter_async_context(running_censor(plan, scenario.censor, workdir, seed=scenario.seed))
+            censor = await stack.enter_async_context(
+                running_censor(plan, scenario.censor, workdir, seed=scenario.seed, policy=policy)
+            )
             services = await stack.enter_async_context(running_services(plan, scenario, workdir))
             state = _state(loaded, run_id, plan, services)
             (workdir / "state.json").write_text(json.dumps(state, indent=2))

@@ -79,9 +79,11 @@ class CensorHandle:
 
 @contextlib.asynccontextmanager
 async def running_censor(
-    plan: TopologyPlan, spec: CensorSpec, workdir: Path, *, seed: int
+    plan: TopologyPlan, spec: CensorSpec, workdir: Path, *, seed: int, policy: dict[str, Any]
 ) -> AsyncIterator[CensorHandle]:
+    """``policy`` is ``testbed.censor.policy_setup.policy_config(...)``."""
     config = {
+        "policy": policy,
         "run_id": plan.run_id,
         "queue_num": 0,
         "max_len": spec.queue_max_len,

@@ -25,6 +25,7 @@ from typing import Any
 
 from testbed.censor import firewall
 from testbed.censor.nfqueue import QueueAdapter
+from testbed.censor.policy_setup import PolicyCompileError, build_policy
 from testbed.core.classify import Classifier
 from testbed.core.engine import CensorEngine
 
@@ -59,11 +60,14 @@ async def serve(config: dict[str, Any]) -> int:
         fatal.append(exc)
         stop.set()
 
+    start = loop.time()
+    policy, lists = build_policy(config["policy"], seed=int(config["seed"]), start=start)
     classifier = Classifier(
         inspect_packets=int(config["inspect_packets"]),
         max_flows=int(config["max_flows"]),
+        extra_address_lists=lists,
     )
-    engine = CensorEngine(classifier, start=loop.time())
+    engine = CensorEngine(classifier, policy, start=start)
     queue_num = int(config.get("queue_num", 0))
     kernel: dict[str, int] = {}
     with ip_forwarding(), firewall.queue_rules(queue_num, tag=str(config["run_id"])):
@@ -107,6 +111,9 @@ def main(argv: list[str]) -> int:
     config = json.loads(Path(argv[0]).read_text())
     try:
         return asyncio.run(serve(config))
+    except PolicyCompileError as exc:
+        print(f"censor: policy: {exc}", file=sys.stderr)
+        return 4
     except firewall.FirewallError as exc:
         print(f"censor: {exc}", file=sys.stderr)
         return 4

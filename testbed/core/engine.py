@@ -110,7 +110,7 @@ class CensorEngine:
     def flow_record(self, flow: Flow) -> dict[str, Any]:
         a, b = flow.key.endpoints
         verdicts: Counter[str] = flow.policy_state.get("verdicts", Counter())
-        return {
+        record: dict[str, Any] = {
             "transport": flow.transport,
             "endpoints": [a, b],
             "initiator": flow.initiator,
@@ -126,3 +126,7 @@ class CensorEngine:
             "last_seen_s": round(flow.last_seen - self.start, 6),
             "verdicts": dict(verdicts),
         }
+        policy_record = getattr(self.policy, "flow_record", None)
+        if callable(policy_record):
+            record.update(policy_record(flow))
+        return record

@@ -101,8 +101,6 @@ def _translate(exc: ValidationError, data: Any, smap: SourceMap) -> ScenarioErro
         msg = msg.removeprefix("Value error, ")
     elif kind == "too_short":
         msg = "must not be empty"
-        if loc == ("calls",):
-            hint = "add at least one call, e.g. `calls: [{name: my-call}]`"
     elif kind == "string_pattern_mismatch":
         if "names" in loc:
             msg = "not a valid host name"

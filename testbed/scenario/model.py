@@ -26,6 +26,7 @@ from pydantic import (
     model_validator,
 )
 
+from testbed.scenario.policy_schema import Lists, PolicySettings, Rules, policy_reference_problems
 from testbed.scenario.yamlsrc import format_path
 
 _DURATION_RE = re.compile(r"^\s*(?P<num>\d+(?:\.\d+)?)\s*(?P<unit>ms|s|m|min|h)?\s*$")
@@ -182,6 +183,22 @@ class CensorSpec(_Frozen):
     queue_max_len: int = Field(8192, ge=64, le=1_000_000)
     """Kernel NFQUEUE length; packets beyond it are dropped by the kernel (fail closed)."""
     max_flows: int = Field(65536, ge=16, le=10_000_000)
+    rules: Rules = ()
+    """Policy rules, first match wins (docs/policy.md)."""
+    lists: Lists = Field(default_factory=dict)
+    """Named address lists for rules (and labels on flows that touch them)."""
+    policy: PolicySettings = Field(default_factory=lambda: PolicySettings.model_validate({}))
+
+    @model_validator(mode="after")
+    def _queue_holds_held_packets(self) -> CensorSpec:
+        # Held (delayed/shaped) packets stay in the kernel queue until released; if the queue
+        # were shorter than the policy's hold budget the kernel would drop packets unseen.
+        if self.queue_max_len < self.policy.max_held + 256:
+            raise ValueError(
+                f"queue_max_len ({self.queue_max_len}) must exceed policy.max_held ({self.policy.max_held}) "
+                "by at least 256, or the kernel drops held packets behind the scenario's back"
+            )
+        return self
 
 
 class CallSpec(_Frozen):
@@ -215,6 +232,49 @@ class Expectation(_Frozen):
         return self
 
 
+class ProbeExpect(_Frozen):
+    exit: int | str = 0
+    """The exit code the command must end with, or ``nonzero`` (it must fail: blocked)."""
+    within: Duration | None = None
+    """It must also finish within this time (a throttle makes a download slow)."""
+    slower_than: Duration | None = None
+    """It must take at least this long (evidence of throttling or delay)."""
+
+    @field_validator("exit")
+    @classmethod
+    def _exit(cls, value: int | str) -> int | str:
+        if isinstance(value, str) and value != "nonzero":
+            raise ValueError("exit is a number (0..255) or 'nonzero'")
+        if isinstance(value, int) and not 0 <= value <= 255:
+            raise ValueError("exit codes are 0..255")
+        return value
+
+
+class ProbeSpec(_Frozen):
+    """A command run inside a node during the scenario (curl, openssl, iperf3, ping, a VPN client...).
+
+    ``{node}`` in an argument becomes that node's address (``{censor}`` is not a node), and
+    ``{cert:node}`` the path of the certificate of the HTTPS service on that node.
+    """
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+    node: str
+    run: tuple[str, ...] = Field(min_length=1)
+    start: Duration = 0.0
+    """Seconds after the censor is ready (and services are up) before the command starts."""
+    timeout: Duration = 30.0
+    expect: ProbeExpect = Field(default_factory=ProbeExpect)
+
+    @field_validator("run", mode="before")
+    @classmethod
+    def _run_words(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            raise ValueError("give the command as a list of words: [curl, -sS, 'https://...'] (no shell)")
+        if isinstance(value, list):
+            return [str(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v for v in value]
+        return value
+
+
 def _default_nodes() -> dict[str, NodeSpec]:
     return {"caller": NodeSpec(side=Side.INSIDE), "callee": NodeSpec(side=Side.OUTSIDE)}
 
@@ -229,7 +289,8 @@ class Scenario(_Frozen):
     """Hard limit for the whole scenario; default: the longest call plus a margin."""
     nodes: dict[str, NodeSpec] = Field(default_factory=_default_nodes)
     censor: CensorSpec = Field(default_factory=CensorSpec)
-    calls: tuple[CallSpec, ...] = Field(min_length=1)
+    calls: tuple[CallSpec, ...] = ()
+    probes: tuple[ProbeSpec, ...] = ()
     expect: tuple[Expectation, ...] = ()
 
     @field_validator("nodes", mode="before")
@@ -266,10 +327,18 @@ class Scenario(_Frozen):
             raise ValueError("; ".join(f"{format_path(p)}: {msg}" for p, msg, _ in problems))
         return self
 
+    @model_validator(mode="after")
+    def _has_work(self) -> Scenario:
+        if not self.calls and not self.probes:
+            raise ValueError("a scenario needs at least one call or probe, e.g. `calls: [{name: my-call}]`")
+        return self
+
     def effective_timeout(self) -> float:
         if self.timeout is not None:
             return self.timeout
-        return max(c.connect_timeout + c.duration for c in self.calls) + 30.0
+        longest = [c.connect_timeout + c.duration for c in self.calls]
+        longest += [p.start + p.timeout for p in self.probes]
+        return max(longest) + 30.0
 
 
 def reference_problems(scenario: Scenario) -> list[tuple[tuple[str | int, ...], str, list[str]]]:
@@ -287,7 +356,28 @@ def reference_problems(scenario: Scenario) -> list[tuple[tuple[str | int, ...], 
                 out.append((("calls", i, role), f"unknown node {node!r}", nodes))
         if call.caller == call.callee:
             out.append((("calls", i, "to"), "a call needs two different nodes", nodes))
+    probe_names: set[str] = set()
+    for i, probe in enumerate(scenario.probes):
+        if probe.node not in scenario.nodes and probe.node != "censor":
+            out.append((("probes", i, "node"), f"unknown node {probe.node!r}", nodes))
+        if probe.name in probe_names or probe.name in names:
+            out.append((("probes", i, "name"), f"name {probe.name!r} is used twice", []))
+        probe_names.add(probe.name)
+        for j, word in enumerate(probe.run):
+            for ref in re.findall(r"\{(?:cert:)?([a-z][a-z0-9_]*)\}", word):
+                if ref not in scenario.nodes:
+                    out.append((("probes", i, "run", j), f"{{{ref}}} names no node", nodes))
     for i, exp in enumerate(scenario.expect):
         if exp.call is not None and exp.call not in names:
             out.append((("expect", i, "call"), f"unknown call {exp.call!r}", names))
+    from testbed.core.labels import Label  # the classifier's vocabulary, for rules' label matchers
+
+    out.extend(
+        policy_reference_problems(
+            scenario.censor.rules,
+            scenario.censor.lists,
+            nodes=scenario.nodes,
+            known_labels={str(label) for label in Label},
+        )
+    )
     return out

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from testbed.censor.control import running_censor
+from testbed.censor.policy_setup import policy_config
 from testbed.net.names import new_run_id
 from testbed.net.process import netns_process
 from testbed.net.runs import registered_run
@@ -49,7 +50,8 @@ async def _exchange(count: int) -> dict:
     with registered_run(rid) as workdir:
         async with build_topology(plan) as topo:
             assert all(not any(v.values()) for v in topo.offloads.values()), topo.offloads
-            async with running_censor(plan, SCENARIO.censor, workdir, seed=0) as censor:
+            policy = policy_config(SCENARIO, plan, Path("."))
+            async with running_censor(plan, SCENARIO.censor, workdir, seed=0, policy=policy) as censor:
                 callee, caller = plan.node("callee"), plan.node("caller")
                 async with netns_process(
                     callee.netns, [sys.executable, "-c", RECEIVER, str(count)], stdout=asyncio.subprocess.PIPE

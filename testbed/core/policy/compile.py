@@ -364,7 +364,7 @@ def compile_policy(
     for name in spec.lists:
         c.named_list(name, f"lists.{name}")  # unused lists are still checked
     settings = spec.policy
-    return RulePolicy(
+    policy = RulePolicy(
         rules,
         inside=inside,
         seed=seed,
@@ -374,6 +374,10 @@ def compile_policy(
         max_residual=settings.max_residual,
         max_held=settings.max_held,
     )
+    # The scenario's lists, resolved: the censor also gives them to its classifier, so that flows
+    # are labelled with them (a relay in the `telegram` list looks like Telegram's relays).
+    policy.address_lists = {name: c.named_list(name, f"lists.{name}") for name in spec.lists}
+    return policy
 
 
 def estimate_max_hold(spec: PolicySource) -> float:

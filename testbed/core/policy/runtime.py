@@ -75,6 +75,7 @@ class RulePolicy:
         self.seed = seed
         self.start = start
         self.inspect_packets = inspect_packets
+        self.address_lists: dict[str, AddressList] = {}
         self.events = EventLog(max_events, start)
         self.residual = ResidualBlocks(max_residual)
         self.default = RuleCounters()

@@ -1,0 +1,224 @@
+"""The ``expect:`` entries and the ``verdict:`` thresholds of a scenario (docs/calls.md).
+
+``Expectation`` is a superset of the first one (``call``, ``connected``).  Bounds take a number
+or ``{min, max}``: ``loss_pct: 5`` means at most 5 %, ``mos: 3.5`` means at least 3.5 (the
+direction in which each metric gets worse decides what a bare number means).
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Any
+
+from pydantic import Field, field_validator, model_validator
+
+from testbed.scenario.common import Duration, _Frozen
+
+__all__ = [
+    "Bound",
+    "CandidateCheck",
+    "CandidateType",
+    "Expectation",
+    "Outcome",
+    "VerdictSettings",
+    "Window",
+]
+
+
+class Outcome(str, Enum):
+    OK = "ok"
+    DEGRADED = "degraded"
+    BLOCKED = "blocked"
+
+
+class CandidateType(str, Enum):
+    HOST = "host"
+    SRFLX = "srflx"
+    PRFLX = "prflx"
+    RELAY = "relay"
+
+
+class CandidateTransport(str, Enum):
+    """How the selected pair's local candidate reaches its peer or relay."""
+
+    UDP = "udp"
+    TCP = "tcp"
+    TLS = "tls"
+
+
+class Bound(_Frozen):
+    min: float | None = None
+    max: float | None = None
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Bound:
+        if self.min is None and self.max is None:
+            raise ValueError("give min, max or both")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min {self.min:g} is above max {self.max:g}")
+        return self
+
+    def holds(self, value: float) -> bool:
+        return (self.min is None or value >= self.min) and (self.max is None or value <= self.max)
+
+    def describe(self, unit: str = "") -> str:
+        if self.min is not None and self.max is not None:
+            return f"between {self.min:g}{unit} and {self.max:g}{unit}"
+        if self.max is not None:
+            return f"<= {self.max:g}{unit}"
+        return f">= {self.min:g}{unit}"
+
+
+def _bound(default: str) -> Any:
+    def convert(value: Any) -> Any:
+        if isinstance(value, bool):
+            raise ValueError("a bound is a number or {min: .., max: ..}")
+        if isinstance(value, (int, float)):
+            return {default: value}
+        return value
+
+    return convert
+
+
+class DurationBound(Bound):
+    """Like :class:`Bound`, in seconds, with durations accepted ('2s', '500ms')."""
+
+    min: Duration | None = None  # type: ignore[assignment]
+    max: Duration | None = None  # type: ignore[assignment]
+
+
+class Window(_Frozen):
+    """A part of the call, in seconds since the call was placed (its ``start``)."""
+
+    from_: Duration = Field(0.0, alias="from")
+    until: Duration | None = None
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Window:
+        if self.until is not None and self.until <= self.from_:
+            raise ValueError("until must be after from")
+        return self
+
+    def describe(self) -> str:
+        end = f"{self.until:g}s" if self.until is not None else "end"
+        return f"[{self.from_:g}s, {end})"
+
+
+class CandidateCheck(_Frozen):
+    type: CandidateType | None = None
+    transport: CandidateTransport | None = None
+
+    @model_validator(mode="after")
+    def _something(self) -> CandidateCheck:
+        if self.type is None and self.transport is None:
+            raise ValueError("give type (host, srflx, relay), transport (udp, tcp, tls) or both")
+        return self
+
+
+class Endpoint(str, Enum):
+    CALLER = "caller"
+    CALLEE = "callee"
+
+
+_CHECKS = (
+    "outcome", "connected", "setup", "survives", "loss_pct", "jitter_ms", "rtt_ms", "mos",
+    "candidate", "bitrate_kbps", "audio_gap_ms", "freezes", "message_loss_pct",
+)  # fmt: skip
+
+
+class Expectation(_Frozen):
+    """One ``expect:`` entry: checks about one call (all its instances if it has a ``count``),
+    or every call when ``call`` is omitted."""
+
+    call: str | None = None
+    window: Window | None = None
+    """Only for loss, jitter, rtt, mos, bitrate, audio gaps, freezes, message loss: the seconds
+    of the call they are measured over."""
+    endpoint: Endpoint | None = None
+    """Whose received media the quality bounds look at; default: both (the worse one)."""
+    outcome: tuple[Outcome, ...] | None = None
+    connected: bool | None = None
+    setup: DurationBound | None = None
+    """Offer sent -> both endpoints connected, in seconds ('2s', '500ms')."""
+    survives: Duration | None = None
+    """Connected, and media kept flowing for at least this long."""
+    loss_pct: Bound | None = None
+    jitter_ms: Bound | None = None
+    rtt_ms: Bound | None = None
+    mos: Bound | None = None
+    bitrate_kbps: Bound | None = None
+    audio_gap_ms: Bound | None = None
+    """Longest audio gap."""
+    freezes: Bound | None = None
+    """Video freezes (W3C definition) counted in the window."""
+    message_loss_pct: Bound | None = None
+    candidate: CandidateCheck | None = None
+
+    @field_validator("outcome", mode="before")
+    @classmethod
+    def _one_or_more(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [value]
+        if isinstance(value, (list, tuple)) and not value:
+            raise ValueError("give at least one of ok, degraded, blocked")
+        return value
+
+    @field_validator("setup", mode="before")
+    @classmethod
+    def _setup_shorthand(cls, value: Any) -> Any:
+        return value if isinstance(value, dict) or value is None else {"max": value}
+
+    @field_validator("loss_pct", "jitter_ms", "rtt_ms", "audio_gap_ms", "freezes", "message_loss_pct", mode="before")
+    @classmethod
+    def _at_most(cls, value: Any) -> Any:
+        return _bound("max")(value)
+
+    @field_validator("mos", "bitrate_kbps", mode="before")
+    @classmethod
+    def _at_least(cls, value: Any) -> Any:
+        return _bound("min")(value)
+
+    @field_validator("mos")
+    @classmethod
+    def _mos_range(cls, value: Bound | None) -> Bound | None:
+        for v in (value.min, value.max) if value else ():
+            if v is not None and not 1.0 <= v <= 4.5:
+                raise ValueError(f"MOS runs from 1 to 4.5 (E-model); got {v:g}")
+        return value
+
+    @field_validator("candidate", mode="before")
+    @classmethod
+    def _candidate_shorthand(cls, value: Any) -> Any:
+        # `candidate: relay` or `candidate: relay/tls`
+        if isinstance(value, str):
+            kind, _, transport = value.partition("/")
+            return {"type": kind, **({"transport": transport} if transport else {})}
+        return value
+
+    @model_validator(mode="after")
+    def _has_a_check(self) -> Expectation:
+        if all(getattr(self, name) is None for name in _CHECKS):
+            raise ValueError(
+                "an expectation needs at least one check: " + ", ".join(_CHECKS) + " (e.g. `connected: true`)"
+            )
+        return self
+
+
+class VerdictSettings(_Frozen):
+    """The scenario's ``verdict:`` block: when a connected call counts as ``degraded``, and when
+    a call that worked counts as dead (``blocked``).  Defaults follow ITU-T G.114 (one-way delay
+    under 150 ms; 400 ms round trip is where conversation suffers) and G.107 (MOS 3.6, "some
+    users dissatisfied").
+    """
+
+    max_loss_pct: float = Field(5.0, ge=0, le=100)
+    max_jitter_ms: float = Field(50.0, ge=0)
+    max_rtt_ms: float = Field(400.0, ge=0)
+    min_mos: float = Field(3.6, ge=1, le=4.5)
+    max_setup: Duration = 5.0
+    max_audio_gap: Duration = 1.0
+    """A longer silence in received audio makes the call degraded."""
+    max_freezes: int = Field(3, ge=0)
+    dead_after: Duration = Field(3.0, gt=0)
+    """No media received in either direction for this long: the call died (time to failure);
+    if media comes back later the call ``recovered``."""
