@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from testbed.core.labels import AddressList, Label, shipped_address_lists
+from testbed.core.labels import AddressList, Label
 from testbed.core.policy import PolicyCompileError, RulePolicy, compile_policy
 from testbed.net.topology import TopologyPlan
 from testbed.scenario.model import Scenario, Side
@@ -50,11 +50,8 @@ def build_policy(config: dict[str, Any], *, seed: int, start: float) -> tuple[Ru
         read_file=read_file,
         known_labels={str(label) for label in Label},
     )
-    shipped = shipped_address_lists()
-    lists = {
-        name: shipped[name].union(al) if name in shipped else al for name, al in policy.address_lists.items()
-    }
-    return policy, lists
+    # As in the policy, a scenario list replaces a shipped list of the same name (docs/policy.md).
+    return policy, dict(policy.address_lists)
 
 
 __all__ = ["PolicyCompileError", "build_policy", "policy_config"]

@@ -109,15 +109,6 @@ class AddressList:
     def __len__(self) -> int:
         return sum(len(s) for s in self._v4.values()) + sum(len(s) for s in self._v6.values())
 
-    def union(self, other: AddressList) -> AddressList:
-        """A new list with both lists' prefixes, under this list's name."""
-        out = AddressList(self.name, " + ".join(x for x in (self.source, other.source) if x))
-        for mine, theirs, target in ((self._v4, other._v4, out._v4), (self._v6, other._v6, out._v6)):
-            for table in (mine, theirs):
-                for plen, nets in table.items():
-                    target.setdefault(plen, set()).update(nets)
-        return out
-
 
 _SHIPPED = {"whatsapp": "whatsapp.txt", "telegram": "telegram.txt"}
 _cache: dict[str, AddressList] = {}
