@@ -121,6 +121,15 @@ class IceSpec(_Frozen):
     restart: bool = False
     """If the connection fails after it worked, place the call again (new ICE session) once."""
 
+    @field_validator("restart")
+    @classmethod
+    def _restart_supported(cls, value: bool) -> bool:
+        if value:
+            raise ValueError(
+                "ICE restart is not supported yet (aiortc has no restartIce); remove the key"
+            )
+        return value
+
     @model_validator(mode="after")
     def _needs_turn(self) -> IceSpec:
         if self.policy is IcePolicy.RELAY and self.turn is None:
@@ -220,12 +229,6 @@ class CallSpec(_Frozen):
         waves = -(-self.count // (self.concurrency or self.count))
         per_call = self.connect_timeout + self.duration + 10.0  # start-up and hang-up
         return self.start + self.stagger * (self.count - 1) + waves * per_call
-
-
-class _NodeLike:
-    """What :func:`call_reference_problems` reads of a node (``model.NodeSpec`` has it)."""
-
-    services: Any
 
 
 def call_reference_problems(
