@@ -234,7 +234,7 @@ class Conductor:
         pair = next(
             (t.selected_candidate_pair for t in transports if t.selected_candidate_pair), None
         )
-        return CallResult(
+        base = CallResult(
             name=self.options.name,
             connected=connected,
             setup_ms=setup_ms,
@@ -245,6 +245,15 @@ class Conductor:
             transports=transports,
             media_s=media_s,
             wall_s=None if wall_s is None else round(wall_s, 3),
+            profile=self.options.profile,
+        )
+        return metrics.with_quality(
+            base,
+            reports,
+            t0=self._t0,
+            media_start=self._media_start,
+            media_end=self._hangup_at,
+            turn_transport=self.options.turn_transport,
         )
 
     # -- internals ----------------------------------------------------------------------------

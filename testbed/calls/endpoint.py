@@ -24,13 +24,16 @@ import dataclasses
 import datetime
 import json
 import os
+import secrets
 import signal
+import ssl
 import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import aioice.turn
 from aiortc import (
     RTCConfiguration,
     RTCDataChannel,
@@ -45,7 +48,9 @@ from aiortc.sdp import SessionDescription
 
 from testbed.calls.media import FrameSink, MovingBarTrack, ToneTrack
 from testbed.calls.metrics import Arrivals
-from testbed.calls.options import CallOptions
+from testbed.calls.options import AUDIO_CODECS, VIDEO_CODECS, CallOptions
+from testbed.calls.profiles import with_transaction_id
+from testbed.calls.quality import GapRecorder
 from testbed.calls.signalling import (
     Answer,
     Bye,
@@ -71,6 +76,8 @@ CLOSE_TIMEOUT_S = 2.0
 STATS_TIMEOUT_S = 2.0
 MAX_DELAY_SAMPLES = 20000
 DATA_CHANNEL_LABEL = "testbed"
+AUDIO_GAP_THRESHOLD_S = 0.060  # 3 x 20 ms packets: a jitter buffer hides shorter holes
+MAX_SNAPSHOTS = 7200  # two hours of one-per-second samples
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -129,9 +136,88 @@ class Endpoint:
             "bytes_received": 0,
         }
         self._delays_ms: list[float] = []
+        self._gaps: dict[str, GapRecorder] = {}  # received media by kind
+        self._snapshots: list[dict[str, Any]] = []
+        self._sampling = False
         self._hanging_up = False
         self._closed = False
         self._wire_peer_connection()
+        _TURN_HOOK.endpoint = self
+
+    # -- TURN allocations (for app-profile messages) ------------------------------------------
+
+    def on_turn_allocation(self, inner: Any) -> None:
+        """aioice made a TURN allocation; ``inner`` is its client protocol (UDP or TCP)."""
+        if self.options.stun_prelude:
+            self._spawn(self._send_prelude(inner))
+
+    async def _send_prelude(self, inner: Any) -> None:
+        messages = [bytes.fromhex(m) for m in self.options.stun_prelude]
+        while not self._hanging_up and not self._closed:
+            transport = getattr(inner, "transport", None)
+            if transport is None or transport.is_closing():
+                return
+            for message in messages:
+                inner._send(with_transaction_id(message, secrets.token_bytes(12)))
+            await asyncio.sleep(self.options.stun_prelude_every_s)
+
+    # -- statistics snapshots -----------------------------------------------------------------
+
+    def start_sampling(self) -> None:
+        if not self._sampling:
+            self._sampling = True
+            self._spawn(self._sample_loop())
+
+    async def _sample_loop(self) -> None:
+        # Aligned to the call's t0, so both endpoints' samples cover the same seconds.
+        interval = self.options.sample_interval_s
+        origin = self._t0 if self._t0 is not None else time.monotonic()
+        while not self._hanging_up and not self._closed and len(self._snapshots) < MAX_SNAPSHOTS:
+            k = int((time.monotonic() - origin) / interval) + 1
+            await asyncio.sleep(max(0.0, origin + k * interval - time.monotonic()))
+            if self._hanging_up or self._closed:
+                return
+            self._snapshots.append(await self.snapshot())
+
+    async def snapshot(self) -> dict[str, Any]:
+        """Cumulative counters now, per kind: ``{"t", "<kind>": {"out": {...}, "in": {...},
+        "rtt"}}`` (``quality.build_samples`` turns them into per-second samples)."""
+        t = time.monotonic()
+        stats = await self.pc.getStats()
+        snap: dict[str, Any] = {"t": t}
+        for st in stats.values():
+            kind = getattr(st, "kind", None)
+            if kind not in ("audio", "video"):
+                continue
+            entry = snap.setdefault(kind, {})
+            if st.type == "outbound-rtp":
+                out = entry.setdefault("out", {})
+                out["packets"], out["bytes"] = st.packetsSent, st.bytesSent
+            elif st.type == "inbound-rtp":
+                arrivals = self._arrivals.get(st.ssrc)
+                entry["in"] = {
+                    "packets": st.packetsReceived,
+                    "bytes": arrivals.bytes if arrivals else 0,
+                    "lost": st.packetsLost,
+                    "jitter": st.jitter,
+                }
+            elif st.type == "remote-inbound-rtp":
+                out = entry.setdefault("out", {})
+                out["lost"], out["jitter"] = st.packetsLost, st.jitter
+                out["reported_received"] = st.packetsReceived
+                entry["rtt"] = st.roundTripTime
+        for track in self._tracks:
+            snap.setdefault(track.kind, {}).setdefault("out", {"packets": 0, "bytes": 0})["frames"] = track.frames_sent
+        for kind, sink in self._sinks.items():
+            snap.setdefault(kind, {}).setdefault("in", {"packets": 0, "bytes": 0})["frames"] = sink.frames
+        if self.options.data_channel:
+            d = self._data
+            snap["data"] = {
+                "out": {"packets": d["messages_sent"], "bytes": d["bytes_sent"], "messages": d["messages_sent"]},
+                "in": {"packets": d["messages_received"], "bytes": d["bytes_received"],
+                       "messages": d["messages_received"]},
+            }  # fmt: skip
+        return snap
 
     # -- events -> relay ------------------------------------------------------------------------
 
@@ -169,7 +255,10 @@ class Endpoint:
             receiver = transceiver.receiver
             if id(receiver) not in self._hooked:
                 self._hooked.add(id(receiver))
-                _track_arrivals(receiver, self._arrivals, self._t0)
+                gaps = None
+                if receiver.track is not None and receiver.track.kind == "audio":
+                    gaps = self._gaps.setdefault("audio", GapRecorder(AUDIO_GAP_THRESHOLD_S))
+                _track_arrivals(receiver, self._arrivals, self._t0, gaps)
         if self.pc.sctp is not None:
             self._hook_dtls(self.pc.sctp.transport)
 
@@ -236,12 +325,12 @@ class Endpoint:
     def _add_media(self) -> None:
         """Add our tracks.  On the callee, addTrack reuses the transceivers the offer created."""
         if self.options.audio:
-            self._add_track(ToneTrack(TONE_HZ[self.role]), "audio/opus")
+            self._add_track(ToneTrack(TONE_HZ[self.role]), AUDIO_CODECS[self.options.audio_codec])
         if self.options.video:
             o = self.options
             self._add_track(
                 MovingBarTrack(o.video_width, o.video_height, o.video_fps, seed=TONE_HZ[self.role]),
-                "video/VP8",
+                VIDEO_CODECS[o.video_codec],
             )
 
     def _add_track(self, track: ToneTrack | MovingBarTrack, mime: str) -> None:
@@ -259,15 +348,22 @@ class Endpoint:
                     transceiver.setCodecPreferences(codecs)
 
     async def dial(self) -> None:
+        self.start_sampling()
         self._add_media()
         if self.options.data_channel:
-            self._wire_channel(self.pc.createDataChannel(DATA_CHANNEL_LABEL, ordered=True))
+            reliable = self.options.data_reliable
+            self._wire_channel(
+                self.pc.createDataChannel(
+                    DATA_CHANNEL_LABEL, ordered=reliable, maxRetransmits=None if reliable else 0
+                )
+            )
         self._hook_transports()
         await self.pc.setLocalDescription(await self.pc.createOffer())  # gathers all candidates
         await self._send(Offer(sdp=self.pc.localDescription.sdp))
         self._emit(Layer.SIGNALLING, "offer-sent")
 
     async def on_offer(self, sdp: str) -> None:
+        self.start_sampling()
         self._emit(Layer.SIGNALLING, "offer-received")
         await self.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
         self._add_media()
@@ -288,6 +384,10 @@ class Endpoint:
     async def hang_up(self, *, say_bye: bool, reason: str) -> None:
         if self._hanging_up:
             return
+        if self._sampling and len(self._snapshots) < MAX_SNAPSHOTS:
+            # The last partial interval, up to the moment media stops.
+            with contextlib.suppress(Exception):
+                self._snapshots.append(await self.snapshot())
         self._hanging_up = True
         for track in self._tracks:
             track.stop()
@@ -342,6 +442,9 @@ class Endpoint:
             if self.options.data_channel
             else None,
             "candidate_pair": self._candidate_pair(),
+            "snapshots": self._snapshots,
+            "gaps": {kind: g.gaps for kind, g in self._gaps.items()},
+            "freezes": {kind: sink.freezes.freezes for kind, sink in self._sinks.items() if sink.freezes},
         }
 
     def _negotiated_codecs(self) -> dict[str, dict[str, Any]]:
@@ -381,7 +484,9 @@ class Endpoint:
             return None
 
 
-def _track_arrivals(receiver: Any, arrivals: dict[int, Arrivals], origin: float | None) -> None:
+def _track_arrivals(
+    receiver: Any, arrivals: dict[int, Arrivals], origin: float | None, gaps: GapRecorder | None = None
+) -> None:
     """Count RTP payload bytes and arrival times per SSRC (aiortc's inbound-rtp stats have no byte
     count and no timing).  Wraps the receiver's ``_handle_rtp_packet``, which aiortc's RTP router
     calls for each packet after SRTP decryption."""
@@ -393,7 +498,10 @@ def _track_arrivals(receiver: Any, arrivals: dict[int, Arrivals], origin: float 
         stream = arrivals.get(packet.ssrc)
         if stream is None:
             stream = arrivals[packet.ssrc] = Arrivals(origin)
-        stream.add(time.monotonic(), len(packet.payload))
+        now = time.monotonic()
+        stream.add(now, len(packet.payload))
+        if gaps is not None:
+            gaps.add(now)
         await original(packet, arrival_time_ms=arrival_time_ms)
 
     receiver._handle_rtp_packet = tracking
@@ -405,6 +513,44 @@ def _stats_json(stats: Any) -> dict[str, Any]:
         if isinstance(value, datetime.datetime):
             out[key] = value.timestamp()
     return out
+
+
+# -- TURN hook --------------------------------------------------------------------------------------
+
+
+class _TurnHook:
+    """aioice creates TURN allocations deep inside ICE gathering; this wraps its factory once per
+    process to (1) reach each allocation's client protocol, for app-profile messages sent on the
+    same 5-tuple as the media, and (2) accept the relay's certificate for ``turns:`` (aioice
+    passes ``ssl=True``, which would verify it against the system CAs; testbed's relays have
+    per-run self-signed certificates, and a censor sees the same handshake either way)."""
+
+    def __init__(self) -> None:
+        self.endpoint: Endpoint | None = None
+        self._installed = False
+
+    def install(self) -> None:
+        if self._installed:
+            return
+        self._installed = True
+        original = aioice.turn.create_turn_endpoint
+
+        async def create_turn_endpoint(*args: Any, **kwargs: Any) -> Any:
+            if kwargs.get("ssl") is True:
+                context = ssl.create_default_context()
+                context.check_hostname = False
+                context.verify_mode = ssl.CERT_NONE
+                kwargs["ssl"] = context
+            transport, protocol = await original(*args, **kwargs)
+            inner = getattr(transport, "_TurnTransport__inner_protocol", None)
+            if inner is not None and self.endpoint is not None:
+                self.endpoint.on_turn_allocation(inner)
+            return transport, protocol
+
+        aioice.turn.create_turn_endpoint = create_turn_endpoint
+
+
+_TURN_HOOK = _TurnHook()
 
 
 # -- process ------------------------------------------------------------------------------------
@@ -419,6 +565,7 @@ async def run(config: EndpointConfig) -> int:
             writer.write(encode(message))
             await writer.drain()
 
+    _TURN_HOOK.install()
     endpoint = Endpoint(config, send)
     main = asyncio.current_task()
     assert main is not None

@@ -17,6 +17,8 @@ import time
 import av
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
+from testbed.calls.quality import FreezeDetector
+
 AUDIO_RATE = 48000
 AUDIO_PTIME_S = 0.020  # 20 ms: the WebRTC default Opus packetisation (RFC 7587 section 4.2)
 AUDIO_SAMPLES = int(AUDIO_RATE * AUDIO_PTIME_S)
@@ -124,12 +126,16 @@ class FrameSink:
         self.track = track
         self.frames = 0
         self.first_frame = asyncio.Event()
+        # Video only: W3C freezes, timed when the decoder hands a frame over ("rendered").
+        self.freezes = FreezeDetector() if track.kind == "video" else None
 
     async def run(self) -> None:
         try:
             while True:
                 await self.track.recv()
                 self.frames += 1
+                if self.freezes is not None:
+                    self.freezes.add(time.monotonic())
                 self.first_frame.set()
         except MediaStreamError:
             return

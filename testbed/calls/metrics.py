@@ -148,6 +148,12 @@ class EndpointReport:
     frames_received: Mapping[Kind, int] = field(default_factory=dict)
     data: DataCounts | None = None
     candidate_pair: CandidatePair | None = None
+    snapshots: tuple[Mapping[str, Any], ...] = ()
+    """One-per-second cumulative counters (``Endpoint.snapshot``), for the timeline."""
+    gaps: Mapping[str, tuple[tuple[float, float], ...]] = field(default_factory=dict)
+    """Received silences by kind: (start, length), CLOCK_MONOTONIC seconds."""
+    freezes: Mapping[str, tuple[tuple[float, float], ...]] = field(default_factory=dict)
+    """Received video freezes by kind (W3C): (start, length)."""
 
     def find(self, type_: str, kind: Kind, ssrc: int | None = None) -> RtpEntry | None:
         for entry in self.rtp:
@@ -223,6 +229,9 @@ def parse_report(raw: Mapping[str, Any]) -> EndpointReport:
         if isinstance(key, str) and key.isdigit() and times is not None:
             arrivals[int(key)] = times
     return EndpointReport(
+        snapshots=tuple(x for x in _list(raw.get("snapshots")) if isinstance(x, Mapping)),
+        gaps=_intervals(raw.get("gaps")),
+        freezes=_intervals(raw.get("freezes")),
         rtp=tuple(rtp),
         transport=transport,
         codecs=codecs,
@@ -233,6 +242,17 @@ def parse_report(raw: Mapping[str, Any]) -> EndpointReport:
         data=data,
         candidate_pair=parse_candidate_pair(raw.get("candidate_pair")),
     )
+
+
+def _intervals(raw: object) -> dict[str, tuple[tuple[float, float], ...]]:
+    out: dict[str, tuple[tuple[float, float], ...]] = {}
+    for kind, items in _dict(raw).items():
+        pairs = []
+        for item in _list(items):
+            if isinstance(item, list | tuple) and len(item) == 2 and all(_is_number(v) for v in item):
+                pairs.append((float(item[0]), float(item[1])))
+        out[str(kind)] = tuple(pairs)
+    return out
 
 
 def parse_candidate_pair(raw: object) -> CandidatePair | None:
@@ -463,3 +483,148 @@ def _kind(name: object) -> Kind | None:
 
 
 _KIND_VALUES = frozenset(k.value for k in Kind)
+
+
+# -- quality: timeline, MOS, gaps, freezes, set-up split, candidate ------------------------------
+
+
+def with_quality(
+    result: Any,
+    reports: Mapping[Role, EndpointReport | None],
+    *,
+    t0: float,
+    media_start: float | None,
+    media_end: float | None,
+    turn_transport: str | None,
+) -> Any:
+    """``result`` (a ``CallResult``) with the computed quality fields filled in (see
+    ``testbed.calls.quality``).  ``media_start``/``media_end`` are CLOCK_MONOTONIC."""
+    from testbed.calls import quality
+
+    snapshots = {role.value: r.snapshots for role, r in reports.items() if r is not None}
+    rates = {
+        role.value: {k.value: r.clock_rate(k) for k in MEDIA_KINDS}
+        for role, r in reports.items()
+        if r is not None
+    }
+    gaps = {role.value: r.gaps.get("audio", ()) for role, r in reports.items() if r is not None}
+    freezes = {role.value: r.freezes.get("video", ()) for role, r in reports.items() if r is not None}
+    samples = quality.build_samples(snapshots, t0=t0, clock_rates=rates, gaps=gaps, freezes=freezes)
+    start_s = None if media_start is None else media_start - t0
+    end_s = None if media_end is None else media_end - t0
+    in_call = quality.window_samples(samples, start_s or 0.0, end_s) if start_s is not None else []
+    per_endpoint = {role.value: quality.receive_stats(in_call, role.value) for role in Role}
+    media_s = result.media_s or 0.0
+    streams = []
+    for st in result.streams:
+        if st.direction is not Direction.RECV:
+            streams.append(st)
+            continue
+        q = per_endpoint[st.endpoint]
+        if st.kind is Kind.AUDIO:
+            g = gaps.get(st.endpoint, ())
+            streams.append(
+                _replace(
+                    st,
+                    mos=q.mos,
+                    audio_gap_max_ms=_round(max((length for _, length in g), default=0.0) * 1000.0)
+                    if st.endpoint in gaps
+                    else None,
+                    audio_gap_total_ms=_round(
+                        sum(max(0.0, length - 0.020) for _, length in g) * 1000.0
+                    )
+                    if st.endpoint in gaps
+                    else None,
+                )
+            )
+        elif st.kind is Kind.VIDEO:
+            f = freezes.get(st.endpoint)
+            streams.append(
+                _replace(
+                    st,
+                    freeze_count=None if f is None else len(f),
+                    freeze_total_ms=None if f is None else _round(sum(x for _, x in f) * 1000.0),
+                )
+            )
+        else:
+            sent = st.packets_sent
+            got = st.packets_received
+            streams.append(
+                _replace(
+                    st,
+                    throughput_kbps=_round((st.bytes or 0) * 8 / 1000.0 / media_s)
+                    if media_s > 0 and st.bytes is not None
+                    else None,
+                    message_loss_pct=_round(100.0 * max(0, sent - (got or 0)) / sent)
+                    if sent
+                    else None,
+                )
+            )
+    moses = [q.mos for q in per_endpoint.values() if q.mos is not None]
+    ctype, ctransport = candidate_summary(result.transports, turn_transport)
+    ice_ms, dtls_ms = setup_split(result.state_timeline)
+    return dataclasses.replace(
+        result,
+        streams=tuple(streams),
+        samples=tuple(samples),
+        quality={
+            name: {k: v for k, v in dataclasses.asdict(q).items()} for name, q in per_endpoint.items()
+        },
+        mos=min(moses) if moses else None,
+        mos_r0=quality.R0 if moses else None,
+        loss_pct=_worst([q.loss_pct for q in per_endpoint.values()]),
+        jitter_ms=_worst([q.jitter_ms for q in per_endpoint.values()]),
+        rtt_ms=_worst([q.rtt_ms for q in per_endpoint.values()]),
+        candidate_type=ctype,
+        candidate_transport=ctransport,
+        setup_ice_ms=ice_ms,
+        setup_dtls_ms=dtls_ms,
+    )
+
+
+def _worst(values: Iterable[float | None]) -> float | None:
+    known = [v for v in values if v is not None]
+    return max(known) if known else None
+
+
+_TYPE_RANK = {"host": 0, "prflx": 1, "srflx": 2, "relay": 3}
+
+
+def candidate_summary(
+    transports: Iterable[TransportResult], turn_transport: str | None
+) -> tuple[str | None, str | None]:
+    """(type, transport) of the call's path: the most indirect local candidate either endpoint
+    selected; for a relay, how that endpoint reaches its TURN server."""
+    best: CandidatePair | None = None
+    for t in transports:
+        pair = t.selected_candidate_pair
+        if pair is not None and (best is None or _TYPE_RANK.get(pair.local_type, 0) > _TYPE_RANK.get(best.local_type, 0)):
+            best = pair
+    if best is None:
+        return None, None
+    if best.local_type == "relay":
+        return "relay", turn_transport or best.protocol
+    return best.local_type, best.protocol
+
+
+def setup_split(timeline: Iterable[tuple[float, str]]) -> tuple[float | None, float | None]:
+    """(offer sent -> ICE connected at both endpoints, that -> DTLS connected at both), in ms."""
+    offer: float | None = None
+    ice: dict[str, float] = {}
+    dtls: dict[str, float] = {}
+    for t, label in timeline:
+        who, _, rest = label.partition(":")
+        layer, _, state = rest.partition(":")
+        if who == "caller" and layer == "signalling" and state == "offer-sent" and offer is None:
+            offer = t
+        elif layer == "ice-connection" and state in ("completed", "connected") and who not in ice:
+            ice[who] = t
+        elif layer == "dtls" and state == "connected" and who not in dtls:
+            dtls[who] = t
+    if offer is None or len(ice) < 2:
+        return None, None
+    ice_done = max(ice.values())
+    ice_ms = _round((ice_done - offer) * 1000.0)
+    if len(dtls) < 2:
+        return ice_ms, None
+    return ice_ms, _round(max(0.0, max(dtls.values()) - ice_done) * 1000.0)

@@ -23,6 +23,11 @@ _ICE_URL_RE = re.compile(
 )
 
 
+# mimeType as aiortc names the codec, by the scenario's name for it.
+AUDIO_CODECS = {"opus": "audio/opus", "pcmu": "audio/PCMU"}
+VIDEO_CODECS = {"vp8": "video/VP8", "h264": "video/H264"}
+
+
 class IceTransportPolicy(StrEnum):
     """RTCIceTransportPolicy: ``relay`` uses TURN relay candidates only (RFC 8828 mode 4)."""
 
@@ -116,6 +121,21 @@ class CallOptions:
     """STUN/TURN servers both endpoints use; empty means host candidates only.  (aiortc uses the
     first STUN and the first TURN URL it is given.)"""
     ice_transport_policy: IceTransportPolicy = IceTransportPolicy.ALL
+    audio_codec: str = "opus"
+    """``opus`` (48 kHz clock) or ``pcmu`` (G.711 mu-law, 8 kHz clock)."""
+    video_codec: str = "vp8"
+    """``vp8`` or ``h264``."""
+    data_reliable: bool = True
+    """``False``: unordered, no retransmissions (maxRetransmits 0): lost messages stay lost."""
+    sample_interval_s: float = 1.0
+    """Endpoints snapshot their statistics this often (the result's per-second timeline)."""
+    stun_prelude: tuple[str, ...] = ()
+    """App profile: STUN-framed messages (hex) each endpoint sends to its TURN server from its
+    allocation's socket, once the allocation exists and then every ``stun_prelude_every_s``."""
+    stun_prelude_every_s: float = 2.0
+    ice_restart: bool = False
+    """If the connection fails after it worked, the call is placed again once (new ICE)."""
+    profile: str | None = None
 
     def __post_init__(self) -> None:
         if not _NAME_RE.match(self.name):
@@ -139,6 +159,18 @@ class CallOptions:
                 raise ValueError(f"{key} must be {low}..{high}, got {value}")
         if self.video_width % 2 or self.video_height % 2:
             raise ValueError("video_width and video_height must be even (4:2:0 chroma)")
+        if self.audio_codec not in AUDIO_CODECS:
+            raise ValueError(f"audio_codec must be one of {sorted(AUDIO_CODECS)}")
+        if self.video_codec not in VIDEO_CODECS:
+            raise ValueError(f"video_codec must be one of {sorted(VIDEO_CODECS)}")
+        _positive("sample_interval_s", self.sample_interval_s)
+        _positive("stun_prelude_every_s", self.stun_prelude_every_s)
+        for message in self.stun_prelude:
+            try:
+                if len(bytes.fromhex(message)) < 20:
+                    raise ValueError
+            except ValueError:
+                raise ValueError("stun_prelude entries are STUN messages in hex (>= 20 bytes)") from None
         if not (self.audio or self.video or self.data_channel):
             raise ValueError("a call needs at least one of audio, video, data_channel")
         if not isinstance(self.ice_servers, tuple) or not all(
@@ -154,9 +186,23 @@ class CallOptions:
         ):
             raise ValueError("ice_transport_policy 'relay' needs a TURN server in ice_servers")
 
+    @property
+    def turn_transport(self) -> str | None:
+        """How the endpoints reach their TURN server: udp, tcp or tls (None: no TURN)."""
+        for server in self.ice_servers:
+            for url in server.urls:
+                match = _ICE_URL_RE.match(url)
+                if match is None or not match["scheme"].startswith("turn"):
+                    continue
+                if match["scheme"] == "turns":
+                    return "tls"
+                return match["transport"] or "udp"
+        return None
+
     def to_json(self) -> dict[str, Any]:
         out = {f.name: getattr(self, f.name) for f in fields(self)}
         out["ice_servers"] = [s.to_json() for s in self.ice_servers]
+        out["stun_prelude"] = list(self.stun_prelude)
         out["ice_transport_policy"] = self.ice_transport_policy.value
         return out
 
@@ -174,6 +220,8 @@ class CallOptions:
             ):
                 raise ValueError("ice_servers must be a list of {urls, username, credential}")
             values["ice_servers"] = tuple(IceServer.from_json(s) for s in servers)
+        if "stun_prelude" in values:
+            values["stun_prelude"] = tuple(values["stun_prelude"])
         if "ice_transport_policy" in values:
             try:
                 values["ice_transport_policy"] = IceTransportPolicy(values["ice_transport_policy"])

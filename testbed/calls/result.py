@@ -127,6 +127,19 @@ class StreamResult:
     received_per_s: tuple[int, ...] | None = None
     """recv: packets (media) or messages (data) that arrived in each second since the call
     started: index 0 is [0 s, 1 s).  Shows when a flow was cut or thinned, and by how much."""
+    mos: float | None = None
+    """audio recv: E-model MOS of what this endpoint received (see ``quality``)."""
+    audio_gap_max_ms: float | None = None
+    """audio recv: the longest silence (> 3 packet times) in received audio."""
+    audio_gap_total_ms: float | None = None
+    """audio recv: total time with no audio to play (silences minus one packet time each)."""
+    freeze_count: int | None = None
+    """video recv: freezes by the W3C webrtc-stats definition."""
+    freeze_total_ms: float | None = None
+    throughput_kbps: float | None = None
+    """data recv: message bytes received per second of media, in kbit/s."""
+    message_loss_pct: float | None = None
+    """data recv: messages the peer sent that never arrived, in % of those sent."""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -149,6 +162,13 @@ class StreamResult:
             "last_received_t_s": self.last_received_t_s,
             "max_gap_ms": self.max_gap_ms,
             "received_per_s": None if self.received_per_s is None else list(self.received_per_s),
+            "mos": self.mos,
+            "audio_gap_max_ms": self.audio_gap_max_ms,
+            "audio_gap_total_ms": self.audio_gap_total_ms,
+            "freeze_count": self.freeze_count,
+            "freeze_total_ms": self.freeze_total_ms,
+            "throughput_kbps": self.throughput_kbps,
+            "message_loss_pct": self.message_loss_pct,
         }
 
 
@@ -191,6 +211,42 @@ class CallResult:
     transports: tuple[TransportResult, ...] = ()
     media_s: float | None = None
     wall_s: float | None = None
+    # -- added with app profiles, relays and quality (all optional, see the module docstring) --
+    spec: str | None = None
+    """The ``calls:`` entry this call comes from (``name`` without ``#i``)."""
+    instance: int = 1
+    start_s: float | None = None
+    """When the call was placed, in seconds since the calls phase began."""
+    profile: str | None = None
+    outcome: str | None = None
+    """``ok``, ``degraded`` or ``blocked`` (set by ``run_calls`` from the verdict thresholds)."""
+    outcome_reasons: tuple[str, ...] = ()
+    time_to_failure_s: float | None = None
+    """Connected, then media stopped in both directions for ``dead_after`` s: seconds from
+    connected to the start of that silence (or to a failed connection)."""
+    recovered: bool | None = None
+    """After a failure: media flowed again (by itself or after an ICE restart)."""
+    restarts: int = 0
+    setup_ice_ms: float | None = None
+    """Offer sent -> ICE connected at both endpoints."""
+    setup_dtls_ms: float | None = None
+    """ICE connected (both) -> DTLS connected (both)."""
+    candidate_type: str | None = None
+    """``relay`` if either endpoint's selected candidate is a relay, else ``srflx``/``prflx`` if
+    either is, else ``host``."""
+    candidate_transport: str | None = None
+    """For relay: how the relaying endpoint reaches its TURN server (udp, tcp, tls); else the
+    pair's protocol."""
+    mos: float | None = None
+    """The worse endpoint's MOS of received audio over the whole call."""
+    mos_r0: float | None = None
+    loss_pct: float | None = None
+    jitter_ms: float | None = None
+    rtt_ms: float | None = None
+    quality: dict[str, dict[str, Any]] | None = None
+    """Per endpoint: received loss_pct, jitter_ms, rtt_ms, mos, bitrate_kbps, ... over the call."""
+    samples: tuple[dict[str, Any], ...] = ()
+    """The per-second timeline (see ``quality.SAMPLE_KEYS``)."""
 
     def stream(self, endpoint: str, kind: Kind | str, direction: Direction | str) -> StreamResult:
         """The one stream entry for ``endpoint`` x ``kind`` x ``direction`` (KeyError if absent)."""
@@ -212,4 +268,24 @@ class CallResult:
             "transports": [t.to_json() for t in self.transports],
             "selected_candidate_pair": pair.to_json() if pair else None,
             "error": self.error,
+            "spec": self.spec if self.spec is not None else self.name,
+            "instance": self.instance,
+            "start_s": self.start_s,
+            "profile": self.profile,
+            "outcome": self.outcome,
+            "outcome_reasons": list(self.outcome_reasons),
+            "time_to_failure_s": self.time_to_failure_s,
+            "recovered": self.recovered,
+            "restarts": self.restarts,
+            "setup_ice_ms": self.setup_ice_ms,
+            "setup_dtls_ms": self.setup_dtls_ms,
+            "candidate_type": self.candidate_type,
+            "candidate_transport": self.candidate_transport,
+            "mos": self.mos,
+            "mos_r0": self.mos_r0,
+            "loss_pct": self.loss_pct,
+            "jitter_ms": self.jitter_ms,
+            "rtt_ms": self.rtt_ms,
+            "quality": self.quality,
+            "samples": [dict(x) for x in self.samples],
         }
