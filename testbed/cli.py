@@ -22,11 +22,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from testbed.net.privileges import require_privileges
     from testbed.report.console import print_result, print_summary
     from testbed.report.json_report import write_json
-    from testbed.runner import ScenarioResult, run_scenario
+    from testbed.runner import ScenarioResult, precheck, run_scenario
     from testbed.scenario.loader import discover, load_scenario
 
     # Load and validate everything first: a typo in the tenth file should not cost nine runs.
     loaded = [load_scenario(p) for p in discover(args.paths)]
+    for item in loaded:
+        precheck(item)
     if args.jobs < 1:
         raise UsageError("-j/--jobs must be at least 1")
     require_privileges()

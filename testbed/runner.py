@@ -120,6 +120,13 @@ def checked_policy_config(scenario: Scenario, plan: TopologyPlan, file: Path, se
     return config
 
 
+def precheck(loaded: LoadedScenario) -> None:
+    """Everything that can be checked without root or side effects: the policy compiles against
+    this scenario's nodes and lists (files included). Raises ScenarioError."""
+    plan = plan_topology(loaded.scenario, "000000")
+    checked_policy_config(loaded.scenario, plan, loaded.path, loaded.scenario.seed)
+
+
 async def _run(scenario: Scenario, file: Path, result: ScenarioResult, say: Progress) -> None:
     try:
         async with contextlib.AsyncExitStack() as stack, asyncio.timeout(scenario.effective_timeout()):
