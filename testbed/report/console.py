@@ -1,49 +1,198 @@
-"""Human-readable summaries of scenario results."""
+"""Human-readable results on the terminal: a compact table per scenario, progress while runs go.
+
+Works on the result dicts that ``ScenarioResult.to_json()`` produces (a ``ScenarioResult`` is
+accepted too and converted), so the same output can be rebuilt from a saved ``--json`` file::
+
+    PASS  baseline  (7.9 s, scenarios/baseline.yaml)
+      call          outcome    setup   MOS   loss  why it failed
+      direct-audio  connected  95 ms   4.3   0.0%
+      censor: 1104 packets, 218112 bytes, 1 flows
+      [ok  ] direct-audio: connected == true: connected in 95 ms
+
+    1 passed, 0 failed
+
+The last line of the summary is exactly ``N passed, M failed``: scripts grep for it.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import TextIO
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TextIO
 
-from testbed.calls import CallResult
-from testbed.runner import ScenarioResult
+from testbed.report.digest import (
+    as_dict,
+    call_digest,
+    censor_events,
+    fmt_num,
+    scenario_status,
+)
 
+__all__ = ["ProgressBoard", "format_call_table", "print_result", "print_summary"]
 
-def _call_line(call: CallResult) -> str:
-    if not call.connected:
-        return f"    call {call.name}: NOT CONNECTED ({call.error or 'no reason given'})"
-    parts = [f"setup {call.setup_ms:.0f} ms" if call.setup_ms is not None else "connected"]
-    for s in call.streams:
-        if s.direction == "recv" and s.kind in ("audio", "video"):
-            parts.append(f"{s.endpoint} {s.kind} rx {s.packets_received} pkts")
-        elif s.direction == "recv" and s.kind == "data":
-            msgs = getattr(s, "messages", None)
-            if msgs is not None:
-                parts.append(f"{s.endpoint} data rx {msgs} msgs")
-    if call.error:
-        parts.append(f"error: {call.error}")
-    return f"    call {call.name}: " + ", ".join(parts)
+WHY_WIDTH = 72
+_BLOCKING = ("cut", "block", "reject", "residual", "drop")
+INDENT = "    "
 
 
-def print_result(result: ScenarioResult, out: TextIO) -> None:
-    status = "PASS" if result.passed else ("ERROR" if result.error else "FAIL")
-    out.write(f"{status:5} {result.name}  ({result.duration_s:.1f} s, {result.file})\n")
-    if result.error:
-        out.write("    " + result.error.replace("\n", "\n    ") + "\n")
-    for call in result.calls:
-        out.write(_call_line(call) + "\n")
-    if result.censor:
-        c = result.censor
-        out.write(
-            f"    censor: {c.get('packets', 0)} packets, {c.get('bytes', 0)} bytes, "
-            f"{len(c.get('flows', []))} flows\n"
+def _clip(text: str, width: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def format_call_table(result: Mapping[str, Any], *, why_width: int = WHY_WIDTH) -> list[str]:
+    """One header line and one line per call: call, outcome, setup, MOS, loss, why it failed."""
+    calls = [c for c in result.get("calls") or [] if isinstance(c, Mapping)]
+    if not calls:
+        return []
+    expectations = [e for e in result.get("expectations") or [] if isinstance(e, Mapping)]
+    rows = [("call", "outcome", "setup", "MOS", "loss", "why it failed")]
+    for call in calls:
+        d = call_digest(call, expectations)
+        rows.append(
+            (
+                d.name,
+                d.outcome,
+                fmt_num(d.setup_ms, " ms"),
+                fmt_num(d.mos, digits=1),
+                fmt_num(d.loss_pct, "%", 1),
+                _clip(d.why, why_width),
+            )
         )
-    for e in result.expectations:
-        mark = "ok  " if e.passed else "FAIL"
-        out.write(f"    [{mark}] {e.what}: {e.detail}\n")
+    widths = [max(len(r[i]) for r in rows) for i in range(5)]
+    right = (False, False, True, True, True)
+    lines = []
+    for r in rows:
+        cells = [r[i].rjust(widths[i]) if right[i] else r[i].ljust(widths[i]) for i in range(5)]
+        lines.append((INDENT + "  ".join(cells) + "  " + r[5]).rstrip())
+    return lines
 
 
-def print_summary(results: Sequence[ScenarioResult], out: TextIO) -> None:
-    passed = sum(r.passed for r in results)
-    failed = len(results) - passed
-    out.write(f"\n{passed} passed, {failed} failed\n")
+def _censor_line(censor: Mapping[str, Any]) -> str | None:
+    if not censor:
+        return None
+    line = (
+        f"{INDENT}censor: {censor.get('packets', 0)} packets, {censor.get('bytes', 0)} bytes, "
+        f"{len(censor.get('flows') or [])} flows"
+    )
+    actions = censor.get("actions")
+    if isinstance(actions, Mapping):
+        not_accepted = {k: v for k, v in actions.items() if k != "accept" and v}
+        if not_accepted:
+            line += " (" + ", ".join(f"{v} {k}" for k, v in sorted(not_accepted.items())) + ")"
+    events = [e for e in censor_events(censor) if e.get("event") not in ("match", "ignore")]
+    if events:
+        # The first event that stopped traffic explains a failed call best; else the first at all.
+        first = next((e for e in events if e.get("event") in _BLOCKING), events[0])
+        rule = f" by {first['rule']}" if first.get("rule") else ""
+        line += f"; {len(events)} censor event(s), {first.get('event')}{rule} at {float(first['t']):.1f} s"
+    return line
+
+
+def print_result(result: Any, out: TextIO) -> None:
+    """One scenario: status line, error, call table, censor line, expectations."""
+    r = as_dict(result)
+    status = scenario_status(r)
+    out.write(f"{status:5} {r.get('name', '?')}  ({fmt_num(r.get('duration_s'), ' s', 1)}, {r.get('file', '?')})\n")
+    if r.get("error"):
+        out.write(INDENT + str(r["error"]).replace("\n", "\n" + INDENT) + "\n")
+    for line in format_call_table(r):
+        out.write(line + "\n")
+    censor = r.get("censor")
+    line = _censor_line(censor) if isinstance(censor, Mapping) else None
+    if line:
+        out.write(line + "\n")
+    for e in r.get("expectations") or []:
+        mark = "ok  " if e.get("passed") else "FAIL"
+        out.write(f"{INDENT}[{mark}] {e.get('what', '?')}: {e.get('detail', '')}\n")
+
+
+def print_summary(results: Sequence[Any], out: TextIO) -> None:
+    """Failed scenarios by name, then exactly ``N passed, M failed`` as the last line."""
+    dicts = [as_dict(r) for r in results]
+    passed = sum(bool(r.get("passed")) for r in dicts)
+    failed = len(dicts) - passed
+    bad = [r for r in dicts if not r.get("passed")]
+    out.write("\n")
+    for r in bad:
+        out.write(f"{scenario_status(r):5} {r.get('name', '?')}  ({r.get('file', '?')})\n")
+    out.write(f"{passed} passed, {failed} failed\n")
+
+
+class ProgressBoard:
+    """What each running scenario is doing, for stderr.
+
+    On a terminal (``live``), one line per running scenario is redrawn in place (so ``-j 2``
+    shows both); elsewhere (CI logs, pipes) each message is one plain line, prefixed with the
+    scenario's name when more than one may run.  Results printed through :meth:`print_result`
+    go above the live lines so they never interleave.
+
+    ``for_scenario(name)`` gives the ``progress`` callback that ``run_scenario`` takes.
+    """
+
+    def __init__(
+        self,
+        out: TextIO,
+        *,
+        live: bool | None = None,
+        prefix_names: bool = True,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.out = out
+        self.live = out.isatty() if live is None else live
+        self.prefix_names = prefix_names
+        self.clock = clock
+        self._running: dict[str, tuple[float, str]] = {}
+        self._drawn = 0
+
+    def start(self, name: str, file: str = "") -> None:
+        self._running[name] = (self.clock(), "starting")
+        if self.live:
+            self._redraw()
+        else:
+            self.out.write(f"RUN   {name}" + (f"  ({file})" if file else "") + "\n")
+            self.out.flush()
+
+    def update(self, name: str, message: str) -> None:
+        started, _ = self._running.get(name, (self.clock(), ""))
+        self._running[name] = (started, message)
+        if self.live:
+            self._redraw()
+        else:
+            prefix = f"[{name}] " if self.prefix_names else ""
+            self.out.write(f"      {prefix}{message}\n")
+            self.out.flush()
+
+    def for_scenario(self, name: str) -> Callable[[str], None]:
+        return lambda message: self.update(name, message)
+
+    def finish(self, name: str) -> None:
+        self._running.pop(name, None)
+        if self.live:
+            self._redraw()
+
+    def print_result(self, result: Any, out: TextIO) -> None:
+        """Print a finished scenario's result (``out`` is usually stdout) and drop its line."""
+        r = as_dict(result)
+        self._clear()
+        print_result(r, out)
+        out.flush()
+        self.finish(str(r.get("name", "")))
+
+    def close(self) -> None:
+        self._clear()
+
+    def _clear(self) -> None:
+        if self.live and self._drawn:
+            # Cursor up over the lines we drew, then clear to the end of the screen.
+            self.out.write(f"\x1b[{self._drawn}F\x1b[J")
+            self.out.flush()
+            self._drawn = 0
+
+    def _redraw(self) -> None:
+        self._clear()
+        now = self.clock()
+        for name, (started, message) in self._running.items():
+            self.out.write(f"  ..  {name}  {now - started:5.1f} s  {_clip(message, 60)}\n")
+        self._drawn = len(self._running)
+        self.out.flush()
