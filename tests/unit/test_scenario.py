@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from testbed.errors import ScenarioError
+from testbed.runner import precheck
 from testbed.scenario.loader import discover, load_scenario, parse_scenario
 from testbed.scenario.model import Media, Side, parse_duration
 
@@ -18,7 +19,9 @@ def test_shipped_scenarios_all_load() -> None:
     assert files, "the repository ships scenarios"
     for f in files:
         loaded = load_scenario(f)
-        assert loaded.scenario.calls
+        assert loaded.scenario.calls or loaded.scenario.probes
+        assert loaded.scenario.source or loaded.scenario.name == "baseline", f"{f} cites no source"
+        precheck(loaded)  # the policy compiles against the scenario's own nodes and lists
 
 
 def test_baseline_defaults() -> None:
