@@ -22,6 +22,8 @@ __all__ = [
     "call_expectations",
     "censor_events",
     "censor_rules",
+    "connected_at",
+    "failed_at",
     "fmt_num",
     "scenario_status",
 ]
@@ -155,6 +157,9 @@ def call_digest(call: Mapping[str, Any], expectations: Sequence[Mapping[str, Any
     reasons: list[str] = []
     if call.get("error"):
         reasons.append(str(call["error"]))
+    for reason in call.get("outcome_reasons") or []:
+        if str(reason) not in reasons:
+            reasons.append(str(reason))
     for e in call_expectations(name, expectations):
         if not e.get("passed"):
             what = str(e.get("what", ""))
@@ -173,6 +178,27 @@ def call_digest(call: Mapping[str, Any], expectations: Sequence[Mapping[str, Any
         time_to_failure_s=ttf,
         why="; ".join(reasons),
     )
+
+
+def connected_at(call: Mapping[str, Any]) -> float | None:
+    """When the call connected, in seconds on the call's own timeline (``state_timeline``)."""
+    fallback = None
+    for entry in call.get("state_timeline") or []:
+        if not isinstance(entry, (list, tuple)) or len(entry) != 2 or _num(entry[0]) is None:
+            continue
+        if entry[1] == "relay:call:connected":
+            return float(entry[0])
+        if fallback is None and str(entry[1]).endswith(":connection:connected"):
+            fallback = float(entry[0])
+    return fallback
+
+
+def failed_at(call: Mapping[str, Any]) -> float | None:
+    """``time_to_failure_s`` counts from the moment the call connected; this is on the call's axis."""
+    ttf = _num(call.get("time_to_failure_s"))
+    if ttf is None:
+        return None
+    return ttf + (connected_at(call) or 0.0)
 
 
 def censor_events(censor: Mapping[str, Any]) -> list[Mapping[str, Any]]:

@@ -40,6 +40,8 @@ from testbed.report.digest import (
     call_expectations,
     censor_events,
     censor_rules,
+    connected_at,
+    failed_at,
     fmt_num,
     scenario_status,
 )
@@ -104,23 +106,36 @@ def _event_color(name: str) -> str:
 
 
 def _sample_series(samples: Sequence[Mapping[str, Any]], field: str, *, recv_only: bool, send_dashed: bool) -> list[Series]:
-    groups: dict[tuple[str, str, str], list[tuple[float, float | None]]] = {}
+    """One series per media flow and direction (bitrate, loss), or per endpoint and kind (RTT)."""
+    per_endpoint = field == "rtt_ms"  # the same RTT is repeated on an endpoint's send and recv entries
+    groups: dict[tuple[str, str, str], dict[float, float | None]] = {}
     for s in samples:
         t = _num(s.get("t_s"))
         endpoint, kind, direction = str(s.get("endpoint")), str(s.get("kind")), str(s.get("direction"))
         if t is None or field not in s or (recv_only and direction != "recv"):
             continue
-        groups.setdefault((endpoint, kind, direction), []).append((t, _num(s.get(field))))
+        key = (endpoint, kind, "" if per_endpoint else direction)
+        points = groups.setdefault(key, {})
+        value = _num(s.get(field))
+        if points.get(t) is None:
+            points[t] = value
     out = []
-    for (endpoint, kind, direction), points in sorted(groups.items(), key=lambda kv: (kv[0][1], _sender(kv[0][0], kv[0][2]), kv[0][2] != "send")):
+
+    def order(key: tuple[str, str, str]) -> tuple[str, str, bool]:
+        endpoint, kind, direction = key
+        return (kind, _sender(endpoint, direction or "send"), direction != "send")
+
+    for key in sorted(groups, key=order):
+        endpoint, kind, direction = key
+        points = sorted(groups[key].items())
         if all(y is None for _, y in points):
+            continue
+        if per_endpoint:
+            out.append(Series(f"{kind} RTT at {endpoint}", points, _color(endpoint, kind)))
             continue
         sender = _sender(endpoint, direction)
         what = "sent" if direction == "send" else "received"
-        if field == "rtt_ms":
-            label = f"{kind} RTT at {endpoint}"
-        else:
-            label = f"{_flow_label(sender, kind)} ({what})"
+        label = f"{_flow_label(sender, kind)} ({what})"
         out.append(Series(label, points, _color(sender, kind), dashed=send_dashed and direction == "send"))
     return out
 
@@ -157,15 +172,18 @@ def _call_addresses(call: Mapping[str, Any]) -> set[str]:
     return out
 
 
-def _origin_offset(result: Mapping[str, Any], call_name: str, default: float) -> float:
+def _origin_offset(result: Mapping[str, Any], call: Mapping[str, Any], default: float) -> float:
+    """Seconds from the censor's start to this call's start (its ``t_s`` = 0)."""
+    name = str(call.get("name"))
     origin = result.get("timeline_origin")
     if isinstance(origin, Mapping):
         censor = _num(origin.get("censor"))
         calls = origin.get("calls")
-        call = _num(calls.get(call_name)) if isinstance(calls, Mapping) else None
-        if censor is not None and call is not None:
-            return call - censor
-    return default
+        start = _num(calls.get(name)) if isinstance(calls, Mapping) else None
+        if censor is not None and start is not None:
+            return start - censor
+    # Calls placed later in the calls phase (``start_s``) start that much later.
+    return default + (_num(call.get("start_s")) or 0.0)
 
 
 def _events_for_call(events: Sequence[Mapping[str, Any]], call: Mapping[str, Any], n_calls: int) -> list[int]:
@@ -404,7 +422,7 @@ def _call_html(
     timeline = [t for t, _ in (call.get("state_timeline") or []) if _num(t) is not None]
     x_end = max([*xs, *timeline, 1.0])
 
-    offset = _origin_offset(result, d.name, censor_offset_s)
+    offset = _origin_offset(result, call, censor_offset_s)
     markers: list[Marker] = []
     for i, e in enumerate(events):
         num = event_numbers.get(i)
@@ -413,12 +431,14 @@ def _call_html(
         t = float(e["t"]) - offset
         markers.append(Marker(t, str(num), f"#{num} at {t:.2f} s: {_event_text(e)}", _event_color(str(e.get("event")))))
     markers += _window_bands(events, offset, x_end)
-    for t, label in call.get("state_timeline") or []:
-        if label in ("caller:connection:connected", "relay:call:connected"):
-            markers.append(Marker(float(t), "C", f"connected at {float(t):.2f} s", "#7f8c8d"))
-            break
-    if d.time_to_failure_s is not None:
-        markers.append(Marker(d.time_to_failure_s, "✕", f"failed at {d.time_to_failure_s:.2f} s", "#c0392b"))
+    connected = connected_at(call)
+    if connected is not None:
+        markers.append(Marker(connected, "C", f"connected at {connected:.2f} s", "#7f8c8d"))
+    failed = failed_at(call)
+    if failed is not None:
+        markers.append(
+            Marker(failed, "✕", f"failed at {failed:.2f} s ({d.time_to_failure_s:.1f} s after connecting)", "#c0392b")
+        )
 
     charts = "".join(
         f'<div class="chead"><span class="ct">{escape(title)}</span>{_legend(series)}</div>'
@@ -445,6 +465,7 @@ def _call_html(
             ("loss", fmt_num(d.loss_pct, " %", 1)),
             ("media", fmt_num(call.get("media_s"), " s", 1)),
             ("failed after", fmt_num(d.time_to_failure_s, " s", 1)),
+            ("path", escape(str(call.get("candidate_type") or "—"))),
         )
     )
     why = f'<p class="why">{escape(d.why)}</p>' if d.why else ""

@@ -96,8 +96,11 @@ def rich_result() -> dict[str, Any]:
     r.update(name="dtls-cut", file="scenarios/dtls-cut.yaml", run_id="a1b2c3", passed=False, duration_s=14.2)
     call = r["calls"][0]
     call.update(
-        name="video-call", outcome="blocked", mos=1.4, time_to_failure_s=4.2, setup_ms=88.0, media_s=10.0,
-        wall_s=11.0, samples=_samples(cut_at=4), error="media stopped at 4.2 s (no packets for 6 s)",
+        name="video-call", outcome="blocked", mos=1.4, time_to_failure_s=3.7, setup_ms=88.0, media_s=10.0,
+        wall_s=11.0, samples=_samples(cut_at=4), error="media stopped at 4.0 s (no packets for 6 s)",
+        outcome_reasons=["media stopped at 4.0 s (no packets for 6 s)", "loss 58% > 10%"], start_s=0.0,
+        state_timeline=[[0.0, "caller:connection:new"], [0.25, "caller:connection:connected"],
+                        [0.3, "relay:call:connected"], [10.3, "relay:signalling:hangup"]],
     )
     r["expectations"] = [
         {"what": "video-call: connected == true", "passed": True, "detail": "connected in 88 ms",

@@ -74,9 +74,11 @@ def test_rich_page_plots_samples_and_marks_censor_events(tmp_path: Path) -> None
     assert len(rtt.findall(f".//{ns}polyline")) >= 2
     # Markers: first match (1), window on (2), cut (3), residual (4), window off (5), plus C and ✕.
     labels = [t.text for t in bitrate.findall(f"{ns}g/{ns}text")]
-    assert labels == ["C", "1", "2", "3", "✕", "4", "5"]
+    assert labels == ["C", "1", "2", "✕", "3", "4", "5"]
     titles = [t.text or "" for t in bitrate.findall(f"{ns}g/{ns}title")]
     assert any(t.startswith("#3 at 4.20 s: cut · rule dtls-cut") for t in titles)
+    # time_to_failure_s counts from relay:call:connected (0.3 s), not from the call's start.
+    assert "failed at 4.00 s (3.7 s after connecting)" in titles
     # The window is shaded between its on and off events.
     assert bitrate.findall(f"{ns}rect[@class='band']")
     for word in ("kbit/s", "packet loss", "round-trip time", "Censor events", "Rules", "Flows seen by the censor",

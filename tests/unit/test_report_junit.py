@@ -59,7 +59,7 @@ def test_one_testcase_per_expectation_with_measured_values(tmp_path: Path) -> No
     props = _props(bad)
     assert props["expected"] == "<= 5%" and props["measured"] == "58"
     assert props["outcome"] == "blocked" and props["mos"] == "1.4" and props["setup_ms"] == "88"
-    assert props["time_to_failure_s"] == "4.2" and float(props["loss_pct"]) > 60
+    assert props["time_to_failure_s"] == "3.7" and float(props["loss_pct"]) > 60
     assert _props(ok)["expected"] == "true"
     assert bad.get("time") == "11.000"
 
