@@ -15,7 +15,8 @@ from enum import StrEnum
 from typing import Any
 
 # Call names end up in file names (endpoint logs) and in result JSON keys.
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+# ``#<i>``: the instance number of a call placed ``count`` times.
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}(#[0-9]{1,4})?$")
 # RFC 7064 (stun:) and RFC 7065 (turn:) URIs, with the host as an IP literal.
 _ICE_URL_RE = re.compile(
     r"^(?P<scheme>stun|stuns|turn|turns):(?P<host>\[[0-9A-Fa-f:.]+\]|[0-9.]+)"
@@ -141,7 +142,7 @@ class CallOptions:
         if not _NAME_RE.match(self.name):
             raise ValueError(
                 f"call name {self.name!r} must be 1-64 characters of letters, digits, '_', '.', '-'"
-                " and start with a letter or digit"
+                " and start with a letter or digit (then optionally #<instance>)"
             )
         _positive("duration_s", self.duration_s, allow_zero=True)
         _positive("connect_timeout_s", self.connect_timeout_s)

@@ -1,0 +1,119 @@
+"""Calls through the real censor with relays, NAT, app profiles and many at once (root; ``-m netns``).
+
+Each test builds the runner's network (namespaces, the NFQUEUE censor, coturn) with
+``censored_network`` and places its calls with ``run_calls``, so each costs one network set-up
+(~2 s) plus its calls.  Only 198.18.0.0/15 is used; ICE servers are always explicit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from typing import Any
+
+import pytest
+from _calls_fixtures import call_specs, censored_network, require_root
+
+from testbed.calls import CallResult, evaluate, run_calls
+from testbed.scenario.expect_schema import Expectation
+
+pytestmark = [
+    pytest.mark.netns,
+    pytest.mark.skipif(shutil.which("turnserver") is None, reason="coturn is not installed"),
+]
+
+NETWORK = """
+name: relays
+nodes:
+  caller: {side: inside}
+  callee: {side: outside}
+  relay: {side: outside, services: [{turn: {port: 3478, tls_port: 443}}]}
+  tgrelay: {side: outside, services: [{turn: {port: 1400, tls_port: null, realm: telegram.org}}]}
+  phone: {side: inside, nat: symmetric}
+  laptop: {side: outside, nat: symmetric}
+censor:
+  lists:
+    telegram: [tgrelay]
+calls: [{name: unused}]
+"""
+
+
+@pytest.fixture(autouse=True)
+def root() -> None:
+    require_root()
+
+
+def _run(entries: list[dict[str, Any]], network: str = NETWORK) -> tuple[list[CallResult], dict[str, Any]]:
+    async def go() -> tuple[list[CallResult], dict[str, Any]]:
+        async with censored_network(network) as net:
+            results = await run_calls(
+                call_specs(*entries), nodes=net.nodes, services=net.services, workdir=net.workdir
+            )
+            return results, await net.censor.stop()
+
+    return asyncio.run(go())
+
+
+def _expect(results: list[CallResult], **checks: Any) -> None:
+    outcome = evaluate([Expectation.model_validate(checks)], results)
+    failed = [f"{e.what}: {e.detail}" for e in outcome if not e.passed]
+    assert not failed, failed
+
+
+def test_direct_turn_tls_443_and_symmetric_nat() -> None:
+    results, censor = _run(
+        [
+            {"name": "direct", "duration": 2},
+            {"name": "tls443", "duration": 2, "ice": {"turn": "relay", "transport": "tls", "policy": "relay"}},
+            {"name": "natted", "from": "phone", "to": "laptop", "duration": 2,
+             "ice": {"stun": "relay", "turn": "relay"}},
+        ]  # fmt: skip
+    )
+    by_name = {r.name: r for r in results}
+    assert [r.name for r in results] == ["direct", "tls443", "natted"]
+    _expect(results, outcome="ok", mos=4.0, loss_pct=1, setup="5s")
+    _expect([by_name["direct"]], candidate="host/udp")
+    _expect([by_name["tls443"]], candidate="relay/tls")
+    # Two symmetric NATs: no direct path, so the relay it is.
+    _expect([by_name["natted"]], candidate="relay/udp")
+    tls = [f for f in censor["flows"] if f["transport"] == "tcp" and any(e.endswith(":443") for e in f["endpoints"])]
+    assert tls and all("tls" in f["labels"] for f in tls)
+    direct = by_name["direct"]
+    assert direct.setup_ice_ms is not None and direct.setup_dtls_ms is not None
+    # The per-second timeline the HTML report plots.
+    keys = {"t_s", "endpoint", "kind", "direction", "packets", "bytes", "bitrate_kbps", "lost", "loss_pct",
+            "jitter_ms", "rtt_ms"}  # fmt: skip
+    assert direct.samples and all(keys <= set(s) for s in direct.samples)
+    audio_in = [s for s in direct.samples if s["kind"] == "audio" and s["direction"] == "recv"]
+    assert sum(s["packets"] for s in audio_in) >= 0.8 * 50 * 2
+
+
+def test_whatsapp_and_telegram_profiles_are_labelled_by_the_censor() -> None:
+    results, censor = _run(
+        [
+            {"name": "wa", "duration": 2, "profile": "whatsapp", "ice": {"turn": "relay"}},
+            {"name": "tg", "duration": 2, "profile": "telegram", "ice": {"turn": "tgrelay"}},
+        ]
+    )
+    _expect(results, outcome="ok", candidate="relay/udp")
+    flows = censor["flows"]
+
+    def media_flows(port: str) -> list[dict[str, Any]]:
+        # The call's media: DTLS on a flow to the relay's service port.
+        return [f for f in flows if any(e.endswith(port) for e in f["endpoints"]) and "dtls" in f["labels"]]
+
+    wa, tg = media_flows(":3478"), media_flows(":1400")
+    assert len(wa) == 2 and len(tg) == 2, flows  # caller and callee, each to its relay
+    assert all("whatsapp-call" in f["labels"] for f in wa), wa
+    assert all("telegram-call" in f["labels"] for f in tg), tg
+    assert not any("telegram-call" in f["labels"] for f in wa)
+    assert not any("whatsapp-call" in f["labels"] for f in tg)
+
+
+def test_ten_concurrent_calls() -> None:
+    results, censor = _run([{"name": "load", "count": 10, "duration": 2, "media": ["audio"]}], "name: t\ncalls: [{name: x}]\n")
+    assert [r.name for r in results] == [f"load#{i}" for i in range(1, 11)]
+    _expect(results, call="load", connected=True, outcome=["ok", "degraded"])
+    starts = [r.start_s for r in results]
+    assert all(s is not None and s < 1.0 for s in starts)  # all at once
+    assert len([f for f in censor["flows"] if f["transport"] == "udp"]) >= 10
