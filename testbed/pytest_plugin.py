@@ -49,10 +49,12 @@ class ScenarioItem(pytest.Item):
         self.loaded = loaded
 
     def runtest(self) -> None:
-        from testbed.net.privileges import require_privileges
+        from testbed.net.privileges import missing_caps
         from testbed.runner import run_scenario
 
-        require_privileges()
+        missing = missing_caps()
+        if missing:
+            pytest.skip(f"scenario needs root ({', '.join(missing)} missing): run pytest as root")
         result = asyncio.run(run_scenario(self.loaded))
         self.user_properties.append(("duration_s", round(result.duration_s, 3)))
         if not result.passed:
