@@ -117,3 +117,29 @@ def test_ten_concurrent_calls() -> None:
     starts = [r.start_s for r in results]
     assert all(s is not None and s < 1.0 for s in starts)  # all at once
     assert len([f for f in censor["flows"] if f["transport"] == "udp"]) >= 10
+
+
+def test_media_cut_and_restored_is_a_measured_failure_and_recovery() -> None:
+    # The censor drops all UDP from 4 s to 8 s of the run (its clock starts a moment before the
+    # calls phase): the call is connected by ~2 s, dies, and comes back.
+    network = """
+name: cut
+censor:
+  rules:
+    - name: outage
+      match: {transport: udp, time: {from: 4s, until: 8s}}
+      action: drop
+calls: [{name: unused}]
+"""
+    results, _censor = _run([{"name": "cut", "duration": 9, "media": ["audio"]}], network)
+    (call,) = results
+    assert call.connected, call.error
+    assert call.time_to_failure_s is not None and 0.5 <= call.time_to_failure_s <= 4.0, call.time_to_failure_s
+    assert call.recovered is True
+    assert call.outcome == "degraded", call.outcome_reasons
+    # Before the outage the audio was clean; across it, it was not.
+    _expect(results, window={"until": "2.5s"}, loss_pct=1, mos=4.0)
+    failed = evaluate([Expectation.model_validate({"survives": "8s"})], results)
+    assert not failed[0].passed and "media stopped after" in failed[0].detail
+    gaps = [s for s in call.samples if s["kind"] == "audio" and s["direction"] == "recv" and s["audio_gap_ms"]]
+    assert sum(s["audio_gap_ms"] for s in gaps) >= 2500  # ~4 s without audio, seen by both ends
