@@ -7,6 +7,7 @@ accepted too and converted), so the same output can be rebuilt from a saved ``--
       call          outcome    setup   MOS   loss  why it failed
       direct-audio  connected  95 ms   4.3   0.0%
       censor: 1104 packets, 218112 bytes, 1 flows
+      rules: drop-dtls (drop (both)): 1 flow(s), 6 dropped          (when the scenario has rules)
       [ok  ] direct-audio: connected == true: connected in 95 ms
 
     1 passed, 0 failed
@@ -24,11 +25,12 @@ from testbed.report.digest import (
     as_dict,
     call_digest,
     censor_events,
+    censor_rules,
     fmt_num,
     scenario_status,
 )
 
-__all__ = ["ProgressBoard", "format_call_table", "print_result", "print_summary"]
+__all__ = ["ProgressBoard", "format_call_table", "format_probe_table", "print_result", "print_summary"]
 
 WHY_WIDTH = 72
 _BLOCKING = ("cut", "block", "reject", "residual", "drop")
@@ -68,6 +70,36 @@ def format_call_table(result: Mapping[str, Any], *, why_width: int = WHY_WIDTH) 
     return lines
 
 
+def format_probe_table(result: Mapping[str, Any]) -> list[str]:
+    """One line per probe (a command run in a node): probe, node, exit, duration."""
+    probes = [p for p in result.get("probes") or [] if isinstance(p, Mapping)]
+    if not probes:
+        return []
+    rows = [("probe", "node", "exit", "time")]
+    for p in probes:
+        code = "timeout" if p.get("timed_out") else str(p.get("exit_code", "—"))
+        rows.append((str(p.get("name", "?")), str(p.get("node", "?")), code, fmt_num(p.get("duration_s"), " s", 2)))
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    return [
+        (INDENT + "  ".join(c.rjust(widths[i]) if i >= 2 else c.ljust(widths[i]) for i, c in enumerate(r))).rstrip()
+        for r in rows
+    ]
+
+
+def _rules_line(censor: Mapping[str, Any]) -> str | None:
+    parts = []
+    for rule in censor_rules(censor):
+        flows = rule.get("matched_flows")
+        if not flows:
+            continue
+        what = [f"{flows} flow(s)"]
+        for key in ("dropped", "delayed", "rejected"):
+            if rule.get(key):
+                what.append(f"{rule[key]} {key}")
+        parts.append(f"{rule.get('name')} ({rule.get('action', '?')}): " + ", ".join(what))
+    return f"{INDENT}rules: " + "; ".join(parts) if parts else None
+
+
 def _censor_line(censor: Mapping[str, Any]) -> str | None:
     if not censor:
         return None
@@ -98,10 +130,13 @@ def print_result(result: Any, out: TextIO) -> None:
         out.write(INDENT + str(r["error"]).replace("\n", "\n" + INDENT) + "\n")
     for line in format_call_table(r):
         out.write(line + "\n")
-    censor = r.get("censor")
-    line = _censor_line(censor) if isinstance(censor, Mapping) else None
-    if line:
+    for line in format_probe_table(r):
         out.write(line + "\n")
+    censor = r.get("censor")
+    if isinstance(censor, Mapping):
+        for line in (_censor_line(censor), _rules_line(censor)):
+            if line:
+                out.write(line + "\n")
     for e in r.get("expectations") or []:
         mark = "ok  " if e.get("passed") else "FAIL"
         out.write(f"{INDENT}[{mark}] {e.get('what', '?')}: {e.get('detail', '')}\n")

@@ -15,10 +15,11 @@ same), and every field that later versions add is optional here:
   estimate) and the loss/RTT charts say there is no timeline.
 * ``censor.events`` (or ``censor.policy.events``): ``{"t", "event", "rule", "flow", ...}`` with
   ``t`` in seconds since the censor started.  They are drawn at ``t - offset`` on the call's axis,
-  where ``offset`` is the call's start minus the censor's start: from
-  ``result["timeline_origin"] = {"censor": T0, "calls": {name: T1}}`` (any common clock) when the
-  result has it, else the ``censor_offset_s`` argument (default 0: the censor starts well under a
-  second before the calls, close enough to read a chart by).
+  where ``offset`` is the call's start minus the censor's start, taken from
+  ``result["timeline_origin"]`` when the result has it (any one clock, e.g. CLOCK_MONOTONIC):
+  ``{"censor": T0, "calls": {name: T1}}``, or ``{"censor": T0, "calls_phase": T1}`` plus the
+  call's own ``start_s``; else the ``censor_offset_s`` argument plus ``start_s`` (default 0: the
+  censor starts well under a second before the calls, close enough to read a chart by).
 """
 
 from __future__ import annotations
@@ -182,6 +183,9 @@ def _origin_offset(result: Mapping[str, Any], call: Mapping[str, Any], default: 
         start = _num(calls.get(name)) if isinstance(calls, Mapping) else None
         if censor is not None and start is not None:
             return start - censor
+        phase = _num(origin.get("calls_phase"))
+        if censor is not None and phase is not None:
+            return phase - censor + (_num(call.get("start_s")) or 0.0)
     # Calls placed later in the calls phase (``start_s``) start that much later.
     return default + (_num(call.get("start_s")) or 0.0)
 
@@ -360,20 +364,18 @@ def _slug(result: Mapping[str, Any], used: set[str]) -> str:
 def _expectations_html(expectations: Sequence[Mapping[str, Any]]) -> str:
     if not expectations:
         return '<p class="muted">No expectations.</p>'
+    # Expected/measured columns only when some expectation reports them (older results do not).
+    values = any("expected" in e or "measured" in e for e in expectations)
     rows, classes = [], []
     for e in expectations:
         ok = bool(e.get("passed"))
-        rows.append(
-            [
-                _badge("pass" if ok else "fail"),
-                escape(str(e.get("what", ""))),
-                escape(_value(e.get("expected"))),
-                escape(_value(e.get("measured"))),
-                escape(str(e.get("detail", ""))),
-            ]
-        )
+        row = [_badge("pass" if ok else "fail"), escape(str(e.get("what", "")))]
+        if values:
+            row += [escape(_value(e.get("expected"))), escape(_value(e.get("measured")))]
+        rows.append([*row, escape(str(e.get("detail", "")))])
         classes.append("" if ok else "bad")
-    return _table(["", "expectation", "expected", "measured", "detail"], rows, row_classes=classes)
+    head = ["", "expectation", *(["expected", "measured"] if values else []), "detail"]
+    return _table(head, rows, row_classes=classes)
 
 
 def _legend(series: Sequence[Series]) -> str:
@@ -445,7 +447,7 @@ def _call_html(
         + line_chart(series, title=title, unit=unit, x_max=x_end, markers=markers, draw_title=False, **kw)
         for title, unit, series, kw in (
             (bitrate_title, "kbit/s", bitrate, {}),
-            ("packet loss", "%", loss, {"y_ceiling": 100.0, "empty_text": no_loss}),
+            ("packet loss", "%", loss, {"y_ceiling": 100.0, "y_min_top": 5.0, "empty_text": no_loss}),
             ("round-trip time", "ms", rtt, {"empty_text": no_rtt}),
         )
     )
@@ -465,7 +467,7 @@ def _call_html(
             ("loss", fmt_num(d.loss_pct, " %", 1)),
             ("media", fmt_num(call.get("media_s"), " s", 1)),
             ("failed after", fmt_num(d.time_to_failure_s, " s", 1)),
-            ("path", escape(str(call.get("candidate_type") or "—"))),
+            ("candidates", escape(str(call.get("candidate_type") or "—"))),
         )
     )
     why = f'<p class="why">{escape(d.why)}</p>' if d.why else ""
@@ -508,6 +510,36 @@ def _call_html(
     )
 
 
+def _probes_html(probes: Sequence[Mapping[str, Any]]) -> str:
+    rows, classes = [], []
+    for p in probes:
+        argv = p.get("argv") if isinstance(p.get("argv"), list) else []
+        code = "timed out" if p.get("timed_out") else _value(p.get("exit_code"))
+        tail = "\n".join(str(p.get(k) or "").strip() for k in ("stdout_tail", "stderr_tail")).strip()
+        rows.append(
+            [
+                f"<b>{escape(str(p.get('name', '?')))}</b>",
+                escape(str(p.get("node", ""))),
+                f'<span class="mono">{escape(" ".join(str(a) for a in argv))}</span>',
+                fmt_num(p.get("started_s"), " s", 2),
+                fmt_num(p.get("duration_s"), " s", 2),
+                escape(code),
+                f'<span class="mono">{escape(tail[-300:])}</span>',
+            ]
+        )
+        classes.append("" if p.get("exit_code") == 0 and not p.get("timed_out") else "bad")
+    return _table(["probe", "node", "command", "started", "took", "exit", "output (tail)"], rows, numeric=(3, 4), row_classes=classes)
+
+
+def _capture_file(result: Mapping[str, Any]) -> Path | None:
+    """The capture the runner recorded in the result (``censor.capture.file``), if any."""
+    for holder in (result.get("censor"), result):
+        cap = holder.get("capture") if isinstance(holder, Mapping) else None
+        if isinstance(cap, Mapping) and isinstance(cap.get("file"), str):
+            return Path(cap["file"])
+    return None
+
+
 def _censor_html(censor: Mapping[str, Any], events: Sequence[Mapping[str, Any]], event_numbers: Mapping[int, int], pcap_link: str | None) -> str:
     parts = ["<h2>Censor</h2>", '<section class="card">']
     actions = censor.get("actions") if isinstance(censor.get("actions"), Mapping) else {}
@@ -521,8 +553,23 @@ def _censor_html(censor: Mapping[str, Any], events: Sequence[Mapping[str, Any]],
     ]
     parts.append('<div class="summary">' + "".join(f'<div><div class="k">{escape(k)}</div><div class="v">{v}</div></div>' for k, v in stats) + "</div>")
     if pcap_link:
-        parts.append(f'<p>Capture of the censor\'s links: <a href="{escape(pcap_link)}">{escape(Path(pcap_link).name)}</a> '
-                     '<span class="muted">(open with Wireshark, or <code>testbed classify</code>)</span></p>')
+        cap = censor.get("capture") if isinstance(censor.get("capture"), Mapping) else {}
+        notes = []
+        if cap.get("packets") is not None:
+            notes.append(f"{cap['packets']} frames")
+        if cap.get("limit"):
+            notes.append(f"stopped at its {cap['limit']} limit")
+        drops = cap.get("kernel_drops")
+        if isinstance(drops, Mapping) and any(drops.values()):
+            notes.append(f"{sum(int(v) for v in drops.values())} frames lost by the capture")
+        if cap.get("error"):
+            notes.append(str(cap["error"]))
+        note = f" — {escape('; '.join(notes))}" if notes else ""
+        parts.append(
+            f'<p>Capture of the censor\'s links: <a href="{escape(pcap_link)}">{escape(Path(pcap_link).name)}</a>{note} '
+            '<span class="muted">(every forwarded packet appears twice: arriving on one link and leaving on '
+            "the other; a dropped one only arriving. Open with Wireshark or <code>testbed classify</code>.)</span></p>"
+        )
     parts.append("</section>")
 
     rules = censor_rules(censor)
@@ -645,6 +692,9 @@ def _scenario_page(result: Mapping[str, Any], *, pcap_link: str | None, censor_o
             mine = _events_for_call(events, call, len(calls))
             mine_numbers = {j: event_numbers[i] for j, i in enumerate(mine) if i in event_numbers}
             body.append(_call_html(result, call, [events[i] for i in mine], mine_numbers, censor_offset_s, len(calls)))
+    probes = [p for p in result.get("probes") or [] if isinstance(p, Mapping)]
+    if probes:
+        body.append("<h2>Probes</h2>" + '<section class="card">' + _probes_html(probes) + "</section>")
     if censor:
         body.append(_censor_html(censor, events, event_numbers, pcap_link))
     elif pcap_link:
@@ -720,7 +770,7 @@ def write_html_report(
     used: set[str] = {"index"}
     slugs = [_slug(r, used) for r in dicts]
     for r, slug in zip(dicts, slugs, strict=True):
-        src = pcaps.get(str(r.get("run_id"))) or pcaps.get(str(r.get("name")))
+        src = pcaps.get(str(r.get("run_id"))) or pcaps.get(str(r.get("name"))) or _capture_file(r)
         link = _place_pcap(Path(src), out_dir, slug) if src is not None else None
         _write(out_dir / f"{slug}.html", _scenario_page(r, pcap_link=link, censor_offset_s=censor_offset_s))
     index = out_dir / "index.html"

@@ -96,6 +96,7 @@ def line_chart(
     y_ceiling: float | None = None,
     empty_text: str = "no samples",
     draw_title: bool = True,
+    y_min_top: float = 1.0,
 ) -> str:
     """An inline SVG chart. The x axis is seconds from 0 to ``x_max`` (default: the data's end).
 
@@ -106,7 +107,8 @@ def line_chart(
     ys = [y for s in series for _, y in s.points if y is not None and math.isfinite(y)]
     x_hi = x_max if x_max is not None else (max(xs) if xs else 1.0)
     x_hi = max(x_hi, *(m.x for m in markers), *(m.band_to or 0.0 for m in markers), 1.0) if markers else max(x_hi, 1.0)
-    y_hi = max(ys) if ys else 1.0
+    # A flat zero line still gets a readable axis (not 0..1e-9): at least ``y_min_top``.
+    y_hi = max(max(ys) if ys else 0.0, y_min_top)
     if y_ceiling is not None:
         y_hi = min(max(y_hi, y_floor + 1e-9), y_ceiling)
     y_ticks = nice_ticks(y_floor, y_hi if y_hi > y_floor else y_floor + 1.0)

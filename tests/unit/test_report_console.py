@@ -39,6 +39,8 @@ def test_rich_result_shows_outcome_mos_loss_and_why() -> None:
     # The censor line names the event that stopped traffic, not the first window/match.
     assert "(204 drop); 4 censor event(s), cut by dtls-cut at 4.2 s" in text
     assert "[FAIL] video-call: loss <= 5%: loss 58.0% > 5%" in text
+    assert "    rules: dtls-cut (cut after 3.5 s): 1 flow(s), 204 dropped\n" in text
+    assert "    probe        node    exit    time\n    https-probe  caller    28  5.01 s\n" in text
 
 
 def test_error_result_prints_the_error_and_no_table() -> None:

@@ -124,6 +124,10 @@ def rich_result() -> dict[str, Any]:
         events_dropped=0,
     )
     r["censor"]["flows"][0].update(verdicts={"accept": 900, "drop": 204}, rule="dtls-cut")
+    r["probes"] = [
+        {"name": "https-probe", "node": "caller", "argv": ["curl", "-sS", "https://198.18.2.2/"], "exit_code": 28,
+         "timed_out": False, "started_s": 0.0, "duration_s": 5.01, "stdout_tail": "", "stderr_tail": "timeout <x>"},
+    ]
     return r
 
 

@@ -52,7 +52,7 @@ def test_index_and_pages_are_static_offline_and_linked(tmp_path: Path) -> None:
             if not ref.startswith("#"):
                 assert (out / ref).exists(), f"{page.name}: broken link {ref}"
         text = page.read_text(encoding="utf-8")
-        assert "http" not in text.replace('xmlns="http://www.w3.org/2000/svg"', "")
+        assert "url(" not in text and "@import" not in text  # nothing fetched by the stylesheet
         for svg in _svgs(text):  # every chart is well-formed XML
             assert svg.tag.endswith("svg")
     assert "pcap/dtls-cut.pcapng" in _parse(out / "dtls-cut.html").refs
@@ -120,6 +120,11 @@ def test_timeline_origin_moves_censor_events_onto_the_call_axis(tmp_path: Path) 
     assert "#3 at 2.70 s: cut" in text  # 4.2 s after the censor started = 2.7 s into the call
     text = (write_html_report([rich_result()], tmp_path, censor_offset_s=0.2).parent / "dtls-cut.html").read_text(encoding="utf-8")
     assert "#3 at 4.00 s: cut" in text
+    r = rich_result()
+    r["timeline_origin"] = {"censor": 100.0, "calls_phase": 100.5}
+    r["calls"][0]["start_s"] = 1.0
+    text = (write_html_report([r], tmp_path).parent / "dtls-cut.html").read_text(encoding="utf-8")
+    assert "#3 at 2.70 s: cut" in text
 
 
 def test_tolerates_missing_everything(tmp_path: Path) -> None:
@@ -147,3 +152,26 @@ def test_chart_breaks_lines_at_gaps_and_escapes() -> None:
     assert svg.get("aria-label") == "t&t"
     empty = line_chart([], title="x", unit="", empty_text="nothing here")
     assert "nothing here" in empty
+
+
+def test_probes_and_the_capture_recorded_in_the_result(tmp_path: Path) -> None:
+    pcap = tmp_path / "elsewhere" / "a1b2c3.pcapng"
+    pcap.parent.mkdir()
+    pcap.write_bytes(b"pcapng")
+    r = rich_result()
+    r["censor"]["capture"] = {"file": str(pcap), "packets": 2208, "limit": "max_bytes", "kernel_drops": {"c1": 3}}
+    out = write_html_report([r], tmp_path / "report").parent
+    text = (out / "dtls-cut.html").read_text(encoding="utf-8")
+    assert 'href="pcap/dtls-cut.pcapng"' in text and (out / "pcap" / "dtls-cut.pcapng").exists()
+    assert "2208 frames; stopped at its max_bytes limit; 3 frames lost by the capture" in text
+    assert "<h2>Probes</h2>" in text and "https-probe" in text and "timeout &lt;x&gt;" in text
+
+
+def test_a_capture_already_inside_the_report_is_linked_not_copied(tmp_path: Path) -> None:
+    out = tmp_path / "report"
+    pcap = out / "pcap" / "a1b2c3.pcapng"
+    pcap.parent.mkdir(parents=True)
+    pcap.write_bytes(b"pcapng")
+    write_html_report([rich_result()], out, pcaps={"a1b2c3": pcap})
+    assert 'href="pcap/a1b2c3.pcapng"' in (out / "dtls-cut.html").read_text(encoding="utf-8")
+    assert sorted(p.name for p in (out / "pcap").iterdir()) == ["a1b2c3.pcapng"]
