@@ -176,8 +176,10 @@ def _check(exp: Expectation, name: str, call: CallResult | None, thresholds: Ver
         if call is None:
             missing(what)
         else:
-            got = call.outcome or outcome(call, thresholds)
-            reasons = "; ".join(call.outcome_reasons) if call.outcome is not None else ""
+            if call.outcome is None:
+                call = judged(call, thresholds)
+            got = call.outcome or Outcome.BLOCKED.value
+            reasons = "; ".join(call.outcome_reasons)
             detail = f"expected {want}, measured {got}" + (f" ({reasons})" if reasons else "")
             add(what, got in {o.value for o in exp.outcome}, detail)
     if exp.connected is not None:

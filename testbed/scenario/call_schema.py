@@ -246,10 +246,10 @@ def call_reference_problems(
     relays = sorted(n for n, spec in nodes.items() if _turn_of(spec) is not None)
     seen: set[str] = set()
     for i, call in enumerate(calls):
-        for instance in call.instance_names:
-            if instance in seen:
-                out.append((("calls", i, "name"), f"call name {instance!r} is used twice", []))
-            seen.add(instance)
+        # ``#`` cannot appear in a name, so instances of different entries never collide.
+        if call.name in seen:
+            out.append((("calls", i, "name"), f"call name {call.name!r} is used twice", []))
+        seen.add(call.name)
         for key, node in (("from", call.caller), ("to", call.callee)):
             if node not in nodes:
                 out.append((("calls", i, key), f"unknown node {node!r}", names))
