@@ -28,7 +28,14 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeGuard
 
-from testbed.calls.result import CandidatePair, Direction, Kind, StreamResult, TransportResult
+from testbed.calls.result import (
+    CallResult,
+    CandidatePair,
+    Direction,
+    Kind,
+    StreamResult,
+    TransportResult,
+)
 from testbed.calls.signalling import Role
 
 # RTP clock rates fixed by the payload formats: RFC 7587 section 4.1 (Opus always 48 kHz),
@@ -489,15 +496,15 @@ _KIND_VALUES = frozenset(k.value for k in Kind)
 
 
 def with_quality(
-    result: Any,
+    result: CallResult,
     reports: Mapping[Role, EndpointReport | None],
     *,
     t0: float,
     media_start: float | None,
     media_end: float | None,
     turn_transport: str | None,
-) -> Any:
-    """``result`` (a ``CallResult``) with the computed quality fields filled in (see
+) -> CallResult:
+    """``result`` with the computed quality fields filled in (see
     ``testbed.calls.quality``).  ``media_start``/``media_end`` are CLOCK_MONOTONIC."""
     from testbed.calls import quality
 

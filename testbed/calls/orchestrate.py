@@ -181,9 +181,12 @@ def _ice(
             )
         servers.append(IceServer(urls=(_with_host(url, host),), username=svc.username, credential=svc.credential))
         if profile is not None:
-            port = int(url.split("?")[0].rsplit(":", 1)[1])
-            if not profile.relay_port_ok(port):
-                raise RunError(f"call {spec.name!r}: a {profile.name} relay listens on {profile.relay.ports}, not {port}")
+            relay_port = int(url.split("?")[0].rsplit(":", 1)[1])
+            if not profile.relay_port_ok(relay_port):
+                lo, hi = profile.relay.ports or (relay_port, relay_port)
+                raise RunError(
+                    f"call {spec.name!r}: a {profile.name} relay listens on port {lo}-{hi}, not {relay_port}"
+                )
             realm = svc.names[0] if svc.names else None
             if not profile.realm_ok(realm):
                 raise RunError(

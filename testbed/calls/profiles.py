@@ -93,7 +93,7 @@ class Relay(_Model):
 class Profile(_Model):
     name: str
     description: str = ""
-    relay: Relay = Field(default_factory=Relay)
+    relay: Relay = Field(default_factory=lambda: Relay.model_validate({}))
     ice_policy: str | None = Field(None, pattern=r"^(all|relay)$")
     stun_prelude: Prelude | None = None
 

@@ -21,7 +21,7 @@ from testbed.scenario.expect_schema import Bound, Expectation, Outcome, VerdictS
 
 __all__ = ["ExpectationResult", "evaluate", "failure", "judged", "outcome"]
 
-DEFAULT_THRESHOLDS = VerdictSettings()
+DEFAULT_THRESHOLDS = VerdictSettings.model_validate({})
 
 
 @dataclass(frozen=True, slots=True)

@@ -265,7 +265,7 @@ def call_reference_problems(
                 out.append(
                     (("calls", i, "ice", key), f"node {node!r} has no turn service (add `services: [turn]`)", relays)
                 )
-        turn = _turn_of(nodes[call.ice.turn]) if call.ice.turn in nodes else None
+        turn = _turn_of(nodes[call.ice.turn]) if call.ice.turn is not None and call.ice.turn in nodes else None
         if turn is not None and call.ice.transport is IceTransport.TLS and not turn.tls_port:
             out.append((("calls", i, "ice", "transport"), f"the turn service on {call.ice.turn!r} has no tls_port", []))
         if call.profile is not None:

@@ -83,8 +83,8 @@ def _bound(default: str) -> Any:
 class DurationBound(Bound):
     """Like :class:`Bound`, in seconds, with durations accepted ('2s', '500ms')."""
 
-    min: Duration | None = None  # type: ignore[assignment]
-    max: Duration | None = None  # type: ignore[assignment]
+    min: Duration | None = None
+    max: Duration | None = None
 
 
 class Window(_Frozen):
