@@ -228,7 +228,7 @@ def _event_text(e: Mapping[str, Any]) -> str:
         parts.append(str(e["flow"]))
     extra = {k: v for k, v in e.items() if k not in ("t", "event", "rule", "flow")}
     if extra:
-        parts.append(", ".join(f"{k}={v}" for k, v in extra.items()))
+        parts.append(", ".join(f"{k}={_value(v)}" for k, v in extra.items() if v is not None))
     return " · ".join(parts)
 
 
@@ -608,7 +608,7 @@ def _censor_html(censor: Mapping[str, Any], events: Sequence[Mapping[str, Any]],
                     escape(str(e.get("event"))),
                     f"<code>{escape(str(e.get('rule')))}</code>" if e.get("rule") else "",
                     f'<span class="mono">{escape(str(e.get("flow") or ""))}</span>',
-                    escape(", ".join(f"{k}={v}" for k, v in extra.items())),
+                    escape(", ".join(f"{k}={_value(v)}" for k, v in extra.items() if v is not None)),
                 ]
             )
         more = len(events) - MAX_EVENT_ROWS
