@@ -134,9 +134,9 @@ def print_result(result: Any, out: TextIO) -> None:
         out.write(line + "\n")
     censor = r.get("censor")
     if isinstance(censor, Mapping):
-        for line in (_censor_line(censor), _rules_line(censor)):
-            if line:
-                out.write(line + "\n")
+        for extra in (_censor_line(censor), _rules_line(censor)):
+            if extra:
+                out.write(extra + "\n")
     for e in r.get("expectations") or []:
         mark = "ok  " if e.get("passed") else "FAIL"
         out.write(f"{INDENT}[{mark}] {e.get('what', '?')}: {e.get('detail', '')}\n")

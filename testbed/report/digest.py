@@ -25,6 +25,7 @@ __all__ = [
     "connected_at",
     "failed_at",
     "fmt_num",
+    "mapping",
     "scenario_status",
 ]
 
@@ -41,6 +42,11 @@ def as_dict(result: Any) -> dict[str, Any]:
         if isinstance(out, Mapping):
             return dict(out)
     raise TypeError(f"expected a scenario result dict, got {type(result).__name__}")
+
+
+def mapping(value: Any) -> Mapping[str, Any]:
+    """``value`` if it is a mapping, else an empty one (a field an older result lacks)."""
+    return value if isinstance(value, Mapping) else {}
 
 
 def scenario_status(result: Mapping[str, Any]) -> str:

@@ -44,6 +44,7 @@ from testbed.report.digest import (
     connected_at,
     failed_at,
     fmt_num,
+    mapping,
     scenario_status,
 )
 from testbed.report.svg import Marker, Series, line_chart
@@ -116,10 +117,10 @@ def _sample_series(samples: Sequence[Mapping[str, Any]], field: str, *, recv_onl
         if t is None or field not in s or (recv_only and direction != "recv"):
             continue
         key = (endpoint, kind, "" if per_endpoint else direction)
-        points = groups.setdefault(key, {})
+        by_t = groups.setdefault(key, {})
         value = _num(s.get(field))
-        if points.get(t) is None:
-            points[t] = value
+        if by_t.get(t) is None:
+            by_t[t] = value
     out = []
 
     def order(key: tuple[str, str, str]) -> tuple[str, str, bool]:
@@ -129,7 +130,7 @@ def _sample_series(samples: Sequence[Mapping[str, Any]], field: str, *, recv_onl
     for key in sorted(groups, key=order):
         endpoint, kind, direction = key
         points = sorted(groups[key].items())
-        if all(y is None for _, y in points):
+        if all(value is None for _, value in points):
             continue
         if per_endpoint:
             out.append(Series(f"{kind} RTT at {endpoint}", points, _color(endpoint, kind)))
@@ -513,7 +514,9 @@ def _call_html(
 def _probes_html(probes: Sequence[Mapping[str, Any]]) -> str:
     rows, classes = [], []
     for p in probes:
-        argv = p.get("argv") if isinstance(p.get("argv"), list) else []
+        argv = p.get("argv")
+        if not isinstance(argv, list):
+            argv = []
         code = "timed out" if p.get("timed_out") else _value(p.get("exit_code"))
         tail = "\n".join(str(p.get(k) or "").strip() for k in ("stdout_tail", "stderr_tail")).strip()
         rows.append(
@@ -542,8 +545,8 @@ def _capture_file(result: Mapping[str, Any]) -> Path | None:
 
 def _censor_html(censor: Mapping[str, Any], events: Sequence[Mapping[str, Any]], event_numbers: Mapping[int, int], pcap_link: str | None) -> str:
     parts = ["<h2>Censor</h2>", '<section class="card">']
-    actions = censor.get("actions") if isinstance(censor.get("actions"), Mapping) else {}
-    kernel = censor.get("kernel") if isinstance(censor.get("kernel"), Mapping) else {}
+    actions = mapping(censor.get("actions"))
+    kernel = mapping(censor.get("kernel"))
     stats = [
         ("packets", fmt_num(censor.get("packets"))),
         ("bytes", fmt_num(censor.get("bytes"))),
@@ -553,7 +556,7 @@ def _censor_html(censor: Mapping[str, Any], events: Sequence[Mapping[str, Any]],
     ]
     parts.append('<div class="summary">' + "".join(f'<div><div class="k">{escape(k)}</div><div class="v">{v}</div></div>' for k, v in stats) + "</div>")
     if pcap_link:
-        cap = censor.get("capture") if isinstance(censor.get("capture"), Mapping) else {}
+        cap = mapping(censor.get("capture"))
         notes = []
         if cap.get("packets") is not None:
             notes.append(f"{cap['packets']} frames")
@@ -576,7 +579,7 @@ def _censor_html(censor: Mapping[str, Any], events: Sequence[Mapping[str, Any]],
     if rules:
         rows = []
         for r in rules:
-            drops = r.get("drops") if isinstance(r.get("drops"), Mapping) else {}
+            drops = mapping(r.get("drops"))
             rows.append(
                 [
                     f"<code>{escape(str(r.get('name')))}</code>",
@@ -629,7 +632,7 @@ def _censor_html(censor: Mapping[str, Any], events: Sequence[Mapping[str, Any]],
         rows = []
         for f in flows[:MAX_FLOW_ROWS]:
             eps = f.get("endpoints") or []
-            verdicts = f.get("verdicts") if isinstance(f.get("verdicts"), Mapping) else {}
+            verdicts = mapping(f.get("verdicts"))
             labels = "".join(f"<span>{escape(str(lb))}</span>" for lb in f.get("labels") or [])
             sni = f" <span class=\"muted\">SNI {escape(str(f['sni']))}</span>" if f.get("sni") else ""
             rows.append(
@@ -655,7 +658,7 @@ def _censor_html(censor: Mapping[str, Any], events: Sequence[Mapping[str, Any]],
 
 def _scenario_page(result: Mapping[str, Any], *, pcap_link: str | None, censor_offset_s: float) -> str:
     status = scenario_status(result)
-    censor = result.get("censor") if isinstance(result.get("censor"), Mapping) else {}
+    censor = mapping(result.get("censor"))
     events = censor_events(censor)
     calls = [c for c in result.get("calls") or [] if isinstance(c, Mapping)]
     expectations = [e for e in result.get("expectations") or [] if isinstance(e, Mapping)]

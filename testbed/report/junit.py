@@ -28,7 +28,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from testbed.report.digest import as_dict, call_digest
+from testbed.report.digest import as_dict, call_digest, mapping
 
 __all__ = ["build_junit", "write_junit"]
 
@@ -81,7 +81,7 @@ def _suite(result: Mapping[str, Any]) -> ET.Element:
     suite = ET.Element("testsuite", name=_text(name))
     calls = {str(c.get("name")): c for c in result.get("calls") or [] if isinstance(c, Mapping)}
     expectations = [e for e in result.get("expectations") or [] if isinstance(e, Mapping)]
-    censor = result.get("censor") if isinstance(result.get("censor"), Mapping) else {}
+    censor = mapping(result.get("censor"))
     # <properties> first: strict schema readers (the Jenkins XSD) want it before any testcase.
     _properties(
         suite,

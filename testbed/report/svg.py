@@ -164,12 +164,12 @@ def line_chart(
         )
     for s in series:
         runs: list[list[tuple[float, float]]] = [[]]
-        for x, y in sorted(s.points, key=lambda p: p[0]):
-            if y is None or not math.isfinite(y):
+        for x, value in sorted(s.points, key=lambda p: p[0]):
+            if value is None or not math.isfinite(value):
                 if runs[-1]:
                     runs.append([])
                 continue
-            runs[-1].append((px(x), py(y)))
+            runs[-1].append((px(x), py(value)))
         dash = ' stroke-dasharray="5 3"' if s.dashed else ""
         for run in runs:
             if len(run) == 1:
