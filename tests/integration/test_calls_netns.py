@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -42,11 +43,13 @@ def _host_state() -> tuple[list[str], list[str]]:
     veth = subprocess.run(
         ["ip", "-o", "link", "show", "type", "veth"], capture_output=True, text=True
     ).stdout
-    ours_ns = [line for line in netns.splitlines() if line.startswith(NAME_PREFIX)]
+    # namespace_pair() names its pair tbt<6 hex>a / tbt<6 hex>b; other suites use tbt* too.
+    ours = re.compile(rf"^{NAME_PREFIX}[0-9a-f]{{6}}[ab]\b")
+    ours_ns = [line for line in netns.splitlines() if ours.match(line)]
     ours_veth = [
         line
         for line in veth.splitlines()
-        if ": veth0@" in line or f"link-netns {NAME_PREFIX}" in line
+        if ": veth0@" in line or re.search(rf"link-netns {NAME_PREFIX}[0-9a-f]{{6}}[ab]\b", line)
     ]
     return (ours_ns, ours_veth)
 
