@@ -47,7 +47,7 @@ from testbed.report.digest import (
     mapping,
     scenario_status,
 )
-from testbed.report.svg import Marker, Series, line_chart
+from testbed.report.svg import Bar, Marker, Series, bar_timeline, line_chart
 
 __all__ = ["write_html_report"]
 
@@ -511,6 +511,36 @@ def _call_html(
     )
 
 
+def _probes_timeline(
+    result: Mapping[str, Any],
+    probes: Sequence[Mapping[str, Any]],
+    events: Sequence[Mapping[str, Any]],
+    event_numbers: Mapping[int, int],
+    censor_offset_s: float,
+) -> str:
+    """Each probe as a bar from its start to its end, with the censor's events on the same axis."""
+    bars = []
+    for p in probes:
+        start, took = _num(p.get("started_s")), _num(p.get("duration_s"))
+        if start is None or took is None:
+            continue
+        ok = p.get("exit_code") == 0 and not p.get("timed_out")
+        code = "timed out" if p.get("timed_out") else f"exit {_value(p.get('exit_code'))}"
+        bars.append(Bar(str(p.get("name", "?")), start, start + took, "#2e9d5b" if ok else "#c0392b",
+                        f"{p.get('name')}: {start:.2f}-{start + took:.2f} s, {code}"))
+    if not bars:
+        return ""
+    # Probes' started_s count from the start of the calls phase, like a call with start_s = 0.
+    offset = _origin_offset(result, {}, censor_offset_s)
+    markers = [
+        Marker(float(e["t"]) - offset, str(event_numbers[i]), f"#{event_numbers[i]} at {float(e['t']) - offset:.2f} s: {_event_text(e)}",
+               _event_color(str(e.get("event"))))
+        for i, e in enumerate(events)
+        if i in event_numbers
+    ]
+    return bar_timeline(bars, title="probes", markers=markers, x_label="seconds since the calls and probes started")
+
+
 def _probes_html(probes: Sequence[Mapping[str, Any]]) -> str:
     rows, classes = [], []
     for p in probes:
@@ -697,7 +727,11 @@ def _scenario_page(result: Mapping[str, Any], *, pcap_link: str | None, censor_o
             body.append(_call_html(result, call, [events[i] for i in mine], mine_numbers, censor_offset_s, len(calls)))
     probes = [p for p in result.get("probes") or [] if isinstance(p, Mapping)]
     if probes:
-        body.append("<h2>Probes</h2>" + '<section class="card">' + _probes_html(probes) + "</section>")
+        body.append(
+            "<h2>Probes</h2>" + '<section class="card">'
+            + _probes_timeline(result, probes, events, event_numbers, censor_offset_s)
+            + _probes_html(probes) + "</section>"
+        )
     if censor:
         body.append(_censor_html(censor, events, event_numbers, pcap_link))
     elif pcap_link:
@@ -724,7 +758,9 @@ def _index_page(results: Sequence[Mapping[str, Any]], slugs: Sequence[str]) -> s
                 outcome,
                 f"{sum(bool(e.get('passed')) for e in exps)}/{len(exps)}",
                 fmt_num(r.get("duration_s"), " s", 1),
-                f'<span class="why">{escape(str(why).splitlines()[0] if why else "")}</span>',
+                # A call failing as the scenario expected is not why anything failed: muted.
+                f'<span class="{"muted" if r.get("passed") else "why"}">'
+                f'{escape(str(why).splitlines()[0] if why else "")}</span>',
             ]
         )
         classes.append("" if r.get("passed") else "bad")
@@ -735,7 +771,7 @@ def _index_page(results: Sequence[Mapping[str, Any]], slugs: Sequence[str]) -> s
         f'<div><div class="k">failed</div><div class="v" style="color:var(--fail)">{failed}</div></div>'
         "</div></section>"
         '<section class="card">'
-        + _table(["", "scenario", "calls", "expectations", "duration", "why it failed"], rows, numeric=(3, 4), row_classes=classes)
+        + _table(["", "scenario", "calls", "expectations", "duration", "why it failed (or, if it passed, what failed as expected)"], rows, numeric=(3, 4), row_classes=classes)
         + f'</section><p class="muted">{passed} passed, {failed} failed</p>'
     )
     return _page("testbed report", body)

@@ -11,11 +11,11 @@ Pure functions returning markup; all text is escaped.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from html import escape
 
-__all__ = ["Marker", "Series", "line_chart", "nice_ticks"]
+__all__ = ["Bar", "Marker", "Series", "bar_timeline", "line_chart", "nice_ticks"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +81,33 @@ def _fmt_tick(v: float) -> str:
     if abs(v) >= 1:
         return f"{v:g}"
     return f"{v:.3g}"
+
+
+def _marker_lines(markers: Sequence[Marker], px: Callable[[float], float], top: float, plot_h: float) -> list[str]:
+    """Vertical marker lines with their badges; badges of nearby markers are stacked in rows
+    rather than drawn over each other."""
+    lines: list[str] = []
+    badges: list[str] = []
+    row_ends: list[float] = []
+    for m in sorted((m for m in markers if m.band_to is None), key=lambda m: m.x):
+        x = px(m.x)
+        w = 8 + 7 * len(m.label)
+        row = next((i for i, end in enumerate(row_ends) if x - w / 2 > end + 2), len(row_ends))
+        if row == len(row_ends):
+            row_ends.append(0.0)
+        row_ends[row] = x + w / 2
+        y = top - 1 + 15 * (row % 4)
+        tip = f"<title>{escape(m.title or m.label)}</title>"
+        lines.append(
+            f'<g class="marker">{tip}<line x1="{x:.1f}" x2="{x:.1f}" y1="{top}" y2="{top + plot_h}" '
+            f'stroke="{escape(m.color)}"/></g>'
+        )
+        # Badges after every line, so no line is drawn across another marker's number.
+        badges.append(
+            f'<g class="marker">{tip}<rect x="{x - w / 2:.1f}" y="{y}" width="{w}" height="13" rx="3" '
+            f'fill="{escape(m.color)}"/><text x="{x:.1f}" y="{y + 10}" text-anchor="middle">{escape(m.label)}</text></g>'
+        )
+    return lines + badges
 
 
 def line_chart(
@@ -181,21 +208,63 @@ def line_chart(
                     f'<polyline class="series" points="{pts}" stroke="{escape(s.color)}"{dash}>'
                     f"<title>{escape(s.label)}</title></polyline>"
                 )
-    # Badges of nearby markers are stacked in rows rather than drawn over each other.
-    row_ends: list[float] = []
-    for m in sorted((m for m in markers if m.band_to is None), key=lambda m: m.x):
-        x = px(m.x)
-        w = 8 + 7 * len(m.label)
-        row = next((i for i, end in enumerate(row_ends) if x - w / 2 > end + 2), len(row_ends))
-        if row == len(row_ends):
-            row_ends.append(0.0)
-        row_ends[row] = x + w / 2
-        y = f.top - 1 + 15 * (row % 4)
+    out += _marker_lines(markers, px, f.top, f.plot_h)
+    out.append("</svg>")
+    return "".join(out)
+
+
+@dataclass(frozen=True, slots=True)
+class Bar:
+    label: str
+    start: float
+    end: float
+    color: str
+    title: str = ""
+
+
+def bar_timeline(
+    bars: Sequence[Bar],
+    *,
+    title: str,
+    x_max: float | None = None,
+    markers: Sequence[Marker] = (),
+    width: int = 1080,
+    row_height: int = 22,
+    label_width: int = 160,
+    x_label: str = "seconds",
+) -> str:
+    """One horizontal bar per row (e.g. a probe from its start to its end) on a time axis, with
+    the same markers as :func:`line_chart`."""
+    top, bottom = 22, 30
+    height = top + bottom + row_height * max(len(bars), 1)
+    left, right = label_width, 14
+    plot_w = width - left - right
+    plot_h = height - top - bottom
+    x_hi = max([x_max or 0.0, *(b.end for b in bars), *(m.x for m in markers), 1.0])
+    x_ticks = nice_ticks(0.0, x_hi, target=10)
+    x_top = max(x_ticks[-1], x_hi)
+
+    def px(x: float) -> float:
+        return left + plot_w * (max(x, 0.0) / x_top)
+
+    out = [
+        f'<svg class="chart" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" '
+        f'width="{width}" height="{height}" role="img" aria-label="{escape(title)}">'
+    ]
+    for v in x_ticks:
+        x = px(v)
+        out.append(f'<line class="xgrid" x1="{x:.1f}" x2="{x:.1f}" y1="{top}" y2="{top + plot_h}"/>')
+        out.append(f'<text class="tick" x="{x:.1f}" y="{top + plot_h + 15}" text-anchor="middle">{_fmt_tick(v)}</text>')
+    out.append(f'<text class="tick" x="{left + plot_w}" y="{height - 2}" text-anchor="end">{escape(x_label)}</text>')
+    out.append(f'<rect class="frame" x="{left}" y="{top}" width="{plot_w}" height="{plot_h}" fill="none"/>')
+    for i, b in enumerate(bars):
+        y = top + i * row_height
+        x0, x1 = px(b.start), px(b.end)
         out.append(
-            f'<g class="marker"><title>{escape(m.title or m.label)}</title>'
-            f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{f.top}" y2="{f.top + f.plot_h}" stroke="{escape(m.color)}"/>'
-            f'<rect x="{x - w / 2:.1f}" y="{y}" width="{w}" height="13" rx="3" fill="{escape(m.color)}"/>'
-            f'<text x="{x:.1f}" y="{y + 10}" text-anchor="middle">{escape(m.label)}</text></g>'
+            f'<text class="tick" x="{left - 8}" y="{y + row_height / 2 + 4:.1f}" text-anchor="end">{escape(b.label)}</text>'
+            f'<rect x="{x0:.1f}" y="{y + 4}" width="{max(x1 - x0, 2):.1f}" height="{row_height - 8}" rx="3" '
+            f'fill="{escape(b.color)}"><title>{escape(b.title or b.label)}</title></rect>'
         )
+    out += _marker_lines(markers, px, top, plot_h)
     out.append("</svg>")
     return "".join(out)

@@ -66,9 +66,11 @@ def test_rich_page_plots_samples_and_marks_censor_events(tmp_path: Path) -> None
     page = write_html_report([rich_result()], tmp_path).parent / "dtls-cut.html"
     text = page.read_text(encoding="utf-8")
     svgs = _svgs(text)
-    assert len(svgs) == 3  # bitrate, loss, RTT
+    assert len(svgs) == 4  # bitrate, loss, RTT; the probes' timeline
     ns = "{http://www.w3.org/2000/svg}"
-    bitrate, loss, rtt = svgs
+    bitrate, loss, rtt, probes = svgs
+    (bar,) = probes.findall(f"{ns}rect[@rx='3'][@fill='#c0392b']")  # the failed probe, in red
+    assert bar.findtext(f"{ns}title") == "https-probe: 0.00-5.01 s, exit 28"
     assert len(bitrate.findall(f"{ns}polyline")) >= 8  # per flow, sent and received
     assert len(loss.findall(f".//{ns}polyline")) >= 4
     assert len(rtt.findall(f".//{ns}polyline")) >= 2
