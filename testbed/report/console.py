@@ -17,6 +17,7 @@ The last line of the summary is exactly ``N passed, M failed``: scripts grep for
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TextIO
@@ -216,6 +217,14 @@ class ProgressBoard:
 
     def close(self) -> None:
         self._clear()
+
+    async def tick(self, interval_s: float = 1.0) -> None:
+        """Redraw the live lines every ``interval_s`` so elapsed times move between messages;
+        run it as a task next to the scenarios and cancel it when they are done."""
+        while True:
+            await asyncio.sleep(interval_s)
+            if self.live and self._running:
+                self._redraw()
 
     def _clear(self) -> None:
         if self.live and self._drawn:

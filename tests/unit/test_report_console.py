@@ -137,3 +137,22 @@ def test_progress_live_lines_are_redrawn_and_results_go_above() -> None:
     assert err.getvalue().endswith("\x1b[2F\x1b[J  ..  b    2.5 s  starting\n")
     board.close()
     assert err.getvalue().endswith("\x1b[1F\x1b[J")
+
+
+def test_tick_redraws_only_live_boards() -> None:
+    import asyncio
+
+    async def run(live: bool) -> str:
+        out, clock = io.StringIO(), FakeClock()
+        board = ProgressBoard(out, live=live, clock=clock)
+        board.start("a")
+        before = out.getvalue()
+        clock.now += 3.0
+        task = asyncio.create_task(board.tick(0))
+        for _ in range(3):
+            await asyncio.sleep(0)
+        task.cancel()
+        return out.getvalue()[len(before):]
+
+    assert asyncio.run(run(live=True)).endswith("\x1b[1F\x1b[J  ..  a    3.0 s  starting\n")
+    assert asyncio.run(run(live=False)) == ""
