@@ -257,6 +257,17 @@ def capture(
         os.close(wake_w)
 
 
+_buffers: dict[int, bytearray] = {}
+
+
+def _buffer(size: int) -> bytearray:
+    """One receive buffer per size, reused: a fresh 64 KiB allocation per frame would dominate."""
+    buf = _buffers.get(size)
+    if buf is None:
+        buf = _buffers[size] = bytearray(size)
+    return buf
+
+
 def _drain(
     sock: socket.socket,
     iface: int,
@@ -268,11 +279,13 @@ def _drain(
     snaplen: int,
 ) -> bool:
     """Read what is queued on ``sock`` (up to a batch); returns whether writing may go on."""
+    buf = _buffer(snaplen)
     for _ in range(MAX_BATCH):
         try:
-            frame, ancdata, _flags, addr = sock.recvmsg(snaplen, 64)
+            n, ancdata, _flags, addr = sock.recvmsg_into([buf], 64)
         except (BlockingIOError, InterruptedError):
             break
+        frame = bytes(memoryview(buf)[:n])
         if not writing:
             continue
         if counters.packets >= max_packets:
@@ -349,6 +362,7 @@ async def running_capture(
         str(path), *ifnames,
     ]  # fmt: skip
     handle = CaptureHandle(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     async with netns_process(
         netns, argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
     ) as proc:
