@@ -218,3 +218,67 @@ def test_capture_on_a_missing_interface_fails_clearly(tmp_path: Path) -> None:
 
     with _namespaces() as (x, _y), pytest.raises(CensorError, match="nosuch0"):
         asyncio.run(go(x))
+
+
+@contextlib.contextmanager
+def _forwarding_triple() -> Iterator[tuple[str, str, str]]:
+    """x --veth-- c --veth-- y, with c forwarding between 198.18.252.0/30 and 198.18.252.4/30."""
+    from pyroute2 import IPRoute, netns
+
+    rid = secrets.token_hex(3)
+    x, c, y = f"tbt{rid}x", f"tbt{rid}c", f"tbt{rid}y"
+    created: list[str] = []
+    try:
+        for name in (x, c, y):
+            netns.create(name)
+            created.append(name)
+        with IPRoute(netns=c) as ipr:
+            ipr.link("add", ifname="tbc0", kind="veth", peer={"ifname": "tbx0", "net_ns_fd": x})
+            ipr.link("add", ifname="tbc1", kind="veth", peer={"ifname": "tby0", "net_ns_fd": y})
+        for name, ifname, address in (
+            (c, "tbc0", "198.18.252.1"), (x, "tbx0", "198.18.252.2"),
+            (c, "tbc1", "198.18.252.5"), (y, "tby0", "198.18.252.6"),
+        ):  # fmt: skip
+            with IPRoute(netns=name) as ipr:
+                (idx,) = ipr.link_lookup(ifname=ifname)
+                ipr.addr("add", index=idx, address=address, prefixlen=30)
+                ipr.link("set", index=idx, state="up")
+        for name, gateway in ((x, "198.18.252.1"), (y, "198.18.252.5")):
+            with IPRoute(netns=name) as ipr:
+                ipr.route("add", dst="198.18.252.0/24", gateway=gateway)
+        yield x, c, y
+    finally:
+        for name in reversed(created):
+            with contextlib.suppress(OSError):
+                netns.remove(name)
+
+
+async def _forwarded_exchange(x: str, c: str, y: str, path: Path) -> dict[str, object]:
+    # /proc/sys/net is per namespace: this turns on forwarding in c only (c is removed afterwards).
+    forward = [sys.executable, "-c", "open('/proc/sys/net/ipv4/ip_forward', 'w').write('1')"]
+    async with netns_process(c, forward) as proc:
+        assert await asyncio.wait_for(proc.wait(), 20) == 0
+    async with running_capture(c, ["tbc0", "tbc1"], path) as handle:
+        await _send(x, "198.18.252.2", PORT_X, "198.18.252.6", PORT_Y, 12)
+    return handle.summary
+
+
+@pytest.mark.netns
+def test_a_forwarded_packet_is_captured_on_both_links(tmp_path: Path, unchanged_host: dict[str, str]) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root")
+    path = tmp_path / "censor.pcapng"
+    with _forwarding_triple() as (x, c, y):
+        summary = asyncio.run(_forwarded_exchange(x, c, y, path))
+    assert summary.get("error") is None, summary
+    data = path.read_bytes()
+    seen = []
+    for rec, (iface, flags) in zip(read_capture(str(path)), _epb_flags(data), strict=True):
+        ip = strip_link_layer(rec.linktype, rec.data)
+        if ip is None:
+            continue
+        p = parse_ip(ip)
+        if p.proto == 17 and p.dport == PORT_Y:
+            seen.append((iface, "in" if flags & 0b11 == 0b01 else "out"))
+    # Every datagram arrives on tbc0 (interface 0) and leaves on tbc1 (interface 1).
+    assert seen.count((0, "in")) == 12 and seen.count((1, "out")) == 12 and len(seen) == 24
