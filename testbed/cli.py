@@ -20,8 +20,10 @@ from testbed.errors import TestbedError, UsageError
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from testbed.net.privileges import require_privileges
-    from testbed.report.console import print_result, print_summary
+    from testbed.report.console import ProgressBoard, print_summary
+    from testbed.report.html import write_html_report
     from testbed.report.json_report import write_json
+    from testbed.report.junit import write_junit
     from testbed.runner import ScenarioResult, precheck, run_scenario
     from testbed.scenario.loader import discover, load_scenario
 
@@ -31,26 +33,30 @@ def _cmd_run(args: argparse.Namespace) -> int:
         precheck(item)
     if args.jobs < 1:
         raise UsageError("-j/--jobs must be at least 1")
+    names = [item.scenario.name for item in loaded]
+    if len(set(names)) != len(names):
+        raise UsageError("two scenario files share a name; names label results and reports, make them unique")
     require_privileges()
     results: list[ScenarioResult | None] = [None] * len(loaded)
+    board = ProgressBoard(sys.stderr, prefix_names=args.jobs > 1)
+    capture_dir = Path(args.report) / "pcap" if args.report else None
 
-    def progress_for(name: str) -> Callable[[str], None]:
-        def progress(msg: str) -> None:
-            if not args.quiet:
-                prefix = f"[{name}] " if args.jobs > 1 else ""
-                print(f"      {prefix}{msg}", file=sys.stderr, flush=True)
-
-        return progress
+    def quiet(_msg: str) -> None:
+        pass
 
     async def run_one(i: int, gate: asyncio.Semaphore) -> None:
         item = loaded[i]
         async with gate:
             if not args.quiet:
-                print(f"RUN   {item.scenario.name}  ({item.path})", file=sys.stderr, flush=True)
-            result = await run_scenario(item, seed=args.seed, progress=progress_for(item.scenario.name))
+                board.start(item.scenario.name, str(item.path))
+            result = await run_scenario(
+                item,
+                seed=args.seed,
+                progress=quiet if args.quiet else board.for_scenario(item.scenario.name),
+                capture_dir=capture_dir,
+            )
         results[i] = result
-        print_result(result, sys.stdout)
-        sys.stdout.flush()
+        board.print_result(result.to_json(), sys.stdout)
 
     async def run_all() -> None:
         task = asyncio.current_task()
@@ -61,8 +67,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
         # Runs are independent (own run id, namespaces, addresses), so they may overlap.
         gate = asyncio.Semaphore(args.jobs)
         async with asyncio.TaskGroup() as tg:
-            for i in range(len(loaded)):
-                tg.create_task(run_one(i, gate))
+            ticker = tg.create_task(board.tick())
+            async with asyncio.TaskGroup() as runs:
+                for i in range(len(loaded)):
+                    runs.create_task(run_one(i, gate))
+            ticker.cancel()
 
     done: list[ScenarioResult] = []
     try:
@@ -71,10 +80,17 @@ def _cmd_run(args: argparse.Namespace) -> int:
         print("testbed: terminated; everything the run created was removed", file=sys.stderr)
         return 143
     finally:
+        board.close()
         done = [r for r in results if r is not None]
+        dicts = [r.to_json() for r in done]
         if args.json and done:
             write_json(done, Path(args.json))
-    print_summary(done, sys.stdout)
+        if args.junit and done:
+            write_junit(dicts, Path(args.junit))
+        if args.report and done:
+            index = write_html_report(dicts, Path(args.report))
+            print(f"report: {index}", file=sys.stderr)
+    print_summary([r.to_json() for r in done], sys.stdout)
     return 0 if all(r.passed for r in done) and len(done) == len(loaded) else 1
 
 
@@ -166,6 +182,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("paths", nargs="+", metavar="PATH", help="scenario file or directory")
     p.add_argument("--json", metavar="FILE", help="write results as JSON to FILE")
     p.add_argument("--seed", type=int, default=None, help="override every scenario's seed")
+    p.add_argument("--junit", metavar="FILE", help="write JUnit XML to FILE (one testcase per expectation)")
+    p.add_argument(
+        "--report", metavar="DIR", help="write an HTML report (plots, censor events, pcap of the censor's links) to DIR"
+    )
     p.add_argument("-j", "--jobs", type=int, default=1, metavar="N", help="run up to N scenarios at once (default 1)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress messages on stderr")
     p.set_defaults(func=_cmd_run)

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from testbed.calls import CallOptions, CallResult, run_call
+from testbed.censor.capture import CaptureHandle, running_capture
 from testbed.censor.control import running_censor
 from testbed.censor.policy_setup import PolicyCompileError, build_policy, policy_config
 from testbed.errors import RunError, ScenarioError, TestbedError
@@ -53,6 +54,9 @@ class ScenarioResult:
     probes: list[ProbeResult] = field(default_factory=list)
     censor: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
+    timeline_origin: dict[str, float] = field(default_factory=dict)
+    """CLOCK_MONOTONIC instants the result's relative times count from: ``censor`` (the
+    censor's event times), ``calls_phase`` (probes' ``started_s`` and calls' ``start_s``)."""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -67,6 +71,7 @@ class ScenarioResult:
             "calls": [c.to_json() for c in self.calls],
             "probes": [p.to_json() for p in self.probes],
             "censor": self.censor,
+            "timeline_origin": self.timeline_origin,
         }
 
 
@@ -85,8 +90,13 @@ def call_options(spec: CallSpec) -> CallOptions:
 
 
 async def run_scenario(
-    loaded: LoadedScenario, *, seed: int | None = None, progress: Progress | None = None
+    loaded: LoadedScenario,
+    *,
+    seed: int | None = None,
+    progress: Progress | None = None,
+    capture_dir: Path | None = None,
 ) -> ScenarioResult:
+    """Run one scenario. ``capture_dir``: also write a pcapng of the censor's links there."""
     scenario = loaded.scenario
     say = progress or (lambda _msg: None)
     run_id = new_run_id()
@@ -98,7 +108,7 @@ async def run_scenario(
     )
     started = time.monotonic()
     try:
-        await _run(scenario, loaded.path, result, say)
+        await _run(scenario, loaded.path, result, say, capture_dir)
     except TestbedError as exc:
         if not isinstance(exc, RunError):
             raise
@@ -127,7 +137,10 @@ def precheck(loaded: LoadedScenario) -> None:
     checked_policy_config(loaded.scenario, plan, loaded.path, loaded.scenario.seed)
 
 
-async def _run(scenario: Scenario, file: Path, result: ScenarioResult, say: Progress) -> None:
+async def _run(
+    scenario: Scenario, file: Path, result: ScenarioResult, say: Progress, capture_dir: Path | None
+) -> None:
+    capture: CaptureHandle | None = None
     try:
         async with contextlib.AsyncExitStack() as stack, asyncio.timeout(scenario.effective_timeout()):
             workdir = stack.enter_context(registered_run(result.run_id))
@@ -135,6 +148,15 @@ async def _run(scenario: Scenario, file: Path, result: ScenarioResult, say: Prog
             policy = checked_policy_config(scenario, plan, file, result.seed)
             say(f"building network (run {result.run_id})")
             await stack.enter_async_context(build_topology(plan))
+            if capture_dir is not None:
+                capture_dir.mkdir(parents=True, exist_ok=True)
+                capture = await stack.enter_async_context(
+                    running_capture(
+                        plan.censor_netns,
+                        [n.censor_ifname for n in plan.nodes],
+                        capture_dir / f"{scenario.name}-{result.run_id}.pcapng",
+                    )
+                )
             say("starting censor")
             censor = await stack.enter_async_context(
                 running_censor(plan, scenario.censor, workdir, seed=result.seed, policy=policy)
@@ -145,6 +167,9 @@ async def _run(scenario: Scenario, file: Path, result: ScenarioResult, say: Prog
                 services = await stack.enter_async_context(running_services(plan, scenario, workdir))
             say(f"placing {len(scenario.calls)} call(s), running {len(scenario.probes)} probe(s)")
             origin = time.monotonic()
+            result.timeline_origin = {"calls_phase": origin}
+            if censor.t0 is not None:
+                result.timeline_origin["censor"] = censor.t0
             async with asyncio.TaskGroup() as tg:
                 watch = tg.create_task(censor.watch())
                 probes = [tg.create_task(run_probe(p, plan, services, origin=origin)) for p in scenario.probes]
@@ -172,6 +197,9 @@ async def _run(scenario: Scenario, file: Path, result: ScenarioResult, say: Prog
         ) from None
     except BaseExceptionGroup as group:
         raise _first_testbed_error(group) from None
+    finally:
+        if capture is not None:
+            result.censor = {**result.censor, "capture": {"file": str(capture.path), **capture.summary}}
 
 
 def _first_testbed_error(group: BaseExceptionGroup) -> BaseException:

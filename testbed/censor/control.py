@@ -29,6 +29,8 @@ class CensorHandle:
         self.last_stats: dict[str, Any] | None = None
         self.stderr_tail: deque[str] = deque(maxlen=30)
         self.stopping = False
+        self.t0: float | None = None
+        """The censor's time origin (CLOCK_MONOTONIC): its event times count from here."""
 
     async def read_stdout(self) -> None:
         assert self.proc.stdout is not None
@@ -40,6 +42,7 @@ class CensorHandle:
                 continue
             event = msg.get("event")
             if event == "ready":
+                self.t0 = msg.get("t0")
                 self.ready.set()
             elif event == "stats":
                 self.last_stats = msg

@@ -74,7 +74,7 @@ async def serve(config: dict[str, Any]) -> int:
         adapter = QueueAdapter(engine, queue_num=queue_num, max_len=int(config["max_len"]), on_fatal=on_fatal)
         adapter.start()
         try:
-            emit("ready", queue_num=queue_num)
+            emit("ready", queue_num=queue_num, t0=engine.start)
             while not stop.is_set():
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(stop.wait(), STATS_INTERVAL_S)
