@@ -16,6 +16,11 @@ Phases::
      Abort                   +------------> HANGING_UP <------+                         v timeout
                                                                                      FINISHED
 
+With ``ice_restart``, a CONNECTED call whose media stalls (an endpoint reports ``media:stalled``)
+or whose connection fails goes to RECONNECTING once: both endpoints get Restart, make a new peer
+connection (a new ICE session) and the caller offers again; when both are connected again it is
+CONNECTED, still hanging up ``duration_s`` after it first connected.
+
 A normal hang-up is HangUp to the caller, which says Bye to the callee through the relay; on an
 error every endpoint still running gets a HangUp.  Either way each endpoint stops its media, waits
 ``drain_s``, reports Stats, closes its peer connection and says Done.
@@ -39,6 +44,7 @@ from testbed.calls.signalling import (
     Hello,
     Layer,
     Message,
+    Restart,
     Role,
     StateChange,
     Stats,
@@ -73,6 +79,7 @@ class Phase(Enum):
     STARTING = auto()
     DIALLING = auto()
     CONNECTED = auto()
+    RECONNECTING = auto()
     HANGING_UP = auto()
     FINISHED = auto()
 
@@ -84,6 +91,8 @@ class _Endpoint:
     lost: bool = False
     hung_up: bool = False
     connected_at: float | None = None
+    session_connected: bool = False
+    """Connected in the current ICE session (reset by a restart)."""
     offer_sent_at: float | None = None
     states: dict[Layer, str] = field(default_factory=dict)
     report: metrics.EndpointReport | None = None
@@ -116,6 +125,8 @@ class Conductor:
         self._deadline: float | None = start + start_timeout_s
         self._media_start: float | None = None
         self._hangup_at: float | None = None
+        self.restarts = 0
+        self._max_restarts = 1 if options.ice_restart else 0
 
     # -- inputs -------------------------------------------------------------------------------
 
@@ -167,6 +178,7 @@ class Conductor:
             Phase.STARTING: "before the call",
             Phase.DIALLING: "while connecting",
             Phase.CONNECTED: f"after {self._since_media(now):.1f} s of media",
+            Phase.RECONNECTING: f"while reconnecting, {self._since_media(now):.1f} s into the call",
             Phase.HANGING_UP: "while hanging up",
         }[self.phase]
         self._errors.append(f"{role} endpoint {detail} {when}")
@@ -195,6 +207,13 @@ class Conductor:
                 return self._hang_up(now, "connect timeout", everyone=True)
             case Phase.CONNECTED:
                 return self._hang_up(now, "duration reached", everyone=False)
+            case Phase.RECONNECTING:
+                self._errors.append(
+                    f"not reconnected by the end of the call's duration after an ICE restart ("
+                    + "; ".join(f"{r}: {self._describe(e)}" for r, e in self._endpoints.items())
+                    + ")"
+                )
+                return self._hang_up(now, "not reconnected", everyone=True)
             case Phase.HANGING_UP:
                 stuck = [
                     str(r) for r, e in self._endpoints.items() if e.ready and not (e.done or e.lost)
@@ -246,6 +265,7 @@ class Conductor:
             media_s=media_s,
             wall_s=None if wall_s is None else round(wall_s, 3),
             profile=self.options.profile,
+            restarts=self.restarts,
         )
         return metrics.with_quality(
             base,
@@ -265,10 +285,14 @@ class Conductor:
         self._record(t, f"{role}:{layer}:{state}")
         if layer is Layer.SIGNALLING and state == "offer-sent" and me.offer_sent_at is None:
             me.offer_sent_at = t
+        if layer is Layer.MEDIA and state == "stalled" and self._can_restart():
+            return self._restart(now, f"{role} stopped receiving media")
         if layer is not Layer.CONNECTION:
             return []
-        if state == "connected" and me.connected_at is None:
-            me.connected_at = t
+        if state == "connected" and not me.session_connected:
+            me.session_connected = True
+            if me.connected_at is None:
+                me.connected_at = t
             if self.phase is Phase.DIALLING and all(
                 e.connected_at is not None for e in self._endpoints.values()
             ):
@@ -276,16 +300,41 @@ class Conductor:
                 self._media_start = now
                 self._deadline = now + self.options.duration_s
                 self._log(now, f"{RELAY}:{Layer.CALL}:connected")
+            elif self.phase is Phase.RECONNECTING and all(
+                e.session_connected for e in self._endpoints.values()
+            ):
+                self.phase = Phase.CONNECTED
+                self._log(now, f"{RELAY}:{Layer.CALL}:reconnected")
             return []
-        if state in ("failed", "closed") and self.phase in (Phase.DIALLING, Phase.CONNECTED):
+        if state in ("failed", "closed") and self.phase is Phase.CONNECTED and self._can_restart():
+            return self._restart(now, f"{role} connection {state}")
+        if state in ("failed", "closed") and self.phase in (
+            Phase.DIALLING,
+            Phase.CONNECTED,
+            Phase.RECONNECTING,
+        ):
             self._errors.append(f"{role} connection {state} {self._when(now)}")
             return self._hang_up(now, f"{role} connection {state}", everyone=True)
         return []
 
+    def _can_restart(self) -> bool:
+        return self.phase is Phase.CONNECTED and self.restarts < self._max_restarts
+
+    def _restart(self, now: float, reason: str) -> list[Action]:
+        """A new ICE session for the same call (as apps reconnect): both endpoints drop their
+        peer connection and make a new one; the caller offers again.  The call still ends when
+        its duration is up."""
+        self.restarts += 1
+        self.phase = Phase.RECONNECTING
+        self._log(now, f"{RELAY}:{Layer.CALL}:restart")
+        for endpoint in self._endpoints.values():
+            endpoint.session_connected = False
+        return [Send(role, Restart(reason)) for role, e in self._endpoints.items() if e.alive]
+
     def _hang_up(self, now: float, reason: str, *, everyone: bool) -> list[Action]:
         if self.phase in (Phase.HANGING_UP, Phase.FINISHED):
             return []
-        if self.phase is Phase.CONNECTED:
+        if self.phase in (Phase.CONNECTED, Phase.RECONNECTING):
             self._hangup_at = now
         self.phase = Phase.HANGING_UP
         self._deadline = now + self.options.drain_s + self._teardown_timeout_s
@@ -333,7 +382,7 @@ class Conductor:
         return 0.0 if self._media_start is None else now - self._media_start
 
     def _when(self, now: float) -> str:
-        if self.phase is Phase.CONNECTED:
+        if self.phase in (Phase.CONNECTED, Phase.RECONNECTING):
             return f"after {self._since_media(now):.1f} s of media"
         return "while connecting"
 

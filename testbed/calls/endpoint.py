@@ -50,7 +50,7 @@ from testbed.calls.media import FrameSink, MovingBarTrack, ToneTrack
 from testbed.calls.metrics import Arrivals
 from testbed.calls.options import AUDIO_CODECS, VIDEO_CODECS, CallOptions
 from testbed.calls.profiles import with_transaction_id
-from testbed.calls.quality import GapRecorder
+from testbed.calls.quality import FreezeDetector, GapRecorder
 from testbed.calls.signalling import (
     Answer,
     Bye,
@@ -63,6 +63,7 @@ from testbed.calls.signalling import (
     Layer,
     Message,
     Offer,
+    Restart,
     Role,
     SignallingProtocolError,
     StateChange,
@@ -77,6 +78,7 @@ STATS_TIMEOUT_S = 2.0
 MAX_DELAY_SAMPLES = 20000
 DATA_CHANNEL_LABEL = "testbed"
 AUDIO_GAP_THRESHOLD_S = 0.060  # 3 x 20 ms packets: a jitter buffer hides shorter holes
+SILENCE_THRESHOLD_S = 1.0  # nothing at all arrived: the shortest "dead_after" worth recording
 MAX_SNAPSHOTS = 7200  # two hours of one-per-second samples
 
 
@@ -113,19 +115,20 @@ class Endpoint:
         self.options = config.options
         self._send = send
         # Always an explicit list (empty: host candidates only): never aiortc's default STUN server.
-        self.pc = RTCPeerConnection(
-            RTCConfiguration(
-                iceServers=[
-                    RTCIceServer(urls=list(s.urls), username=s.username, credential=s.credential)
-                    for s in config.options.ice_servers
-                ],
-                iceTransportPolicy=RTCIceTransportPolicy(config.options.ice_transport_policy.value),
-            )
-        )
+        self.pc = self._new_peer_connection()
         self._tracks: list[ToneTrack | MovingBarTrack] = []
+        self._old_tracks: list[ToneTrack | MovingBarTrack] = []  # of earlier ICE sessions
         self._sinks: dict[str, FrameSink] = {}
+        self._frames_in_before: dict[str, int] = {}  # decoded in earlier ICE sessions
+        self._freezes: dict[str, FreezeDetector] = {"video": FreezeDetector()}
         self._tasks: set[asyncio.Task[None]] = set()
-        self._arrivals: dict[int, Arrivals] = {}  # by SSRC
+        # By kind, not SSRC: a restarted session has new SSRCs, the stream goes on.
+        self._arrivals: dict[str, Arrivals] = {}
+        self._ssrc_kind: dict[int, str] = {}
+        self._carry: dict[str, dict[str, dict[str, int]]] = {}
+        """pc counters of earlier ICE sessions, added to the current session's."""
+        self._stalled = False
+        self._watching = False
         self._t0 = config.t0
         self._data_arrivals = Arrivals(config.t0)
         self._hooked: set[int] = set()
@@ -137,12 +140,77 @@ class Endpoint:
         }
         self._delays_ms: list[float] = []
         self._gaps: dict[str, GapRecorder] = {}  # received media by kind
+        self._silences = GapRecorder(SILENCE_THRESHOLD_S)  # nothing of any kind arrived
         self._snapshots: list[dict[str, Any]] = []
         self._sampling = False
         self._hanging_up = False
         self._closed = False
-        self._wire_peer_connection()
         _TURN_HOOK.endpoint = self
+
+    def _new_peer_connection(self) -> RTCPeerConnection:
+        # Always an explicit list (empty: host candidates only): never aiortc's default STUN server.
+        pc = RTCPeerConnection(
+            RTCConfiguration(
+                iceServers=[
+                    RTCIceServer(urls=list(s.urls), username=s.username, credential=s.credential)
+                    for s in self.options.ice_servers
+                ],
+                iceTransportPolicy=RTCIceTransportPolicy(self.options.ice_transport_policy.value),
+            )
+        )
+        self._wire_peer_connection(pc)
+        return pc
+
+    # -- ICE restart ----------------------------------------------------------------------------
+
+    async def restart(self) -> None:
+        """Drop this ICE session and start another (aiortc has no restartIce, so a new peer
+        connection, as an app reconnecting would).  Counters carry over; the caller re-offers."""
+        self._emit(Layer.SIGNALLING, "restart")
+        old = self.pc
+        with contextlib.suppress(Exception):
+            raw = _pc_counters(await old.getStats())
+            for kind, dirs in raw.items():
+                for direction, values in dirs.items():
+                    into = self._carry.setdefault(kind, {}).setdefault(direction, {})
+                    for key, value in values.items():
+                        into[key] = into.get(key, 0) + value
+        old.remove_all_listeners()  # its closing is not this call's state any more
+        for track in self._tracks:
+            track.stop()
+        self._old_tracks += self._tracks
+        self._tracks = []
+        for kind, sink in self._sinks.items():
+            self._frames_in_before[kind] = self._frames_in_before.get(kind, 0) + sink.frames
+        self._sinks = {}
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(CLOSE_TIMEOUT_S):
+                await old.close()
+        self.pc = self._new_peer_connection()
+        if self.role is Role.CALLER:
+            await self.dial()
+
+    def _start_stall_watch(self) -> None:
+        if self.options.ice_restart and not self._watching:
+            self._watching = True
+            self._spawn(self._stall_watch())
+
+    async def _stall_watch(self) -> None:
+        """Tell the relay when nothing at all has arrived for ``ice_restart_after_s`` (it may
+        restart ICE), and when media comes back."""
+        limit = self.options.ice_restart_after_s
+        while not self._hanging_up and not self._closed:
+            await asyncio.sleep(0.25)
+            lasts = [a.last for a in (*self._arrivals.values(), self._data_arrivals) if a.last is not None]
+            if not lasts:
+                continue
+            silent = time.monotonic() - max(lasts)
+            if silent >= limit and not self._stalled:
+                self._stalled = True
+                self._emit(Layer.MEDIA, "stalled")
+            elif silent < limit and self._stalled:
+                self._stalled = False
+                self._emit(Layer.MEDIA, "resumed")
 
     # -- TURN allocations (for app-profile messages) ------------------------------------------
 
@@ -185,31 +253,32 @@ class Endpoint:
         t = time.monotonic()
         stats = await self.pc.getStats()
         snap: dict[str, Any] = {"t": t}
+        counters = _pc_counters(stats)
+        for kind in set(counters) | set(self._carry):
+            entry = snap.setdefault(kind, {})
+            for direction in ("out", "in"):
+                now_values = counters.get(kind, {}).get(direction, {})
+                before = self._carry.get(kind, {}).get(direction, {})
+                if now_values or before:
+                    entry[direction] = {
+                        key: now_values.get(key, 0) + before.get(key, 0) for key in {*now_values, *before}
+                    }
         for st in stats.values():
             kind = getattr(st, "kind", None)
             if kind not in ("audio", "video"):
                 continue
             entry = snap.setdefault(kind, {})
-            if st.type == "outbound-rtp":
-                out = entry.setdefault("out", {})
-                out["packets"], out["bytes"] = st.packetsSent, st.bytesSent
-            elif st.type == "inbound-rtp":
-                arrivals = self._arrivals.get(st.ssrc)
-                entry["in"] = {
-                    "packets": st.packetsReceived,
-                    "bytes": arrivals.bytes if arrivals else 0,
-                    "lost": st.packetsLost,
-                    "jitter": st.jitter,
-                }
+            if st.type == "inbound-rtp":
+                entry.setdefault("in", {})["jitter"] = st.jitter
             elif st.type == "remote-inbound-rtp":
-                out = entry.setdefault("out", {})
-                out["lost"], out["jitter"] = st.packetsLost, st.jitter
-                out["reported_received"] = st.packetsReceived
+                entry.setdefault("out", {})["jitter"] = st.jitter
                 entry["rtt"] = st.roundTripTime
-        for track in self._tracks:
-            snap.setdefault(track.kind, {}).setdefault("out", {"packets": 0, "bytes": 0})["frames"] = track.frames_sent
-        for kind, sink in self._sinks.items():
-            snap.setdefault(kind, {}).setdefault("in", {"packets": 0, "bytes": 0})["frames"] = sink.frames
+        for kind, arrivals in self._arrivals.items():
+            snap.setdefault(kind, {}).setdefault("in", {"packets": 0})["bytes"] = arrivals.bytes
+        for kind, frames in self._frames_sent().items():
+            snap.setdefault(kind, {}).setdefault("out", {"packets": 0, "bytes": 0})["frames"] = frames
+        for kind, frames in self._frames_received().items():
+            snap.setdefault(kind, {}).setdefault("in", {"packets": 0, "bytes": 0})["frames"] = frames
         if self.options.data_channel:
             d = self._data
             snap["data"] = {
@@ -218,6 +287,18 @@ class Endpoint:
                        "messages": d["messages_received"]},
             }  # fmt: skip
         return snap
+
+    def _frames_sent(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for track in (*self._old_tracks, *self._tracks):
+            out[track.kind] = out.get(track.kind, 0) + track.frames_sent
+        return out
+
+    def _frames_received(self) -> dict[str, int]:
+        out = dict(self._frames_in_before)
+        for kind, sink in self._sinks.items():
+            out[kind] = out.get(kind, 0) + sink.frames
+        return out
 
     # -- events -> relay ------------------------------------------------------------------------
 
@@ -234,9 +315,13 @@ class Endpoint:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def _wire_peer_connection(self) -> None:
-        pc = self.pc
-        pc.on("connectionstatechange", lambda: self._emit(Layer.CONNECTION, pc.connectionState))
+    def _wire_peer_connection(self, pc: RTCPeerConnection) -> None:
+        def on_connection_state() -> None:
+            self._emit(Layer.CONNECTION, pc.connectionState)
+            if pc.connectionState == "connected":
+                self._start_stall_watch()
+
+        pc.on("connectionstatechange", on_connection_state)
         pc.on(
             "iceconnectionstatechange",
             lambda: self._emit(Layer.ICE_CONNECTION, pc.iceConnectionState),
@@ -255,10 +340,12 @@ class Endpoint:
             receiver = transceiver.receiver
             if id(receiver) not in self._hooked:
                 self._hooked.add(id(receiver))
+                kind = receiver.track.kind if receiver.track is not None else "audio"
                 gaps = None
-                if receiver.track is not None and receiver.track.kind == "audio":
+                if kind == "audio":
                     gaps = self._gaps.setdefault("audio", GapRecorder(AUDIO_GAP_THRESHOLD_S))
-                _track_arrivals(receiver, self._arrivals, self._t0, gaps)
+                arrivals = self._arrivals.setdefault(kind, Arrivals(self._t0))
+                _track_arrivals(receiver, arrivals, self._ssrc_kind, kind, gaps, self._silences)
         if self.pc.sctp is not None:
             self._hook_dtls(self.pc.sctp.transport)
 
@@ -269,7 +356,7 @@ class Endpoint:
         dtls.on("statechange", lambda: self._emit(Layer.DTLS, dtls.state))
 
     def _on_track(self, track: MediaStreamTrack) -> None:
-        sink = FrameSink(track)
+        sink = FrameSink(track, freezes=self._freezes.get(track.kind))
         self._sinks[track.kind] = sink
 
         async def first() -> None:
@@ -300,6 +387,7 @@ class Endpoint:
         self._data["messages_received"] += 1
         self._data["bytes_received"] += len(data)
         self._data_arrivals.add(now, len(data))
+        self._silences.add(now)
         # "<seq> <monotonic send time> xxxx...": both endpoints share CLOCK_MONOTONIC.
         with contextlib.suppress(ValueError, IndexError):
             sent_at = float(data.split(b" ", 2)[1])
@@ -425,15 +513,15 @@ class Endpoint:
 
     async def report(self) -> dict[str, Any]:
         stats = await self.pc.getStats()
+        by_ssrc = {
+            ssrc: self._arrivals[kind] for ssrc, kind in self._ssrc_kind.items() if kind in self._arrivals
+        }
         return {
-            "stats": [_stats_json(s) for s in stats.values()],
+            "stats": [self._with_carry(_stats_json(s)) for s in stats.values()],
             "codecs": self._negotiated_codecs(),
-            "received_bytes": {str(k): a.bytes for k, a in self._arrivals.items()},
-            "arrivals": {str(k): a.to_json() for k, a in self._arrivals.items()},
-            "frames": {
-                "sent": {t.kind: t.frames_sent for t in self._tracks},
-                "received": {kind: sink.frames for kind, sink in self._sinks.items()},
-            },
+            "received_bytes": {str(k): a.bytes for k, a in by_ssrc.items()},
+            "arrivals": {str(k): a.to_json() for k, a in by_ssrc.items()},
+            "frames": {"sent": self._frames_sent(), "received": self._frames_received()},
             "data": {
                 **self._data,
                 "delays_ms": self._delays_ms,
@@ -444,8 +532,22 @@ class Endpoint:
             "candidate_pair": self._candidate_pair(),
             "snapshots": self._snapshots,
             "gaps": {kind: g.gaps for kind, g in self._gaps.items()},
-            "freezes": {kind: sink.freezes.freezes for kind, sink in self._sinks.items() if sink.freezes},
+            "silences": self._silences.gaps,
+            "last_arrival": self._silences.last,
+            "freezes": {kind: f.freezes for kind, f in self._freezes.items() if kind in self._frames_received()},
         }
+
+    def _with_carry(self, entry: dict[str, Any]) -> dict[str, Any]:
+        """A stats entry with the counts of earlier ICE sessions added (after a restart)."""
+        carry = self._carry.get(entry.get("kind") or "", {})
+        keys = _CARRIED.get(entry.get("type") or "")
+        if not carry or keys is None:
+            return entry
+        direction, fields = keys
+        for stat, counter in fields:
+            if isinstance(entry.get(stat), int):
+                entry[stat] += carry.get(direction, {}).get(counter, 0)
+        return entry
 
     def _negotiated_codecs(self) -> dict[str, dict[str, Any]]:
         # The answer decides: its first codec per m-line is the one both sides use.
@@ -484,8 +586,38 @@ class Endpoint:
             return None
 
 
+# aiortc stats entry type -> (direction in _pc_counters, [(stats field, counter)]).
+_CARRIED: dict[str, tuple[str, list[tuple[str, str]]]] = {
+    "outbound-rtp": ("out", [("packetsSent", "packets"), ("bytesSent", "bytes")]),
+    "inbound-rtp": ("in", [("packetsReceived", "packets"), ("packetsLost", "lost")]),
+    "remote-inbound-rtp": ("out", [("packetsLost", "lost"), ("packetsReceived", "reported_received")]),
+}
+
+
+def _pc_counters(stats: Any) -> dict[str, dict[str, dict[str, int]]]:
+    """The cumulative counters of one peer connection's stats, by kind and direction."""
+    out: dict[str, dict[str, dict[str, int]]] = {}
+    for st in stats.values():
+        kind = getattr(st, "kind", None)
+        spec = _CARRIED.get(st.type)
+        if kind not in ("audio", "video") or spec is None:
+            continue
+        direction, fields = spec
+        into = out.setdefault(kind, {}).setdefault(direction, {})
+        for stat, counter in fields:
+            value = getattr(st, stat, None)
+            if isinstance(value, int):
+                into[counter] = into.get(counter, 0) + value
+    return out
+
+
 def _track_arrivals(
-    receiver: Any, arrivals: dict[int, Arrivals], origin: float | None, gaps: GapRecorder | None = None
+    receiver: Any,
+    stream: Arrivals,
+    ssrc_kind: dict[int, str],
+    kind: str,
+    gaps: GapRecorder | None = None,
+    silences: GapRecorder | None = None,
 ) -> None:
     """Count RTP payload bytes and arrival times per SSRC (aiortc's inbound-rtp stats have no byte
     count and no timing).  Wraps the receiver's ``_handle_rtp_packet``, which aiortc's RTP router
@@ -495,13 +627,13 @@ def _track_arrivals(
         return
 
     async def tracking(packet: Any, arrival_time_ms: int) -> None:
-        stream = arrivals.get(packet.ssrc)
-        if stream is None:
-            stream = arrivals[packet.ssrc] = Arrivals(origin)
+        ssrc_kind.setdefault(packet.ssrc, kind)
         now = time.monotonic()
         stream.add(now, len(packet.payload))
         if gaps is not None:
             gaps.add(now)
+        if silences is not None:
+            silences.add(now)
         await original(packet, arrival_time_ms=arrival_time_ms)
 
     receiver._handle_rtp_packet = tracking
@@ -625,6 +757,8 @@ async def _negotiate(
                 await endpoint.on_offer(sdp)
             case Answer(sdp=sdp) if endpoint.role is Role.CALLER:
                 await endpoint.on_answer(sdp)
+            case Restart():
+                await endpoint.restart()
             case _:
                 await send(Failure(f"{endpoint.role} cannot handle {message.type} here"))
     except (ConnectionError, OSError):

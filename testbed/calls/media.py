@@ -122,12 +122,13 @@ class MovingBarTrack(_PacedTrack):
 class FrameSink:
     """Consumes a remote track (so decoded frames do not queue up) and counts them."""
 
-    def __init__(self, track: MediaStreamTrack) -> None:
+    def __init__(self, track: MediaStreamTrack, *, freezes: FreezeDetector | None = None) -> None:
         self.track = track
         self.frames = 0
         self.first_frame = asyncio.Event()
-        # Video only: W3C freezes, timed when the decoder hands a frame over ("rendered").
-        self.freezes = FreezeDetector() if track.kind == "video" else None
+        # Video: W3C freezes, timed when the decoder hands a frame over ("rendered"); shared
+        # across an ICE restart, so the gap it causes is a freeze too.
+        self.freezes = freezes
 
     async def run(self) -> None:
         try:

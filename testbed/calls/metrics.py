@@ -161,6 +161,9 @@ class EndpointReport:
     """Received silences by kind: (start, length), CLOCK_MONOTONIC seconds."""
     freezes: Mapping[str, tuple[tuple[float, float], ...]] = field(default_factory=dict)
     """Received video freezes by kind (W3C): (start, length)."""
+    silences: tuple[tuple[float, float], ...] | None = None
+    """Intervals of > 1 s in which nothing at all arrived: (start, length)."""
+    last_arrival: float | None = None
 
     def find(self, type_: str, kind: Kind, ssrc: int | None = None) -> RtpEntry | None:
         for entry in self.rtp:
@@ -239,6 +242,8 @@ def parse_report(raw: Mapping[str, Any]) -> EndpointReport:
         snapshots=tuple(x for x in _list(raw.get("snapshots")) if isinstance(x, Mapping)),
         gaps=_intervals(raw.get("gaps")),
         freezes=_intervals(raw.get("freezes")),
+        silences=_intervals({"any": raw["silences"]}).get("any") if "silences" in raw else None,
+        last_arrival=float(raw["last_arrival"]) if _is_number(raw.get("last_arrival")) else None,
         rtp=tuple(rtp),
         transport=transport,
         codecs=codecs,
@@ -567,7 +572,25 @@ def with_quality(
                     else None,
                 )
             )
+    exact = {st.endpoint: st.message_loss_pct for st in streams if st.kind is Kind.DATA and st.direction is Direction.RECV}
+    for who, loss in exact.items():
+        # Over the whole call, messages sent vs received is exact (a window only approximates it:
+        # messages in flight at its edges).
+        per_endpoint[who] = dataclasses.replace(per_endpoint[who], message_loss_pct=loss)
     moses = [q.mos for q in per_endpoint.values() if q.mos is not None]
+    silences: dict[str, list[list[float]]] | None = None
+    if all(r is not None and r.silences is not None for r in reports.values()) and start_s is not None:
+        silences = {}
+        for role, report in reports.items():
+            assert report is not None and report.silences is not None
+            spans = [[_round(s - t0), _round(n)] for s, n in report.silences]
+            last = report.last_arrival
+            end = end_s if end_s is not None else None
+            # A silence that lasts until the hang-up has no closing packet: add it.
+            tail_from = (last - t0) if last is not None else start_s
+            if end is not None and end - tail_from >= 1.0:
+                spans.append([_round(tail_from), _round(end - tail_from)])
+            silences[role.value] = spans
     ctype, ctransport = candidate_summary(result.transports, turn_transport)
     ice_ms, dtls_ms = setup_split(result.state_timeline)
     return dataclasses.replace(
@@ -586,6 +609,7 @@ def with_quality(
         candidate_transport=ctransport,
         setup_ice_ms=ice_ms,
         setup_dtls_ms=dtls_ms,
+        silences=silences,
     )
 
 

@@ -135,7 +135,9 @@ class CallOptions:
     allocation's socket, once the allocation exists and then every ``stun_prelude_every_s``."""
     stun_prelude_every_s: float = 2.0
     ice_restart: bool = False
-    """If the connection fails after it worked, the call is placed again once (new ICE)."""
+    """If media stops (nothing received for ``ice_restart_after_s``) or the connection fails
+    after it worked, both endpoints start a new ICE session once; the caller re-offers."""
+    ice_restart_after_s: float = 3.0
     profile: str | None = None
 
     def __post_init__(self) -> None:
@@ -166,6 +168,7 @@ class CallOptions:
             raise ValueError(f"video_codec must be one of {sorted(VIDEO_CODECS)}")
         _positive("sample_interval_s", self.sample_interval_s)
         _positive("stun_prelude_every_s", self.stun_prelude_every_s)
+        _positive("ice_restart_after_s", self.ice_restart_after_s)
         for message in self.stun_prelude:
             try:
                 if len(bytes.fromhex(message)) < 20:

@@ -78,7 +78,11 @@ class CallPlan:
 
 
 def plan_calls(
-    specs: Sequence[CallSpec], *, nodes: Mapping[str, NodeInfo], services: Sequence[ServiceInfo]
+    specs: Sequence[CallSpec],
+    *,
+    nodes: Mapping[str, NodeInfo],
+    services: Sequence[ServiceInfo],
+    thresholds: VerdictSettings | None = None,
 ) -> list[CallPlan]:
     """Expand and resolve every call (no I/O).  Raises :class:`RunError` for what the scenario
     checks should have caught (an unknown node, a relay node without a turn service)."""
@@ -113,6 +117,8 @@ def plan_calls(
                     profile.stun_prelude.every_s if profile is not None and profile.stun_prelude else 2.0
                 ),
                 ice_restart=spec.ice.restart,
+                # The same silence that counts as a failure triggers the restart.
+                ice_restart_after_s=(thresholds or DEFAULT_THRESHOLDS).dead_after,
                 profile=spec.profile,
             )
             out.append(
@@ -215,7 +221,7 @@ async def run_calls(
     (an endpoint that cannot start) raises ``CallError`` and cancels the other calls.
     ``observer(message)`` hears one line per call event worth showing (placed, connected,
     ended); it must not block."""
-    plans = plan_calls(specs, nodes=nodes, services=services)
+    plans = plan_calls(specs, nodes=nodes, services=services, thresholds=thresholds)
     limits: dict[int, asyncio.Semaphore] = {}
     for plan in plans:
         limits.setdefault(plan.group, asyncio.Semaphore(plan.concurrency))

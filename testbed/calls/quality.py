@@ -81,17 +81,17 @@ class GapRecorder:
     """Silences in a received stream longer than ``threshold_s``: (start, length) pairs.  For
     audio the threshold is 3 packet times (60 ms): a jitter buffer hides shorter holes."""
 
-    __slots__ = ("_last", "gaps", "threshold_s")
+    __slots__ = ("gaps", "last", "threshold_s")
 
     def __init__(self, threshold_s: float) -> None:
         self.threshold_s = threshold_s
-        self._last: float | None = None
+        self.last: float | None = None
         self.gaps: list[tuple[float, float]] = []
 
     def add(self, now: float) -> None:
-        if self._last is not None and now - self._last > self.threshold_s and len(self.gaps) < 10000:
-            self.gaps.append((self._last, now - self._last))
-        self._last = now
+        if self.last is not None and now - self.last > self.threshold_s and len(self.gaps) < 10000:
+            self.gaps.append((self.last, now - self.last))
+        self.last = now
 
 
 # -- the per-second timeline ---------------------------------------------------------------------
@@ -312,4 +312,37 @@ def time_to_failure(
                 return ttf, recovered
         else:
             run_start = None
+    return None, False
+
+
+def common_silences(
+    per_endpoint: Sequence[Sequence[tuple[float, float]]],
+) -> list[tuple[float, float]]:
+    """Intervals (start, length) in which *no* endpoint received anything: the intersection
+    of every endpoint's silences, in time order."""
+    if not per_endpoint:
+        return []
+    current = [(s, s + n) for s, n in per_endpoint[0]]
+    for other in per_endpoint[1:]:
+        spans = [(s, s + n) for s, n in other]
+        current = [
+            (max(a0, b0), min(a1, b1))
+            for a0, a1 in current
+            for b0, b1 in spans
+            if min(a1, b1) > max(a0, b0)
+        ]
+    return sorted((a, b - a) for a, b in current)
+
+
+def failure_from_silences(
+    silences: Sequence[tuple[float, float]], *, connected_s: float, ended_s: float, dead_after_s: float
+) -> tuple[float | None, bool]:
+    """(seconds from connected to the start of the first common silence of at least
+    ``dead_after_s`` within the call, whether anything arrived after it).  A silence that runs
+    to the end of the call did not recover."""
+    for start, length in silences:
+        s, e = max(start, connected_s), min(start + length, ended_s)
+        if e - s >= dead_after_s - 1e-6:
+            # 0.1 s: a silence that runs to the hang-up ends there, give or take rounding.
+            return round(s - connected_s, 3), start + length < ended_s - 0.1
     return None, False

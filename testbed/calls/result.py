@@ -247,6 +247,9 @@ class CallResult:
     """Per endpoint: received loss_pct, jitter_ms, rtt_ms, mos, bitrate_kbps, ... over the call."""
     samples: tuple[dict[str, Any], ...] = ()
     """The per-second timeline (see ``quality.SAMPLE_KEYS``)."""
+    silences: dict[str, list[list[float]]] | None = None
+    """Per endpoint, ``[start_s, length_s]`` intervals (> 1 s, since the call was placed) in
+    which it received nothing at all; what ``time_to_failure_s`` is measured from."""
 
     def stream(self, endpoint: str, kind: Kind | str, direction: Direction | str) -> StreamResult:
         """The one stream entry for ``endpoint`` x ``kind`` x ``direction`` (KeyError if absent)."""
@@ -288,4 +291,5 @@ class CallResult:
             "rtt_ms": self.rtt_ms,
             "quality": self.quality,
             "samples": [dict(x) for x in self.samples],
+            "silences": self.silences,
         }

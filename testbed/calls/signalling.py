@@ -18,6 +18,8 @@ Who sends what::
                         Done()                  peer connection closed; the process exits next
     relay -> caller     Dial()                  place the call now (both endpoints are ready)
     relay -> endpoint   HangUp(reason)          stop media, say Bye, report Stats, close
+                        Restart(reason)         drop the peer connection and start a new one
+                                                (a new ICE session); the caller then re-offers
     peer <-> peer       Offer(sdp), Answer(sdp), Bye(reason)   forwarded verbatim by the relay
 """
 
@@ -58,8 +60,8 @@ class Layer(StrEnum):
     CONNECTION = "connection"  # RTCPeerConnectionState
     DTLS = "dtls"  # RTCDtlsTransportState
     DATA_CHANNEL = "data-channel"  # open, closed
-    MEDIA = "media"  # first-audio-received, first-video-received, stopped
-    CALL = "call"  # relay only: connected, timeout, failed, ended
+    MEDIA = "media"  # first-audio-received, first-video-received, stalled, resumed, stopped
+    CALL = "call"  # relay only: connected, restart, reconnected, timeout, failed, ended
 
 
 class MessageType(StrEnum):
@@ -69,6 +71,7 @@ class MessageType(StrEnum):
     ANSWER = "answer"
     BYE = "bye"
     HANGUP = "hangup"
+    RESTART = "restart"
     STATE = "state"
     STATS = "stats"
     FAILURE = "failure"
@@ -112,6 +115,12 @@ class HangUp:
 
 
 @dataclass(frozen=True, slots=True)
+class Restart:
+    reason: str = "media stalled"
+    type: ClassVar[MessageType] = MessageType.RESTART
+
+
+@dataclass(frozen=True, slots=True)
 class StateChange:
     t: float
     layer: Layer
@@ -137,7 +146,7 @@ class Done:
     type: ClassVar[MessageType] = MessageType.DONE
 
 
-Message = Hello | Dial | Offer | Answer | Bye | HangUp | StateChange | Stats | Failure | Done
+Message = Hello | Dial | Offer | Answer | Bye | HangUp | Restart | StateChange | Stats | Failure | Done
 
 PEER_MESSAGES: tuple[type[Message], ...] = (Offer, Answer, Bye)
 """Messages an endpoint addresses to its peer; the relay forwards them unchanged."""
@@ -150,7 +159,7 @@ def to_json(message: Message) -> dict[str, Any]:
             out.update(role=role.value, pid=pid)
         case Offer(sdp=sdp) | Answer(sdp=sdp):
             out["sdp"] = sdp
-        case Bye(reason=reason) | HangUp(reason=reason):
+        case Bye(reason=reason) | HangUp(reason=reason) | Restart(reason=reason):
             out["reason"] = reason
         case StateChange(t=t, layer=layer, state=state):
             out.update(t=t, layer=layer.value, state=state)
@@ -197,6 +206,8 @@ def from_json(obj: object) -> Message:
             return Bye(reason=_get(obj, "reason", str))
         case MessageType.HANGUP:
             return HangUp(reason=_get(obj, "reason", str))
+        case MessageType.RESTART:
+            return Restart(reason=_get(obj, "reason", str))
         case MessageType.STATE:
             layer_name = _get(obj, "layer", str)
             try:

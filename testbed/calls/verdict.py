@@ -57,6 +57,12 @@ def failure(result: CallResult, thresholds: VerdictSettings = DEFAULT_THRESHOLDS
     ended_at = _event_time(result.state_timeline, "relay:signalling:hangup", connected_at)
     if ended_at is None:
         ended_at = connected_at + (result.media_s or 0.0)
+    if result.silences is not None and len(result.silences) == 2:
+        common = quality.common_silences([[(s, n) for s, n in spans] for spans in result.silences.values()])
+        ttf, recovered = quality.failure_from_silences(
+            common, connected_s=connected_at, ended_s=ended_at, dead_after_s=thresholds.dead_after
+        )
+        return _with_breakage(result, connected_at, ended_at, ttf, recovered)
     per_s: list[int] = []
     for st in result.streams:
         if st.direction == "recv" and st.received_per_s:
@@ -67,7 +73,13 @@ def failure(result: CallResult, thresholds: VerdictSettings = DEFAULT_THRESHOLDS
     ttf, recovered = quality.time_to_failure(
         per_s, connected_s=connected_at, ended_s=ended_at, dead_after_s=thresholds.dead_after
     )
-    # A connection that failed (or an endpoint that died) before the hang-up.
+    return _with_breakage(result, connected_at, ended_at, ttf, recovered)
+
+
+def _with_breakage(
+    result: CallResult, connected_at: float, ended_at: float, ttf: float | None, recovered: bool
+) -> tuple[float | None, bool | None]:
+    """Also count a connection that failed (or an endpoint that died) before the hang-up."""
     broke = None
     for t, entry in result.state_timeline:
         if connected_at <= t < ended_at + 1e-6 and (
@@ -76,10 +88,8 @@ def failure(result: CallResult, thresholds: VerdictSettings = DEFAULT_THRESHOLDS
             broke = t
             break
     if broke is not None and (ttf is None or broke - connected_at < ttf):
-        ttf, recovered = round(broke - connected_at, 3), result.restarts > 0 and recovered
-    if ttf is not None and result.restarts > 0 and not recovered:
-        # Media after a restart: the second ICE session's streams are in received_per_s too.
-        recovered = any(n > 0 for n in per_s[int(connected_at + ttf + thresholds.dead_after) + 1 :])
+        reconnected = _event_time(result.state_timeline, "relay:call:reconnected", broke) is not None
+        ttf, recovered = round(broke - connected_at, 3), reconnected
     return ttf, recovered
 
 
@@ -90,7 +100,8 @@ def _reasons(result: CallResult, thresholds: VerdictSettings, ttf: float | None,
         return Outcome.BLOCKED.value, [f"died {ttf:g} s after connecting"]
     out: list[str] = []
     if ttf is not None:
-        out.append(f"media stopped {ttf:g} s after connecting, then recovered")
+        how = " after an ICE restart" if result.restarts else ""
+        out.append(f"media stopped {ttf:g} s after connecting, then recovered{how}")
     t = thresholds
     for value, limit, what, unit, worse in (
         (result.loss_pct, t.max_loss_pct, "loss", " %", "above"),

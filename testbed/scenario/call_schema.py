@@ -119,16 +119,8 @@ class IceSpec(_Frozen):
     policy: IcePolicy | None = None
     """``relay``: relay candidates only (iceTransportPolicy); default all (or the profile's)."""
     restart: bool = False
-    """If the connection fails after it worked, place the call again (new ICE session) once."""
-
-    @field_validator("restart")
-    @classmethod
-    def _restart_supported(cls, value: bool) -> bool:
-        if value:
-            raise ValueError(
-                "ICE restart is not supported yet (aiortc has no restartIce); remove the key"
-            )
-        return value
+    """If the call stops working (no media for ``verdict.dead_after``, or its connection
+    fails), start a new ICE session once, as an app reconnecting would."""
 
     @model_validator(mode="after")
     def _needs_turn(self) -> IceSpec:

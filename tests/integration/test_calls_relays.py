@@ -143,3 +143,36 @@ calls: [{name: unused}]
     assert not failed[0].passed and "media stopped after" in failed[0].detail
     gaps = [s for s in call.samples if s["kind"] == "audio" and s["direction"] == "recv" and s["audio_gap_ms"]]
     assert sum(s["audio_gap_ms"] for s in gaps) >= 2500  # ~4 s without audio, seen by both ends
+
+
+def test_ice_restart_gets_past_a_censor_that_cuts_each_flow() -> None:
+    # A censor that lets each UDP flow carry 400 packets (~4 s of a two-way audio call) and
+    # then drops it: a call that restarts ICE gets new ports, a new flow, and its media back.
+    network = """
+name: cut-each-flow
+censor:
+  rules:
+    - name: cut-calls
+      match: {transport: udp}
+      action: {cut: {after_packets: 400}}
+calls: [{name: unused}]
+"""
+    results, _censor = _run(
+        [
+            {"name": "plain", "duration": 8, "media": ["audio"]},
+            {"name": "redial", "duration": 8, "media": ["audio"], "ice": {"restart": True}},
+        ],
+        network,
+    )
+    plain, redial = results
+    assert plain.outcome == "blocked" and plain.recovered is False and plain.restarts == 0
+    assert redial.restarts == 1 and redial.recovered is True, redial.outcome_reasons
+    assert redial.outcome == "degraded"
+    assert plain.time_to_failure_s is not None and redial.time_to_failure_s is not None
+    assert abs(plain.time_to_failure_s - redial.time_to_failure_s) < 1.0
+    labels = [label for _, label in redial.state_timeline]
+    assert labels.index("relay:call:restart") < labels.index("relay:call:reconnected")
+    # Counters run on across the restart: the callee heard both sessions' audio.
+    heard = redial.stream("callee", "audio", "recv").packets_received or 0
+    first_session = plain.stream("callee", "audio", "recv").packets_received or 0
+    assert heard > first_session + 10, (heard, first_session, redial.silences)

@@ -19,6 +19,7 @@ from testbed.calls.signalling import (
     Layer,
     Message,
     Offer,
+    Restart,
     Role,
     StateChange,
     Stats,
@@ -249,3 +250,45 @@ def test_zero_duration_hangs_up_once_connected() -> None:
     connect(relay)
     relay.advance(0.0)
     assert relay.sent_to(CALLER)[-1] == HangUp(reason="duration reached")
+
+
+def test_stalled_media_restarts_ice_once_and_the_call_goes_on() -> None:
+    relay = make(duration_s=10.0, ice_restart=True)
+    connect(relay)
+    relay.advance(4.0)
+    relay.state(CALLEE, Layer.MEDIA, "stalled")
+    assert relay.sent_to(CALLER)[-1] == Restart(reason="callee stopped receiving media")
+    assert relay.sent_to(CALLEE)[-1] == Restart(reason="callee stopped receiving media")
+    assert relay.conductor.phase is Phase.RECONNECTING
+    relay.state(CALLER, Layer.MEDIA, "stalled")  # the other side noticing too: no second restart
+    assert sum(isinstance(m, Restart) for m in relay.sent_to(CALLER)) == 1
+    relay.advance(0.5)
+    relay.state(CALLER, Layer.CONNECTION, "connected")
+    relay.state(CALLEE, Layer.CONNECTION, "connected")
+    assert relay.conductor.phase is Phase.CONNECTED
+    relay.advance(5.6)  # the call still ends 10 s after it first connected
+    assert relay.sent_to(CALLER)[-1] == HangUp(reason="duration reached")
+    relay.recv(CALLER, Bye())
+    finish_normally(relay)
+    result = relay.conductor.result()
+    assert result.restarts == 1 and result.error is None
+    assert result.media_s == pytest.approx(10.0, abs=0.01)
+    labels = [label for _, label in result.state_timeline]
+    assert labels.index("relay:call:restart") < labels.index("relay:call:reconnected")
+
+
+def test_no_restart_unless_asked_and_failed_reconnect_is_an_error() -> None:
+    relay = make(duration_s=10.0)
+    connect(relay)
+    relay.state(CALLEE, Layer.MEDIA, "stalled")
+    assert not any(isinstance(m, Restart) for m in relay.sent_to(CALLEE))
+    relay = make(duration_s=10.0, ice_restart=True)
+    connect(relay)
+    relay.advance(2.0)
+    relay.state(CALLER, Layer.CONNECTION, "failed")
+    assert isinstance(relay.sent_to(CALLEE)[-1], Restart)
+    relay.advance(8.1)  # never reconnected
+    assert isinstance(relay.sent_to(CALLEE)[-1], HangUp)
+    finish_normally(relay)
+    error = relay.conductor.result().error
+    assert error is not None and "not reconnected" in error

@@ -110,3 +110,24 @@ def test_receive_stats_over_a_window() -> None:
 )
 def test_time_to_failure(per_s: list[int], expected: tuple[float | None, bool]) -> None:
     assert quality.time_to_failure(per_s, connected_s=2.0, ended_s=len(per_s), dead_after_s=3.0) == expected
+
+
+def test_common_silences_are_the_intersection() -> None:
+    caller = [(4.0, 3.0), (10.0, 1.5)]
+    callee = [(4.5, 3.5), (12.0, 2.0)]
+    assert quality.common_silences([caller, callee]) == [(4.5, pytest.approx(2.5))]
+
+
+@pytest.mark.parametrize(
+    ("silences", "expected"),
+    [
+        ([], (None, False)),
+        ([(4.0, 2.0)], (None, False)),  # shorter than dead_after
+        ([(4.0, 3.5)], (3.0, True)),  # came back at 7.5 s
+        ([(4.0, 6.0)], (3.0, False)),  # until the hang-up at 10 s
+        ([(0.0, 2.0)], (None, False)),  # set-up time does not count
+    ],
+)
+def test_failure_from_silences(silences: list[tuple[float, float]], expected: tuple[float | None, bool]) -> None:
+    got = quality.failure_from_silences(silences, connected_s=1.0, ended_s=10.0, dead_after_s=3.0)
+    assert got == expected

@@ -53,7 +53,7 @@ def test_counted_calls_are_numbered() -> None:
     [
         ({"name": "x", "ice": {"transport": "tls"}}, ("ice",)),
         ({"name": "x", "ice": {"turn": "r", "transport": "quic"}}, ("ice", "transport")),
-        ({"name": "x", "ice": {"restart": True}}, ("ice", "restart")),
+        ({"name": "x", "ice": {"restart": "yes please"}}, ("ice", "restart")),
         ({"name": "x", "video": {"width": 321}}, ("video", "width")),
         ({"name": "x", "profile": "skype"}, ("profile",)),
         ({"name": "x", "count": 2, "concurrency": 3}, ("concurrency",)),
