@@ -215,19 +215,21 @@ async def run_calls(
     workdir: Path,
     observer: Callable[[str], None] | None = None,
     thresholds: VerdictSettings | None = None,
+    origin: float | None = None,
 ) -> list[CallResult]:
     """Place every call of ``specs`` and return their judged results, in ``calls:`` order with
     instances in order.  A call that fails is a result (``outcome: blocked``); a harness failure
     (an endpoint that cannot start) raises ``CallError`` and cancels the other calls.
     ``observer(message)`` hears one line per call event worth showing (placed, connected,
-    ended); it must not block."""
+    ended); it must not block.  ``origin`` (CLOCK_MONOTONIC, default: now) is the start of the
+    calls phase: ``start:`` offsets and results' ``start_s`` count from it."""
     plans = plan_calls(specs, nodes=nodes, services=services, thresholds=thresholds)
     limits: dict[int, asyncio.Semaphore] = {}
     for plan in plans:
         limits.setdefault(plan.group, asyncio.Semaphore(plan.concurrency))
     settings = thresholds or DEFAULT_THRESHOLDS
     say = observer or (lambda _message: None)
-    began = time.monotonic()
+    began = time.monotonic() if origin is None else origin
 
     async def one(plan: CallPlan) -> CallResult:
         await asyncio.sleep(max(0.0, began + plan.start_s - time.monotonic()))
