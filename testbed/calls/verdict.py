@@ -95,7 +95,7 @@ def _with_breakage(
 
 def _reasons(result: CallResult, thresholds: VerdictSettings, ttf: float | None, recovered: bool | None) -> tuple[str, list[str]]:
     if not result.connected:
-        return Outcome.BLOCKED.value, [f"never connected ({result.error or 'no reason given'})"]
+        return Outcome.BLOCKED.value, [f"never connected: {result.error or 'no reason given'}"]
     if ttf is not None and not recovered:
         return Outcome.BLOCKED.value, [f"died {ttf:g} s after connecting"]
     out: list[str] = []
@@ -191,7 +191,7 @@ def _check(exp: Expectation, name: str, call: CallResult | None, thresholds: Ver
                 call = judged(call, thresholds)
             got = call.outcome or Outcome.BLOCKED.value
             reasons = "; ".join(call.outcome_reasons)
-            detail = f"expected {want}, measured {got}" + (f" ({reasons})" if reasons else "")
+            detail = f"expected {want}, measured {got}" + (f": {reasons}" if reasons else "")
             add(what, got in {o.value for o in exp.outcome}, detail)
     if exp.connected is not None:
         what = f"connected == {str(exp.connected).lower()}"
