@@ -624,18 +624,27 @@ _TYPE_RANK = {"host": 0, "prflx": 1, "srflx": 2, "relay": 3}
 def candidate_summary(
     transports: Iterable[TransportResult], turn_transport: str | None
 ) -> tuple[str | None, str | None]:
-    """(type, transport) of the call's path: the most indirect local candidate either endpoint
-    selected; for a relay, how that endpoint reaches its TURN server."""
-    best: CandidatePair | None = None
+    """(type, transport) of the call's path: the most indirect candidate in either endpoint's
+    selected pair; for a relay, how the relaying endpoint reaches its TURN server.
+
+    Both ends of a pair count: ICE pairs a server-reflexive candidate's *base* (a host
+    candidate) with the peer's candidates (RFC 8445 section 6.1.2.4), so a call through NAT
+    shows as host locally and srflx/prflx remotely."""
+    best: tuple[int, str, str] | None = None
     for t in transports:
         pair = t.selected_candidate_pair
-        if pair is not None and (best is None or _TYPE_RANK.get(pair.local_type, 0) > _TYPE_RANK.get(best.local_type, 0)):
-            best = pair
+        if pair is None:
+            continue
+        for kind in (pair.local_type, pair.remote_type):
+            rank = _TYPE_RANK.get(kind, 0)
+            if best is None or rank > best[0]:
+                best = (rank, kind, pair.protocol)
     if best is None:
         return None, None
-    if best.local_type == "relay":
-        return "relay", turn_transport or best.protocol
-    return best.local_type, best.protocol
+    _, kind, protocol = best
+    if kind == "relay":
+        return "relay", turn_transport or protocol
+    return kind, protocol
 
 
 def setup_split(timeline: Iterable[tuple[float, str]]) -> tuple[float | None, float | None]:

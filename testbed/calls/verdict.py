@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from testbed.calls import quality
+from testbed.calls.metrics import candidate_summary
 from testbed.calls.result import CallResult
 from testbed.scenario.expect_schema import Bound, Expectation, Outcome, VerdictSettings
 
@@ -306,10 +307,6 @@ def _pick(stats: Mapping[str, quality.WindowStats], key: str, bound: Bound, exp:
 def _candidate(call: CallResult, exp: Expectation) -> tuple[str | None, str | None]:
     if exp.endpoint is None:
         return call.candidate_type, call.candidate_transport
-    for t in call.transports:
-        if t.endpoint == exp.endpoint.value and t.selected_candidate_pair is not None:
-            pair = t.selected_candidate_pair
-            if pair.local_type == "relay":
-                return "relay", call.candidate_transport if call.candidate_type == "relay" else pair.protocol
-            return pair.local_type, pair.protocol
-    return None, None
+    mine = [t for t in call.transports if t.endpoint == exp.endpoint.value]
+    relay_transport = call.candidate_transport if call.candidate_type == "relay" else None
+    return candidate_summary(mine, relay_transport)

@@ -31,6 +31,8 @@ nodes:
   tgrelay: {side: outside, services: [{turn: {port: 1400, tls_port: null, realm: telegram.org}}]}
   phone: {side: inside, nat: symmetric}
   laptop: {side: outside, nat: symmetric}
+  home: {side: inside, nat: port-restricted}
+  office: {side: outside, nat: endpoint-independent}
 censor:
   lists:
     telegram: [tgrelay]
@@ -60,22 +62,25 @@ def _expect(results: list[CallResult], **checks: Any) -> None:
     assert not failed, failed
 
 
-def test_direct_turn_tls_443_and_symmetric_nat() -> None:
+def test_direct_turn_tls_443_stun_through_nat_and_symmetric_nat() -> None:
     results, censor = _run(
         [
             {"name": "direct", "duration": 2},
             {"name": "tls443", "duration": 2, "ice": {"turn": "relay", "transport": "tls", "policy": "relay"}},
             {"name": "natted", "from": "phone", "to": "laptop", "duration": 2,
              "ice": {"stun": "relay", "turn": "relay"}},
+            {"name": "srflx", "from": "home", "to": "office", "duration": 2, "ice": {"stun": "relay"}},
         ]  # fmt: skip
     )
     by_name = {r.name: r for r in results}
-    assert [r.name for r in results] == ["direct", "tls443", "natted"]
+    assert [r.name for r in results] == ["direct", "tls443", "natted", "srflx"]
     _expect(results, outcome="ok", mos=4.0, loss_pct=1, setup="5s")
     _expect([by_name["direct"]], candidate="host/udp")
     _expect([by_name["tls443"]], candidate="relay/tls")
     # Two symmetric NATs: no direct path, so the relay it is.
     _expect([by_name["natted"]], candidate="relay/udp")
+    # Cone NATs: STUN's server-reflexive candidates make a direct path, no relay needed.
+    _expect([by_name["srflx"]], candidate="srflx/udp")
     tls = [f for f in censor["flows"] if f["transport"] == "tcp" and any(e.endswith(":443") for e in f["endpoints"])]
     assert tls and all("tls" in f["labels"] for f in tls)
     direct = by_name["direct"]
