@@ -70,10 +70,11 @@ def test_direct_turn_tls_443_stun_through_nat_and_symmetric_nat() -> None:
             {"name": "natted", "from": "phone", "to": "laptop", "duration": 2,
              "ice": {"stun": "relay", "turn": "relay"}},
             {"name": "srflx", "from": "home", "to": "office", "duration": 2, "ice": {"stun": "relay"}},
+            {"name": "tcp", "duration": 2, "ice": {"turn": "relay", "transport": "tcp", "policy": "relay"}},
         ]  # fmt: skip
     )
     by_name = {r.name: r for r in results}
-    assert [r.name for r in results] == ["direct", "tls443", "natted", "srflx"]
+    assert [r.name for r in results] == ["direct", "tls443", "natted", "srflx", "tcp"]
     _expect(results, outcome="ok", mos=4.0, loss_pct=1, setup="5s")
     _expect([by_name["direct"]], candidate="host/udp")
     _expect([by_name["tls443"]], candidate="relay/tls")
@@ -81,6 +82,7 @@ def test_direct_turn_tls_443_stun_through_nat_and_symmetric_nat() -> None:
     _expect([by_name["natted"]], candidate="relay/udp")
     # Cone NATs: STUN's server-reflexive candidates make a direct path, no relay needed.
     _expect([by_name["srflx"]], candidate="srflx/udp")
+    _expect([by_name["tcp"]], candidate="relay/tcp")
     tls = [f for f in censor["flows"] if f["transport"] == "tcp" and any(e.endswith(":443") for e in f["endpoints"])]
     assert tls and all("tls" in f["labels"] for f in tls)
     direct = by_name["direct"]
