@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from enum import Enum
 from typing import Any
 
-from pydantic import Field, ValidationInfo, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator
 
 from testbed.scenario.common import NAME_PATTERN, Duration, Rate, _Frozen
 
@@ -81,14 +81,13 @@ class DataSpec(_Frozen):
     """``false``: an unordered channel without retransmissions (maxRetransmits 0), so lost
     messages stay lost and ``message_loss_pct`` measures the path."""
 
-    @model_validator(mode="after")
-    def _not_too_fast(self) -> DataSpec:
-        if self.rate / (8 * self.message_bytes) > 2000:
-            raise ValueError(
-                f"{self.rate:g} bit/s in {self.message_bytes}-byte messages is over 2000 messages/s;"
-                " use bigger messages"
-            )
-        return self
+    @field_validator("message_bytes")
+    @classmethod
+    def _not_too_fast(cls, value: int, info: ValidationInfo) -> int:
+        rate = info.data.get("rate")
+        if rate is not None and rate / (8 * value) > 2000:
+            raise ValueError(f"{rate:g} bit/s in {value}-byte messages is over 2000 messages/s; use bigger messages")
+        return value
 
     @property
     def interval_s(self) -> float:
@@ -122,13 +121,19 @@ class IceSpec(_Frozen):
     """If the call stops working (no media for ``verdict.dead_after``, or its connection
     fails), start a new ICE session once, as an app reconnecting would."""
 
-    @model_validator(mode="after")
-    def _needs_turn(self) -> IceSpec:
-        if self.policy is IcePolicy.RELAY and self.turn is None:
-            raise ValueError("policy: relay needs a relay: set ice.turn to a node with a turn service")
-        if self.transport is not None and self.turn is None:
+    @field_validator("transport")
+    @classmethod
+    def _transport_needs_turn(cls, value: IceTransport | None, info: ValidationInfo) -> IceTransport | None:
+        if value is not None and info.data.get("turn") is None:
             raise ValueError("ice.transport is how to reach the relay: set ice.turn too")
-        return self
+        return value
+
+    @field_validator("policy")
+    @classmethod
+    def _policy_needs_turn(cls, value: IcePolicy | None, info: ValidationInfo) -> IcePolicy | None:
+        if value is IcePolicy.RELAY and info.data.get("turn") is None:
+            raise ValueError("policy: relay needs a relay: set ice.turn to a node with a turn service")
+        return value
 
 
 class CallSpec(_Frozen):

@@ -10,7 +10,7 @@ from __future__ import annotations
 from enum import Enum
 from typing import Any
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from testbed.scenario.common import Duration, _Frozen
 
@@ -50,12 +50,18 @@ class Bound(_Frozen):
     min: float | None = None
     max: float | None = None
 
+    @field_validator("max")
+    @classmethod
+    def _ordered(cls, value: float | None, info: ValidationInfo) -> float | None:
+        low = info.data.get("min")
+        if value is not None and low is not None and low > value:
+            raise ValueError(f"max {value:g} is below min {low:g}")
+        return value
+
     @model_validator(mode="after")
-    def _ordered(self) -> Bound:
+    def _something(self) -> Bound:
         if self.min is None and self.max is None:
             raise ValueError("give min, max or both")
-        if self.min is not None and self.max is not None and self.min > self.max:
-            raise ValueError(f"min {self.min:g} is above max {self.max:g}")
         return self
 
     def holds(self, value: float) -> bool:
@@ -93,11 +99,13 @@ class Window(_Frozen):
     from_: Duration = Field(0.0, alias="from")
     until: Duration | None = None
 
-    @model_validator(mode="after")
-    def _ordered(self) -> Window:
-        if self.until is not None and self.until <= self.from_:
-            raise ValueError("until must be after from")
-        return self
+    @field_validator("until")
+    @classmethod
+    def _ordered(cls, value: float | None, info: ValidationInfo) -> float | None:
+        start = info.data.get("from_")
+        if value is not None and start is not None and value <= start:
+            raise ValueError(f"until ({value:g} s) must be after from ({start:g} s)")
+        return value
 
     def describe(self) -> str:
         end = f"{self.until:g}s" if self.until is not None else "end"

@@ -51,7 +51,9 @@ def test_counted_calls_are_numbered() -> None:
 @pytest.mark.parametrize(
     ("entry", "loc"),
     [
-        ({"name": "x", "ice": {"transport": "tls"}}, ("ice",)),
+        ({"name": "x", "ice": {"transport": "tls"}}, ("ice", "transport")),
+        ({"name": "x", "ice": {"policy": "relay"}}, ("ice", "policy")),
+        ({"name": "x", "data": {"rate": "10mbit", "message_bytes": 16}}, ("data", "message_bytes")),
         ({"name": "x", "ice": {"turn": "r", "transport": "quic"}}, ("ice", "transport")),
         ({"name": "x", "ice": {"restart": "yes please"}}, ("ice", "restart")),
         ({"name": "x", "video": {"width": 321}}, ("video", "width")),

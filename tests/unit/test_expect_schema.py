@@ -34,9 +34,9 @@ def test_shorthands() -> None:
     [
         ({"call": "a"}, ()),
         ({"mos": 5}, ("mos",)),
-        ({"loss_pct": {"min": 5, "max": 1}}, ("loss_pct",)),
+        ({"loss_pct": {"min": 5, "max": 1}}, ("loss_pct", "max")),
         ({"outcome": "fine"}, ("outcome", 0)),
-        ({"connected": True, "window": {"from": 5, "until": 2}}, ("window",)),
+        ({"connected": True, "window": {"from": 5, "until": 2}}, ("window", "until")),
         ({"candidate": "relay/quic"}, ("candidate", "transport")),
         ({"connected": True, "survive": "5s"}, ("survive",)),
     ],
