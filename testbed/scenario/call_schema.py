@@ -69,7 +69,7 @@ class VideoSpec(_Frozen):
     @classmethod
     def _even(cls, value: int) -> int:
         if value % 2:
-            raise ValueError(f"{value} is odd; 4:2:0 video needs even width and height")
+            raise ValueError("must be even (4:2:0 video)")
         return value
 
 

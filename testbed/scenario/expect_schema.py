@@ -191,7 +191,7 @@ class Expectation(_Frozen):
     def _mos_range(cls, value: Bound | None) -> Bound | None:
         for v in (value.min, value.max) if value else ():
             if v is not None and not 1.0 <= v <= 4.5:
-                raise ValueError(f"MOS runs from 1 to 4.5 (E-model); got {v:g}")
+                raise ValueError("MOS runs from 1 to 4.5 (E-model)")
         return value
 
     @field_validator("candidate", mode="before")
