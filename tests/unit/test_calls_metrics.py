@@ -349,3 +349,34 @@ def test_arrival_times_are_relative_to_call_start() -> None:
     assert streams[0].last_received_t_s is None  # send streams carry no arrival times
     # Without t0 there is nothing to be relative to.
     assert build_streams({CALLER: caller}, [Kind.AUDIO])[1].first_received_t_s is None
+
+
+def test_setup_split_into_ice_and_dtls() -> None:
+    from testbed.calls.metrics import setup_split
+
+    timeline = [
+        (0.10, "caller:signalling:offer-sent"),
+        (0.15, "callee:ice-connection:completed"),
+        (0.16, "caller:ice-connection:completed"),
+        (0.19, "caller:dtls:connected"),
+        (0.20, "callee:dtls:connected"),
+    ]
+    ice_ms, dtls_ms = setup_split(timeline)
+    assert ice_ms == pytest.approx(60.0) and dtls_ms == pytest.approx(40.0)
+    assert setup_split(timeline[:2]) == (None, None)
+
+
+def test_candidate_summary_counts_both_ends_of_the_pair() -> None:
+    from testbed.calls.metrics import candidate_summary
+    from testbed.calls.result import CandidatePair, TransportResult
+
+    def transport(who: str, local: str, remote: str) -> TransportResult:
+        pair = CandidatePair("udp", "198.18.1.2", 1, local, "198.18.2.2", 2, remote)
+        return TransportResult(who, selected_candidate_pair=pair)
+
+    assert candidate_summary([transport("caller", "host", "host")], None) == ("host", "udp")
+    # Through a cone NAT: the local candidate is the srflx candidate's host base.
+    assert candidate_summary([transport("caller", "host", "srflx")], None) == ("srflx", "udp")
+    relayed = [transport("caller", "host", "relay"), transport("callee", "relay", "host")]
+    assert candidate_summary(relayed, "tls") == ("relay", "tls")
+    assert candidate_summary([TransportResult("caller")], None) == (None, None)
