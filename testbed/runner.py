@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from testbed.calls import CallOptions, CallResult, run_call
+from testbed.calls import CallResult, ExpectationResult, run_calls
+from testbed.calls import evaluate as evaluate_calls
 from testbed.censor.capture import CaptureHandle, running_capture
 from testbed.censor.control import running_censor
 from testbed.censor.policy_setup import PolicyCompileError, build_policy, policy_config
@@ -27,18 +28,8 @@ from testbed.net.runs import registered_run
 from testbed.net.topology import TopologyPlan, build_topology, plan_topology
 from testbed.probes import ProbeResult, check_probe, run_probe
 from testbed.scenario.loader import LoadedScenario
-from testbed.scenario.model import CallSpec, Expectation, Media, Scenario
+from testbed.scenario.model import Scenario
 from testbed.services.run import running_services
-
-
-@dataclass(frozen=True, slots=True)
-class ExpectationResult:
-    what: str
-    passed: bool
-    detail: str
-
-    def to_json(self) -> dict[str, Any]:
-        return {"what": self.what, "passed": self.passed, "detail": self.detail}
 
 
 @dataclass(slots=True)
@@ -76,17 +67,6 @@ class ScenarioResult:
 
 
 Progress = Callable[[str], None]
-
-
-def call_options(spec: CallSpec) -> CallOptions:
-    return CallOptions(
-        name=spec.name,
-        duration_s=spec.duration,
-        audio=Media.AUDIO in spec.media,
-        video=Media.VIDEO in spec.media,
-        data_channel=Media.DATA in spec.media,
-        connect_timeout_s=spec.connect_timeout,
-    )
 
 
 async def run_scenario(
@@ -173,19 +153,19 @@ async def _run(
             async with asyncio.TaskGroup() as tg:
                 watch = tg.create_task(censor.watch())
                 probes = [tg.create_task(run_probe(p, plan, services, origin=origin)) for p in scenario.probes]
-                calls = [
-                    tg.create_task(
-                        run_call(
-                            call_options(spec),
-                            caller_netns=plan.node(spec.caller).netns,
-                            callee_netns=plan.node(spec.callee).netns,
-                            workdir=workdir,
-                        )
+                calls = tg.create_task(
+                    run_calls(
+                        scenario.calls,
+                        nodes={n.name: n for n in plan.nodes},
+                        services=services,
+                        workdir=workdir,
+                        observer=say,
+                        thresholds=scenario.verdict,
+                        origin=origin,
                     )
-                    for spec in scenario.calls
-                ]
+                )
                 try:
-                    result.calls = list(await asyncio.gather(*calls))
+                    result.calls = await calls
                     result.probes = list(await asyncio.gather(*probes))
                 finally:
                     watch.cancel()
@@ -217,7 +197,6 @@ def _first_testbed_error(group: BaseExceptionGroup) -> BaseException:
 def evaluate(
     scenario: Scenario, calls: Sequence[CallResult], probes: Sequence[ProbeResult] = ()
 ) -> list[ExpectationResult]:
-    by_name = {c.name: c for c in calls}
     out: list[ExpectationResult] = []
     probe_results = {p.name: p for p in probes}
     for spec in scenario.probes:
@@ -226,24 +205,14 @@ def evaluate(
             out.append(ExpectationResult(f"probe {spec.name}", False, "the probe did not run"))
             continue
         out.extend(ExpectationResult(what, ok, detail) for what, ok, detail in check_probe(spec, got))
-    for exp in scenario.expect:
-        targets = [exp.call] if exp.call is not None else [c.name for c in scenario.calls]
-        for name in targets:
-            call = by_name.get(name)
-            out.extend(_check_call(exp, name, call))
+    out.extend(
+        evaluate_calls(
+            scenario.expect,
+            calls,
+            scenario.verdict,
+            call_names=[n for spec in scenario.calls for n in spec.instance_names],
+        )
+    )
     return out
 
 
-def _check_call(exp: Expectation, name: str, call: CallResult | None) -> list[ExpectationResult]:
-    out = []
-    if exp.connected is not None:
-        what = f"{name}: connected == {str(exp.connected).lower()}"
-        if call is None:
-            out.append(ExpectationResult(what, False, "the call did not run"))
-        else:
-            if call.connected:
-                detail = f"connected in {call.setup_ms:.0f} ms" if call.setup_ms is not None else "connected"
-            else:
-                detail = f"never connected: {call.error or 'no reason given'}"
-            out.append(ExpectationResult(what, call.connected == exp.connected, detail))
-    return out

@@ -7,6 +7,7 @@ It imports no other ``testbed.scenario`` module, so ``model.py``, ``call_schema.
 from __future__ import annotations
 
 import re
+from enum import Enum
 from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
@@ -14,21 +15,33 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 __all__ = [
     "NAME_PATTERN",
     "NODE_NAME_RE",
+    "Side",
     "Duration",
     "Rate",
     "_Frozen",
     "parse_duration",
     "parse_rate",
+    "rate_text_bytes_per_s",
 ]
 
 _DURATION_RE = re.compile(r"^\s*(?P<num>\d+(?:\.\d+)?)\s*(?P<unit>ms|s|m|min|h)?\s*$")
 _UNIT_S = {None: 1.0, "s": 1.0, "ms": 0.001, "m": 60.0, "min": 60.0, "h": 3600.0}
-_RATE_RE = re.compile(
-    r"^\s*(?P<num>\d+(?:\.\d+)?)\s*(?P<prefix>[kKmMgG]?)(?P<unit>bit/s|bps|bit|b/s)?\s*$"
-)
-_PREFIX = {"": 1.0, "k": 1e3, "m": 1e6, "g": 1e9}
+_NUM = r"(?P<num>\d+(?:\.\d+)?|\.\d+)"
+_RATE_RE = re.compile(rf"^\s*{_NUM}\s*(?P<unit>[A-Za-z]+(?:/s)?)\s*$")
+_BIT_UNITS = {"bit": 1.0, "kbit": 1e3, "mbit": 1e6, "gbit": 1e9}
+_BYTE_RATE_UNITS = {
+    "B/s": 1.0, "KB/s": 1e3, "kB/s": 1e3, "MB/s": 1e6, "GB/s": 1e9,
+    "KiB/s": 1024.0, "MiB/s": 1024.0**2,
+}  # fmt: skip
 NODE_NAME_RE = r"^[a-z][a-z0-9_]{0,19}$"
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+
+
+class Side(str, Enum):
+    """Which side of the censor a node is on; TSPU only censors flows initiated from inside."""
+
+    INSIDE = "inside"
+    OUTSIDE = "outside"
 
 
 def parse_duration(value: Any) -> Any:
@@ -44,19 +57,35 @@ def parse_duration(value: Any) -> Any:
     raise ValueError(f"{value!r} is not a duration; write e.g. 5, '5s', '250ms' or '2m'")
 
 
-def parse_rate(value: Any) -> Any:
-    """``64000`` / ``"64k"`` / ``"64kbit"`` / ``"1.5mbps"`` / ``"2Mbit/s"`` -> bits per second.
+def rate_text_bytes_per_s(value: str) -> float:
+    """The one rate grammar of scenarios: ``130kbit``, ``1Mbit/s`` (bits) or ``16KB/s``, ``1KiB/s``
+    (bytes) -> bytes per second. ``kbps``/``Mbps``/``kb/s`` are refused: tc reads ``kbps`` as
+    kilobytes per second, most people as kilobits."""
+    m = _RATE_RE.match(value)
+    if m:
+        num, unit = float(m["num"]), m["unit"]
+        bits = unit.removesuffix("/s").lower()
+        if bits in _BIT_UNITS:
+            return num * _BIT_UNITS[bits] / 8.0
+        if unit in _BYTE_RATE_UNITS:
+            return num * _BYTE_RATE_UNITS[unit]
+        if unit.lower() in ("bps", "kbps", "mbps", "gbps", "kb/s", "mb/s", "gb/s"):
+            raise ValueError(
+                f"{value!r} is ambiguous (tc reads kbps as kilobytes/s, most people as "
+                "kilobits/s); write e.g. '130kbit' for bits or '16KB/s' for bytes per second"
+            )
+    raise ValueError(f"{value!r} is not a rate; write e.g. '130kbit', '1Mbit' or '16KB/s'")
 
-    Bits, never bytes: ``64kbps`` is 64 000 bit/s (as tc and iperf3 write rates)."""
+
+def parse_rate(value: Any) -> Any:
+    """A rate in **bits** per second: a plain number is bit/s; text follows the rate grammar."""
     if isinstance(value, bool):
         raise ValueError("a rate is bits per second, e.g. 64000 or '64kbit'")
     if isinstance(value, (int, float)):
         return float(value)
     if isinstance(value, str):
-        m = _RATE_RE.match(value)
-        if m:
-            return float(m["num"]) * _PREFIX[m["prefix"].lower()]
-    raise ValueError(f"{value!r} is not a rate; write bits per second, e.g. 64000, '64kbit' or '2mbit'")
+        return rate_text_bytes_per_s(value) * 8.0
+    raise ValueError(f"{value!r} is not a rate; write e.g. '64kbit' or '2Mbit'")
 
 
 Duration = Annotated[float, BeforeValidator(parse_duration), Field(ge=0)]

@@ -18,7 +18,6 @@ from typing import Annotated, Any
 
 from pydantic import (
     BaseModel,
-    BeforeValidator,
     ConfigDict,
     Field,
     ValidationInfo,
@@ -27,45 +26,12 @@ from pydantic import (
 )
 
 from testbed.scenario.policy_schema import Lists, PolicySettings, Rules, policy_reference_problems
+from testbed.scenario.call_schema import CallSpec, Media, call_reference_problems
+from testbed.scenario.common import NODE_NAME_RE, Duration, Side, _Frozen, parse_duration
+from testbed.scenario.expect_schema import Expectation, VerdictSettings
 from testbed.scenario.yamlsrc import format_path
 
-_DURATION_RE = re.compile(r"^\s*(?P<num>\d+(?:\.\d+)?)\s*(?P<unit>ms|s|m|min|h)?\s*$")
-_UNIT_S = {None: 1.0, "s": 1.0, "ms": 0.001, "m": 60.0, "min": 60.0, "h": 3600.0}
-NODE_NAME_RE = r"^[a-z][a-z0-9_]{0,19}$"
 RESERVED_NODES = frozenset({"censor"})
-
-
-def parse_duration(value: Any) -> Any:
-    """``5`` / ``5.5`` / ``"5s"`` / ``"250ms"`` / ``"2m"`` -> seconds (float)."""
-    if isinstance(value, bool):
-        raise ValueError("a duration is a number of seconds or a string like '5s' or '250ms'")
-    if isinstance(value, (int, float)):
-        return float(value)
-    if isinstance(value, str):
-        m = _DURATION_RE.match(value)
-        if m:
-            return float(m["num"]) * _UNIT_S[m["unit"]]
-    raise ValueError(f"{value!r} is not a duration; write e.g. 5, '5s', '250ms' or '2m'")
-
-
-Duration = Annotated[float, BeforeValidator(parse_duration), Field(ge=0)]
-
-
-class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
-
-
-class Side(str, Enum):
-    """Which side of the censor a node is on; TSPU only censors flows initiated from inside."""
-
-    INSIDE = "inside"
-    OUTSIDE = "outside"
-
-
-class Media(str, Enum):
-    AUDIO = "audio"
-    VIDEO = "video"
-    DATA = "data"
 
 
 Port = Annotated[int, Field(ge=1, le=65535)]
@@ -201,37 +167,6 @@ class CensorSpec(_Frozen):
         return self
 
 
-class CallSpec(_Frozen):
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-    caller: str = Field("caller", alias="from")
-    callee: str = Field("callee", alias="to")
-    duration: Duration = 5.0
-    connect_timeout: Duration = 15.0
-    media: tuple[Media, ...] = (Media.AUDIO, Media.DATA)
-
-    @field_validator("media")
-    @classmethod
-    def _media_not_empty(cls, value: tuple[Media, ...]) -> tuple[Media, ...]:
-        if not value:
-            raise ValueError("a call needs at least one of: audio, video, data")
-        if len(set(value)) != len(value):
-            raise ValueError("each media kind may be listed once")
-        return value
-
-
-class Expectation(_Frozen):
-    """One ``expect:`` entry: checks about one call (or every call when ``call`` is omitted)."""
-
-    call: str | None = None
-    connected: bool | None = None
-
-    @model_validator(mode="after")
-    def _has_a_check(self) -> Expectation:
-        if self.connected is None:
-            raise ValueError("an expectation needs at least one check, e.g. `connected: true`")
-        return self
-
-
 class ProbeExpect(_Frozen):
     exit: int | str = 0
     """The exit code the command must end with, or ``nonzero`` (it must fail: blocked)."""
@@ -292,6 +227,7 @@ class Scenario(_Frozen):
     calls: tuple[CallSpec, ...] = ()
     probes: tuple[ProbeSpec, ...] = ()
     expect: tuple[Expectation, ...] = ()
+    verdict: VerdictSettings = Field(default_factory=lambda: VerdictSettings.model_validate({}))
 
     @field_validator("nodes", mode="before")
     @classmethod
@@ -336,7 +272,7 @@ class Scenario(_Frozen):
     def effective_timeout(self) -> float:
         if self.timeout is not None:
             return self.timeout
-        longest = [c.connect_timeout + c.duration for c in self.calls]
+        longest = [c.latest_end() for c in self.calls]
         longest += [p.start + p.timeout for p in self.probes]
         return max(longest) + 30.0
 
@@ -345,17 +281,9 @@ def reference_problems(scenario: Scenario) -> list[tuple[tuple[str | int, ...], 
     """Cross-references that a schema cannot express: (path, message, valid choices)."""
     out: list[tuple[tuple[str | int, ...], str, list[str]]] = []
     names = [c.name for c in scenario.calls]
+    instances = [n for c in scenario.calls for n in c.instance_names]
     nodes = sorted(scenario.nodes)
-    seen: set[str] = set()
-    for i, call in enumerate(scenario.calls):
-        if call.name in seen:
-            out.append((("calls", i, "name"), f"call name {call.name!r} is used twice", []))
-        seen.add(call.name)
-        for role, node in (("from", call.caller), ("to", call.callee)):
-            if node not in scenario.nodes:
-                out.append((("calls", i, role), f"unknown node {node!r}", nodes))
-        if call.caller == call.callee:
-            out.append((("calls", i, "to"), "a call needs two different nodes", nodes))
+    out.extend(call_reference_problems(scenario.calls, scenario.nodes))
     probe_names: set[str] = set()
     for i, probe in enumerate(scenario.probes):
         if probe.node not in scenario.nodes and probe.node != "censor":
@@ -368,7 +296,7 @@ def reference_problems(scenario: Scenario) -> list[tuple[tuple[str | int, ...], 
                 if ref not in scenario.nodes:
                     out.append((("probes", i, "run", j), f"{{{ref}}} names no node", nodes))
     for i, exp in enumerate(scenario.expect):
-        if exp.call is not None and exp.call not in names:
+        if exp.call is not None and exp.call not in names and exp.call not in instances:
             out.append((("expect", i, "call"), f"unknown call {exp.call!r}", names))
     from testbed.core.labels import Label  # the classifier's vocabulary, for rules' label matchers
 

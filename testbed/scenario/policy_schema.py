@@ -32,36 +32,9 @@ from pydantic import (
     model_validator,
 )
 
-# Deliberately not importing testbed.scenario.model: model.py imports this module for
-# CensorSpec's fields (a cycle), and the sans-IO core compiles from this module without pulling
-# in the loader's model. ``parse_duration``/``Duration``/``NODE_NAME_RE`` below accept exactly
-# what model.py's do (tests/unit/test_policy_schema.py checks that they agree).
-NODE_NAME_RE = r"^[a-z][a-z0-9_]{0,19}$"
-_DURATION_RE = re.compile(r"^\s*(?P<num>\d+(?:\.\d+)?)\s*(?P<unit>ms|s|m|min|h)?\s*$")
-_UNIT_S = {None: 1.0, "s": 1.0, "ms": 0.001, "m": 60.0, "min": 60.0, "h": 3600.0}
-
-
-def parse_duration(value: Any) -> Any:
-    """``5`` / ``5.5`` / ``"5s"`` / ``"250ms"`` / ``"2m"`` -> seconds (float)."""
-    if isinstance(value, bool):
-        raise ValueError("a duration is a number of seconds or a string like '5s' or '250ms'")
-    if isinstance(value, (int, float)):
-        return float(value)
-    if isinstance(value, str):
-        m = _DURATION_RE.match(value)
-        if m:
-            return float(m["num"]) * _UNIT_S[m["unit"]]
-    raise ValueError(f"{value!r} is not a duration; write e.g. 5, '5s', '250ms' or '2m'")
-
-
-Duration = Annotated[float, BeforeValidator(parse_duration), Field(ge=0)]
-
-
-class Side(str, enum.Enum):
-    """Which side of the censor an address is on (as ``testbed.scenario.model.Side``)."""
-
-    INSIDE = "inside"
-    OUTSIDE = "outside"
+# Shared units and names come from testbed.scenario.common (not model.py: model.py imports this
+# module for CensorSpec's fields).
+from testbed.scenario.common import NODE_NAME_RE, Duration, Side, _Frozen, parse_duration, rate_text_bytes_per_s
 
 __all__ = [
     "ActionSpec",
@@ -104,19 +77,10 @@ __all__ = [
 ]
 
 
-class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
-
 
 # --- units --------------------------------------------------------------------------------------
 
 _NUM = r"(?P<num>\d+(?:\.\d+)?|\.\d+)"
-_RATE_RE = re.compile(rf"^\s*{_NUM}\s*(?P<unit>[A-Za-z]+(?:/s)?)\s*$")
-_BIT_UNITS = {"bit": 1.0, "kbit": 1e3, "mbit": 1e6, "gbit": 1e9}
-_BYTE_RATE_UNITS = {
-    "B/s": 1.0, "KB/s": 1e3, "kB/s": 1e3, "MB/s": 1e6, "GB/s": 1e9,
-    "KiB/s": 1024.0, "MiB/s": 1024.0**2,
-}  # fmt: skip
 _SIZE_RE = re.compile(rf"^\s*{_NUM}\s*(?P<unit>[A-Za-z]*)\s*$")
 _SIZE_UNITS = {
     "": 1, "B": 1, "KB": 1000, "kB": 1000, "MB": 1000**2, "GB": 1000**3,
@@ -128,19 +92,7 @@ _PCT_RE = re.compile(rf"^\s*{_NUM}\s*%\s*$")
 def parse_rate(value: Any) -> Any:
     """``130kbit`` / ``1Mbit`` / ``1Mbit/s`` / ``20KB/s`` -> bytes per second (float)."""
     if isinstance(value, str):
-        m = _RATE_RE.match(value)
-        if m:
-            num, unit = float(m["num"]), m["unit"]
-            bits = unit.removesuffix("/s").lower()
-            if bits in _BIT_UNITS:
-                return num * _BIT_UNITS[bits] / 8.0
-            if unit in _BYTE_RATE_UNITS:
-                return num * _BYTE_RATE_UNITS[unit]
-            if unit.lower() in ("bps", "kbps", "mbps", "gbps", "kb/s", "mb/s", "gb/s"):
-                raise ValueError(
-                    f"{value!r} is ambiguous (tc reads kbps as kilobytes/s, most people as "
-                    "kilobits/s); write e.g. '130kbit' for bits or '16KB/s' for bytes per second"
-                )
+        return rate_text_bytes_per_s(value)
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         # Plain numbers are what a dumped (already parsed) spec holds: bytes per second.
         return float(value)

@@ -71,11 +71,16 @@ def test_errors_point_at_the_key(entry: dict[str, Any], loc: tuple[Any, ...]) ->
 
 def test_rates_and_durations() -> None:
     assert parse_rate("64kbit") == 64000
-    assert parse_rate("1.5Mbps") == 1.5e6
+    assert parse_rate("1.5Mbit/s") == 1.5e6
+    assert parse_rate("8KB/s") == 64000  # bytes per second, as in censor rules
     assert parse_rate(8000) == 8000
     assert parse_duration("250ms") == pytest.approx(0.25)
+    # One grammar for every rate in a scenario: kbps/Mbps are refused everywhere (tc reads them
+    # as bytes, most people as bits).
+    with pytest.raises(ValueError, match="ambiguous"):
+        parse_rate("1.5Mbps")
     with pytest.raises(ValueError, match="not a rate"):
-        parse_rate("64 kB/s")
+        parse_rate("fast")
 
 
 def test_profile_names_match_the_data_files() -> None:
