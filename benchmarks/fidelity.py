@@ -32,6 +32,7 @@ import argparse
 import json
 import math
 import re
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -247,7 +248,11 @@ def udpseq(s: Session, port: int, *, count: int, rate: float, size: int, idle: f
         raise RuntimeError(f"udpseq receiver did not start: {ready!r} {rx.stderr.read() if rx.stderr else ''}")
     s.run("caller", [py, "-m", "testbed.tools.udpseq", "send", SERVER, str(port), "--count", str(count),
                      "--rate", str(rate), "--size", str(size)], timeout=count / max(rate, 1) + 30)  # fmt: skip
-    out, _ = rx.communicate(timeout=60)
+    try:
+        out, _ = rx.communicate(timeout=idle + 1.0)  # it stops `idle` s after the last datagram
+    except subprocess.TimeoutExpired:  # none came at all: ask it to report
+        rx.terminate()
+        out, _ = rx.communicate(timeout=10)
     return dict(json.loads(out.strip().splitlines()[-1]))
 
 
