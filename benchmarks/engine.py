@@ -162,14 +162,20 @@ def latency(s: Session, count: int) -> dict[str, float]:
 
 
 def profile(s: Session, py_spy: str, seconds: float) -> list[str]:
-    raw = Path(tempfile.mkdtemp(prefix="tb-bench-")) / "profile.txt"
+    with tempfile.TemporaryDirectory(prefix="tb-bench-") as tmp:
+        return _profile(s, py_spy, seconds, Path(tmp) / "profile.txt")
+
+
+def _profile(s: Session, py_spy: str, seconds: float, raw: Path) -> list[str]:
     client = s.popen("caller", ["taskset", "-c", "0", "iperf3", "-c", SERVER, "-p", str(PORT), "-u", "-b", "0", "-l", "64",
                                 "-t", str(seconds + 2), "--json"])  # fmt: skip
     time.sleep(1.0)  # into the flood's steady state (iperf3 says nothing until the end)
-    subprocess.run([py_spy, "record", "-p", str(censor_pid(s)), "-d", str(int(seconds)), "-r", "250", "-f", "raw",
-                    "-o", str(raw), "--nonblocking"], capture_output=True, check=False,
-                   env={**os.environ, "PYTHONPATH": str(Path(py_spy).parent.parent)})  # fmt: skip
+    spy = subprocess.run([py_spy, "record", "-p", str(censor_pid(s)), "-d", str(int(seconds)), "-r", "250", "-f", "raw",
+                          "-o", str(raw), "--nonblocking"], capture_output=True, text=True, check=False,
+                         env={**os.environ, "PYTHONPATH": str(Path(py_spy).parent.parent)})  # fmt: skip
     client.communicate(timeout=seconds + 30)
+    if not raw.exists():
+        return [f"py-spy failed ({spy.returncode}): {spy.stderr.strip()[-300:]}"]
     self_c: collections.Counter[str] = collections.Counter()
     incl: collections.Counter[str] = collections.Counter()
     total = 0

@@ -138,21 +138,26 @@ class Session:
 
 @contextlib.contextmanager
 def session(scenario: dict[str, Any], workdir: Path | None = None) -> Iterator[Session]:
-    """``testbed up`` the scenario (a dict, written as YAML), yield the session, always ``down``."""
+    """``testbed up`` the scenario (a dict, written as YAML), yield the session, always ``down``.
+    Without ``workdir`` the scenario file and the counters live in a temporary directory that
+    is removed afterwards (``Session.censor`` keeps the counters)."""
     tmp = Path(tempfile.mkdtemp(prefix="tb-bench-")) if workdir is None else workdir
-    path = tmp / f"{scenario['name']}.yaml"
-    path.write_text(yaml.safe_dump(scenario, sort_keys=False))
-    json_out = tmp / f"{scenario['name']}.censor.json"
-    proc = subprocess.run(
-        [*testbed_cmd(), "up", str(path), "--json", str(json_out)], capture_output=True, text=True, timeout=UP_TIMEOUT_S, check=False
-    )
-    m = _RUN_RE.search(proc.stdout)
-    if proc.returncode != 0 or m is None:
-        raise RuntimeError(f"testbed up {path} failed ({proc.returncode}): {proc.stdout} {proc.stderr}")
-    s = Session(m.group(1), proc.stdout, tmp, json_out)
     try:
-        yield s
+        path = tmp / f"{scenario['name']}.yaml"
+        path.write_text(yaml.safe_dump(scenario, sort_keys=False))
+        json_out = tmp / f"{scenario['name']}.censor.json"
+        proc = subprocess.run(
+            [*testbed_cmd(), "up", str(path), "--json", str(json_out)],
+            capture_output=True, text=True, timeout=UP_TIMEOUT_S, check=False,
+        )  # fmt: skip
+        m = _RUN_RE.search(proc.stdout)
+        if proc.returncode != 0 or m is None:
+            raise RuntimeError(f"testbed up {path} failed ({proc.returncode}): {proc.stdout} {proc.stderr}")
+        s = Session(m.group(1), proc.stdout, tmp, json_out)
+        try:
+            yield s
+        finally:
+            s.down()
     finally:
-        s.down()
         if workdir is None:
             shutil.rmtree(tmp, ignore_errors=True)
