@@ -264,6 +264,44 @@ def test_cut_by_packets_and_bytes_is_exact() -> None:
     assert cuts["cut-pkts"]["packets"] == 25 and cuts["cut-bytes"]["bytes"] == 16_000 and cuts["cut-tcp"]["packets"] == 20
 
 
+def test_cut_then_reject_resets_both_ends() -> None:
+    rules = [{"name": "cut-rst", "match": {"transport": "tcp", "dst_port": 443},
+              "action": {"cut": {"after_bytes": "8KB", "then": "reject"}}}]  # fmt: skip
+    with network("act-cut-reject", rules, nodes=HTTPS_NODES) as s:
+        before = {n: s.snmp(n) for n in ("caller", "server")}
+        code, took, out = curl(s, "/bytes/100000", max_time=8)
+        after = {n: s.snmp(n) for n in ("caller", "server")}
+    # Not a freeze: the transfer ends at once with a reset (curl: exit 56 "Connection reset" or
+    # 35 in the handshake), and both ends saw an RST (Tcp.InErrs is not it; EstabResets is).
+    assert code in (35, 56), out
+    assert took < 4.0
+    assert after["caller"]["Tcp.EstabResets"] - before["caller"]["Tcp.EstabResets"] >= 1
+    assert after["server"]["Tcp.EstabResets"] - before["server"]["Tcp.EstabResets"] >= 1
+    r = rule(s, "cut-rst")
+    assert r["rejected"] >= 1 and r["drops"].get("cut", 0) >= 1
+    assert s.censor is not None and s.censor["injected"] >= 2
+
+
+def test_throttle_aggregate_is_shared_by_flows() -> None:
+    rules = [{"name": "agg", "match": {"transport": "udp", "dst_port": ["9001-9002"]},
+              "action": {"throttle": {"rate": "1Mbit", "burst": 5000, "mode": "police", "per": "aggregate"}}}]  # fmt: skip
+    with network("act-aggregate", rules) as s:
+        rxs = [s.popen("server", [PY, "-m", "testbed.tools.udpseq", "recv", str(p), "--count", "500", "--idle", "1",
+                                  "--timeout", "30"]) for p in (9001, 9002)]  # fmt: skip
+        for rx in rxs:
+            assert rx.stdout is not None and rx.stdout.readline().startswith('{"ready"')
+        txs = [s.popen("caller", [PY, "-m", "testbed.tools.udpseq", "send", s.address("server"), str(p), "--count", "500",
+                                  "--rate", "200", "--size", "1000"]) for p in (9001, 9002)]  # fmt: skip
+        for tx in txs:
+            tx.communicate(timeout=30)
+        reports = [json.loads(rx.communicate(timeout=30)[0].strip().splitlines()[-1]) for rx in rxs]
+    # Two flows of 1.6 Mbit/s each share one 1 Mbit/s bucket: together about 1 Mbit/s.
+    total = sum(r["ip_bytes"] for r in reports) * 8 / max(r["span_s"] for r in reports)
+    assert 0.8e6 < total < 1.25e6, reports
+    assert all(r["unique"] > 50 for r in reports)  # both got a share
+    assert rule(s, "agg")["matched_flows"] == 2
+
+
 # -- residual blocking, ignore and the inspection limit, time windows --------------------------------
 
 
