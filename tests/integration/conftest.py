@@ -9,6 +9,9 @@ from collections.abc import Iterator
 
 import pytest
 
+from testbed.net import names
+from testbed.net.runs import owner_alive
+
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if os.geteuid() == 0:
@@ -17,6 +20,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "netns" in item.keywords:
             item.add_marker(skip)
+
+
+def _live_run_netns(name: str) -> bool:
+    m = names.NETNS_RE.match(name)
+    return bool(m) and owner_alive(names.run_dir(m["rid"]))
 
 
 def host_state() -> dict[str, str]:
@@ -29,9 +37,17 @@ def host_state() -> dict[str, str]:
     links = "\n".join(sorted(re.sub(r"\\.*", "", ln) for ln in links.splitlines()))
     iptables = re.sub(r"\[\d+:\d+\]", "", run("iptables-save"))
     iptables = "\n".join(ln for ln in iptables.splitlines() if not ln.startswith("#"))
-    # tbt* namespaces belong to the calls tests' own fixture, which checks its own cleanup; they
-    # are ignored here so that test modules can run concurrently (pytest-xdist) without noise.
-    netns = "\n".join(sorted(ln for ln in run("ip", "netns", "list").splitlines() if not ln.startswith("tbt")))
+    # tbt* namespaces belong to test fixtures that check their own cleanup, and tb-<rid>-* ones of
+    # runs whose owner is alive belong to someone else's run going on right now (another
+    # terminal, a parallel test): neither is this test's to answer for. A tb-* namespace whose
+    # owner is gone *is* a leak and shows up here.
+    netns = "\n".join(
+        sorted(
+            ln
+            for ln in (line.split()[0] for line in run("ip", "netns", "list").splitlines() if line.strip())
+            if not ln.startswith("tbt") and not _live_run_netns(ln)
+        )
+    )
     return {
         "netns": netns,
         "links": links,
@@ -39,7 +55,11 @@ def host_state() -> dict[str, str]:
         "routes4": run("ip", "route", "show", "table", "all"),
         "routes6": run("ip", "-6", "route", "show", "table", "all"),
         "iptables": iptables,
-        "run_dirs": "\n".join(sorted(os.listdir("/run/testbed"))) if os.path.isdir("/run/testbed") else "",
+        "run_dirs": "\n".join(
+            sorted(d for d in os.listdir("/run/testbed") if not owner_alive(names.run_dir(d)))
+        )
+        if os.path.isdir("/run/testbed")
+        else "",
     }
 
 

@@ -32,14 +32,21 @@ def _long_scenario(tmp_path: Path, seconds: int = 30) -> Path:
     return p
 
 
-def _wait_for_netns(suffix: str, timeout_s: float = 30.0) -> str:
+def _wait_for_netns(owner_pid: int, suffix: str, timeout_s: float = 30.0) -> str:
+    """The namespace ``tb-<rid>-*<suffix>`` of the run owned by ``owner_pid`` (never another run's)."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        for ns in os.listdir("/run/netns") if os.path.isdir("/run/netns") else []:
-            if names.NETNS_RE.match(ns) and ns.endswith(suffix):
-                return ns
+        for run_dir in names.RUN_ROOT.glob("*/owner.json"):
+            try:
+                owner = json.loads(run_dir.read_text())
+            except (OSError, ValueError):
+                continue
+            if owner.get("pid") == owner_pid:
+                ns = names.netns_name(run_dir.parent.name, "censor").removesuffix("-censor") + suffix
+                if os.path.exists(f"/run/netns/{ns}"):
+                    return ns
         time.sleep(0.1)
-    raise AssertionError(f"no namespace *{suffix} appeared")
+    raise AssertionError(f"the run of process {owner_pid} never created its *{suffix} namespace")
 
 
 def _wait_for_censor_traffic(ns: str, timeout_s: float = 30.0) -> None:
@@ -94,7 +101,7 @@ def test_sigkill_mid_call_then_clean_leaves_nothing(tmp_path: Path, unchanged_ho
         stderr=subprocess.DEVNULL,
     )
     try:
-        ns = _wait_for_netns("-censor")
+        ns = _wait_for_netns(proc.pid, "-censor")
         _wait_for_censor_traffic(ns)
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=10)
@@ -125,7 +132,7 @@ def test_sigterm_mid_call_cleans_up_by_itself(tmp_path: Path, unchanged_host: di
         text=True,
     )
     try:
-        ns = _wait_for_netns("-censor")
+        ns = _wait_for_netns(proc.pid, "-censor")
         _wait_for_censor_traffic(ns)
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=30)
@@ -146,7 +153,7 @@ def test_censor_killed_mid_call_fails_the_run_clearly(tmp_path: Path, unchanged_
         text=True,
     )
     try:
-        ns = _wait_for_netns("-censor")
+        ns = _wait_for_netns(proc.pid, "-censor")
         _wait_for_censor_traffic(ns)
         censor_pids = _pids_in_netns(Path("/run/netns") / ns)
         assert censor_pids, "the censor process runs inside the censor namespace"
