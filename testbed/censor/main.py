@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import selectors
 import signal
 import sys
 from collections.abc import Iterator
@@ -110,7 +111,11 @@ def main(argv: list[str]) -> int:
         return 2
     config = json.loads(Path(argv[0]).read_text())
     try:
-        return asyncio.run(serve(config))
+        # select(2) takes microsecond timeouts; asyncio's epoll selector rounds every wait up to
+        # a whole millisecond, which made every held packet leave 0.5-1 ms late (measured in
+        # benchmarks/fidelity.py). The censor watches a handful of fds, so select's limit is moot.
+        with asyncio.Runner(loop_factory=lambda: asyncio.SelectorEventLoop(selectors.SelectSelector())) as runner:
+            return runner.run(serve(config))
     except PolicyCompileError as exc:
         print(f"censor: policy: {exc}", file=sys.stderr)
         return 4
