@@ -164,7 +164,8 @@ def call_digest(call: Mapping[str, Any], expectations: Sequence[Mapping[str, Any
     if call.get("error"):
         reasons.append(str(call["error"]))
     for reason in call.get("outcome_reasons") or []:
-        if str(reason) not in reasons:
+        # A reason that only restates the error ("never connected: <error>") adds nothing.
+        if not any(str(r) in str(reason) or str(reason) in str(r) for r in reasons):
             reasons.append(str(reason))
     for e in call_expectations(name, expectations):
         if not e.get("passed"):
