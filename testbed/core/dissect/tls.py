@@ -60,8 +60,25 @@ def is_grease(v: int) -> bool:
 _U16 = struct.Struct("!H")
 
 
+class _Extensions:
+    """Extension lookups shared by both hellos (extensions are kept in wire order)."""
+
+    __slots__ = ()
+    extensions: tuple[tuple[int, bytes], ...]
+
+    @property
+    def extension_types(self) -> tuple[int, ...]:
+        return tuple(t for t, _ in self.extensions)
+
+    def ext(self, ext_type: int) -> bytes | None:
+        for t, d in self.extensions:
+            if t == ext_type:
+                return d
+        return None
+
+
 @dataclass(frozen=True, slots=True)
-class ClientHello:
+class ClientHello(_Extensions):
     """A parsed ClientHello; ``raw`` is the handshake message (type byte first) for byte rules."""
 
     version: int  # legacy_version
@@ -73,15 +90,6 @@ class ClientHello:
     extensions: tuple[tuple[int, bytes], ...]  # (type, data), wire order
     raw: bytes
 
-    @property
-    def extension_types(self) -> tuple[int, ...]:
-        return tuple(t for t, _ in self.extensions)
-
-    def ext(self, ext_type: int) -> bytes | None:
-        for t, d in self.extensions:
-            if t == ext_type:
-                return d
-        return None
 
     @property
     def sni(self) -> str | None:
@@ -144,7 +152,7 @@ class ClientHello:
 
 
 @dataclass(frozen=True, slots=True)
-class ServerHello:
+class ServerHello(_Extensions):
     version: int
     random: bytes
     session_id: bytes
@@ -153,15 +161,6 @@ class ServerHello:
     extensions: tuple[tuple[int, bytes], ...]
     raw: bytes
 
-    @property
-    def extension_types(self) -> tuple[int, ...]:
-        return tuple(t for t, _ in self.extensions)
-
-    def ext(self, ext_type: int) -> bytes | None:
-        for t, d in self.extensions:
-            if t == ext_type:
-                return d
-        return None
 
     @property
     def selected_version(self) -> int:
