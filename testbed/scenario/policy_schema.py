@@ -34,6 +34,15 @@ from pydantic import (
 
 # Shared units and names come from testbed.scenario.common (not model.py: model.py imports this
 # module for CensorSpec's fields).
+from testbed.core.policy_kinds import (
+    Distribution,
+    PacketDirection,
+    PayloadScope,
+    RejectTo,
+    RejectWith,
+    ThrottleMode,
+    ThrottlePer,
+)
 from testbed.scenario.common import NODE_NAME_RE, Duration, Side, _Frozen, parse_duration, rate_text_bytes_per_s
 
 __all__ = [
@@ -75,7 +84,6 @@ __all__ = [
     "parse_size",
     "policy_reference_problems",
 ]
-
 
 
 # --- units --------------------------------------------------------------------------------------
@@ -185,39 +193,10 @@ class Transport(str, enum.Enum):
     ICMP = "icmp"  # ICMP and ICMPv6
 
 
-class PacketDirection(str, enum.Enum):
-    """A packet's direction: relative to its flow, or to the censor's inside/outside split."""
-
-    ORIGINAL = "original"  # from the flow's initiator (conntrack's ORIGINAL)
-    REPLY = "reply"  # towards the initiator
-    OUTBOUND = "outbound"  # sent by an inside address
-    INBOUND = "inbound"  # sent by an outside address
-    BOTH = "both"
-
-
 class HelloKind(str, enum.Enum):
     CLIENT = "client"
     SERVER = "server"
     ANY = "any"
-
-
-class PayloadScope(str, enum.Enum):
-    PACKET = "packet"  # offset into the TCP/UDP payload
-    CLIENT_HELLO = "client_hello"  # offset into the ClientHello body (TLS, DTLS)
-    SERVER_HELLO = "server_hello"  # offset into the ServerHello body (TLS, DTLS)
-
-
-class RejectWith(str, enum.Enum):
-    AUTO = "auto"  # TCP: rst; anything else: icmp
-    RST = "rst"  # TCP RST/ACK towards both ends (or `to:`)
-    REWRITE = "rewrite"  # the server's reply rewritten into RST/ACK (TSPU SNI-I, A.2)
-    ICMP = "icmp"  # ICMP(v6) destination unreachable towards the sender
-
-
-class RejectTo(str, enum.Enum):
-    BOTH = "both"
-    CLIENT = "client"  # the flow's initiator
-    SERVER = "server"  # the flow's responder
 
 
 class IcmpKind(str, enum.Enum):
@@ -225,24 +204,6 @@ class IcmpKind(str, enum.Enum):
     ADMIN = "admin"
     HOST = "host"
     NET = "net"
-
-
-class ThrottleMode(str, enum.Enum):
-    POLICE = "police"  # drop what exceeds the bucket (TSPU's Twitter throttler, B.8)
-    SHAPE = "shape"  # hold it until the bucket allows, within a bounded backlog
-
-
-class ThrottlePer(str, enum.Enum):
-    DIRECTION = "direction"  # one bucket per flow and direction (B.8)
-    FLOW = "flow"  # one bucket per flow, both directions
-    AGGREGATE = "aggregate"  # one bucket shared by every flow the rule matches
-
-
-class Distribution(str, enum.Enum):
-    UNIFORM = "uniform"
-    NORMAL = "normal"
-    PARETO = "pareto"
-    PARETONORMAL = "paretonormal"
 
 
 class LossModel(str, enum.Enum):

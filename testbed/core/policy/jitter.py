@@ -13,7 +13,7 @@ import math
 import random
 from dataclasses import dataclass
 
-from testbed.scenario.policy_schema import Distribution
+from testbed.core.policy_kinds import Distribution
 
 __all__ = ["DelaySampler"]
 

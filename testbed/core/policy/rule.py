@@ -30,7 +30,7 @@ from testbed.core.policy.residual import ResidualKey
 from testbed.core.policy.rng import derive_rng
 from testbed.core.policy.state import Context, FlowFacts, RuleFlowState
 from testbed.core.verdict import Action, RejectKind, Verdict
-from testbed.scenario.policy_schema import RejectTo, RejectWith, ThrottleMode, ThrottlePer
+from testbed.core.policy_kinds import RejectTo, RejectWith, ThrottleMode, ThrottlePer
 
 __all__ = ["CompiledRule", "CutPlan", "RejectPlan", "ResidualPlan", "ThrottlePlan", "reject_verdict"]
 

@@ -41,7 +41,7 @@ from testbed.core.policy.state import (
     RuleFlowState,
 )
 from testbed.core.verdict import ACCEPT, Action, Verdict
-from testbed.scenario.policy_schema import RejectTo, RejectWith, ThrottleMode
+from testbed.core.policy_kinds import RejectTo, RejectWith, ThrottleMode
 
 __all__ = ["ORDER_EPS", "RulePolicy"]
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from testbed.core.flow import Direction
 from testbed.core.labels import AddressList
 from testbed.core.policy.state import FlowFacts
-from testbed.scenario.policy_schema import PacketDirection
+from testbed.core.policy_kinds import PacketDirection
 
 __all__ = ["AddressMatch", "DirectionMatch", "InitiatorMatch", "PortMatch", "TransportMatch", "End"]
 

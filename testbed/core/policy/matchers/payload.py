@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from testbed.core.policy.matchers.hello import hello_body, hellos
 from testbed.core.policy.state import Context
-from testbed.scenario.policy_schema import PayloadScope
+from testbed.core.policy_kinds import PayloadScope
 
 __all__ = ["BytesMatch"]
 
