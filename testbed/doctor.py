@@ -156,6 +156,9 @@ def run_doctor(out: TextIO) -> int:
     ):
         checks.append(_package(module, dist)())
     checks.append(_binary("iptables", "iptables")())
+    # Needed only by scenarios that declare these node services (turn, iperf3).
+    checks.append(_binary("turnserver", "coturn")())
+    checks.append(_binary("iperf3", "iperf3")())
     if sys.platform == "linux":
         checks.extend(_namespace_checks())
     width = max(len(c.name) for c in checks)
