@@ -19,6 +19,11 @@ if [[ $(id -u) -ne 0 ]]; then
 fi
 
 PYTHON=${PYTHON:-python3}
+if ! command -v "$PYTHON" >/dev/null; then
+    echo "setup.sh: installing python3"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq && apt-get install -y -qq --no-install-recommends python3 >/dev/null
+fi
 if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
     echo "setup.sh: testbed needs Python >= 3.11 as '$PYTHON' (Debian 12 ships 3.11: apt-get install python3)" >&2
     exit 1
