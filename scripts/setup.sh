@@ -53,6 +53,13 @@ fi
 if [[ ! -x .venv/bin/python ]]; then
     "$PYTHON" -m venv .venv
 fi
-.venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip
-.venv/bin/python -m pip install -q --disable-pip-version-check -e ".${extras}"
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+# pip and setuptools are chatty even with -q; show their output only if something fails.
+if ! { .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip &&
+       .venv/bin/python -m pip install -q --disable-pip-version-check -e ".${extras}"; } >"$log" 2>&1; then
+    cat "$log" >&2
+    echo "setup.sh: installing the Python packages failed (output above)" >&2
+    exit 1
+fi
 echo "setup.sh: ready ($(.venv/bin/testbed --version))"
