@@ -29,6 +29,8 @@ from testbed.core.flow import Direction, Flow
 from testbed.core.labels import AddressList
 from testbed.core.packet import IPProto, Packet, TCPFlag
 from testbed.core.policy.counters import EventLog, RuleCounters
+from testbed.core.policy.matchers import Matcher
+from testbed.core.policy.matchers.facts import reads_frozen_facts
 from testbed.core.policy.loss import Bernoulli, GilbertElliottState
 from testbed.core.policy.residual import ResidualBlock, ResidualBlocks
 from testbed.core.policy.rule import CompiledRule, RejectPlan, reject_verdict
@@ -76,6 +78,7 @@ class RulePolicy:
         self.start = start
         self.inspect_packets = inspect_packets
         self.address_lists: dict[str, AddressList] = {}
+        self._fact_matchers: dict[int, tuple[Matcher, ...]] = {}
         self.events = EventLog(max_events, start)
         self.residual = ResidualBlocks(max_residual)
         self.default = RuleCounters()
@@ -121,6 +124,8 @@ class RulePolicy:
         cands = st.candidates[d]
         if cands is None:
             cands = st.candidates[d] = self._candidates(st.facts, direction)
+        if not st.facts_pruned[d] and not flow.inspecting and not ctx.inspecting:
+            cands = self._prune_frozen(st, d, cands, ctx)
         for rule in cands:
             if (rule.sticky and rule.index in st.rules) or rule.matches(ctx):
                 return self._apply(rule, ctx)
@@ -201,6 +206,21 @@ class RulePolicy:
 
     def _candidates(self, facts: FlowFacts, direction: Direction) -> tuple[CompiledRule, ...]:
         return tuple(r for r in self.rules if r.static_ok(facts, direction))
+
+    def _prune_frozen(
+        self, st: FlowState, d: int, cands: tuple[CompiledRule, ...], ctx: Context
+    ) -> tuple[CompiledRule, ...]:
+        """Inspection is over: drop the rules whose flow-fact matchers are false for good."""
+        st.facts_pruned[d] = True
+        keep = []
+        for rule in cands:
+            facts = self._fact_matchers.get(rule.index)
+            if facts is None:
+                facts = self._fact_matchers[rule.index] = tuple(m for m in rule.dynamic if reads_frozen_facts(m))
+            if (rule.sticky and rule.index in st.rules) or all(m(ctx) for m in facts):
+                keep.append(rule)
+        pruned = st.candidates[d] = tuple(keep)
+        return pruned
 
     def _prune(self, st: FlowState, rule: CompiledRule) -> None:
         for i, cands in enumerate(st.candidates):

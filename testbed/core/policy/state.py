@@ -78,6 +78,8 @@ class FlowState:
     seen_reply: bool = False
     residual_logged: bool = False
     held: int = 0
+    # Per direction: candidates already pruned of rules whose frozen flow facts cannot match.
+    facts_pruned: list[bool] = field(default_factory=lambda: [False, False])
 
 
 @dataclass(slots=True)
