@@ -174,7 +174,10 @@ def find_session(run_id: str | None) -> dict[str, Any]:
             raise UsageError(f"no live `testbed up` session with run id {run_id!r}")
         return sessions[0]
     if not sessions:
-        raise UsageError("nothing is up: start a network with `testbed up SCENARIO` first")
+        raise UsageError(
+            "nothing is up: start a network with `testbed up SCENARIO` first "
+            "(if a session's supervisor was killed, `testbed clean` removes what it left)"
+        )
     if len(sessions) > 1:
         ids = ", ".join(f"{s['run_id']} ({s['scenario']})" for s in sessions)
         raise UsageError(f"several sessions are up ({ids}); choose one with --run RID")
