@@ -57,9 +57,9 @@ def substitute(word: str, plan: TopologyPlan, services: Sequence[RunningService]
         cert, node = m.group(1), m.group(2)
         if cert:
             for svc in services:
-                if svc.node == node and svc.cert:
+                if svc.node == node and svc.kind in ("https", "quic") and svc.cert:
                     return svc.cert
-            raise KeyError(f"{{cert:{node}}}: node {node!r} runs no https service")
+            raise KeyError(f"{{cert:{node}}}: node {node!r} runs no https or quic service")
         return plan.node(node).public_address
 
     return _REF.sub(repl, word)

@@ -45,6 +45,13 @@ class HttpsService(_Frozen):
     port: Port = 443
 
 
+class QuicService(_Frozen):
+    """An HTTP/3 server (QUIC, UDP) whose certificate carries ``names``, like ``https``."""
+
+    names: tuple[Annotated[str, Field(pattern=_HOSTNAME_RE, max_length=253)], ...] = Field(("example.com",), min_length=1)
+    port: Port = 443
+
+
 class Iperf3Service(_Frozen):
     port: Port = 5201
 
@@ -66,13 +73,14 @@ class TurnService(_Frozen):
         return self
 
 
-_SERVICE_KINDS = ("https", "iperf3", "turn")
+_SERVICE_KINDS = ("https", "quic", "iperf3", "turn")
 
 
 class ServiceSpec(_Frozen):
-    """One service; exactly one of its keys is set (``- https: {...}``, ``- iperf3``, ``- turn``)."""
+    """One service; exactly one of its keys is set (``- https: {...}``, ``- quic``, ``- iperf3``, ``- turn``)."""
 
     https: HttpsService | None = None
+    quic: QuicService | None = None
     iperf3: Iperf3Service | None = None
     turn: TurnService | None = None
 
@@ -91,9 +99,22 @@ class ServiceSpec(_Frozen):
     def ports(self) -> tuple[int, ...]:
         if self.turn is not None:
             return (self.turn.port,) + ((self.turn.tls_port,) if self.turn.tls_port else ())
-        svc = self.https or self.iperf3
+        svc = self.https or self.quic or self.iperf3
         assert svc is not None
         return (svc.port,)
+
+    @property
+    def sockets(self) -> tuple[tuple[str, int], ...]:
+        """(transport, port) pairs the service listens on: TCP 443 and UDP 443 do not clash."""
+        if self.turn is not None:
+            tls = (("tcp", self.turn.tls_port),) if self.turn.tls_port else ()
+            return (("udp", self.turn.port), ("tcp", self.turn.port)) + tls
+        if self.quic is not None:
+            return (("udp", self.quic.port),)
+        if self.https is not None:
+            return (("tcp", self.https.port),)
+        assert self.iperf3 is not None
+        return (("tcp", self.iperf3.port), ("udp", self.iperf3.port))  # iperf3 -u uses the same port
 
     @property
     def port(self) -> int:
@@ -137,9 +158,9 @@ class NodeSpec(_Frozen):
 
     @model_validator(mode="after")
     def _distinct_ports(self) -> NodeSpec:
-        ports = [p for s in self.services for p in s.ports]
-        if len(set(ports)) != len(ports):
-            raise ValueError("two services of one node cannot share a port")
+        sockets = [p for s in self.services for p in s.sockets]
+        if len(set(sockets)) != len(sockets):
+            raise ValueError("two services of one node cannot share a port (of one transport)")
         return self
 
 
@@ -192,7 +213,7 @@ class ProbeSpec(_Frozen):
     """A command run inside a node during the scenario (curl, openssl, iperf3, ping, a VPN client...).
 
     ``{node}`` in an argument becomes that node's address (``{censor}`` is not a node), and
-    ``{cert:node}`` the path of the certificate of the HTTPS service on that node.
+    ``{cert:node}`` the path of the certificate of the HTTPS (or QUIC) service on that node.
     """
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")

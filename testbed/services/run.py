@@ -58,8 +58,9 @@ async def running_services(plan: TopologyPlan, scenario: Scenario, workdir: Path
     async with asyncio.TaskGroup() as tg, contextlib.AsyncExitStack() as stack:
         for name, spec in scenario.nodes.items():
             node = plan.node(name)
+            certs: dict[tuple[str, ...], tuple[Path, Path]] = {}
             for i, svc in enumerate(spec.services):
-                argv, info, ready_word = _command(svc, node.name, node.address, workdir, i)
+                argv, info, ready_word = _command(svc, node.name, node.address, workdir, i, certs)
                 proc = await stack.enter_async_context(
                     netns_process(
                         node.netns,
@@ -77,14 +78,18 @@ async def running_services(plan: TopologyPlan, scenario: Scenario, workdir: Path
 
 
 def _command(
-    svc: ServiceSpec, node: str, address: str, workdir: Path, index: int
+    svc: ServiceSpec, node: str, address: str, workdir: Path, index: int, certs: dict[tuple[str, ...], tuple[Path, Path]]
 ) -> tuple[list[str], RunningService, bytes]:
-    if svc.https is not None:
-        certdir = workdir / "certs"
-        certdir.mkdir(exist_ok=True)
-        cert, key = make_certificate(list(svc.https.names), certdir, f"{node}-{index}", [address])
-        argv = [sys.executable, "-m", "testbed.services.https", str(cert), str(key), str(svc.https.port)]
-        return argv, RunningService(node, "https", address, svc.https.port, svc.https.names, str(cert)), b"ready"
+    web = svc.https or svc.quic
+    if web is not None:
+        kind = "https" if svc.https is not None else "quic"
+        if web.names not in certs:  # https and quic with the same names share one certificate
+            certdir = workdir / "certs"
+            certdir.mkdir(exist_ok=True)
+            certs[web.names] = make_certificate(list(web.names), certdir, f"{node}-{index}", [address])
+        cert, key = certs[web.names]
+        argv = [sys.executable, "-m", f"testbed.services.{kind}", str(cert), str(key), str(web.port)]
+        return argv, RunningService(node, kind, address, web.port, web.names, str(cert)), b"ready"
     if svc.turn is not None:
         t = svc.turn
         argv = coturn_command(t, address, workdir, f"turn-{node}-{index}")

@@ -165,3 +165,23 @@ def test_binary_file(tmp_path: Path) -> None:
 def test_discover_empty_dir(tmp_path: Path) -> None:
     with pytest.raises(ScenarioError):
         discover([tmp_path])
+
+
+@pytest.mark.parametrize(
+    ("services", "clash"),
+    [
+        ("[{https: {port: 443}}, {quic: {port: 443}}]", False),  # TCP 443 and UDP 443
+        ("[{quic: {port: 443}}, {turn: {port: 3478, tls_port: 443}}]", False),  # TURN's TLS port is TCP
+        ("[{quic: {port: 443}}, {quic: {port: 443}}]", True),
+        ("[{quic: {port: 3478}}, {turn: {port: 3478, tls_port: 5349}}]", True),  # TURN listens on UDP too
+        ("[{https: {port: 443}}, {turn: {port: 3478, tls_port: 443}}]", True),
+        ("[{iperf3: {port: 5201}}, {quic: {port: 5201}}]", True),  # iperf3 -u uses the same port
+    ],
+)
+def test_service_ports_clash_per_transport(services: str, clash: bool) -> None:
+    text = f"name: x\nnodes:\n  a: {{}}\n  b:\n    services: {services}\ncalls:\n  - {{name: c, from: a, to: b}}\n"
+    if clash:
+        assert "cannot share a port" in str(_error(text))
+    else:
+        spec = parse_scenario(text).nodes["b"]
+        assert [s.kind for s in spec.services][0] in {"https", "quic"}
