@@ -134,7 +134,7 @@ def _cmd_up(args: argparse.Namespace) -> int:
         side = f" ({info['side']})" if "side" in info else ""
         print(f"  {name:<12} {', '.join(info['addresses']):<28} netns {info['netns']}{side}")
     for svc in state["services"]:
-        extra = f" names {', '.join(svc['names'])}, cert {svc['cert']}" if svc["kind"] == "https" else ""
+        extra = f" names {', '.join(svc['names'])}, cert {svc['cert']}" if svc["kind"] in ("https", "quic") else ""
         print(f"  service {svc['kind']} on {svc['node']} {svc['address']}:{svc['port']}{extra}")
     print("run commands with `testbed exec NODE -- CMD...`; stop with `testbed down`")
     return 0

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -55,6 +56,10 @@ class ProbeResult:
 def substitute(word: str, plan: TopologyPlan, services: Sequence[RunningService]) -> str:
     def repl(m: re.Match[str]) -> str:
         cert, node = m.group(1), m.group(2)
+        if not cert and node == "python":
+            # The interpreter testbed runs under, so probes can use testbed's tools
+            # (`{python} -m testbed.tools.quicget ...`) wherever testbed was started from.
+            return sys.executable
         if cert:
             for svc in services:
                 if svc.node == node and svc.kind in ("https", "quic") and svc.cert:

@@ -31,7 +31,7 @@ from testbed.scenario.common import NODE_NAME_RE, Duration, Side, _Frozen, parse
 from testbed.scenario.expect_schema import Expectation, VerdictSettings
 from testbed.scenario.yamlsrc import format_path
 
-RESERVED_NODES = frozenset({"censor"})
+RESERVED_NODES = frozenset({"censor", "python"})  # python: the `{python}` probe word
 
 
 Port = Annotated[int, Field(ge=1, le=65535)]
@@ -316,7 +316,9 @@ def reference_problems(scenario: Scenario) -> list[tuple[tuple[str | int, ...], 
             out.append((("probes", i, "name"), f"name {probe.name!r} is used twice", []))
         probe_names.add(probe.name)
         for j, word in enumerate(probe.run):
-            for ref in re.findall(r"\{(?:cert:)?([a-z][a-z0-9_]*)\}", word):
+            for cert, ref in re.findall(r"\{(cert:)?([a-z][a-z0-9_]*)\}", word):
+                if ref == "python" and not cert:
+                    continue
                 if ref not in scenario.nodes:
                     out.append((("probes", i, "run", j), f"{{{ref}}} names no node", nodes))
     for i, exp in enumerate(scenario.expect):
