@@ -226,19 +226,24 @@ def _parse_extensions(body: bytes, off: int) -> tuple[tuple[int, bytes], ...] | 
     return tuple(exts)
 
 
+def _hello_head(body: bytes) -> tuple[int, bytes, bytes, int] | None:
+    """legacy_version, random, legacy_session_id and the offset after them: the start both
+    hellos share (RFC 8446 §4.1.2-4.1.3). Raises IndexError on a short body."""
+    if len(body) < 38:
+        return None
+    sid_len = body[34]
+    if sid_len > 32:
+        return None
+    return _U16.unpack_from(body)[0], body[2:34], body[35 : 35 + sid_len], 35 + sid_len
+
+
 def parse_client_hello_body(body: bytes, *, dtls: bool = False, raw: bytes = b"") -> ClientHello | None:
     """The ClientHello structure after the handshake header (RFC 8446 §4.1.2, RFC 6347 §4.2.1)."""
     try:
-        if len(body) < 38:
+        head = _hello_head(body)
+        if head is None:
             return None
-        version = _U16.unpack_from(body)[0]
-        random = body[2:34]
-        off = 34
-        sid_len = body[off]
-        if sid_len > 32:
-            return None
-        session_id = body[off + 1 : off + 1 + sid_len]
-        off += 1 + sid_len
+        version, random, session_id, off = head
         cookie: bytes | None = None
         if dtls:
             clen = body[off]
@@ -266,16 +271,10 @@ def parse_client_hello_body(body: bytes, *, dtls: bool = False, raw: bytes = b""
 def parse_server_hello_body(body: bytes, *, raw: bytes = b"") -> ServerHello | None:
     """The ServerHello structure after the handshake header (same in TLS and DTLS)."""
     try:
-        if len(body) < 38:
+        head = _hello_head(body)
+        if head is None:
             return None
-        version = _U16.unpack_from(body)[0]
-        random = body[2:34]
-        off = 34
-        sid_len = body[off]
-        if sid_len > 32:
-            return None
-        session_id = body[off + 1 : off + 1 + sid_len]
-        off += 1 + sid_len
+        version, random, session_id, off = head
         cipher = _U16.unpack_from(body, off)[0]
         comp = body[off + 2]
         exts = _parse_extensions(body, off + 3)
