@@ -170,6 +170,7 @@ def _cmd_classify(args: argparse.Namespace) -> int:
         inspect_packets=args.inspect_packets,
         reassemble=not args.no_reassemble,
         out=sys.stdout,
+        port_guess=not args.no_port_guess,
     )
 
 
@@ -225,6 +226,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-reassemble",
         action="store_true",
         help="do not reassemble a TLS ClientHello split over TCP segments (as TSPU's throttler)",
+    )
+    p.add_argument(
+        "--no-port-guess",
+        action="store_true",
+        help="label protocols from packet contents only, never from a well-known port alone",
     )
     p.set_defaults(func=_cmd_classify)
     return parser

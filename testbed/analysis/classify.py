@@ -127,12 +127,13 @@ def _table(flows: list[Flow], out: TextIO) -> None:
 
 
 def run(
-    pcap: str, *, inspect_packets: int | None = None, reassemble: bool = True
+    pcap: str, *, inspect_packets: int | None = None, reassemble: bool = True, port_guess: bool = True
 ) -> tuple[list[Flow], CaptureSummary]:
     classifier = Classifier(
         inspect_packets=DEFAULT_INSPECT_PACKETS if inspect_packets is None else inspect_packets,
         reassemble_tls=reassemble,
         retain_ended=True,
+        port_guess=port_guess,
     )
     summary = classify_capture(pcap, classifier)
     return list(classifier.flows()), summary
@@ -149,13 +150,14 @@ def main(
     inspect_packets: int | None,
     reassemble: bool,
     out: TextIO,
+    port_guess: bool = True,
 ) -> int:
     """Entry point of ``testbed classify``; ``CaptureError`` propagates to the CLI (exit 2)."""
     if inspect_packets is not None and inspect_packets < 0:
         from testbed.errors import UsageError
 
         raise UsageError(f"--inspect-packets must be >= 0, got {inspect_packets}")
-    flows, summary = run(pcap, inspect_packets=inspect_packets, reassemble=reassemble)
+    flows, summary = run(pcap, inspect_packets=inspect_packets, reassemble=reassemble, port_guess=port_guess)
     try:
         _write(flows, summary, as_json, out)
     except BrokenPipeError:

@@ -156,3 +156,16 @@ def test_pcapng_two_interfaces_and_simple_packet_block(tmp_path: Path) -> None:
     assert [r.linktype for r in recs] == [101, 113]
     assert recs[1].timestamp == pytest.approx(5.0)
     assert run_json(p)["flows"][0]["packets"] == 2
+
+
+def test_cli_no_port_guess(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from testbed.cli import main as cli_main
+
+    # Opaque bytes to UDP 3478: only the well-known port says "stun".
+    p = tmp_path / "port.pcap"
+    write_pcap(p, [(1.0, udp4("192.168.1.10", 5000, "198.51.100.1", 3478, b"\x99" * 40))])
+    assert cli_main(["classify", str(p), "--json"]) == 0
+    guessed = json.loads(capsys.readouterr().out)["flows"][0]["labels"]
+    assert cli_main(["classify", str(p), "--json", "--no-port-guess"]) == 0
+    content_only = json.loads(capsys.readouterr().out)["flows"][0]["labels"]
+    assert "by-port" in guessed and content_only == []
