@@ -261,7 +261,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"testbed: error: {exc}", file=sys.stderr)
         return max(e.exit_code for e in errors)
     except KeyboardInterrupt:
-        print("testbed: interrupted", file=sys.stderr)
+        print("testbed: interrupted; everything the run created was removed", file=sys.stderr)
         return 130
 
 
