@@ -261,7 +261,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"testbed: error: {exc}", file=sys.stderr)
         return max(e.exit_code for e in errors)
     except KeyboardInterrupt:
-        print("testbed: interrupted; everything the run created was removed", file=sys.stderr)
+        cleaned = "; everything the run created was removed" if args.command == "run" else ""
+        print(f"testbed: interrupted{cleaned}", file=sys.stderr)
         return 130
 
 
