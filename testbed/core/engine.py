@@ -18,7 +18,7 @@ from typing import Any, Protocol
 from testbed.core.classify import Classifier, Observation
 from testbed.core.flow import Flow
 from testbed.core.packet import MalformedPacket, Packet, parse_ip
-from testbed.core.verdict import ACCEPT, Verdict
+from testbed.core.verdict import ACCEPT, Action, Verdict
 
 
 class Policy(Protocol):
@@ -37,7 +37,7 @@ class EngineStats:
     packets: int = 0
     bytes: int = 0
     malformed: int = 0
-    actions: Counter[str] = field(default_factory=Counter)
+    actions: Counter[Action] = field(default_factory=Counter)
 
 
 # Flows that ended mid-run (idle timeout, eviction) are kept as report records up to this many;
@@ -79,15 +79,18 @@ class CensorEngine:
             packet = parse_ip(data)
         except MalformedPacket:
             stats.malformed += 1
-            stats.actions[ACCEPT.action.value] += 1
+            stats.actions[Action.ACCEPT] += 1
             return ACCEPT
         obs = self.classifier.observe(packet, now)
         verdict = self.policy.decide(packet, obs, now)
-        stats.actions[verdict.action.value] += 1
-        counts: Counter[str] | None = obs.flow.policy_state.get("verdicts")
+        # Counted by enum member (a dict key, no attribute lookups on the per-packet path);
+        # the names are spelled out only in summary().
+        action = verdict.action
+        stats.actions[action] += 1
+        counts: Counter[Action] | None = obs.flow.policy_state.get("verdicts")
         if counts is None:
             counts = obs.flow.policy_state["verdicts"] = Counter()
-        counts[verdict.action.value] += 1
+        counts[action] += 1
         return verdict
 
     def summary(self) -> dict[str, Any]:
@@ -98,7 +101,7 @@ class CensorEngine:
             "packets": self.stats.packets,
             "bytes": self.stats.bytes,
             "malformed": self.stats.malformed,
-            "actions": dict(self.stats.actions),
+            "actions": {a.value: n for a, n in self.stats.actions.items()},
             "flows": flows,
             "flows_omitted": self.ended_omitted,
         }
@@ -109,7 +112,7 @@ class CensorEngine:
 
     def flow_record(self, flow: Flow) -> dict[str, Any]:
         a, b = flow.key.endpoints
-        verdicts: Counter[str] = flow.policy_state.get("verdicts", Counter())
+        verdicts: Counter[Action] = flow.policy_state.get("verdicts", Counter())
         record: dict[str, Any] = {
             "transport": flow.transport,
             "endpoints": [a, b],
@@ -124,7 +127,7 @@ class CensorEngine:
             "sni": flow.sni,
             "first_seen_s": round(flow.created_at - self.start, 6),
             "last_seen_s": round(flow.last_seen - self.start, 6),
-            "verdicts": dict(verdicts),
+            "verdicts": {a.value: n for a, n in verdicts.items()},
         }
         policy_record = getattr(self.policy, "flow_record", None)
         if callable(policy_record):
