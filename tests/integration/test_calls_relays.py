@@ -122,7 +122,7 @@ def test_ten_concurrent_calls() -> None:
     assert [r.name for r in results] == [f"load#{i}" for i in range(1, 11)]
     _expect(results, call="load", connected=True, outcome=["ok", "degraded"])
     starts = [r.start_s for r in results]
-    assert all(s is not None and s < 1.0 for s in starts)  # all at once
+    assert all(s is not None and s < 5.0 for s in starts)  # all at once, not staggered (generous: a loaded machine)
     assert len([f for f in censor["flows"] if f["transport"] == "udp"]) >= 10
 
 
@@ -176,7 +176,7 @@ calls: [{name: unused}]
     assert redial.restarts == 1 and redial.recovered is True, redial.outcome_reasons
     assert redial.outcome == "degraded"
     assert plain.time_to_failure_s is not None and redial.time_to_failure_s is not None
-    assert abs(plain.time_to_failure_s - redial.time_to_failure_s) < 1.0
+    assert abs(plain.time_to_failure_s - redial.time_to_failure_s) < 3.0
     labels = [label for _, label in redial.state_timeline]
     assert labels.index("relay:call:restart") < labels.index("relay:call:reconnected")
     # Counters run on across the restart: the callee heard both sessions' audio.
