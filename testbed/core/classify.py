@@ -383,7 +383,7 @@ class Classifier:
             if not (flow.labels & CALL_APP_LABELS):
                 self._carry_from_cache(flow, now)
         elif packet.proto == 6:
-            self._inspect_tcp(flow, direction, packet, st)
+            self._inspect_tcp(flow, direction, packet, st, now)
         budget = self.inspect_packets
         if Label.STUN in flow.labels and not flow.labels & _MEDIA_LABELS:
             # Like nDPI's extra dissection of STUN flows: ICE checks come first and the media
@@ -650,7 +650,7 @@ class Classifier:
     # -- TCP -----------------------------------------------------------------------------------
 
     def _inspect_tcp(
-        self, flow: Flow, direction: Direction, packet: Packet, st: dict[str, Any]
+        self, flow: Flow, direction: Direction, packet: Packet, st: dict[str, Any], now: float
     ) -> None:
         payload = packet.payload
         original = direction is Direction.ORIGINAL
@@ -668,10 +668,10 @@ class Classifier:
         if (first_in_dir or "ovpn" in st) and self._openvpn(flow, payload, original, st, tcp=True):
             return
         b0 = payload[0]
-        if b0 < 4:
+        if b0 < 0x40:  # STUN's two leading zero bits (RFC 8489 §5); WhatsApp's types are 0x08xx
             msgs = parse_stun_stream(payload)
             for msg in msgs:
-                self._on_stun(flow, msg, st, 0.0)
+                self._on_stun(flow, msg, st, now)
             if msgs:
                 return
         if len(payload) >= 14 and payload[2] & 0xC0 == 0x80:

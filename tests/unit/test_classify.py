@@ -272,3 +272,23 @@ def test_stun_flows_get_extra_inspection_for_their_media() -> None:
     raws += [udp4(CLIENT, 57000, "203.0.113.14", 3478, rtp(i)) for i in range(2)]
     feed(c, raws)
     assert {"stun", "rtp", "srtp"} <= flow_of(c, CLIENT, 57000, "203.0.113.14", 3478).labels
+
+
+def test_stun_over_tcp_learns_endpoints_at_the_packets_time() -> None:
+    # The censor's clock is monotonic: past 600 s of uptime an entry learnt at "time 0" would
+    # already be expired. STUN over TCP must stamp the cache with the packet's own time.
+    c = Classifier()
+    t = 5000.0
+    alloc = stun_message(0x0003, [(0x4000, b"\x05" * 20)])  # WhatsApp attribute range
+    c.observe(parse_ip(tcp4(CLIENT, 1000, WA_RELAY, 3478, alloc)), t)
+    tcp_flow = c.table.get(parse_ip(tcp4(CLIENT, 1000, WA_RELAY, 3478, b"")))
+    assert tcp_flow is not None and "whatsapp-call" in tcp_flow.labels
+    feed(c, [udp4(CLIENT, 1000, "203.0.113.9", 4000, rtp(i)) for i in range(3)], t0=t + 1.0)
+    assert "whatsapp-call" in flow_of(c, CLIENT, 1000, "203.0.113.9", 4000).labels
+
+
+def test_whatsapp_stun_types_over_tcp() -> None:
+    c = Classifier()
+    c.observe(parse_ip(tcp4(CLIENT, 1001, WA_RELAY, 3478, stun_message(0x0800, []))), 1.0)
+    flow = c.table.get(parse_ip(tcp4(CLIENT, 1001, WA_RELAY, 3478, b"")))
+    assert flow is not None and {"stun", "whatsapp-call"} <= flow.labels
