@@ -43,6 +43,7 @@ from testbed.core.policy_kinds import (
     ThrottleMode,
     ThrottlePer,
 )
+from testbed.core.policy_regex import RegexError, compile_regex
 from testbed.scenario.common import NODE_NAME_RE, Duration, Side, _Frozen, parse_duration, rate_text_bytes_per_s
 
 __all__ = [
@@ -418,7 +419,8 @@ class SniSpec(_Frozen):
     substring: tuple[str, ...] = ()
     """Anywhere in the name: ``t.co`` also hits ``microsoft.com`` (the 2021 bug, B.7)."""
     regex: tuple[str, ...] = ()
-    """Python ``re`` searched in the lowercased name; anchor with ^...$ yourself."""
+    """RE2 syntax (linear time, no backreferences or lookaround), searched in the lowercased
+    name; anchor with ^...$ yourself."""
 
     @model_validator(mode="before")
     @classmethod
@@ -444,9 +446,9 @@ class SniSpec(_Frozen):
             if not isinstance(v, str):
                 raise ValueError(f"{v!r} is not a regular expression string")
             try:
-                re.compile(v)
-            except re.error as exc:
-                raise ValueError(f"bad regular expression {v!r}: {exc}") from None
+                compile_regex(v)  # compiled again by compile_policy; here for the file:line
+            except RegexError as exc:
+                raise ValueError(str(exc)) from None
         return value
 
     @model_validator(mode="after")

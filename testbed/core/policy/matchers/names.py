@@ -6,10 +6,10 @@ flow (so a rule on SNI blocks the whole flow after the ClientHello, as SNI-IV di
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 from testbed.core.policy.state import Context
+from testbed.core.policy_regex import Regex
 
 __all__ = ["AlpnMatch", "EchMatch", "LabelsMatch", "SniMatch"]
 
@@ -30,7 +30,7 @@ class SniMatch:
     exact: frozenset[str]
     suffixes: tuple[str, ...]
     substrings: tuple[str, ...]
-    regexes: tuple[re.Pattern[str], ...]
+    regexes: tuple[Regex, ...]  # RE2: linear time in the name, whatever the pattern
 
     def matches_name(self, sni: str) -> bool:
         name = sni.lower()
