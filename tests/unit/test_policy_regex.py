@@ -60,7 +60,7 @@ def test_unsupported_constructs_are_named_with_a_fix(pattern: str, construct: st
 def test_scenario_with_a_backreference_is_an_error_at_its_line() -> None:
     text = (
         "name: x\n"
-        "probes: [{name: p, node: caller, run: [true]}]\n"
+        "probes: [{name: p, node: caller, run: [\"true\"]}]\n"
         "censor:\n"
         "  rules:\n"
         "    - name: r\n"
@@ -77,7 +77,7 @@ def test_scenario_with_a_backreference_is_an_error_at_its_line() -> None:
 
 
 def test_scenario_with_a_syntax_error_says_re2() -> None:
-    text = "name: x\nprobes: [{name: p, node: caller, run: [true]}]\ncensor:\n  rules:\n    - {name: r, match: {sni: {regex: ['(']}}, action: drop}\n"
+    text = "name: x\nprobes: [{name: p, node: caller, run: [\"true\"]}]\ncensor:\n  rules:\n    - {name: r, match: {sni: {regex: ['(']}}, action: drop}\n"
     with pytest.raises(ScenarioError) as info:
         parse_scenario(text, "s.yaml")
     assert info.value.line == 5 and "bad regular expression" in str(info.value) and "RE2" in str(info.value)

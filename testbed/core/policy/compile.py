@@ -194,13 +194,13 @@ class _Compiler:
             dynamic.append(PayloadSizeMatch(_range(m.payload_size)))
         if m.handshake is not None:
             dynamic.append(HandshakeMatch(m.handshake))
-        if m.labels:
-            for label in m.labels:
+        if m.labels is not None:
+            for label in m.labels.any_:
                 if label not in self.known_labels:
                     raise PolicyCompileError(
                         f"{where}.labels: unknown label {label!r} (known: {', '.join(sorted(self.known_labels))})"
                     )
-            dynamic.append(LabelsMatch(frozenset(m.labels)))
+            dynamic.append(LabelsMatch(frozenset(m.labels.any_), m.labels.guesses))
         if m.sni is not None:
             s = m.sni
             dynamic.append(
