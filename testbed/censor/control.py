@@ -92,6 +92,7 @@ async def running_censor(
         "max_len": spec.queue_max_len,
         "inspect_packets": spec.inspect_packets,
         "max_flows": spec.max_flows,
+        "reassemble_tls": spec.reassemble_tls,
         "seed": seed,
     }
     cfg_path = workdir / "censor.json"

@@ -66,6 +66,7 @@ async def serve(config: dict[str, Any]) -> int:
     classifier = Classifier(
         inspect_packets=int(config["inspect_packets"]),
         max_flows=int(config["max_flows"]),
+        reassemble_tls=bool(config.get("reassemble_tls", True)),
         extra_address_lists=lists,
     )
     engine = CensorEngine(classifier, policy, start=start)

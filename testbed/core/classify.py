@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Set as AbstractSet
 from typing import Any, NamedTuple
 
 from testbed.core.dissect.dtls import DtlsHandshakeAssembler, parse_records
@@ -72,8 +73,10 @@ from testbed.core.packet import Packet
 
 __all__ = [
     "DEFAULT_INSPECT_PACKETS",
+    "PORT_GUESS_LABELS",
     "Classifier",
     "Observation",
+    "without_port_guess",
 ]
 
 # nDPI decides most flows within ~4-8 packets (the "DPI packets" column of its reference
@@ -116,6 +119,23 @@ _PORT_GUESSES: dict[tuple[int, int], str] = {
     (17, 1194): Label.OPENVPN,
     (6, 1194): Label.OPENVPN,
 }
+
+# What a port guess adds. A guess is only made on a flow with no protocol label, once inspection
+# is over (or the flow ended), and no protocol label is learnt afterwards (the endpoint cache only
+# carries app labels): so next to ``by-port``, every one of these is the guess.
+PORT_GUESS_LABELS = frozenset({*_PORT_GUESSES.values(), Label.BY_PORT})
+
+
+def without_port_guess(labels: AbstractSet[str]) -> AbstractSet[str]:
+    """The labels learnt from the traffic (and address lists): ``labels`` less a port guess.
+
+    Policies match these unless a rule asks for guesses: the guess appears when inspection
+    ends, so a rule that saw it would change its verdict in the middle of a flow it had let
+    through (a static-key OpenVPN tunnel on 1194 died after 14 pings, issue 14)."""
+    if Label.BY_PORT not in labels:
+        return labels
+    return labels - PORT_GUESS_LABELS
+
 
 _CALL_APP_OF: dict[str, str] = {Label.WHATSAPP_CALL: Label.WHATSAPP, Label.TELEGRAM_CALL: Label.TELEGRAM}
 
@@ -263,7 +283,8 @@ class Classifier:
     def _guess_by_port(self, flow: Flow) -> None:
         """nDPI's "Match by port": a flow no dissector recognised, on a port that belongs to
         a protocol we label, gets that label plus ``by-port`` so a policy can tell guesses
-        from recognitions (and ignore them). Never an app or call label."""
+        from recognitions: rules ignore them unless they ask (``without_port_guess``). Never
+        an app or call label."""
         if flow.labels & PROTOCOL_LABELS:
             return
         proto = flow.key.proto

@@ -173,6 +173,10 @@ class CensorSpec(_Frozen):
     queue_max_len: int = Field(8192, ge=64, le=1_000_000)
     """Kernel NFQUEUE length; packets beyond it are dropped by the kernel (fail closed)."""
     max_flows: int = Field(65536, ge=16, le=10_000_000)
+    reassemble_tls: bool = True
+    """Reassemble a TLS ClientHello split over TCP segments before reading its SNI. ``false``
+    reads the first data segment only, like TSPU's 2021 throttler, which a ClientHello split
+    over segments evaded (censor-behaviors.md B.9)."""
     rules: Rules = ()
     """Policy rules, first match wins (docs/policy.md)."""
     lists: Lists = Field(default_factory=dict)

@@ -43,6 +43,7 @@ from testbed.core.policy_kinds import (
     ThrottleMode,
     ThrottlePer,
 )
+from testbed.core.policy_regex import RegexError, compile_regex
 from testbed.scenario.common import NODE_NAME_RE, Duration, Side, _Frozen, parse_duration, rate_text_bytes_per_s
 
 __all__ = [
@@ -60,6 +61,7 @@ __all__ = [
     "HelloKind",
     "LossModel",
     "LossSpec",
+    "LabelsSpec",
     "ListSpec",
     "MatchSpec",
     "PacketDirection",
@@ -408,6 +410,45 @@ PortRanges = Annotated[tuple[tuple[int, int], ...], BeforeValidator(_ports)]
 # --- matchers -----------------------------------------------------------------------------------
 
 
+class LabelsSpec(_Frozen):
+    """Any of these classifier labels. ``labels: [stun, dtls]`` is ``{any: [stun, dtls]}``.
+
+    Only labels learnt from the traffic (and address lists) count, unless ``guesses: true``:
+    then a port guess does too (``by-port`` plus the protocol of a well-known port, made when
+    inspection ends on a flow nothing recognised). A guess appears mid-flow, so a rule that
+    takes guesses starts acting on a flow it has let through so far."""
+
+    any_: tuple[str, ...] = Field(alias="any")
+    guesses: bool = False
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, value: Any) -> Any:
+        if isinstance(value, (str, list, tuple)):
+            return {"any": value}
+        return value
+
+    @field_validator("any_", mode="before")
+    @classmethod
+    def _labels(cls, value: Any) -> Any:
+        value = _as_tuple(value)
+        if isinstance(value, (list, tuple)) and not value:
+            raise ValueError("give at least one label")
+        for v in value:
+            if not isinstance(v, str) or not _LABEL_RE.match(v):
+                raise ValueError(f"{v!r} is not a label (lowercase, e.g. whatsapp-call)")
+        return value
+
+    @model_validator(mode="after")
+    def _by_port_asks_for_guesses(self) -> LabelsSpec:
+        if "by-port" in self.any_ and not self.guesses:
+            raise ValueError(
+                "`by-port` marks a port guess, which rules only see when they ask: "
+                "write labels: {any: [by-port], guesses: true}"
+            )
+        return self
+
+
 class SniSpec(_Frozen):
     """TLS/QUIC server name. All comparisons ignore case; none strips a trailing dot, because
     TSPU did not either (a trailing dot evaded the 2021 throttler, censor-behaviors.md B.9)."""
@@ -418,7 +459,8 @@ class SniSpec(_Frozen):
     substring: tuple[str, ...] = ()
     """Anywhere in the name: ``t.co`` also hits ``microsoft.com`` (the 2021 bug, B.7)."""
     regex: tuple[str, ...] = ()
-    """Python ``re`` searched in the lowercased name; anchor with ^...$ yourself."""
+    """RE2 syntax (linear time, no backreferences or lookaround), searched in the lowercased
+    name; anchor with ^...$ yourself."""
 
     @model_validator(mode="before")
     @classmethod
@@ -444,9 +486,9 @@ class SniSpec(_Frozen):
             if not isinstance(v, str):
                 raise ValueError(f"{v!r} is not a regular expression string")
             try:
-                re.compile(v)
-            except re.error as exc:
-                raise ValueError(f"bad regular expression {v!r}: {exc}") from None
+                compile_regex(v)  # compiled again by compile_policy; here for the file:line
+            except RegexError as exc:
+                raise ValueError(str(exc)) from None
         return value
 
     @model_validator(mode="after")
@@ -601,8 +643,9 @@ class MatchSpec(_Frozen):
     to packets one way.
     """
 
-    labels: tuple[str, ...] = ()
-    """Any of these classifier labels (stun, dtls, whatsapp-call, ... or an address-list name)."""
+    labels: LabelsSpec | None = None
+    """Any of these classifier labels (stun, dtls, whatsapp-call, ... or an address-list name);
+    port guesses only with ``{any: [...], guesses: true}``."""
     transport: Annotated[tuple[Transport, ...], BeforeValidator(_transports)] = ()
     src: AddressSpec | None = None
     dst: AddressSpec | None = None
@@ -638,15 +681,13 @@ class MatchSpec(_Frozen):
     any_: tuple[MatchSpec, ...] = Field((), alias="any")
     all_: tuple[MatchSpec, ...] = Field((), alias="all")
 
-    @field_validator("labels", "alpn", mode="before")
+    @field_validator("alpn", mode="before")
     @classmethod
-    def _words(cls, value: Any, info: ValidationInfo) -> Any:
+    def _words(cls, value: Any) -> Any:
         value = _as_tuple(value)
         for v in value:
             if not isinstance(v, str) or not v:
-                raise ValueError(f"{v!r} is not a {'label' if info.field_name == 'labels' else 'protocol name'}")
-            if info.field_name == "labels" and not _LABEL_RE.match(v):
-                raise ValueError(f"{v!r} is not a label (lowercase, e.g. whatsapp-call)")
+                raise ValueError(f"{v!r} is not a protocol name")
         return value
 
     @field_validator("payload", mode="before")
@@ -1062,7 +1103,7 @@ def policy_reference_problems(
         for m, path in _walk_matches(rule.match, (*prefix, "rules", i, "match")):
             for key, spec in (("src", m.src), ("dst", m.dst), ("addr", m.addr)):
                 check_addresses(spec, (*path, key))
-            for label in m.labels:
+            for label in m.labels.any_ if m.labels is not None else ():
                 if label not in labels:
                     out.append(((*path, "labels"), f"unknown label {label!r}", sorted(labels)))
     return out

@@ -179,7 +179,7 @@ rules:
   - {name: e, match: {size: "200-1500", packet_index: 3}, action: ignore}
 """)
     a, b, c, d, e = spec.rules
-    assert a.match.labels == ("stun",) and a.match.port == ((590, 1400),)
+    assert a.match.labels is not None and a.match.labels.any_ == ("stun",) and a.match.port == ((590, 1400),)
     assert a.action.delay is not None and a.action.delay.time == 0.02
     assert a.action.effective_direction is PacketDirection.ORIGINAL  # an impairment: one direction
     assert b.match.sni is not None and b.match.sni.exact == ("a.com", "b.com")

@@ -9,7 +9,6 @@ runner's knowledge of the topology) or named lists: inline in ``lists:``, a file
 from __future__ import annotations
 
 import ipaddress
-import re
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import Protocol
 
@@ -45,6 +44,7 @@ from testbed.core.policy.rng import derive_seed
 from testbed.core.policy.rule import CompiledRule, CutPlan, RejectPlan, ResidualPlan, ThrottlePlan
 from testbed.core.policy.runtime import RulePolicy
 from testbed.core.policy.window import TimeWindow
+from testbed.core.policy_regex import compile_regex
 from testbed.scenario.policy_schema import (
     AddressSpec,
     CountFrom,
@@ -194,13 +194,13 @@ class _Compiler:
             dynamic.append(PayloadSizeMatch(_range(m.payload_size)))
         if m.handshake is not None:
             dynamic.append(HandshakeMatch(m.handshake))
-        if m.labels:
-            for label in m.labels:
+        if m.labels is not None:
+            for label in m.labels.any_:
                 if label not in self.known_labels:
                     raise PolicyCompileError(
                         f"{where}.labels: unknown label {label!r} (known: {', '.join(sorted(self.known_labels))})"
                     )
-            dynamic.append(LabelsMatch(frozenset(m.labels)))
+            dynamic.append(LabelsMatch(frozenset(m.labels.any_), m.labels.guesses))
         if m.sni is not None:
             s = m.sni
             dynamic.append(
@@ -208,7 +208,7 @@ class _Compiler:
                     frozenset(x.lower() for x in s.exact),
                     tuple(x.lower().lstrip(".") for x in s.suffix),
                     tuple(x.lower() for x in s.substring),
-                    tuple(re.compile(x) for x in s.regex),
+                    tuple(compile_regex(x) for x in s.regex),
                 )
             )
         if m.alpn:

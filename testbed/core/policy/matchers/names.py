@@ -6,20 +6,27 @@ flow (so a rule on SNI blocks the whole flow after the ClientHello, as SNI-IV di
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
+from testbed.core.classify import without_port_guess
 from testbed.core.policy.state import Context
+from testbed.core.policy_regex import Regex
 
 __all__ = ["AlpnMatch", "EchMatch", "LabelsMatch", "SniMatch"]
 
 
 @dataclass(frozen=True, slots=True)
 class LabelsMatch:
+    """Any of ``any_of`` among the flow's labels. A port guess (``by-port`` and the protocol it
+    guessed) counts only with ``guesses``: it appears when inspection ends, so a rule that saw it
+    would start blocking a flow it had let through (issue 14: OpenVPN on 1194 died mid-flow)."""
+
     any_of: frozenset[str]
+    guesses: bool = False
 
     def __call__(self, ctx: Context) -> bool:
-        return not self.any_of.isdisjoint(ctx.flow.labels)
+        labels = ctx.flow.labels
+        return not self.any_of.isdisjoint(labels if self.guesses else without_port_guess(labels))
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,7 +37,7 @@ class SniMatch:
     exact: frozenset[str]
     suffixes: tuple[str, ...]
     substrings: tuple[str, ...]
-    regexes: tuple[re.Pattern[str], ...]
+    regexes: tuple[Regex, ...]  # RE2: linear time in the name, whatever the pattern
 
     def matches_name(self, sni: str) -> bool:
         name = sni.lower()
