@@ -13,6 +13,13 @@ The process connects to the relay's unix socket, says Hello, and then follows th
 
 ICE never contacts a server that the options do not name: ``iceServers`` is always an explicit
 list (aiortc would otherwise add stun.l.google.com, see ``RTCIceGatherer.getDefaultIceServers``).
+
+Concurrency: an :class:`Endpoint` is an async context manager that owns one ``asyncio.TaskGroup``;
+every task it starts (state reports, media sinks, sampling, data-channel and STUN-prelude senders)
+is a child of that group, so none outlives the endpoint and an unexpected error in any of them
+ends the process with exit 1 and a Failure to the relay, instead of vanishing.  Everything that
+touches aiortc's or aioice's internals is in ``aiortc_glue``; the final report is an
+``endpoint_report.EndpointReport``.
 """
 
 from __future__ import annotations
@@ -21,19 +28,17 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
-import datetime
 import json
 import os
 import secrets
 import signal
-import ssl
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
+from types import TracebackType
 from typing import Any
 
-import aioice.turn
 from aiortc import (
     RTCConfiguration,
     RTCDataChannel,
@@ -44,13 +49,25 @@ from aiortc import (
 )
 from aiortc.mediastreams import MediaStreamTrack
 from aiortc.rtcconfiguration import RTCIceTransportPolicy
-from aiortc.sdp import SessionDescription
 
+from testbed.calls import aiortc_glue
+from testbed.calls.endpoint_report import (
+    Codec,
+    Counters,
+    DataCounts,
+    EndpointReport,
+    KindSnapshot,
+    RtpStats,
+    Snapshot,
+    StatsType,
+    busiest_transport,
+)
 from testbed.calls.media import FrameSink, MovingBarTrack, ToneTrack
 from testbed.calls.metrics import Arrivals
 from testbed.calls.options import AUDIO_CODECS, VIDEO_CODECS, CallOptions
 from testbed.calls.profiles import with_transaction_id
 from testbed.calls.quality import FreezeDetector, GapRecorder
+from testbed.calls.result import Kind
 from testbed.calls.signalling import (
     Answer,
     Bye,
@@ -80,6 +97,7 @@ DATA_CHANNEL_LABEL = "testbed"
 AUDIO_GAP_THRESHOLD_S = 0.060  # 3 x 20 ms packets: a jitter buffer hides shorter holes
 SILENCE_THRESHOLD_S = 1.0  # nothing at all arrived: the shortest "dead_after" worth recording
 MAX_SNAPSHOTS = 7200  # two hours of one-per-second samples
+DRAIN_TASKS_S = 0.2  # at close: time for the last state reports to go out before cancelling
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -109,23 +127,34 @@ class EndpointConfig:
         }
 
 
+CounterTable = dict[Kind, dict[str, dict[str, int]]]
+"""Cumulative counters by kind, direction ("out"/"in") and counter name (``Counters`` fields)."""
+
+
 class Endpoint:
+    """One end of a call.  Use as ``async with Endpoint(config, send) as endpoint:``: entering
+    starts its task group and its TURN hook, leaving closes the peer connection and waits for (or
+    cancels) every task it started."""
+
     def __init__(self, config: EndpointConfig, send: Callable[[Message], Awaitable[None]]) -> None:
         self.role = config.role
         self.options = config.options
         self._send = send
-        # Always an explicit list (empty: host candidates only): never aiortc's default STUN server.
         self.pc = self._new_peer_connection()
         self._tracks: list[ToneTrack | MovingBarTrack] = []
         self._old_tracks: list[ToneTrack | MovingBarTrack] = []  # of earlier ICE sessions
         self._sinks: dict[str, FrameSink] = {}
         self._frames_in_before: dict[str, int] = {}  # decoded in earlier ICE sessions
         self._freezes: dict[str, FreezeDetector] = {"video": FreezeDetector()}
+        self._stack = contextlib.AsyncExitStack()
+        self._group: asyncio.TaskGroup | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        """The group's tasks still running: what close() drains."""
+        self._finished = False
         # By kind, not SSRC: a restarted session has new SSRCs, the stream goes on.
         self._arrivals: dict[str, Arrivals] = {}
         self._ssrc_kind: dict[int, str] = {}
-        self._carry: dict[str, dict[str, dict[str, int]]] = {}
+        self._carry: CounterTable = {}
         """pc counters of earlier ICE sessions, added to the current session's."""
         self._stalled = False
         self._watching = False
@@ -141,11 +170,30 @@ class Endpoint:
         self._delays_ms: list[float] = []
         self._gaps: dict[str, GapRecorder] = {}  # received media by kind
         self._silences = GapRecorder(SILENCE_THRESHOLD_S)  # nothing of any kind arrived
-        self._snapshots: list[dict[str, Any]] = []
+        self._snapshots: list[Snapshot] = []
         self._sampling = False
         self._hanging_up = False
         self._closed = False
-        _TURN_HOOK.endpoint = self
+
+    async def __aenter__(self) -> Endpoint:
+        self._group = await self._stack.enter_async_context(asyncio.TaskGroup())
+        self._stack.enter_context(aiortc_glue.turn_hook(self._on_turn_allocation))
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        try:
+            await self.close()
+        finally:
+            self._finished = True
+            # The task group waits for what close() left (nothing, or tasks it cancelled) and
+            # raises what any child raised; the TURN hook is removed.
+            result = await self._stack.__aexit__(exc_type, exc, tb)
+        return result
 
     def _new_peer_connection(self) -> RTCPeerConnection:
         # Always an explicit list (empty: host candidates only): never aiortc's default STUN server.
@@ -161,6 +209,35 @@ class Endpoint:
         self._wire_peer_connection(pc)
         return pc
 
+    # -- tasks ----------------------------------------------------------------------------------
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        """Start ``coro`` as a child of the endpoint's task group."""
+        if self._group is None:
+            coro.close()
+            raise RuntimeError("Endpoint used outside 'async with Endpoint(...)'")
+        guarded = self._guarded(coro)
+        try:
+            if self._finished:
+                raise RuntimeError("endpoint finished")
+            task = self._group.create_task(guarded)
+        except RuntimeError:
+            # The group is shutting down (a child failed: that error surfaces) or has finished,
+            # and aiortc still fired an event (a transport closing late): nothing is left to
+            # run it or to report it to.
+            guarded.close()
+            coro.close()
+            return
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    @staticmethod
+    async def _guarded(coro: Coroutine[Any, Any, None]) -> None:
+        # If the relay went away, the read loop sees EOF and ends the process; any other error
+        # propagates to the task group, which ends the endpoint with it.
+        with contextlib.suppress(ConnectionError, OSError):
+            await coro
+
     # -- ICE restart ----------------------------------------------------------------------------
 
     async def restart(self) -> None:
@@ -169,10 +246,10 @@ class Endpoint:
         self._emit(Layer.SIGNALLING, "restart")
         old = self.pc
         with contextlib.suppress(Exception):
-            raw = _pc_counters(await old.getStats())
-            for kind, dirs in raw.items():
+            rtp, _ = aiortc_glue.read_stats(await old.getStats())
+            for media, dirs in _pc_counters(rtp).items():
                 for direction, values in dirs.items():
-                    into = self._carry.setdefault(kind, {}).setdefault(direction, {})
+                    into = self._carry.setdefault(media, {}).setdefault(direction, {})
                     for key, value in values.items():
                         into[key] = into.get(key, 0) + value
         old.remove_all_listeners()  # its closing is not this call's state any more
@@ -214,19 +291,18 @@ class Endpoint:
 
     # -- TURN allocations (for app-profile messages) ------------------------------------------
 
-    def on_turn_allocation(self, inner: Any) -> None:
-        """aioice made a TURN allocation; ``inner`` is its client protocol (UDP or TCP)."""
+    def _on_turn_allocation(self, allocation: aiortc_glue.TurnAllocation) -> None:
+        """aioice made a TURN allocation (called by the glue's hook while the endpoint runs)."""
         if self.options.stun_prelude:
-            self._spawn(self._send_prelude(inner))
+            self._spawn(self._send_prelude(allocation))
 
-    async def _send_prelude(self, inner: Any) -> None:
+    async def _send_prelude(self, allocation: aiortc_glue.TurnAllocation) -> None:
         messages = [bytes.fromhex(m) for m in self.options.stun_prelude]
         while not self._hanging_up and not self._closed:
-            transport = getattr(inner, "transport", None)
-            if transport is None or transport.is_closing():
+            if allocation.closed:
                 return
             for message in messages:
-                inner._send(with_transaction_id(message, secrets.token_bytes(12)))
+                allocation.send(with_transaction_id(message, secrets.token_bytes(12)))
             await asyncio.sleep(self.options.stun_prelude_every_s)
 
     # -- statistics snapshots -----------------------------------------------------------------
@@ -247,15 +323,16 @@ class Endpoint:
                 return
             self._snapshots.append(await self.snapshot())
 
-    async def snapshot(self) -> dict[str, Any]:
-        """Cumulative counters now, per kind: ``{"t", "<kind>": {"out": {...}, "in": {...},
-        "rtt"}}`` (``quality.build_samples`` turns them into per-second samples)."""
+    async def snapshot(self) -> Snapshot:
+        """Cumulative counters now, per kind (``quality.build_samples`` turns a series of them
+        into per-second samples)."""
         t = time.monotonic()
-        stats = await self.pc.getStats()
-        snap: dict[str, Any] = {"t": t}
-        counters = _pc_counters(stats)
+        rtp, _ = aiortc_glue.read_stats(await self.pc.getStats())
+        table: CounterTable = {}
+        rtts: dict[Kind, float] = {}
+        counters = _pc_counters(rtp)
         for kind in set(counters) | set(self._carry):
-            entry = snap.setdefault(kind, {})
+            entry = table.setdefault(kind, {})
             for direction in ("out", "in"):
                 now_values = counters.get(kind, {}).get(direction, {})
                 before = self._carry.get(kind, {}).get(direction, {})
@@ -263,30 +340,37 @@ class Endpoint:
                     entry[direction] = {
                         key: now_values.get(key, 0) + before.get(key, 0) for key in {*now_values, *before}
                     }
-        for st in stats.values():
-            kind = getattr(st, "kind", None)
-            if kind not in ("audio", "video"):
-                continue
-            entry = snap.setdefault(kind, {})
-            if st.type == "inbound-rtp":
+        for st in rtp:
+            entry = table.setdefault(st.kind, {})
+            if st.type is StatsType.INBOUND_RTP and st.jitter is not None:
                 entry.setdefault("in", {})["jitter"] = st.jitter
-            elif st.type == "remote-inbound-rtp":
-                entry.setdefault("out", {})["jitter"] = st.jitter
-                entry["rtt"] = st.roundTripTime
-        for kind, arrivals in self._arrivals.items():
-            snap.setdefault(kind, {}).setdefault("in", {"packets": 0})["bytes"] = arrivals.bytes
-        for kind, frames in self._frames_sent().items():
-            snap.setdefault(kind, {}).setdefault("out", {"packets": 0, "bytes": 0})["frames"] = frames
-        for kind, frames in self._frames_received().items():
-            snap.setdefault(kind, {}).setdefault("in", {"packets": 0, "bytes": 0})["frames"] = frames
+            elif st.type is StatsType.REMOTE_INBOUND_RTP:
+                if st.jitter is not None:
+                    entry.setdefault("out", {})["jitter"] = st.jitter
+                if st.round_trip_time is not None:
+                    rtts[st.kind] = st.round_trip_time
+        for name, arrivals in self._arrivals.items():
+            table.setdefault(Kind(name), {}).setdefault("in", {"packets": 0})["bytes"] = arrivals.bytes
+        for name, frames in self._frames_sent().items():
+            table.setdefault(Kind(name), {}).setdefault("out", {"packets": 0, "bytes": 0})["frames"] = frames
+        for name, frames in self._frames_received().items():
+            table.setdefault(Kind(name), {}).setdefault("in", {"packets": 0, "bytes": 0})["frames"] = frames
         if self.options.data_channel:
             d = self._data
-            snap["data"] = {
+            table[Kind.DATA] = {
                 "out": {"packets": d["messages_sent"], "bytes": d["bytes_sent"], "messages": d["messages_sent"]},
                 "in": {"packets": d["messages_received"], "bytes": d["bytes_received"],
                        "messages": d["messages_received"]},
             }  # fmt: skip
-        return snap
+        kinds = {
+            kind: KindSnapshot(
+                out=Counters(**dirs["out"]) if "out" in dirs else None,
+                in_=Counters(**dirs["in"]) if "in" in dirs else None,
+                rtt=rtts.get(kind),
+            )
+            for kind, dirs in table.items()
+        }
+        return Snapshot(t=t, kinds=kinds)
 
     def _frames_sent(self) -> dict[str, int]:
         out: dict[str, int] = {}
@@ -303,17 +387,10 @@ class Endpoint:
     # -- events -> relay ------------------------------------------------------------------------
 
     def _emit(self, layer: Layer, state: str) -> None:
-        self._spawn(self._send(StateChange(t=time.monotonic(), layer=layer, state=state)))
+        self._spawn(self._tell(StateChange(t=time.monotonic(), layer=layer, state=state)))
 
-    def _spawn(self, coro: Awaitable[None]) -> None:
-        async def guarded() -> None:
-            # If the relay went away, the read loop sees EOF and ends the process.
-            with contextlib.suppress(ConnectionError, OSError):
-                await coro
-
-        task = asyncio.ensure_future(guarded())
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+    async def _tell(self, message: Message) -> None:
+        await self._send(message)
 
     def _wire_peer_connection(self, pc: RTCPeerConnection) -> None:
         def on_connection_state() -> None:
@@ -341,13 +418,25 @@ class Endpoint:
             if id(receiver) not in self._hooked:
                 self._hooked.add(id(receiver))
                 kind = receiver.track.kind if receiver.track is not None else "audio"
-                gaps = None
-                if kind == "audio":
-                    gaps = self._gaps.setdefault("audio", GapRecorder(AUDIO_GAP_THRESHOLD_S))
-                arrivals = self._arrivals.setdefault(kind, Arrivals(self._t0))
-                _track_arrivals(receiver, arrivals, self._ssrc_kind, kind, gaps, self._silences)
+                aiortc_glue.on_rtp_packet(receiver, self._rtp_counter(kind))
         if self.pc.sctp is not None:
             self._hook_dtls(self.pc.sctp.transport)
+
+    def _rtp_counter(self, kind: str) -> Callable[[int, int], None]:
+        """Count RTP payload bytes and arrival times per kind (aiortc's inbound-rtp stats have no
+        byte count and no timing)."""
+        gaps = self._gaps.setdefault("audio", GapRecorder(AUDIO_GAP_THRESHOLD_S)) if kind == "audio" else None
+        arrivals = self._arrivals.setdefault(kind, Arrivals(self._t0))
+
+        def count(ssrc: int, size: int) -> None:
+            self._ssrc_kind.setdefault(ssrc, kind)
+            now = time.monotonic()
+            arrivals.add(now, size)
+            if gaps is not None:
+                gaps.add(now)
+            self._silences.add(now)
+
+        return count
 
     def _hook_dtls(self, dtls: Any) -> None:
         if dtls is None or id(dtls) in self._hooked:
@@ -490,12 +579,14 @@ class Endpoint:
                 report = await self.report()
         except Exception as exc:
             await self._send(Failure(f"getStats failed: {type(exc).__name__}: {exc}"))
-            report = {}
-        await self._send(Stats(t=time.monotonic(), report=report))
+            report = EndpointReport()
+        await self._send(Stats(t=time.monotonic(), report=report.to_json()))
         await self.close()
         await self._send(Done())
 
     async def close(self) -> None:
+        """Stop media, close the peer connection, then give the tasks still running (the last
+        state reports) a moment and cancel the rest.  Idempotent."""
         if self._closed:
             return
         self._closed = True
@@ -504,185 +595,90 @@ class Endpoint:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(CLOSE_TIMEOUT_S):
                 await self.pc.close()
-        # Let the last state-change reports go out; sinks end when pc.close() ends their tracks.
+        # Sinks end when pc.close() ends their tracks; loops see _closed at their next turn.
         pending = set(self._tasks)
         if pending:
-            _, still = await asyncio.wait(pending, timeout=0.2)
+            _, still = await asyncio.wait(pending, timeout=DRAIN_TASKS_S)
             for task in still:
                 task.cancel()
 
-    async def report(self) -> dict[str, Any]:
-        stats = await self.pc.getStats()
+    async def report(self) -> EndpointReport:
+        rtp, transports = aiortc_glue.read_stats(await self.pc.getStats())
         by_ssrc = {
             ssrc: self._arrivals[kind] for ssrc, kind in self._ssrc_kind.items() if kind in self._arrivals
         }
-        return {
-            "stats": [self._with_carry(_stats_json(s)) for s in stats.values()],
-            "codecs": self._negotiated_codecs(),
-            "received_bytes": {str(k): a.bytes for k, a in by_ssrc.items()},
-            "arrivals": {str(k): a.to_json() for k, a in by_ssrc.items()},
-            "frames": {"sent": self._frames_sent(), "received": self._frames_received()},
-            "data": {
-                **self._data,
-                "delays_ms": self._delays_ms,
-                "arrivals": self._data_arrivals.to_json(),
-            }
+        frames_received = self._frames_received()
+        arrivals = {ssrc: times for ssrc, a in by_ssrc.items() if (times := a.times()) is not None}
+        return EndpointReport(
+            rtp=tuple(self._with_carry(entry) for entry in rtp),
+            transport=busiest_transport(transports),
+            codecs=self._negotiated_codecs(),
+            received_bytes={ssrc: a.bytes for ssrc, a in by_ssrc.items()},
+            arrivals=arrivals,
+            frames_sent={Kind(k): n for k, n in self._frames_sent().items()},
+            frames_received={Kind(k): n for k, n in frames_received.items()},
+            data=DataCounts(
+                messages_sent=self._data["messages_sent"],
+                bytes_sent=self._data["bytes_sent"],
+                messages_received=self._data["messages_received"],
+                bytes_received=self._data["bytes_received"],
+                delays_ms=tuple(self._delays_ms),
+                arrivals=self._data_arrivals.times(),
+            )
             if self.options.data_channel
             else None,
-            "candidate_pair": self._candidate_pair(),
-            "snapshots": self._snapshots,
-            "gaps": {kind: g.gaps for kind, g in self._gaps.items()},
-            "silences": self._silences.gaps,
-            "last_arrival": self._silences.last,
-            "freezes": {kind: f.freezes for kind, f in self._freezes.items() if kind in self._frames_received()},
-        }
+            candidate_pair=aiortc_glue.nominated_pair(self.pc),
+            snapshots=tuple(self._snapshots),
+            gaps={Kind(kind): tuple(g.gaps) for kind, g in self._gaps.items()},
+            silences=tuple(self._silences.gaps),
+            last_arrival=self._silences.last,
+            freezes={
+                Kind(kind): tuple(f.freezes) for kind, f in self._freezes.items() if kind in frames_received
+            },
+        )
 
-    def _with_carry(self, entry: dict[str, Any]) -> dict[str, Any]:
+    def _with_carry(self, entry: RtpStats) -> RtpStats:
         """A stats entry with the counts of earlier ICE sessions added (after a restart)."""
-        carry = self._carry.get(entry.get("kind") or "", {})
-        keys = _CARRIED.get(entry.get("type") or "")
-        if not carry or keys is None:
+        carry = self._carry.get(entry.kind, {})
+        spec = _CARRIED.get(entry.type)
+        if not carry or spec is None:
             return entry
-        direction, fields = keys
-        for stat, counter in fields:
-            if isinstance(entry.get(stat), int):
-                entry[stat] += carry.get(direction, {}).get(counter, 0)
-        return entry
+        direction, fields = spec
+        changes: dict[str, Any] = {
+            stat: value + carry.get(direction, {}).get(counter, 0)
+            for stat, counter in fields
+            if isinstance(value := getattr(entry, stat), int)
+        }
+        return dataclasses.replace(entry, **changes)
 
-    def _negotiated_codecs(self) -> dict[str, dict[str, Any]]:
+    def _negotiated_codecs(self) -> dict[Kind, Codec]:
         # The answer decides: its first codec per m-line is the one both sides use.
         answer = self.pc.remoteDescription if self.role is Role.CALLER else self.pc.localDescription
-        if answer is None:
-            return {}
-        out: dict[str, dict[str, Any]] = {}
-        for media in SessionDescription.parse(answer.sdp).media:
-            if media.kind in ("audio", "video") and media.rtp.codecs:
-                codec = media.rtp.codecs[0]
-                out[media.kind] = {"mimeType": codec.mimeType, "clockRate": codec.clockRate}
-        return out
-
-    def _candidate_pair(self) -> dict[str, Any] | None:
-        """The nominated pair.  aiortc has no public API for it (no candidate-pair stats), so this
-        reads aioice's ``Connection._nominated``; any change there just yields ``None``."""
-        try:
-            if self.pc.sctp is not None:
-                ice = self.pc.sctp.transport.transport
-            else:
-                ice = self.pc.getTransceivers()[0].sender.transport.transport
-            pair = ice._connection._nominated.get(1)
-            if pair is None:
-                return None
-            local, remote = pair.local_candidate, pair.remote_candidate
-            return {
-                "protocol": local.transport.lower(),
-                "local_address": local.host,
-                "local_port": local.port,
-                "local_type": local.type,
-                "remote_address": remote.host,
-                "remote_port": remote.port,
-                "remote_type": remote.type,
-            }
-        except (AttributeError, IndexError, KeyError):
-            return None
+        return {} if answer is None else aiortc_glue.answer_codecs(answer.sdp)
 
 
-# aiortc stats entry type -> (direction in _pc_counters, [(stats field, counter)]).
-_CARRIED: dict[str, tuple[str, list[tuple[str, str]]]] = {
-    "outbound-rtp": ("out", [("packetsSent", "packets"), ("bytesSent", "bytes")]),
-    "inbound-rtp": ("in", [("packetsReceived", "packets"), ("packetsLost", "lost")]),
-    "remote-inbound-rtp": ("out", [("packetsLost", "lost"), ("packetsReceived", "reported_received")]),
+# aiortc stats entry type -> (direction in _pc_counters, [(RtpStats field, counter)]).
+_CARRIED: dict[StatsType, tuple[str, list[tuple[str, str]]]] = {
+    StatsType.OUTBOUND_RTP: ("out", [("packets_sent", "packets"), ("bytes_sent", "bytes")]),
+    StatsType.INBOUND_RTP: ("in", [("packets_received", "packets"), ("packets_lost", "lost")]),
+    StatsType.REMOTE_INBOUND_RTP: ("out", [("packets_lost", "lost"), ("packets_received", "reported_received")]),
 }
 
 
-def _pc_counters(stats: Any) -> dict[str, dict[str, dict[str, int]]]:
+def _pc_counters(rtp: list[RtpStats]) -> CounterTable:
     """The cumulative counters of one peer connection's stats, by kind and direction."""
-    out: dict[str, dict[str, dict[str, int]]] = {}
-    for st in stats.values():
-        kind = getattr(st, "kind", None)
+    out: CounterTable = {}
+    for st in rtp:
         spec = _CARRIED.get(st.type)
-        if kind not in ("audio", "video") or spec is None:
+        if spec is None:
             continue
         direction, fields = spec
-        into = out.setdefault(kind, {}).setdefault(direction, {})
+        into = out.setdefault(st.kind, {}).setdefault(direction, {})
         for stat, counter in fields:
-            value = getattr(st, stat, None)
+            value = getattr(st, stat)
             if isinstance(value, int):
                 into[counter] = into.get(counter, 0) + value
     return out
-
-
-def _track_arrivals(
-    receiver: Any,
-    stream: Arrivals,
-    ssrc_kind: dict[int, str],
-    kind: str,
-    gaps: GapRecorder | None = None,
-    silences: GapRecorder | None = None,
-) -> None:
-    """Count RTP payload bytes and arrival times per SSRC (aiortc's inbound-rtp stats have no byte
-    count and no timing).  Wraps the receiver's ``_handle_rtp_packet``, which aiortc's RTP router
-    calls for each packet after SRTP decryption."""
-    original = getattr(receiver, "_handle_rtp_packet", None)
-    if original is None:
-        return
-
-    async def tracking(packet: Any, arrival_time_ms: int) -> None:
-        ssrc_kind.setdefault(packet.ssrc, kind)
-        now = time.monotonic()
-        stream.add(now, len(packet.payload))
-        if gaps is not None:
-            gaps.add(now)
-        if silences is not None:
-            silences.add(now)
-        await original(packet, arrival_time_ms=arrival_time_ms)
-
-    receiver._handle_rtp_packet = tracking
-
-
-def _stats_json(stats: Any) -> dict[str, Any]:
-    out = dataclasses.asdict(stats)
-    for key, value in out.items():
-        if isinstance(value, datetime.datetime):
-            out[key] = value.timestamp()
-    return out
-
-
-# -- TURN hook --------------------------------------------------------------------------------------
-
-
-class _TurnHook:
-    """aioice creates TURN allocations deep inside ICE gathering; this wraps its factory once per
-    process to (1) reach each allocation's client protocol, for app-profile messages sent on the
-    same 5-tuple as the media, and (2) accept the relay's certificate for ``turns:`` (aioice
-    passes ``ssl=True``, which would verify it against the system CAs; testbed's relays have
-    per-run self-signed certificates, and a censor sees the same handshake either way)."""
-
-    def __init__(self) -> None:
-        self.endpoint: Endpoint | None = None
-        self._installed = False
-
-    def install(self) -> None:
-        if self._installed:
-            return
-        self._installed = True
-        original = aioice.turn.create_turn_endpoint
-
-        async def create_turn_endpoint(*args: Any, **kwargs: Any) -> Any:
-            if kwargs.get("ssl") is True:
-                context = ssl.create_default_context()
-                context.check_hostname = False
-                context.verify_mode = ssl.CERT_NONE
-                kwargs["ssl"] = context
-            transport, protocol = await original(*args, **kwargs)
-            inner = getattr(transport, "_TurnTransport__inner_protocol", None)
-            if inner is not None and self.endpoint is not None:
-                self.endpoint.on_turn_allocation(inner)
-            return transport, protocol
-
-        aioice.turn.create_turn_endpoint = create_turn_endpoint
-
-
-_TURN_HOOK = _TurnHook()
 
 
 # -- process ------------------------------------------------------------------------------------
@@ -697,58 +693,72 @@ async def run(config: EndpointConfig) -> int:
             writer.write(encode(message))
             await writer.drain()
 
-    _TURN_HOOK.install()
-    endpoint = Endpoint(config, send)
     main = asyncio.current_task()
     assert main is not None
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, main.cancel)
-    # The offer/answer step in progress.  It runs beside the read loop, so a HangUp is heard even
-    # while aiortc is still busy (a slow gathering, say), and cancels it.
-    negotiation: asyncio.Task[None] | None = None
     try:
-        await send(Hello(role=config.role, pid=os.getpid()))
-        decoder = Decoder()
-        while True:
-            data = await reader.read(65536)
-            if not data:
-                return 0  # the relay went away: close and exit
-            for message in decoder.feed(data):
-                if isinstance(message, Bye | HangUp):
-                    if negotiation is not None:
-                        negotiation.cancel()
-                        await asyncio.wait([negotiation])
-                    await _hang_up(endpoint, message, send)
-                    return 0
-                negotiation = asyncio.ensure_future(
-                    _negotiate(endpoint, message, send, after=negotiation)
-                )
+        async with Endpoint(config, send) as endpoint:
+            return await _follow_relay(endpoint, reader, send)
     except asyncio.CancelledError:
         return 0  # SIGTERM/SIGINT is a normal way to end an endpoint
-    except SignallingProtocolError as exc:
-        print(f"endpoint {config.role}: bad message from relay: {exc}", file=sys.stderr)
-        return 3
+    except BaseExceptionGroup as group:
+        # A task of the endpoint failed: say so (to the relay: the call fails with this reason).
+        errors = "; ".join(f"{type(e).__name__}: {e}" for e in _leaves(group))
+        print(f"endpoint {config.role}: {errors}", file=sys.stderr)
+        with contextlib.suppress(ConnectionError, OSError):
+            await send(Failure(errors))
+        return 1
     finally:
-        if negotiation is not None:
-            negotiation.cancel()
-        await endpoint.close()
         writer.close()
         with contextlib.suppress(ConnectionError, OSError):
             await writer.wait_closed()
 
 
-async def _negotiate(
-    endpoint: Endpoint,
-    message: Message,
-    send: Callable[[Message], Awaitable[None]],
-    *,
-    after: asyncio.Task[None] | None,
+async def _follow_relay(
+    endpoint: Endpoint, reader: asyncio.StreamReader, send: Callable[[Message], Awaitable[None]]
+) -> int:
+    """Say Hello, then carry out what the relay says until it hangs up or goes away.
+
+    Offer/answer steps run one after another in a worker beside the read loop, so a HangUp is
+    heard even while aiortc is still busy (a slow gathering, say), and cancels them."""
+    await send(Hello(role=endpoint.role, pid=os.getpid()))
+    decoder = Decoder()
+    steps: asyncio.Queue[Message] = asyncio.Queue()
+    async with asyncio.TaskGroup() as group:
+        worker = group.create_task(_negotiate_in_order(endpoint, steps, send))
+        try:
+            while True:
+                data = await reader.read(65536)
+                if not data:
+                    return 0  # the relay went away: close and exit
+                for message in decoder.feed(data):
+                    if isinstance(message, Bye | HangUp):
+                        worker.cancel()
+                        await asyncio.wait([worker])
+                        await _hang_up(endpoint, message, send)
+                        return 0
+                    steps.put_nowait(message)
+        except SignallingProtocolError as exc:
+            print(f"endpoint {endpoint.role}: bad message from relay: {exc}", file=sys.stderr)
+            return 3
+        finally:
+            worker.cancel()
+
+
+async def _negotiate_in_order(
+    endpoint: Endpoint, steps: asyncio.Queue[Message], send: Callable[[Message], Awaitable[None]]
 ) -> None:
-    """Carry out one offer/answer step, in order after the previous one; report what fails (the
-    relay then hangs up, and the hang-up still reports statistics)."""
-    if after is not None:
-        await asyncio.wait([after])
+    while True:
+        await _negotiate(endpoint, await steps.get(), send)
+
+
+async def _negotiate(
+    endpoint: Endpoint, message: Message, send: Callable[[Message], Awaitable[None]]
+) -> None:
+    """Carry out one offer/answer step; report what fails (the relay then hangs up, and the
+    hang-up still reports statistics)."""
     try:
         match message:
             case Dial() if endpoint.role is Role.CALLER:
@@ -778,6 +788,13 @@ async def _hang_up(
             await endpoint.hang_up(say_bye=True, reason=message.reason)
     except (ConnectionError, OSError):
         pass  # the relay went away half-way: nobody is left to tell
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    out: list[BaseException] = []
+    for exc in group.exceptions:
+        out.extend(_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:

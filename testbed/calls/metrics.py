@@ -1,21 +1,8 @@
-"""Raw endpoint statistics -> stream and transport results (sans-IO, pure functions).
+"""Endpoint reports -> stream and transport results (sans-IO, pure functions).
 
-An endpoint's final :class:`~testbed.calls.signalling.Stats` message carries a *report*: a JSON
-object built by :func:`testbed.calls.endpoint` from aiortc's ``getStats()`` plus what only the
-endpoint itself can count.  Its shape (every key optional; a missing key means "not known")::
-
-    {
-      "stats": [ {"type": "outbound-rtp" | "inbound-rtp" | "remote-inbound-rtp"
-                          | "remote-outbound-rtp" | "transport", <aiortc's camelCase fields>}, ...],
-      "codecs": {"audio": {"mimeType": "audio/opus", "clockRate": 48000}, ...},
-      "received_bytes": {"<ssrc>": <RTP payload bytes received>},
-      "arrivals": {"<ssrc>": Arrivals.to_json()},    # first/last/longest gap/per second
-      "frames": {"sent": {"audio": n, ...}, "received": {"audio": n, ...}},
-      "data": {"messages_sent": n, "bytes_sent": n, "messages_received": n,
-               "bytes_received": n, "delays_ms": [one-way delay of each received message],
-               "arrivals": Arrivals.to_json()},
-      "candidate_pair": {CandidatePair fields} | null
-    }
+An endpoint's final :class:`~testbed.calls.signalling.Stats` message carries its report: an
+:class:`~testbed.calls.endpoint_report.EndpointReport` (the typed record, its wire shape drawn
+there), written by the endpoint with ``to_json`` and read back here with :func:`parse_report`.
 
 Nothing here imports aiortc: the orchestrator stays light and this is unit-tested on crafted data.
 """
@@ -24,13 +11,23 @@ from __future__ import annotations
 
 import dataclasses
 import statistics
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any, TypeGuard
+from collections.abc import Iterable, Mapping
+from typing import Any
 
+from testbed.calls.endpoint_report import (
+    DEFAULT_CLOCK_RATE,
+    MEDIA_KINDS,
+    ArrivalTimes,
+    Codec,
+    DataCounts,
+    EndpointReport,
+    RtpStats,
+    StatsType,
+    TransportStats,
+    candidate_pair_from_json,
+)
 from testbed.calls.result import (
     CallResult,
-    CandidatePair,
     Direction,
     Kind,
     StreamResult,
@@ -38,10 +35,24 @@ from testbed.calls.result import (
 )
 from testbed.calls.signalling import Role
 
-# RTP clock rates fixed by the payload formats: RFC 7587 section 4.1 (Opus always 48 kHz),
-# RFC 7741 section 4.1 (VP8 always 90 kHz).  Used only if the endpoint did not report its codec.
-DEFAULT_CLOCK_RATE: dict[Kind, int] = {Kind.AUDIO: 48000, Kind.VIDEO: 90000}
-MEDIA_KINDS = (Kind.AUDIO, Kind.VIDEO)
+__all__ = [  # the report's records, re-exported for the modules that read them from here
+    "DEFAULT_CLOCK_RATE",
+    "MEDIA_KINDS",
+    "ArrivalTimes",
+    "Arrivals",
+    "Codec",
+    "DataCounts",
+    "EndpointReport",
+    "RtpEntry",
+    "build_streams",
+    "build_transport",
+    "candidate_summary",
+    "parse_arrivals",
+    "parse_candidate_pair",
+    "parse_report",
+    "setup_split",
+    "with_quality",
+]
 
 
 class Arrivals:
@@ -84,204 +95,25 @@ class Arrivals:
             "per_s": self.per_s,
         }
 
-
-@dataclass(frozen=True, slots=True)
-class ArrivalTimes:
-    first: float
-    last: float
-    max_gap_s: float
-    origin: float | None = None
-    per_s: tuple[int, ...] = ()
+    def times(self) -> ArrivalTimes | None:
+        """The record of what arrived; ``None`` while nothing has."""
+        if self.first is None or self.last is None:
+            return None
+        return ArrivalTimes(self.first, self.last, self.max_gap_s, self.origin, tuple(self.per_s))
 
 
 def parse_arrivals(raw: object) -> ArrivalTimes | None:
-    if not isinstance(raw, Mapping):
-        return None
-    first, last, gap = raw.get("first"), raw.get("last"), raw.get("max_gap_s")
-    if not (_is_number(first) and _is_number(last) and _is_number(gap)):
-        return None
-    origin = raw.get("origin")
-    per_s = _list(raw.get("per_s"))
-    return ArrivalTimes(
-        float(first),
-        float(last),
-        float(gap),
-        origin=float(origin) if _is_number(origin) else None,
-        per_s=tuple(n for n in per_s if _int(n) is not None),
-    )
-
-
-@dataclass(frozen=True, slots=True)
-class RtpEntry:
-    """One aiortc RTP stats object, reduced to what the conversion uses."""
-
-    type: str
-    kind: Kind
-    ssrc: int
-    packets_sent: int | None = None
-    bytes_sent: int | None = None
-    packets_received: int | None = None
-    packets_lost: int | None = None
-    jitter: int | None = None
-    """RTP timestamp units (RFC 3550 A.8), as aiortc reports it."""
-    round_trip_time: float | None = None
-    """Seconds."""
-
-
-@dataclass(frozen=True, slots=True)
-class Codec:
-    mime_type: str
-    clock_rate: int
-
-
-@dataclass(frozen=True, slots=True)
-class DataCounts:
-    messages_sent: int = 0
-    bytes_sent: int = 0
-    messages_received: int = 0
-    bytes_received: int = 0
-    delays_ms: tuple[float, ...] = ()
-    arrivals: ArrivalTimes | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class EndpointReport:
-    rtp: tuple[RtpEntry, ...] = ()
-    transport: Mapping[str, Any] | None = None
-    codecs: Mapping[Kind, Codec] = field(default_factory=dict)
-    received_bytes: Mapping[int, int] = field(default_factory=dict)
-    arrivals: Mapping[int, ArrivalTimes] = field(default_factory=dict)
-    frames_sent: Mapping[Kind, int] = field(default_factory=dict)
-    frames_received: Mapping[Kind, int] = field(default_factory=dict)
-    data: DataCounts | None = None
-    candidate_pair: CandidatePair | None = None
-    snapshots: tuple[Mapping[str, Any], ...] = ()
-    """One-per-second cumulative counters (``Endpoint.snapshot``), for the timeline."""
-    gaps: Mapping[str, tuple[tuple[float, float], ...]] = field(default_factory=dict)
-    """Received silences by kind: (start, length), CLOCK_MONOTONIC seconds."""
-    freezes: Mapping[str, tuple[tuple[float, float], ...]] = field(default_factory=dict)
-    """Received video freezes by kind (W3C): (start, length)."""
-    silences: tuple[tuple[float, float], ...] | None = None
-    """Intervals of > 1 s in which nothing at all arrived: (start, length)."""
-    last_arrival: float | None = None
-
-    def find(self, type_: str, kind: Kind, ssrc: int | None = None) -> RtpEntry | None:
-        for entry in self.rtp:
-            if entry.type == type_ and entry.kind == kind and (ssrc is None or entry.ssrc == ssrc):
-                return entry
-        return None
-
-    def clock_rate(self, kind: Kind) -> int:
-        codec = self.codecs.get(kind)
-        return codec.clock_rate if codec else DEFAULT_CLOCK_RATE[kind]
+    return ArrivalTimes.from_json(raw)
 
 
 def parse_report(raw: Mapping[str, Any]) -> EndpointReport:
     """Turn a report as sent on the wire into an :class:`EndpointReport`.  Entries that do not fit
     the shape are skipped: a report from a half-dead endpoint is still worth what it holds."""
-    rtp: list[RtpEntry] = []
-    transport: Mapping[str, Any] | None = None
-    for item in _list(raw.get("stats")):
-        if not isinstance(item, Mapping):
-            continue
-        type_ = item.get("type")
-        if type_ == "transport":
-            # With BUNDLE every sender and receiver shares one transport; keep the busiest copy.
-            if transport is None or (_int(item.get("packetsSent")) or 0) >= (
-                _int(transport.get("packetsSent")) or 0
-            ):
-                transport = item
-            continue
-        kind = _kind(item.get("kind"))
-        ssrc = _int(item.get("ssrc"))
-        if kind not in MEDIA_KINDS or ssrc is None or not isinstance(type_, str):
-            continue
-        rtt = item.get("roundTripTime")
-        rtp.append(
-            RtpEntry(
-                type=type_,
-                kind=kind,
-                ssrc=ssrc,
-                packets_sent=_int(item.get("packetsSent")),
-                bytes_sent=_int(item.get("bytesSent")),
-                packets_received=_int(item.get("packetsReceived")),
-                packets_lost=_int(item.get("packetsLost")),
-                jitter=_int(item.get("jitter")),
-                round_trip_time=float(rtt) if _is_number(rtt) else None,
-            )
-        )
-    codecs: dict[Kind, Codec] = {}
-    for name, codec in _dict(raw.get("codecs")).items():
-        if _kind(name) is not None and isinstance(codec, Mapping):
-            mime, rate = codec.get("mimeType"), _int(codec.get("clockRate"))
-            if isinstance(mime, str) and rate:
-                codecs[Kind(name)] = Codec(mime, rate)
-    received_bytes = {
-        int(k): v
-        for k, v in _dict(raw.get("received_bytes")).items()
-        if isinstance(k, str) and k.isdigit() and _int(v) is not None
-    }
-    frames = _dict(raw.get("frames"))
-    data_raw = raw.get("data")
-    data = None
-    if isinstance(data_raw, Mapping):
-        data = DataCounts(
-            messages_sent=_int(data_raw.get("messages_sent")) or 0,
-            bytes_sent=_int(data_raw.get("bytes_sent")) or 0,
-            messages_received=_int(data_raw.get("messages_received")) or 0,
-            bytes_received=_int(data_raw.get("bytes_received")) or 0,
-            delays_ms=tuple(float(d) for d in _list(data_raw.get("delays_ms")) if _is_number(d)),
-            arrivals=parse_arrivals(data_raw.get("arrivals")),
-        )
-    arrivals: dict[int, ArrivalTimes] = {}
-    for key, value in _dict(raw.get("arrivals")).items():
-        times = parse_arrivals(value)
-        if isinstance(key, str) and key.isdigit() and times is not None:
-            arrivals[int(key)] = times
-    return EndpointReport(
-        snapshots=tuple(x for x in _list(raw.get("snapshots")) if isinstance(x, Mapping)),
-        gaps=_intervals(raw.get("gaps")),
-        freezes=_intervals(raw.get("freezes")),
-        silences=_intervals({"any": raw["silences"]}).get("any") if "silences" in raw else None,
-        last_arrival=float(raw["last_arrival"]) if _is_number(raw.get("last_arrival")) else None,
-        rtp=tuple(rtp),
-        transport=transport,
-        codecs=codecs,
-        received_bytes=received_bytes,
-        arrivals=arrivals,
-        frames_sent=_kind_counts(frames.get("sent")),
-        frames_received=_kind_counts(frames.get("received")),
-        data=data,
-        candidate_pair=parse_candidate_pair(raw.get("candidate_pair")),
-    )
+    return EndpointReport.from_json(raw)
 
 
-def _intervals(raw: object) -> dict[str, tuple[tuple[float, float], ...]]:
-    out: dict[str, tuple[tuple[float, float], ...]] = {}
-    for kind, items in _dict(raw).items():
-        pairs = []
-        for item in _list(items):
-            if isinstance(item, list | tuple) and len(item) == 2 and all(_is_number(v) for v in item):
-                pairs.append((float(item[0]), float(item[1])))
-        out[str(kind)] = tuple(pairs)
-    return out
-
-
-def parse_candidate_pair(raw: object) -> CandidatePair | None:
-    if not isinstance(raw, Mapping):
-        return None
-    try:
-        return CandidatePair(
-            protocol=str(raw["protocol"]),
-            local_address=str(raw["local_address"]),
-            local_port=int(raw["local_port"]),
-            local_type=str(raw["local_type"]),
-            remote_address=str(raw["remote_address"]),
-            remote_port=int(raw["remote_port"]),
-            remote_type=str(raw["remote_type"]),
-        )
-    except (KeyError, TypeError, ValueError):
-        return None
+parse_candidate_pair = candidate_pair_from_json
+RtpEntry = RtpStats  # the name this module used before the record existed
 
 
 def build_streams(
@@ -337,14 +169,14 @@ def _send_stream(
     base = StreamResult(endpoint=role.value, kind=kind, direction=Direction.SEND)
     if mine is None:
         return base
-    out = mine.find("outbound-rtp", kind)
+    out = mine.find(StatsType.OUTBOUND_RTP, kind)
     codec = mine.codecs.get(kind)
     if out is None:
         return _replace(base, packets_sent=0, bytes=0, codec=codec.mime_type if codec else None)
     # aiortc labels remote-inbound-rtp with the *reporter's* SSRC (the RTCP packet's), not ours;
     # there is one sender per kind, so the kind identifies it.
-    rtcp = mine.find("remote-inbound-rtp", kind)
-    theirs = peer.find("inbound-rtp", kind, out.ssrc) if peer else None
+    rtcp = mine.find(StatsType.REMOTE_INBOUND_RTP, kind)
+    theirs = peer.find(StatsType.INBOUND_RTP, kind, out.ssrc) if peer else None
     # Prefer the receiver's own final count; RTCP receiver reports lag by up to a report interval.
     measured = theirs or rtcp
     received: int | None
@@ -375,12 +207,12 @@ def _recv_stream(
     role: Role, kind: Kind, mine: EndpointReport | None, peer: EndpointReport | None
 ) -> StreamResult:
     base = StreamResult(endpoint=role.value, kind=kind, direction=Direction.RECV)
-    peer_out = peer.find("outbound-rtp", kind) if peer else None
+    peer_out = peer.find(StatsType.OUTBOUND_RTP, kind) if peer else None
     if mine is None:
         if peer_out is None:
             return base
         return _replace(base, packets_sent=peer_out.packets_sent, ssrc=peer_out.ssrc)
-    inbound = mine.find("inbound-rtp", kind, peer_out.ssrc if peer_out else None)
+    inbound = mine.find(StatsType.INBOUND_RTP, kind, peer_out.ssrc if peer_out else None)
     codec = mine.codecs.get(kind)
     if inbound is None:
         # aiortc lists an inbound stream only once a packet arrived on it.
@@ -395,7 +227,7 @@ def _recv_stream(
         )
     sent = peer_out.packets_sent if peer_out else None
     if sent is None:
-        sender_report = mine.find("remote-outbound-rtp", kind)
+        sender_report = mine.find(StatsType.REMOTE_OUTBOUND_RTP, kind)
         sent = sender_report.packets_sent if sender_report else None
     return _replace(
         base,
@@ -439,16 +271,15 @@ def _data_stream(
 def build_transport(role: Role, report: EndpointReport | None) -> TransportResult:
     if report is None:
         return TransportResult(endpoint=role.value)
-    t = report.transport or {}
-    ice_role, dtls = t.get("iceRole"), t.get("dtlsState")
+    t = report.transport or TransportStats()
     return TransportResult(
         endpoint=role.value,
-        packets_sent=_int(t.get("packetsSent")),
-        packets_received=_int(t.get("packetsReceived")),
-        bytes_sent=_int(t.get("bytesSent")),
-        bytes_received=_int(t.get("bytesReceived")),
-        ice_role=ice_role if isinstance(ice_role, str) else None,
-        dtls_state=dtls if isinstance(dtls, str) else None,
+        packets_sent=t.packets_sent,
+        packets_received=t.packets_received,
+        bytes_sent=t.bytes_sent,
+        bytes_received=t.bytes_received,
+        ice_role=t.ice_role,
+        dtls_state=t.dtls_state,
         selected_candidate_pair=report.candidate_pair,
     )
 
@@ -463,38 +294,6 @@ def _ms(jitter: int | None, clock_rate: int) -> float | None:
 
 def _round(value: float) -> float:
     return round(value, 3)
-
-
-def _is_number(value: object) -> TypeGuard[int | float]:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
-def _int(value: object) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
-
-
-def _list(value: object) -> Sequence[Any]:
-    return value if isinstance(value, list) else []
-
-
-def _dict(value: object) -> Mapping[str, Any]:
-    return value if isinstance(value, Mapping) else {}
-
-
-def _kind_counts(value: object) -> dict[Kind, int]:
-    out: dict[Kind, int] = {}
-    for name, count in _dict(value).items():
-        kind = _kind(name)
-        if kind is not None and _int(count) is not None:
-            out[kind] = count
-    return out
-
-
-def _kind(name: object) -> Kind | None:
-    return Kind(name) if isinstance(name, str) and name in _KIND_VALUES else None
-
-
-_KIND_VALUES = frozenset(k.value for k in Kind)
 
 
 # -- quality: timeline, MOS, gaps, freezes, set-up split, candidate ------------------------------
@@ -513,14 +312,16 @@ def with_quality(
     ``testbed.calls.quality``).  ``media_start``/``media_end`` are CLOCK_MONOTONIC."""
     from testbed.calls import quality
 
-    snapshots = {role.value: r.snapshots for role, r in reports.items() if r is not None}
+    snapshots = {
+        role.value: [s.to_json() for s in r.snapshots] for role, r in reports.items() if r is not None
+    }
     rates = {
         role.value: {k.value: r.clock_rate(k) for k in MEDIA_KINDS}
         for role, r in reports.items()
         if r is not None
     }
-    gaps = {role.value: r.gaps.get("audio", ()) for role, r in reports.items() if r is not None}
-    freezes = {role.value: r.freezes.get("video", ()) for role, r in reports.items() if r is not None}
+    gaps = {role.value: r.gaps.get(Kind.AUDIO, ()) for role, r in reports.items() if r is not None}
+    freezes = {role.value: r.freezes.get(Kind.VIDEO, ()) for role, r in reports.items() if r is not None}
     samples = quality.build_samples(snapshots, t0=t0, clock_rates=rates, gaps=gaps, freezes=freezes)
     start_s = None if media_start is None else media_start - t0
     end_s = None if media_end is None else media_end - t0

@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from testbed.calls.endpoint import Endpoint, EndpointConfig
+from testbed.calls.endpoint_report import EndpointReport
 from testbed.calls.endpoint import run as endpoint_run
 from testbed.calls.options import CallOptions
 from testbed.calls.signalling import (
@@ -44,16 +45,15 @@ class FakeRelayLink:
 
 async def _offer(options: CallOptions) -> tuple[str, list[Message], list[str]]:
     link = FakeRelayLink()
-    endpoint = Endpoint(EndpointConfig(Role.CALLER, Path("/nonexistent"), options), link.send)
-    try:
+    async with Endpoint(EndpointConfig(Role.CALLER, Path("/nonexistent"), options), link.send) as endpoint:
         async with asyncio.timeout(10):
             await endpoint.dial()
         report = await endpoint.report()
-    finally:
-        await endpoint.close()
     offers = [m for m in link.sent if isinstance(m, Offer)]
     assert len(offers) == 1
-    return offers[0].sdp, link.sent, [s["type"] for s in report["stats"]]
+    # What goes on the wire reads back as the same record.
+    assert EndpointReport.from_json(json.loads(json.dumps(report.to_json()))) == report
+    return offers[0].sdp, link.sent, [s["type"] for s in report.to_json()["stats"]]
 
 
 def test_offer_has_host_candidates_only_and_one_codec_per_kind() -> None:
@@ -178,3 +178,54 @@ def test_hang_up_during_negotiation_still_reports_and_exits(tmp_path: Path) -> N
     # The hang-up ran to the end: Bye to the (absent) peer, statistics, then Done.
     assert kinds.index("bye") < kinds.index("stats") < kinds.index("done")
     assert kinds[-1] == "done"
+
+
+# -- structured concurrency: every task belongs to the endpoint ---------------------------------
+
+
+def test_an_error_in_an_endpoint_task_surfaces() -> None:
+    """A task that fails (here: reporting a state change) ends the endpoint with that error,
+    instead of being logged as 'never retrieved' while the call goes on."""
+
+    class Broken(RuntimeError):
+        pass
+
+    async def send(message: Message) -> None:
+        if isinstance(message, StateChange):
+            raise Broken("relay link broke")
+
+    async def scenario() -> None:
+        options = CallOptions(name="c", duration_s=1.0, data_channel=False)
+        async with Endpoint(EndpointConfig(Role.CALLER, Path("/nonexistent"), options), send) as ep:
+            async with asyncio.timeout(10):
+                await ep.dial()
+            await asyncio.sleep(1.0)  # the group cancels this once a child fails
+
+    try:
+        asyncio.run(scenario())
+    except* Broken as group:
+        assert str(group.exceptions[0]) == "relay link broke"
+    else:
+        raise AssertionError("the failed task's error was lost")
+
+
+def test_no_task_and_no_turn_hook_outlive_the_endpoint() -> None:
+    import aioice.turn
+
+    unhooked = aioice.turn.create_turn_endpoint
+
+    async def scenario() -> None:
+        link = FakeRelayLink()
+        options = CallOptions(name="c", duration_s=1.0, audio=True, video=True, data_channel=True)
+        endpoint = Endpoint(EndpointConfig(Role.CALLER, Path("/nonexistent"), options), link.send)
+        async with endpoint:
+            assert aioice.turn.create_turn_endpoint is not unhooked  # hooked while it runs
+            async with asyncio.timeout(10):
+                await endpoint.dial()
+            mine = set(endpoint._tasks)
+            assert mine  # state reports, the sampler
+        assert aioice.turn.create_turn_endpoint is unhooked
+        assert all(task.done() for task in mine)
+        assert not endpoint._tasks
+
+    asyncio.run(scenario())

@@ -380,3 +380,28 @@ def test_candidate_summary_counts_both_ends_of_the_pair() -> None:
     relayed = [transport("caller", "host", "relay"), transport("callee", "relay", "host")]
     assert candidate_summary(relayed, "tls") == ("relay", "tls")
     assert candidate_summary([TransportResult("caller")], None) == (None, None)
+
+
+def test_the_report_record_round_trips_and_keeps_every_wire_key() -> None:
+    """The endpoint writes ``EndpointReport.to_json()``; the conductor reads it back with
+    ``parse_report``: the same record, and every key the endpoint has always sent."""
+    from testbed.calls.endpoint_report import EndpointReport
+
+    raw = report(A_SSRC, B_SSRC, sent=10, received=9, data=data(3, 2, [1.5, 2.5]))
+    raw["arrivals"] = {str(B_SSRC): {"first": 1.0, "last": 2.0, "max_gap_s": 0.5, "origin": 0.5, "per_s": [1, 2]}}
+    raw["snapshots"] = [
+        {"t": 1.0, "audio": {"out": {"packets": 5, "bytes": 400, "frames": 5}, "in": {"packets": 4, "jitter": 9}, "rtt": 0.01}},
+        {"t": 2.0, "data": {"out": {"packets": 1, "bytes": 100, "messages": 1}}},
+    ]  # fmt: skip
+    raw["gaps"] = {"audio": [[1.0, 0.1]]}
+    raw["freezes"] = {"video": []}
+    raw["silences"] = [[3.0, 1.5]]
+    raw["last_arrival"] = 4.5
+    parsed = parse_report(raw)
+    wire = json.loads(json.dumps(parsed.to_json()))
+    assert EndpointReport.from_json(wire) == parsed
+    assert set(wire) >= set(raw) | {"snapshots", "gaps", "silences", "last_arrival", "freezes"}
+    assert wire["snapshots"] == raw["snapshots"]
+    by_type = {s["type"]: s for s in wire["stats"]}
+    for entry in raw["stats"]:
+        assert by_type[entry["type"]] == entry  # every aiortc field the endpoint sent is kept

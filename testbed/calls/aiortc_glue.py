@@ -1,0 +1,269 @@
+"""Every place where testbed reaches into aiortc's or aioice's internals, and nothing else.
+
+aiortc has no public API for what a censorship testbed needs to see: the nominated candidate pair,
+the arrival time and size of each RTP packet, the client protocol of a TURN allocation.  Each hook
+below is one private attribute or patched function, and ``tests/unit/test_calls_aiortc_glue.py``
+has a test per hook that fails with :class:`AiortcGlueError` (naming the installed aiortc/aioice
+versions and the attribute) if an upgrade moves it.  Written against aiortc 1.16 / aioice 0.13.
+
+The hooks:
+
+* ``aioice.turn.create_turn_endpoint`` is wrapped (:func:`turn_hook`) while an endpoint runs;
+  ``aioice.ice`` looks it up on the module at each allocation, so the wrapper sees every one.
+* ``aioice.turn.TurnTransport.__inner_protocol`` (name-mangled) and the inner protocol's
+  ``_send`` (:class:`TurnAllocation`): app-profile STUN messages on the media's own 5-tuple.
+* ``aiortc.RTCRtpReceiver._handle_rtp_packet`` is wrapped per receiver (:func:`on_rtp_packet`):
+  the DTLS transport's RTP router calls it for each packet after SRTP decryption.
+* ``aiortc.RTCIceTransport._connection._nominated`` (:func:`nominated_pair`).
+* ``aiortc.sdp.SessionDescription`` (an internal module) parses the answer (:func:`answer_codecs`).
+
+:func:`read_stats` (public API: aiortc's stats dataclasses) converts ``getStats()`` into
+testbed's records, so the endpoint never handles an aiortc stats object itself.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime
+import ssl
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import aioice
+import aioice.ice
+import aioice.turn
+import aiortc
+from aiortc import RTCIceTransport, RTCPeerConnection, RTCRtpReceiver
+from aiortc.rtp import RtpPacket
+from aiortc.sdp import SessionDescription
+from aiortc.stats import (
+    RTCInboundRtpStreamStats,
+    RTCOutboundRtpStreamStats,
+    RTCRemoteInboundRtpStreamStats,
+    RTCRemoteOutboundRtpStreamStats,
+    RTCStatsReport,
+    RTCTransportStats,
+)
+
+from testbed.calls.endpoint_report import Codec, RtpStats, StatsType, TransportStats
+from testbed.calls.result import CandidatePair, Kind
+
+VERSIONS = f"aiortc {aiortc.__version__} / aioice {aioice.__version__}"
+
+
+class AiortcGlueError(RuntimeError):
+    """An aiortc/aioice internal that testbed hooks is not where it was: the installed versions
+    changed it, and this module must follow."""
+
+
+def glue_error(attribute: str, problem: str) -> AiortcGlueError:
+    return AiortcGlueError(
+        f"{VERSIONS}: {attribute} {problem}; testbed.calls.aiortc_glue was written for "
+        "aiortc 1.16 / aioice 0.13 and must be updated for this version (or pin aiortc)"
+    )
+
+
+def _require(obj: object, attribute: str, where: str) -> Any:
+    try:
+        return getattr(obj, attribute)
+    except AttributeError:
+        raise glue_error(f"{where}.{attribute}", "is gone") from None
+
+
+# -- TURN allocations ---------------------------------------------------------------------------
+
+_INNER = "_TurnTransport__inner_protocol"
+
+
+class TurnAllocation:
+    """One TURN allocation's client protocol (UDP or TCP to the TURN server)."""
+
+    __slots__ = ("_inner",)
+
+    def __init__(self, inner: aioice.turn.TurnClientProtocol) -> None:
+        self._inner = inner
+
+    @property
+    def closed(self) -> bool:
+        transport = getattr(self._inner, "transport", None)
+        return transport is None or transport.is_closing()
+
+    def send(self, data: bytes) -> None:
+        """Send raw bytes to the TURN server (TCP framing added), beside the allocation's own."""
+        send: Callable[[bytes], None] = _require(self._inner, "_send", type(self._inner).__name__)
+        send(data)
+
+
+def allocation_of(transport: object) -> TurnAllocation:
+    """The allocation behind what ``create_turn_endpoint`` returned (a ``TurnTransport``)."""
+    return TurnAllocation(_require(transport, _INNER, "aioice.turn.TurnTransport"))
+
+
+@contextlib.contextmanager
+def turn_hook(on_allocation: Callable[[TurnAllocation], None]) -> Iterator[None]:
+    """While inside: (1) call ``on_allocation`` with each TURN allocation aioice makes, and
+    (2) accept the relay's certificate for ``turns:`` (aioice passes ``ssl=True``, which would
+    verify it against the system CAs; testbed's relays have per-run self-signed certificates,
+    and a censor sees the same handshake either way).
+
+    The patch is on aioice's module, so it is process-wide while it lasts: an endpoint process
+    runs one endpoint.  Nested uses restore in order."""
+    original = _require(aioice.turn, "create_turn_endpoint", "aioice.turn")
+
+    async def create_turn_endpoint(*args: Any, **kwargs: Any) -> Any:
+        if kwargs.get("ssl") is True:
+            context = ssl.create_default_context()
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+            kwargs["ssl"] = context
+        transport, protocol = await original(*args, **kwargs)
+        on_allocation(allocation_of(transport))
+        return transport, protocol
+
+    aioice.turn.create_turn_endpoint = create_turn_endpoint
+    try:
+        yield
+    finally:
+        aioice.turn.create_turn_endpoint = original
+
+
+# -- RTP arrivals -------------------------------------------------------------------------------
+
+
+def on_rtp_packet(receiver: RTCRtpReceiver, callback: Callable[[int, int], None]) -> None:
+    """Call ``callback(ssrc, payload bytes)`` for each RTP packet ``receiver`` gets, before aiortc
+    handles it (aiortc's inbound-rtp stats have no byte count and no timing)."""
+    original = _require(receiver, "_handle_rtp_packet", "aiortc.RTCRtpReceiver")
+
+    async def tracking(packet: RtpPacket, arrival_time_ms: int) -> None:
+        callback(packet.ssrc, len(packet.payload))
+        await original(packet, arrival_time_ms=arrival_time_ms)
+
+    receiver._handle_rtp_packet = tracking  # type: ignore[method-assign]
+
+
+# -- the selected candidate pair ----------------------------------------------------------------
+
+
+def ice_transport(pc: RTCPeerConnection) -> RTCIceTransport | None:
+    """The peer connection's (BUNDLEd) ICE transport, once it has one."""
+    if pc.sctp is not None:
+        return pc.sctp.transport.transport
+    transceivers = pc.getTransceivers()
+    if not transceivers:
+        return None
+    return transceivers[0].sender.transport.transport
+
+
+def nominated_pair(pc: RTCPeerConnection) -> CandidatePair | None:
+    """The nominated pair of ICE component 1 (RTP; BUNDLE and rtcp-mux leave no other), or
+    ``None`` before ICE nominated one.  aiortc has no candidate-pair stats, so this reads aioice's
+    ``Connection._nominated``."""
+    ice = ice_transport(pc)
+    if ice is None:
+        return None
+    connection = _require(ice, "_connection", "aiortc.RTCIceTransport")
+    nominated = _require(connection, "_nominated", "aioice.Connection")
+    if not isinstance(nominated, dict):
+        raise glue_error("aioice.Connection._nominated", f"is a {type(nominated).__name__}, not a dict")
+    pair = nominated.get(1)
+    if pair is None:
+        return None
+    local, remote = pair.local_candidate, pair.remote_candidate
+    return CandidatePair(
+        protocol=local.transport.lower(),
+        local_address=local.host,
+        local_port=local.port,
+        local_type=local.type,
+        remote_address=remote.host,
+        remote_port=remote.port,
+        remote_type=remote.type,
+    )
+
+
+# -- SDP ---------------------------------------------------------------------------------------
+
+
+def answer_codecs(sdp: str) -> dict[Kind, Codec]:
+    """The codec of each audio/video m-line: the first one listed (in an answer, the one both
+    sides use)."""
+    out: dict[Kind, Codec] = {}
+    for media in SessionDescription.parse(sdp).media:
+        if media.kind in ("audio", "video") and media.rtp.codecs:
+            codec = media.rtp.codecs[0]
+            out[Kind(media.kind)] = Codec(codec.mimeType, codec.clockRate)
+    return out
+
+
+# -- statistics --------------------------------------------------------------------------------
+
+
+def read_stats(report: RTCStatsReport) -> tuple[list[RtpStats], list[TransportStats]]:
+    """aiortc's ``getStats()`` as testbed's records (RTP entries, transport entries)."""
+    rtp: list[RtpStats] = []
+    transports: list[TransportStats] = []
+    for st in report.values():
+        if isinstance(st, RTCTransportStats):
+            transports.append(
+                TransportStats(
+                    id=st.id,
+                    timestamp=_seconds(st.timestamp),
+                    packets_sent=st.packetsSent,
+                    packets_received=st.packetsReceived,
+                    bytes_sent=st.bytesSent,
+                    bytes_received=st.bytesReceived,
+                    ice_role=st.iceRole,
+                    dtls_state=st.dtlsState,
+                )
+            )
+            continue
+        if not isinstance(
+            st,
+            RTCInboundRtpStreamStats
+            | RTCOutboundRtpStreamStats
+            | RTCRemoteInboundRtpStreamStats
+            | RTCRemoteOutboundRtpStreamStats,
+        ) or st.kind not in ("audio", "video"):
+            continue
+        entry = RtpStats(
+            type=StatsType(st.type),
+            kind=Kind(st.kind),
+            ssrc=st.ssrc,
+            id=st.id,
+            timestamp=_seconds(st.timestamp),
+            transport_id=st.transportId,
+        )
+        match st:
+            case RTCOutboundRtpStreamStats():
+                entry = _replace(entry, packets_sent=st.packetsSent, bytes_sent=st.bytesSent, track_id=st.trackId)
+            case RTCRemoteOutboundRtpStreamStats():
+                entry = _replace(
+                    entry,
+                    packets_sent=st.packetsSent,
+                    bytes_sent=st.bytesSent,
+                    remote_timestamp=_seconds(st.remoteTimestamp),
+                )
+            case RTCRemoteInboundRtpStreamStats():
+                entry = _replace(
+                    entry,
+                    packets_received=st.packetsReceived,
+                    packets_lost=st.packetsLost,
+                    jitter=st.jitter,
+                    round_trip_time=st.roundTripTime,
+                    fraction_lost=st.fractionLost,
+                )
+            case RTCInboundRtpStreamStats():
+                entry = _replace(
+                    entry, packets_received=st.packetsReceived, packets_lost=st.packetsLost, jitter=st.jitter
+                )
+        rtp.append(entry)
+    return rtp, transports
+
+
+def _replace(entry: RtpStats, **changes: Any) -> RtpStats:
+    return dataclasses.replace(entry, **changes)
+
+
+def _seconds(value: datetime.datetime | None) -> float | None:
+    return value.timestamp() if value is not None else None

@@ -1,0 +1,336 @@
+"""One test per aiortc/aioice internal that ``testbed.calls.aiortc_glue`` hooks.
+
+If an aiortc or aioice upgrade moves one, its test fails with a message that names the installed
+versions and the attribute (``aiortc_glue.VERSIONS``), not with an obscure error deep in a call.
+Nothing here sends a packet: fake transports stand in for sockets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import ssl
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any
+
+import aioice.ice
+import aioice.turn
+import pytest
+from aioice import Candidate
+from aiortc import RTCPeerConnection
+from aiortc.rtp import RtpPacket
+from aiortc.stats import (
+    RTCInboundRtpStreamStats,
+    RTCOutboundRtpStreamStats,
+    RTCRemoteInboundRtpStreamStats,
+    RTCStatsReport,
+    RTCTransportStats,
+)
+
+from testbed.calls import aiortc_glue
+from testbed.calls.aiortc_glue import VERSIONS, AiortcGlueError
+from testbed.calls.endpoint_report import Codec, StatsType
+from testbed.calls.result import CandidatePair, Kind
+
+TURN_SERVER = ("198.18.0.1", 3478)  # never contacted: the fakes below answer instead
+
+
+def loudly(attribute: str) -> str:
+    return f"{VERSIONS}: {attribute} moved; update testbed.calls.aiortc_glue (or pin aiortc)"
+
+
+class FakeDatagramTransport(asyncio.DatagramTransport):
+    def __init__(self) -> None:
+        super().__init__()
+        self.sent: list[bytes] = []
+        self.closing = False
+
+    def sendto(self, data: Any, addr: Any = None) -> None:
+        self.sent.append(bytes(data))
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return {"sockname": ("198.18.0.1", 50000), "related_address": ("198.18.1.2", 40000)}.get(
+            name, default
+        )
+
+
+class FakeStreamTransport(asyncio.Transport):
+    def __init__(self) -> None:
+        super().__init__()
+        self.written: list[bytes] = []
+
+    def write(self, data: Any) -> None:
+        self.written.append(bytes(data))
+
+    def is_closing(self) -> bool:
+        return False
+
+
+class FakeStunProtocol:
+    """What aioice's ``protocol_factory`` makes: it only needs a transport and a candidate slot."""
+
+    def __init__(self) -> None:
+        self.transport = FakeDatagramTransport()
+        self.local_candidate: Candidate | None = None
+
+
+@pytest.fixture
+def fake_turn_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[dict[str, Any]]]:
+    """Replace aioice's real ``create_turn_endpoint`` (before the glue wraps it) by one that makes
+    a real ``TurnTransport`` around a real UDP client protocol on a fake socket."""
+    calls: list[dict[str, Any]] = []
+
+    async def create_turn_endpoint(
+        protocol_factory: Callable[[], Any], **kwargs: Any
+    ) -> tuple[aioice.turn.TurnTransport, Any]:
+        calls.append(kwargs)
+        inner = aioice.turn.TurnClientUdpProtocol(
+            kwargs["server_addr"], username="u", password="p", lifetime=600, channel_refresh_time=500
+        )
+        inner.connection_made(FakeDatagramTransport())
+        return aioice.turn.TurnTransport(inner), protocol_factory()
+
+    monkeypatch.setattr(aioice.turn, "create_turn_endpoint", create_turn_endpoint)
+    yield calls
+
+
+async def _relayed_candidate() -> None:
+    try:
+        await aioice.ice.relayed_candidate(
+            component=1,
+            hide_related_address=False,
+            protocol_factory=FakeStunProtocol,  # type: ignore[arg-type]
+            turn_server=TURN_SERVER,
+            turn_username="u",
+            turn_password="p",
+            turn_ssl=True,
+            turn_transport="udp",
+        )
+    except (TypeError, AttributeError) as exc:
+        pytest.fail(loudly(f"aioice.ice.relayed_candidate ({type(exc).__name__}: {exc})"))
+
+
+def test_turn_hook_sees_each_allocation_aioice_makes(fake_turn_server: list[dict[str, Any]]) -> None:
+    """aioice.ice looks ``turn.create_turn_endpoint`` up on the module, so wrapping it there sees
+    every allocation; the allocation's inner protocol is reachable and can send."""
+    allocations: list[aiortc_glue.TurnAllocation] = []
+
+    async def scenario() -> None:
+        with aiortc_glue.turn_hook(allocations.append):
+            await _relayed_candidate()
+
+    asyncio.run(scenario())
+    assert len(fake_turn_server) == 1, loudly("aioice.ice calling aioice.turn.create_turn_endpoint")
+    assert len(allocations) == 1, loudly("aioice.turn.TurnTransport.__inner_protocol")
+    allocation = allocations[0]
+    assert not allocation.closed
+    allocation.send(b"\x00\x01hello")
+    inner = getattr(allocation, "_inner")
+    assert inner.transport.sent == [b"\x00\x01hello"], loudly("TurnClientUdpProtocol._send")
+    inner.transport.closing = True
+    assert allocation.closed
+
+
+def test_turn_hook_accepts_self_signed_relays_for_turns(fake_turn_server: list[dict[str, Any]]) -> None:
+    """aioice passes ``ssl=True`` for ``turns:``; the hook swaps in a context that accepts the
+    relay's per-run self-signed certificate."""
+
+    async def scenario() -> None:
+        with aiortc_glue.turn_hook(lambda _: None):
+            await _relayed_candidate()
+
+    asyncio.run(scenario())
+    assert "ssl" in fake_turn_server[0], loudly("the ssl= keyword of aioice.turn.create_turn_endpoint")
+    context = fake_turn_server[0]["ssl"]
+    assert isinstance(context, ssl.SSLContext) and context.verify_mode is ssl.CERT_NONE
+
+
+def test_turn_hook_is_undone_on_exit_and_belongs_to_its_caller(
+    fake_turn_server: list[dict[str, Any]],
+) -> None:
+    """No process-global state: each hook reaches its own callback, and leaving restores
+    aioice's function (nested hooks in order)."""
+    unhooked = aioice.turn.create_turn_endpoint
+    outer: list[aiortc_glue.TurnAllocation] = []
+    inner: list[aiortc_glue.TurnAllocation] = []
+
+    async def scenario() -> None:
+        with aiortc_glue.turn_hook(outer.append):
+            outer_fn = aioice.turn.create_turn_endpoint
+            with aiortc_glue.turn_hook(inner.append):
+                await _relayed_candidate()
+            assert aioice.turn.create_turn_endpoint is outer_fn
+        assert aioice.turn.create_turn_endpoint is unhooked
+        await _relayed_candidate()  # unhooked: nobody hears of it
+
+    asyncio.run(scenario())
+    assert (len(outer), len(inner)) == (1, 1)  # the inner hook wraps the outer one
+    assert len(fake_turn_server) == 2
+
+
+def test_turn_allocation_over_tcp_sends_framed() -> None:
+    inner = aioice.turn.TurnClientTcpProtocol(
+        TURN_SERVER, username="u", password="p", lifetime=600, channel_refresh_time=500
+    )
+    transport = FakeStreamTransport()
+    inner.connection_made(transport)
+    aiortc_glue.TurnAllocation(inner).send(b"\x00\x01\x00\x00abc")
+    assert b"".join(transport.written).startswith(b"\x00\x01\x00\x00abc"), loudly(
+        "TurnClientTcpProtocol._send"
+    )
+
+
+def test_a_moved_turn_attribute_fails_loudly() -> None:
+    with pytest.raises(AiortcGlueError) as info:
+        aiortc_glue.allocation_of(object())
+    message = str(info.value)
+    assert VERSIONS in message and "TurnTransport._TurnTransport__inner_protocol" in message
+
+
+# -- RTP arrivals -------------------------------------------------------------------------------
+
+
+def test_on_rtp_packet_sees_each_packet_the_dtls_transport_routes() -> None:
+    """aiortc's DTLS transport routes each decrypted RTP packet to
+    ``receiver._handle_rtp_packet(packet, arrival_time_ms=...)``: the glue's wrapper must be what
+    it calls."""
+    seen: list[tuple[int, int]] = []
+
+    async def scenario() -> None:
+        pc = RTCPeerConnection()
+        try:
+            transceiver = pc.addTransceiver("audio")
+            receiver = transceiver.receiver
+            aiortc_glue.on_rtp_packet(receiver, lambda ssrc, size: seen.append((ssrc, size)))
+            dtls = receiver.transport
+            try:
+                router = getattr(dtls, "_rtp_router")
+                router.register_receiver(receiver, ssrcs=[1234], payload_types=[111])
+                handle: Callable[..., Awaitable[None]] = getattr(dtls, "_handle_rtp_data")
+                packet = RtpPacket(payload_type=111, ssrc=1234, payload=b"\x01" * 50)
+                await handle(packet.serialize(), arrival_time_ms=0)
+            except (AttributeError, TypeError) as exc:
+                pytest.fail(loudly(f"aiortc.RTCDtlsTransport RTP routing ({type(exc).__name__}: {exc})"))
+        finally:
+            await pc.close()
+
+    asyncio.run(scenario())
+    assert seen == [(1234, 50)], loudly("aiortc.RTCRtpReceiver._handle_rtp_packet")
+
+
+def test_a_moved_rtp_hook_fails_loudly() -> None:
+    with pytest.raises(AiortcGlueError) as info:
+        aiortc_glue.on_rtp_packet(object(), lambda ssrc, size: None)  # type: ignore[arg-type]
+    assert VERSIONS in str(info.value) and "RTCRtpReceiver._handle_rtp_packet" in str(info.value)
+
+
+# -- nominated pair -----------------------------------------------------------------------------
+
+
+class FakePairProtocol:
+    def __init__(self, candidate: Candidate) -> None:
+        self.local_candidate = candidate
+
+
+def _candidate(host: str, port: int, type_: str) -> Candidate:
+    return Candidate(
+        foundation="1", component=1, transport="UDP", priority=1, host=host, port=port, type=type_
+    )
+
+
+def test_nominated_pair_reads_aioice_connection() -> None:
+    async def scenario() -> tuple[CandidatePair | None, CandidatePair | None]:
+        pc = RTCPeerConnection()
+        try:
+            pc.addTransceiver("audio")
+            before = aiortc_glue.nominated_pair(pc)  # ICE has not run: nothing nominated
+            ice = aiortc_glue.ice_transport(pc)
+            assert ice is not None
+            pair = aioice.ice.CandidatePair(
+                FakePairProtocol(_candidate("198.18.250.1", 5000, "host")),  # type: ignore[arg-type]
+                _candidate("198.18.250.2", 6000, "relay"),
+            )
+            getattr(getattr(ice, "_connection"), "_nominated")[1] = pair
+            return before, aiortc_glue.nominated_pair(pc)
+        finally:
+            await pc.close()
+
+    try:
+        before, after = asyncio.run(scenario())
+    except AiortcGlueError as exc:
+        pytest.fail(str(exc))
+    assert before is None
+    assert after == CandidatePair("udp", "198.18.250.1", 5000, "host", "198.18.250.2", 6000, "relay")
+
+
+def test_a_moved_nominated_pair_fails_loudly() -> None:
+    class FakeIce:
+        _connection = object()  # no _nominated
+
+    class FakeDtls:
+        transport = FakeIce()
+
+    class FakeSctp:
+        transport = FakeDtls()
+
+    class FakePc:
+        sctp = FakeSctp()
+
+    with pytest.raises(AiortcGlueError) as info:
+        aiortc_glue.nominated_pair(FakePc())  # type: ignore[arg-type]
+    assert VERSIONS in str(info.value) and "aioice.Connection._nominated" in str(info.value)
+
+
+# -- SDP and stats ------------------------------------------------------------------------------
+
+
+def test_answer_codecs_parse_aiortc_sdp() -> None:
+    async def scenario() -> str:
+        pc = RTCPeerConnection()
+        try:
+            pc.addTransceiver("audio")
+            pc.addTransceiver("video")
+            offer = await pc.createOffer()
+            return offer.sdp
+        finally:
+            await pc.close()
+
+    codecs = aiortc_glue.answer_codecs(asyncio.run(scenario()))
+    assert codecs == {Kind.AUDIO: Codec("audio/opus", 48000), Kind.VIDEO: Codec("video/VP8", 90000)}, loudly(
+        "aiortc.sdp.SessionDescription"
+    )
+
+
+def test_read_stats_keeps_every_counter() -> None:
+    now = datetime.datetime(2025, 1, 1, tzinfo=datetime.UTC)
+    report = RTCStatsReport()
+    common: dict[str, Any] = {"timestamp": now, "ssrc": 7, "kind": "audio", "transportId": "t1"}
+    report.add(RTCOutboundRtpStreamStats(type="outbound-rtp", id="o", packetsSent=5, bytesSent=500, trackId="x", **common))
+    report.add(RTCInboundRtpStreamStats(type="inbound-rtp", id="i", packetsReceived=4, packetsLost=1, jitter=9, **common))
+    report.add(
+        RTCRemoteInboundRtpStreamStats(
+            type="remote-inbound-rtp", id="r", packetsReceived=3, packetsLost=2, jitter=8,
+            roundTripTime=0.01, fractionLost=0.5, **common,
+        )
+    )  # fmt: skip
+    report.add(
+        RTCTransportStats(
+            timestamp=now, type="transport", id="t1", packetsSent=10, packetsReceived=9,
+            bytesSent=1000, bytesReceived=900, iceRole="controlling", dtlsState="connected",
+        )
+    )  # fmt: skip
+    rtp, transports = aiortc_glue.read_stats(report)
+    by_type = {entry.type: entry for entry in rtp}
+    assert set(by_type) == {StatsType.OUTBOUND_RTP, StatsType.INBOUND_RTP, StatsType.REMOTE_INBOUND_RTP}
+    out = by_type[StatsType.OUTBOUND_RTP]
+    assert (out.packets_sent, out.bytes_sent, out.track_id, out.timestamp) == (5, 500, "x", now.timestamp())
+    inbound = by_type[StatsType.INBOUND_RTP]
+    assert (inbound.packets_received, inbound.packets_lost, inbound.jitter) == (4, 1, 9)
+    remote = by_type[StatsType.REMOTE_INBOUND_RTP]
+    assert (remote.round_trip_time, remote.fraction_lost, remote.packets_lost) == (0.01, 0.5, 2)
+    assert [(t.packets_sent, t.bytes_received, t.ice_role, t.dtls_state) for t in transports] == [
+        (10, 900, "controlling", "connected")
+    ]
