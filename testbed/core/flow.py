@@ -101,6 +101,14 @@ class Flow:
     bytes_orig: int = 0
     bytes_reply: int = 0
     fragments: int = 0
+    # Packets carrying data, per direction: TCP segments with payload that reach new sequence
+    # space (a retransmission counts as the packet it repeats), every other datagram. The
+    # handshake and pure ACKs are not data (``data_packet`` in docs/policy.md; H.24, I.26).
+    data_orig: int = 0
+    data_reply: int = 0
+    # Per direction, the sequence number just past the highest data seen (TCP), -1 before any.
+    data_end_orig: int = -1
+    data_end_reply: int = -1
     labels: set[str] = field(default_factory=set)
     sni: str | None = None
     alpn: list[str] = field(default_factory=list)
@@ -137,6 +145,28 @@ class Flow:
     @property
     def bytes(self) -> int:
         return self.bytes_orig + self.bytes_reply
+
+    def count_data(self, direction: Direction, packet: Packet) -> None:
+        """Count ``packet`` as a data packet of its direction if it is one (see ``data_orig``)."""
+        if packet.proto == 6:
+            n = len(packet.payload)
+            seq = packet.tcp_seq
+            if not n or seq is None:
+                return
+            original = direction is Direction.ORIGINAL
+            end = (seq + n) & 0xFFFFFFFF
+            last = self.data_end_orig if original else self.data_end_reply
+            # Serial-number arithmetic (RFC 1982): new data ends after the highest end seen.
+            if last >= 0 and not 0 < (end - last) & 0xFFFFFFFF < 0x80000000:
+                return
+            if original:
+                self.data_end_orig = end
+            else:
+                self.data_end_reply = end
+        if direction is Direction.ORIGINAL:
+            self.data_orig += 1
+        else:
+            self.data_reply += 1
 
     def count(self, direction: Direction, length: int, now: float) -> None:
         if direction is Direction.ORIGINAL:
