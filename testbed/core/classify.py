@@ -239,7 +239,7 @@ class Classifier:
             flow.packets_reply += 1
             flow.bytes_reply += packet.length
         flow.last_seen = now
-        if packet.payload or packet.proto != 6:
+        if packet.proto == 6 and packet.payload:
             flow.count_data(direction, packet)
         changed = self._on_new_flow(flow, packet, now) if new else False
         if flow.inspecting and packet.payload:
@@ -318,7 +318,8 @@ class Classifier:
         flow.count(direction, packet.length, now)
         flow.fragments += 1
         if packet.frag_offset == 0:
-            flow.count_data(direction, packet)  # the datagram, counted once at its head
+            if packet.proto == 6:
+                flow.count_data(direction, packet)
             self._frag_flows[fkey] = flow
             if len(self._frag_flows) > 1024:
                 self._frag_flows.popitem(last=False)

@@ -629,7 +629,7 @@ class MatchSpec(_Frozen):
     """1-based position of the packet in its flow, both directions counted."""
     data_packet: CountRange | None = None
     """The packet is the client's Nth data packet (1-based): TCP segments with payload (not the
-    handshake, pure ACKs or retransmissions), every UDP datagram; server packets never match."""
+    handshake, pure ACKs or retransmissions), every UDP packet; server packets never match."""
     flow_bytes: SizeRange | None = None
     """IP bytes of the flow so far, both directions, this packet included."""
     age: DurationRange | None = None

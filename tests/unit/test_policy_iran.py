@@ -28,6 +28,7 @@ from test_policy_support import (
 )
 
 from testbed.core.classify import Classifier
+from testbed.core.flow import Direction
 from testbed.core.packet import parse_ip
 from testbed.core.verdict import Action, Verdict
 
@@ -82,7 +83,8 @@ def test_sequence_wraparound_counts_as_new_data() -> None:
     c = Classifier()
     for i, seq in enumerate((0xFFFFFFF8, 0x00000000, 0x00000008)):
         c.observe(parse_ip(tcp(CALLER, 1, CALLEE, 80, seq=seq, payload=b"x" * 8)), i * 0.01)
-    assert next(iter(c.flows())).data_orig == 3
+    f = next(iter(c.flows()))
+    assert f.data_orig == f.data_packets(Direction.ORIGINAL) == 3
 
 
 def test_every_udp_datagram_is_a_data_packet() -> None:
@@ -91,7 +93,7 @@ def test_every_udp_datagram_is_a_data_packet() -> None:
         c.observe(parse_ip(udp(CALLER, 1, CALLEE, 53, b"")), i * 0.01)
         c.observe(parse_ip(udp(CALLEE, 53, CALLER, 1, b"x")), i * 0.01)
     f = next(iter(c.flows()))
-    assert (f.data_orig, f.data_reply) == (3, 3)
+    assert (f.data_packets(Direction.ORIGINAL), f.data_packets(Direction.REPLY)) == (3, 3)
 
 
 # --- the matcher ------------------------------------------------------------------------------

@@ -71,7 +71,7 @@ class PacketIndexMatch:
 class DataPacketMatch:
     """The packet is the client's Nth data packet, N in ``range`` (1-based): a client->server
     TCP segment with payload (a retransmission keeps the number of the packet it repeats), or
-    any client->server datagram. The handshake, pure ACKs and the server's packets never match.
+    any client->server packet of another transport (each IP fragment counts). The handshake, pure ACKs and the server's packets never match.
     Censors that judge a flow by its first data (Iran's protocol filter, H.24; the GFW's
     fully-encrypted-traffic check, I.26) count this way."""
 
@@ -80,15 +80,15 @@ class DataPacketMatch:
     def __call__(self, ctx: Context) -> bool:
         if ctx.direction is not ORIGINAL:
             return False
-        p = ctx.packet
-        if p.proto == 6 and not p.payload:
-            return False
-        return self.range.has(ctx.flow.data_orig)
+        f = ctx.flow
+        if ctx.packet.proto != 6:
+            return self.range.has(f.packets_orig)
+        return bool(ctx.packet.payload) and self.range.has(f.data_orig)
 
     def over(self, ctx: Context) -> bool:
         # The count only grows, and a packet that did not match at the top of the range cannot
         # be followed by one that does (a retransmission of it could, so wait one past it).
-        return self.range.hi is not None and ctx.flow.data_orig > self.range.hi
+        return self.range.hi is not None and ctx.flow.data_packets(ORIGINAL) > self.range.hi
 
 
 @dataclass(frozen=True, slots=True)
