@@ -26,7 +26,9 @@ from collections.abc import Callable, Iterator, Mapping
 from collections.abc import Set as AbstractSet
 from typing import Any, NamedTuple
 
+from testbed.core.dissect.dns import DnsMessage, parse_dns, parse_dns_tcp
 from testbed.core.dissect.dtls import DtlsHandshakeAssembler, parse_records
+from testbed.core.dissect.http import parse_request, parse_status_line
 from testbed.core.dissect.quic import (
     QuicCryptoAssembler,
     looks_like_client_initial,
@@ -107,7 +109,9 @@ _ORIGINAL = Direction.ORIGINAL
 _MEDIA_LABELS = frozenset({Label.RTP, Label.DTLS})
 
 # A flow already recognised as one of these is not re-read as OpenVPN.
-_NOT_OPENVPN = frozenset({Label.QUIC, Label.DTLS, Label.STUN, Label.TLS, Label.WIREGUARD, Label.RTP})
+_NOT_OPENVPN = frozenset(
+    {Label.QUIC, Label.DTLS, Label.STUN, Label.TLS, Label.WIREGUARD, Label.RTP, Label.HTTP, Label.DNS}
+)
 
 # Well-known server ports of the protocols we label (IANA registry), for port guesses only.
 _PORT_GUESSES: dict[tuple[int, int], str] = {
@@ -255,6 +259,8 @@ class Classifier:
             flow.packets_reply += 1
             flow.bytes_reply += packet.length
         flow.last_seen = now
+        if packet.proto == 6 and packet.payload:
+            flow.count_data(direction, packet)
         changed = self._on_new_flow(flow, packet, now) if new else False
         if flow.inspecting and packet.payload:
             try:
@@ -333,6 +339,8 @@ class Classifier:
         flow.count(direction, packet.length, now)
         flow.fragments += 1
         if packet.frag_offset == 0:
+            if packet.proto == 6:
+                flow.count_data(direction, packet)
             self._frag_flows[fkey] = flow
             if len(self._frag_flows) > 1024:
                 self._frag_flows.popitem(last=False)
@@ -424,6 +432,11 @@ class Classifier:
     ) -> None:
         b0 = payload[0]
         original = direction is Direction.ORIGINAL
+        if not flow.labels & PROTOCOL_LABELS or Label.DNS in flow.labels:
+            # A DNS message's first byte is its random ID, so it can fall in any of RFC 7983's
+            # ranges below; its header and question are strict enough to try first (dns.py).
+            if self._dns(flow, parse_dns(payload)):
+                return
         if (
             len(payload) >= 40
             and (flow.responder_port in _TG_REFLECTOR_PORTS or flow.initiator_port in _TG_REFLECTOR_PORTS)
@@ -686,6 +699,10 @@ class Classifier:
         firsts: set[bool] = st.setdefault("tcp_firsts", set())
         first_in_dir = original not in firsts
         firsts.add(original)
+        if self._http(flow, payload, st):
+            return
+        if first_in_dir and self._dns(flow, parse_dns_tcp(payload)):
+            return
         if (first_in_dir or "ovpn" in st) and self._openvpn(flow, payload, original, st, tcp=True):
             return
         b0 = payload[0]
@@ -700,6 +717,40 @@ class Classifier:
             ln = (payload[0] << 8) | payload[1]
             if 12 <= ln <= len(payload) - 2:
                 self._rtp(flow, payload[2 : 2 + ln], original, st)
+
+    def _http(self, flow: Flow, payload: bytes, st: dict[str, Any]) -> bool:
+        """An HTTP/1.x request or status line opening the segment (any port: the Iran filter
+        accepted HTTP on 53 and 443 too, H.24). The Host header is kept like an SNI, in
+        ``fingerprints["http_host"]``."""
+        if flow.labels & PROTOCOL_LABELS and Label.HTTP not in flow.labels:
+            return False
+        if payload[:5] == b"HTTP/":
+            # A status line: the reply, or all we see of a flow picked up mid-stream.
+            if parse_status_line(payload) is None:
+                return False
+            flow.labels.add(Label.HTTP)
+            return True
+        if not 0x43 <= payload[0] <= 0x54:  # the methods' first letters, C to T
+            return False
+        req = parse_request(payload)
+        if req is None:
+            return False
+        flow.labels.add(Label.HTTP)
+        if req.host is not None and "http_host" not in flow.fingerprints:
+            flow.fingerprints["http_host"] = req.host
+        # After CONNECT the tunnel's own protocol follows (TLS, usually): keep looking.
+        if req.method != "CONNECT":
+            st["done"] = True
+        return True
+
+    @staticmethod
+    def _dns(flow: Flow, msg: DnsMessage | None) -> bool:
+        if msg is None:
+            return False
+        flow.labels.add(Label.DNS)
+        if msg.qname and "dns_qname" not in flow.fingerprints:
+            flow.fingerprints["dns_qname"] = msg.qname[:255]
+        return True
 
     def _tls(self, flow: Flow, packet: Packet, original: bool, st: dict[str, Any]) -> bool:
         """TLS handshake over TCP; the ClientHello's sender is the client whoever sent the SYN."""

@@ -101,6 +101,16 @@ class Flow:
     bytes_orig: int = 0
     bytes_reply: int = 0
     fragments: int = 0
+    # TCP segments carrying data, per direction: with payload and reaching new sequence space
+    # (a retransmission counts as the segment it repeats); the handshake and pure ACKs are not
+    # data (``data_packet`` in docs/policy.md; H.24, I.26). For other transports every packet
+    # is a data packet: ``data_packets`` reads the packet counters, so the per-packet path of a
+    # media flow pays nothing for these.
+    data_orig: int = 0
+    data_reply: int = 0
+    # Per direction, the sequence number just past the highest data seen (TCP), -1 before any.
+    data_end_orig: int = -1
+    data_end_reply: int = -1
     labels: set[str] = field(default_factory=set)
     sni: str | None = None
     alpn: list[str] = field(default_factory=list)
@@ -137,6 +147,32 @@ class Flow:
     @property
     def bytes(self) -> int:
         return self.bytes_orig + self.bytes_reply
+
+    def data_packets(self, direction: Direction) -> int:
+        """Data packets so far in ``direction`` (see ``data_orig``)."""
+        original = direction is Direction.ORIGINAL
+        if self.key.proto != 6:
+            return self.packets_orig if original else self.packets_reply
+        return self.data_orig if original else self.data_reply
+
+    def count_data(self, direction: Direction, packet: Packet) -> None:
+        """Count a TCP ``packet`` as a data segment of its direction if it is one."""
+        n = len(packet.payload)
+        seq = packet.tcp_seq
+        if not n or seq is None:
+            return
+        original = direction is Direction.ORIGINAL
+        end = (seq + n) & 0xFFFFFFFF
+        last = self.data_end_orig if original else self.data_end_reply
+        # Serial-number arithmetic (RFC 1982): new data ends after the highest end seen.
+        if last >= 0 and not 0 < (end - last) & 0xFFFFFFFF < 0x80000000:
+            return
+        if original:
+            self.data_end_orig = end
+            self.data_orig += 1
+        else:
+            self.data_end_reply = end
+            self.data_reply += 1
 
     def count(self, direction: Direction, length: int, now: float) -> None:
         if direction is Direction.ORIGINAL:

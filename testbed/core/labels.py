@@ -34,6 +34,8 @@ class Label(enum.StrEnum):
     QUIC = "quic"
     WIREGUARD = "wireguard"
     OPENVPN = "openvpn"
+    HTTP = "http"  # an HTTP/1.x request or status line
+    DNS = "dns"  # a DNS message (RFC 1035), over UDP or TCP; mDNS too
     # applications
     WHATSAPP = "whatsapp"
     WHATSAPP_CALL = "whatsapp-call"
@@ -47,7 +49,7 @@ CALL_APP_LABELS = frozenset({Label.WHATSAPP_CALL, Label.TELEGRAM_CALL})
 PROTOCOL_LABELS = frozenset(
     {
         Label.STUN, Label.TURN, Label.DTLS, Label.RTP, Label.RTCP, Label.SRTP, Label.TLS,
-        Label.QUIC, Label.WIREGUARD, Label.OPENVPN,
+        Label.QUIC, Label.WIREGUARD, Label.OPENVPN, Label.HTTP, Label.DNS,
     }
 )  # fmt: skip
 

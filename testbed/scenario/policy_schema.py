@@ -670,6 +670,9 @@ class MatchSpec(_Frozen):
     """TCP/UDP payload length in bytes."""
     packet_index: CountRange | None = None
     """1-based position of the packet in its flow, both directions counted."""
+    data_packet: CountRange | None = None
+    """The packet is the client's Nth data packet (1-based): TCP segments with payload (not the
+    handshake, pure ACKs or retransmissions), every UDP packet; server packets never match."""
     flow_bytes: SizeRange | None = None
     """IP bytes of the flow so far, both directions, this packet included."""
     age: DurationRange | None = None
@@ -861,6 +864,9 @@ class BlockAfterSpec(_Frozen):
     duration: Duration = Field(alias="for")
     key: BlockKey = BlockKey.SERVER
     then: Then = Then.DROP
+    restart: bool = False
+    """Each new flow the block catches (a fresh connection to the blocked key) starts the
+    ``for`` period again, as the Iran protocol filter's 60 s did (H.24)."""
 
     @model_validator(mode="before")
     @classmethod

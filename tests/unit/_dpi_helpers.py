@@ -27,6 +27,9 @@ NDPI_TO_LABEL = {
     "QUIC": "quic",
     "WireGuard": "wireguard",
     "OpenVPN": "openvpn",
+    "DNS": "dns",
+    "MDNS": "dns",  # the same message format (RFC 6762)
+    "HTTP": "http",
     "WhatsAppCall": "whatsapp-call",
     "TelegramVoip": "telegram-call",
 }

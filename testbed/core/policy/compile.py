@@ -31,6 +31,7 @@ from testbed.core.policy.matchers.names import AlpnMatch, EchMatch, LabelsMatch,
 from testbed.core.policy.matchers.payload import BytesMatch
 from testbed.core.policy.matchers.progress import (
     AgeMatch,
+    DataPacketMatch,
     FlowBytesMatch,
     HandshakeMatch,
     PacketIndexMatch,
@@ -181,8 +182,8 @@ class _Compiler:
             dynamic.append(tm)
             if w.until is not None:
                 expiring.append(tm)
-        for rng_spec, cls in ((m.packet_index, PacketIndexMatch), (m.flow_bytes, FlowBytesMatch),
-                              (m.age, AgeMatch)):  # fmt: skip
+        for rng_spec, cls in ((m.packet_index, PacketIndexMatch), (m.data_packet, DataPacketMatch),
+                              (m.flow_bytes, FlowBytesMatch), (m.age, AgeMatch)):  # fmt: skip
             if rng_spec is not None:
                 pm = cls(_range(rng_spec))
                 dynamic.append(pm)
@@ -307,7 +308,7 @@ class _Compiler:
                 if residual_reject.with_ is RejectWith.REWRITE:
                     # A residual block catches new flows before any server reply: reset them.
                     residual_reject = _reject(_DEFAULT_REJECT_SPEC)
-            rule.residual = ResidualPlan(b.duration, ResidualKey(b.key.value), residual_reject)
+            rule.residual = ResidualPlan(b.duration, ResidualKey(b.key.value), residual_reject, b.restart)
         return rule
 
 

@@ -10,6 +10,11 @@ the flow and catches new ones. Keys:
 - ``pair``: the two addresses of the flow, any ports.
 
 Entries expire lazily on lookup; the table is bounded and evicts the oldest entry first.
+
+A block added with ``restart`` starts its period again whenever it catches the first packet of
+a new flow (a fresh connection to the blocked key): the Iran protocol filter's 60 s were reset
+by each new offending connection (censor-behaviors.md H.24), so a client that keeps retrying
+stays blocked. Retransmissions within one flow do not restart it.
 """
 
 from __future__ import annotations
@@ -37,10 +42,11 @@ class ResidualBlock:
     until: float
     rule: int  # index of the rule that triggered it
     reject: bool
+    restart: float | None = None  # the period a new flow caught by the block restarts
 
 
 class ResidualBlocks:
-    __slots__ = ("_d", "max_entries", "kinds", "evicted", "triggered")
+    __slots__ = ("_d", "max_entries", "kinds", "evicted", "triggered", "restarted")
 
     def __init__(self, max_entries: int) -> None:
         self._d: dict[_Key, ResidualBlock] = {}
@@ -48,11 +54,15 @@ class ResidualBlocks:
         self.kinds: set[ResidualKey] = set()
         self.evicted = 0
         self.triggered = 0
+        self.restarted = 0
 
     def __len__(self) -> int:
         return len(self._d)
 
-    def add(self, kind: ResidualKey, flow: Flow, until: float, rule: int, reject: bool) -> None:
+    def add(
+        self, kind: ResidualKey, flow: Flow, until: float, rule: int, reject: bool,
+        restart: float | None = None,
+    ) -> None:  # fmt: skip
         if kind is ResidualKey.SERVER:
             key: _Key = ("a", flow.responder_addr)
         elif kind is ResidualKey.TUPLE3:
@@ -67,7 +77,7 @@ class ResidualBlocks:
         while len(d) >= self.max_entries:
             del d[next(iter(d))]
             self.evicted += 1
-        d[key] = ResidualBlock(until, rule, reject)
+        d[key] = ResidualBlock(until, rule, reject, restart)
 
     def lookup(self, packet: Packet, flow: Flow, now: float) -> ResidualBlock | None:
         d = self._d
@@ -92,6 +102,12 @@ class ResidualBlocks:
             if block.until <= now:
                 del d[key]
                 continue
+            if block.restart is not None and flow.packets_orig + flow.packets_reply == 1:
+                # A new flow's first packet (counted by the classifier before the policy).
+                block = ResidualBlock(now + block.restart, block.rule, block.reject, block.restart)
+                del d[key]
+                d[key] = block  # renewed: to the back of the eviction order
+                self.restarted += 1
             return block
         return None
 

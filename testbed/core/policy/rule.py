@@ -71,6 +71,7 @@ class ResidualPlan:
     duration: float
     key: ResidualKey
     reject: RejectPlan | None  # None: silent drop
+    restart: bool = False  # a new flow caught by the block restarts it (H.24)
 
 
 def reject_verdict(plan: RejectPlan, packet: Packet, direction: Direction, rule: str) -> Verdict:

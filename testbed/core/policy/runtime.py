@@ -311,7 +311,8 @@ class RulePolicy:
             return
         rs.triggered = True
         reject = plan.reject is not None
-        self.residual.add(plan.key, ctx.flow, ctx.now + plan.duration, rule.index, reject)
+        restart = plan.duration if plan.restart else None
+        self.residual.add(plan.key, ctx.flow, ctx.now + plan.duration, rule.index, reject, restart)
         self.events.add(
             ctx.now, "block", rule.name, flow_name(ctx.flow),
             key=plan.key.value, duration_s=plan.duration, then="reject" if reject else "drop",

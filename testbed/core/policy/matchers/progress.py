@@ -1,19 +1,24 @@
-"""Per-packet and flow-progress matchers: sizes, packet index, bytes so far, age, handshake,
-and the run's time windows.
+"""Per-packet and flow-progress matchers: sizes, packet index, data packet index, bytes so far,
+age, handshake, and the run's time windows.
 
 Counts are the classifier's, taken before the policy sees the packet, so they include it:
-the first packet of a flow has index 1. Packets and bytes count both directions (E.13).
+the first packet of a flow has index 1. Packets and bytes count both directions (E.13); data
+packets count the client's only (H.24).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from testbed.core.flow import Direction
 from testbed.core.policy.state import Context
 from testbed.core.policy.window import TimeWindow
 
+ORIGINAL = Direction.ORIGINAL
+
 __all__ = [
     "AgeMatch",
+    "DataPacketMatch",
     "FlowBytesMatch",
     "HandshakeMatch",
     "PacketIndexMatch",
@@ -60,6 +65,30 @@ class PacketIndexMatch:
     def over(self, ctx: Context) -> bool:
         f = ctx.flow
         return self.range.hi is not None and f.packets_orig + f.packets_reply >= self.range.hi
+
+
+@dataclass(frozen=True, slots=True)
+class DataPacketMatch:
+    """The packet is the client's Nth data packet, N in ``range`` (1-based): a client->server
+    TCP segment with payload (a retransmission keeps the number of the packet it repeats), or
+    any client->server packet of another transport (each IP fragment counts). The handshake, pure ACKs and the server's packets never match.
+    Censors that judge a flow by its first data (Iran's protocol filter, H.24; the GFW's
+    fully-encrypted-traffic check, I.26) count this way."""
+
+    range: Range
+
+    def __call__(self, ctx: Context) -> bool:
+        if ctx.direction is not ORIGINAL:
+            return False
+        f = ctx.flow
+        if ctx.packet.proto != 6:
+            return self.range.has(f.packets_orig)
+        return bool(ctx.packet.payload) and self.range.has(f.data_orig)
+
+    def over(self, ctx: Context) -> bool:
+        # The count only grows, and a packet that did not match at the top of the range cannot
+        # be followed by one that does (a retransmission of it could, so wait one past it).
+        return self.range.hi is not None and ctx.flow.data_packets(ORIGINAL) > self.range.hi
 
 
 @dataclass(frozen=True, slots=True)
