@@ -94,8 +94,10 @@ async def serve(config: dict[str, Any]) -> int:
                 )
             kernel = firewall.queue_counters(queue_num)  # while the queue is still bound
         finally:
+            end = loop.time()
+            adapter.release_due(end)  # what is due leaves; the rest is dropped (close)
             adapter.close()
-        summary = engine.summary()
+        summary = engine.summary(now=end)
         summary["kernel"] = kernel
         summary["held_max"] = adapter.held_max
         summary["injected"] = adapter.injected
