@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import signal
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from testbed import __version__
 from testbed.errors import TestbedError, UsageError
@@ -129,6 +131,17 @@ def _cmd_up(args: argparse.Namespace) -> int:
 
     require_privileges()
     state = up(args.scenario, args.json)
+    try:
+        _print_up(state)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # `testbed up X | head -1`: the network is up and stays up, which is what the exit
+        # status reports; what the reader did not read is in state.json (`exec`, `down`).
+        _silence_stdout()
+    return 0
+
+
+def _print_up(state: dict[str, Any]) -> None:
     print(f"up: {state['scenario']} (run {state['run_id']})")
     for name, info in state["nodes"].items():
         side = f" ({info['side']})" if "side" in info else ""
@@ -137,7 +150,24 @@ def _cmd_up(args: argparse.Namespace) -> int:
         extra = f" names {', '.join(svc['names'])}, cert {svc['cert']}" if svc["kind"] in ("https", "quic") else ""
         print(f"  service {svc['kind']} on {svc['node']} {svc['address']}:{svc['port']}{extra}")
     print("run commands with `testbed exec NODE -- CMD...`; stop with `testbed down`")
-    return 0
+
+
+def _silence_stdout() -> None:
+    """The reader of stdout went away: send the rest (and the interpreter's final flush) to
+    /dev/null, so nothing more fails on it."""
+    streams = [sys.stdout]
+    try:
+        out, err = os.fstat(sys.stdout.fileno()), os.fstat(sys.stderr.fileno())
+        if (out.st_dev, out.st_ino) == (err.st_dev, err.st_ino):
+            streams.append(sys.stderr)  # `2>&1 | head`: the same pipe, gone as well
+    except (OSError, ValueError):
+        pass
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        for stream in streams:
+            os.dup2(devnull, stream.fileno())
+    finally:
+        os.close(devnull)
 
 
 def _cmd_exec(args: argparse.Namespace) -> int:
@@ -244,6 +274,34 @@ def _leaves(group: BaseExceptionGroup) -> list[BaseException]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """A reader of stdout that goes away (``testbed ... | head -1``) is no error of ours and
+    never a traceback. If the command had done its work (only printing was left: up, down,
+    clean, classify, --help), its own exit status stands; if a write failed while it was
+    working (a ``run`` printing each result), the work is cancelled and undone by the ordinary
+    unwinding, as after Ctrl-C, and the status is 141 (128 + SIGPIPE), as for a Unix tool that
+    SIGPIPE ended."""
+    try:
+        code = _main(argv)
+    except BrokenPipeError:
+        _silence_stdout()
+        return 128 + signal.SIGPIPE
+    except SystemExit:
+        # --help and --version print and exit inside argparse: flush before the interpreter
+        # does, where a failure would be printed as "Exception ignored".
+        _flush_stdout()
+        raise
+    _flush_stdout()
+    return code
+
+
+def _flush_stdout() -> None:
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        _silence_stdout()
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -253,12 +311,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.exit_code
     except BaseExceptionGroup as group:
         # Concurrent runs report failures as groups; show the errors we raised on purpose plainly.
+        if all(isinstance(e, BrokenPipeError) for e in _leaves(group)):
+            # The runs were cancelled and cleaned up on the way out.
+            raise BrokenPipeError("stdout") from None
         match, rest = group.split(TestbedError)
         if match is None or rest is not None:
             raise
         errors = [e for e in _leaves(match) if isinstance(e, TestbedError)]
-        for exc in errors:
-            print(f"testbed: error: {exc}", file=sys.stderr)
+        for err in errors:
+            print(f"testbed: error: {err}", file=sys.stderr)
         return max(e.exit_code for e in errors)
     except KeyboardInterrupt:
         cleaned = "; everything the run created was removed" if args.command == "run" else ""

@@ -39,12 +39,15 @@ UP_TIMEOUT_S = 60.0
 DOWN_TIMEOUT_S = 30.0
 
 
-def _state(loaded: LoadedScenario, run_id: str, plan: Any, services: list[Any]) -> dict[str, Any]:
+def _state(
+    loaded: LoadedScenario, run_id: str, plan: Any, services: list[Any], json_out: Path | None
+) -> dict[str, Any]:
     return {
         "run_id": run_id,
         "scenario": loaded.scenario.name,
         "file": str(loaded.path),
         "supervisor_pid": os.getpid(),
+        "json_out": str(json_out) if json_out is not None else None,
         "nodes": {
             "censor": {"netns": plan.censor_netns, "addresses": [n.censor_address for n in plan.nodes]},
             **{
@@ -62,31 +65,53 @@ def _state(loaded: LoadedScenario, run_id: str, plan: Any, services: list[Any]) 
 
 
 async def hold(loaded: LoadedScenario, on_ready: Callable[[dict[str, Any]], None], json_out: Path | None) -> None:
-    """Bring the scenario's network up, report it, and hold it until cancelled or the censor dies."""
+    """Bring the scenario's network up, report it, and hold it until cancelled or the censor dies.
+
+    With ``json_out``, once the network was up the file is always written when it goes down:
+    ``{"run_id", "censor"}`` with the censor's counters, or ``{"run_id", "error"}`` saying why
+    there are none; `down` checks which (never an old file or none behind a success message)."""
     scenario = loaded.scenario
     run_id = new_run_id()
     censor_summary: dict[str, Any] | None = None
-    try:
-        async with contextlib.AsyncExitStack() as stack:
-            workdir = stack.enter_context(registered_run(run_id, purpose="up"))
-            plan = plan_topology(scenario, run_id)
-            policy = checked_policy_config(scenario, plan, loaded.path, scenario.seed)
-            await stack.enter_async_context(build_topology(plan))
-            censor = await stack.enter_async_context(
-                running_censor(plan, scenario.censor, workdir, seed=scenario.seed, policy=policy)
-            )
-            services = await stack.enter_async_context(running_services(plan, scenario, workdir))
-            state = _state(loaded, run_id, plan, services)
-            (workdir / "state.json").write_text(json.dumps(state, indent=2))
-            on_ready(state)
-            try:
-                await censor.watch()
-            except asyncio.CancelledError:
-                censor_summary = await asyncio.shield(censor.stop())
-                raise
-    finally:
-        if json_out is not None and censor_summary is not None:
-            json_out.write_text(json.dumps({"run_id": run_id, "censor": censor_summary}, indent=2) + "\n")
+    ready = False
+
+    def write_json_out(_type: Any, exc: BaseException | None, _tb: Any) -> None:
+        if json_out is None or not ready:
+            return
+        doc: dict[str, Any] = {"run_id": run_id}
+        if censor_summary is not None:
+            doc["censor"] = censor_summary
+        elif isinstance(exc, TestbedError):
+            doc["error"] = str(exc)
+        elif exc is not None and not isinstance(exc, asyncio.CancelledError):
+            doc["error"] = f"{type(exc).__name__}: {exc}"
+        else:
+            doc["error"] = "the session ended before the censor's counters were read"
+        tmp = json_out.with_name(f".{json_out.name}.{run_id}.tmp")
+        tmp.write_text(json.dumps(doc, indent=2) + "\n")
+        tmp.replace(json_out)
+
+    async with contextlib.AsyncExitStack() as stack:
+        workdir = stack.enter_context(registered_run(run_id, purpose="up"))
+        # Pushed right after the run directory, so it runs after everything else is undone but
+        # before the directory goes: `down` waits for the directory to go, then reads the file.
+        stack.push(write_json_out)
+        plan = plan_topology(scenario, run_id)
+        policy = checked_policy_config(scenario, plan, loaded.path, scenario.seed)
+        await stack.enter_async_context(build_topology(plan))
+        censor = await stack.enter_async_context(
+            running_censor(plan, scenario.censor, workdir, seed=scenario.seed, policy=policy)
+        )
+        services = await stack.enter_async_context(running_services(plan, scenario, workdir))
+        state = _state(loaded, run_id, plan, services, json_out)
+        (workdir / "state.json").write_text(json.dumps(state, indent=2))
+        on_ready(state)
+        ready = True
+        try:
+            await censor.watch()
+        except asyncio.CancelledError:
+            censor_summary = await asyncio.shield(censor.stop())
+            raise
 
 
 def supervise(scenario_path: str, notify_fd: int, json_out: str | None) -> int:
@@ -103,7 +128,7 @@ def supervise(scenario_path: str, notify_fd: int, json_out: str | None) -> int:
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, task.cancel)
         loop.add_signal_handler(signal.SIGINT, task.cancel)
-        await hold(load_scenario(scenario_path), on_ready, Path(json_out) if json_out else None)
+        await hold(load_scenario(scenario_path, idle_ok=True), on_ready, Path(json_out) if json_out else None)
 
     try:
         asyncio.run(main())
@@ -121,7 +146,9 @@ def supervise(scenario_path: str, notify_fd: int, json_out: str | None) -> int:
 
 def up(scenario_path: str, json_out: str | None) -> dict[str, Any]:
     """Start a supervisor for the scenario and wait until it is ready; returns its state."""
-    load_scenario(scenario_path)  # validate here, so errors come back as file:line at once
+    # Validate here, so errors come back as file:line at once. No call or probe is needed: the
+    # network is for the user's own tools (calls and probes are not run by `up` anyway).
+    load_scenario(scenario_path, idle_ok=True)
     read_fd, write_fd = os.pipe()
     log = open(os.devnull, "wb")  # noqa: SIM115 - handed to the child
     argv = [sys.executable, "-m", "testbed.session", str(Path(scenario_path).resolve()), str(write_fd)]
@@ -155,7 +182,7 @@ def _read_line_with_timeout(r: Any, timeout_s: float) -> str:
 
 
 def live_sessions() -> list[dict[str, Any]]:
-    out = []
+    out: list[dict[str, Any]] = []
     if not names.RUN_ROOT.is_dir():
         return out
     for d in sorted(names.RUN_ROOT.iterdir()):
@@ -208,10 +235,22 @@ def exec_in_node(node: str, argv: list[str], run_id: str | None) -> int:
     return 127  # not reached
 
 
+def _file_identity(path: Path) -> tuple[int, int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino, st.st_mtime_ns)
+
+
 def down(run_id: str | None) -> str:
+    """Stop the session; with ``up --json FILE``, raise RunError unless FILE now holds the
+    censor's counters (after the network is removed all the same)."""
     session = find_session(run_id)
-    rid = session["run_id"]
+    rid = str(session["run_id"])
     pid = int(session["supervisor_pid"])
+    json_out = Path(session["json_out"]) if session.get("json_out") else None
+    before = _file_identity(json_out) if json_out is not None else None
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + DOWN_TIMEOUT_S
@@ -224,7 +263,27 @@ def down(run_id: str | None) -> str:
             os.kill(pid, signal.SIGKILL)
         time.sleep(0.2)
         clean(run_id=rid)
+    if json_out is not None:
+        _check_json_out(rid, json_out, before)
     return rid
+
+
+def _check_json_out(rid: str, json_out: Path, before: tuple[int, int, int] | None) -> None:
+    # The supervisor replaces the file (a new inode) when it stops; the same identity as before
+    # means it never got that far (it was killed), so whatever is there is not this run's.
+    problem = None
+    if _file_identity(json_out) in (None, before):
+        problem = "the session's supervisor ended without writing it (killed?)"
+    else:
+        try:
+            doc = json.loads(json_out.read_text())
+        except (OSError, ValueError) as exc:
+            problem = f"it cannot be read: {exc}"
+        else:
+            if not isinstance(doc, dict) or doc.get("run_id") != rid or "censor" not in doc:
+                problem = str(doc.get("error") if isinstance(doc, dict) else None) or "it holds no counters"
+    if problem is not None:
+        raise RunError(f"run {rid} removed, but the censor's counters are not in {json_out}: {problem}")
 
 
 if __name__ == "__main__":

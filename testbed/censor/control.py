@@ -18,6 +18,39 @@ from testbed.scenario.model import CensorSpec
 
 READY_TIMEOUT_S = 20.0
 STOP_TIMEOUT_S = 10.0
+# The censor's stdout lines are short (the final summary comes through a file); a longer line is
+# cut at this length and kept as output text rather than ending the run.
+MAX_LINE_BYTES = 1 << 20
+
+
+async def bounded_lines(stream: asyncio.StreamReader, max_bytes: int = MAX_LINE_BYTES) -> AsyncIterator[bytes]:
+    """The stream's lines, each cut to ``max_bytes`` (the rest of a longer line is skipped):
+    ``async for line in stream`` raises on a line over the reader's 64 KiB limit instead."""
+    buf = bytearray()
+    skipping = False
+    while True:
+        chunk = await stream.read(65536)
+        if not chunk:
+            if buf and not skipping:
+                yield bytes(buf)
+            return
+        start = 0
+        while True:
+            nl = chunk.find(b"\n", start)
+            piece = chunk[start:] if nl < 0 else chunk[start : nl + 1]
+            if not skipping:
+                buf += piece[: max_bytes - len(buf)]
+                if nl < 0 and len(buf) >= max_bytes:
+                    yield bytes(buf)
+                    buf.clear()
+                    skipping = True
+            if nl < 0:
+                break
+            if not skipping:
+                yield bytes(buf)
+            buf.clear()
+            skipping = False
+            start = nl + 1
 
 
 class CensorHandle:
@@ -34,7 +67,7 @@ class CensorHandle:
 
     async def read_stdout(self) -> None:
         assert self.proc.stdout is not None
-        async for raw in self.proc.stdout:
+        async for raw in bounded_lines(self.proc.stdout):
             try:
                 msg = json.loads(raw)
             except ValueError:
@@ -47,12 +80,19 @@ class CensorHandle:
             elif event == "stats":
                 self.last_stats = msg
             elif event == "final":
-                self.final = msg.get("censor")
                 self.final_error = msg.get("error")
+                self.final = self._read_final(msg)
+
+    def _read_final(self, msg: dict[str, Any]) -> dict[str, Any] | None:
+        try:
+            return dict(json.loads(Path(str(msg.get("file"))).read_text()))
+        except (OSError, ValueError, TypeError) as exc:
+            self.stderr_tail.append(f"cannot read the censor's summary: {exc}")
+            return None
 
     async def read_stderr(self) -> None:
         assert self.proc.stderr is not None
-        async for raw in self.proc.stderr:
+        async for raw in bounded_lines(self.proc.stderr, 4096):
             self.stderr_tail.append(raw.decode(errors="replace").rstrip())
 
     def _died(self, while_: str) -> CensorError:
@@ -73,6 +113,9 @@ class CensorHandle:
     async def stop(self) -> dict[str, Any]:
         self.stopping = True
         await terminate(self.proc, STOP_TIMEOUT_S)
+        if self.proc.returncode == 0 and self.final is None:
+            tail = "\n    ".join(self.stderr_tail) or "(no output)"
+            raise CensorError(f"the censor stopped without its summary (its counters are lost):\n    {tail}")
         if self.proc.returncode != 0 or self.final is None:
             raise self._died("while stopping")
         if self.final_error:
@@ -94,6 +137,7 @@ async def running_censor(
         "max_flows": spec.max_flows,
         "reassemble_tls": spec.reassemble_tls,
         "seed": seed,
+        "final_path": str(workdir / "censor-final.json"),
     }
     cfg_path = workdir / "censor.json"
     cfg_path.write_text(json.dumps(config))

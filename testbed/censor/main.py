@@ -1,11 +1,15 @@
 """The censor process: ``python -m testbed.censor.main CONFIG.json``, run inside the censor namespace.
 
 It is started by the runner through ``testbed.net.nsexec`` (so it is already in its namespace and
-dies with the runner), and speaks to the runner with one JSON object per line on stdout:
+dies with the runner), and speaks to the runner with one short JSON object per line on stdout:
 
     {"event": "ready", ...}          rules installed and queue bound: traffic may start
     {"event": "stats", ...}          every second: packets, bytes, flows, held packets
-    {"event": "final", "censor": {...}}   after SIGTERM: the ``censor`` section of the result
+    {"event": "final", "file": F}    after SIGTERM: the ``censor`` section of the result is in F
+
+The summary goes through a file (``final_path`` in the config, in the run directory) because it
+grows with flows, rules and events, and a pipe read line by line has a line limit; the line only
+says where it is.
 
 Anything that goes wrong is written to stderr and the process exits non-zero; since the queue is
 bound without bypass, the kernel then drops forwarded traffic (fail closed) and the runner ends
@@ -91,19 +95,30 @@ async def serve(config: dict[str, Any]) -> int:
                 )
             kernel = firewall.queue_counters(queue_num)  # while the queue is still bound
         finally:
+            end = loop.time()
+            adapter.release_due(end)  # what is due leaves; the rest is dropped (close)
             adapter.close()
-        summary = engine.summary()
+        summary = engine.summary(now=end)
         summary["kernel"] = kernel
         summary["held_max"] = adapter.held_max
         summary["injected"] = adapter.injected
         summary["inject_errors"] = adapter.inject_errors
+    final_path = Path(config["final_path"])
+    write_final(final_path, summary)
     if fatal:
         exc = fatal[0]
         print(f"censor engine failed: {type(exc).__name__}: {exc}", file=sys.stderr)
-        emit("final", censor=summary, error=f"{type(exc).__name__}: {exc}")
+        emit("final", file=str(final_path), error=f"{type(exc).__name__}: {exc}")
         return 3
-    emit("final", censor=summary)
+    emit("final", file=str(final_path))
     return 0
+
+
+def write_final(path: Path, summary: dict[str, Any]) -> None:
+    # Written whole, then renamed: the runner never reads half a summary.
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(summary, separators=(",", ":")))
+    tmp.replace(path)
 
 
 def main(argv: list[str]) -> int:

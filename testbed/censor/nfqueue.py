@@ -11,8 +11,10 @@ uninspected; an exception from the engine stops the censor rather than being log
 from __future__ import annotations
 
 import asyncio
+import heapq
 import socket
 from collections.abc import Callable
+from typing import Protocol
 
 from netfilterqueue import NetfilterQueue
 from netfilterqueue import Packet as NfqPacket
@@ -25,7 +27,26 @@ from testbed.core.verdict import Action, Verdict
 _PER_PACKET_SOCK_BYTES = 2048
 
 
+class Timer(Protocol):
+    def cancel(self) -> None: ...
+
+
+class Clock(Protocol):
+    """What the adapter needs of the event loop to hold packets (a fake in the unit tests)."""
+
+    def time(self) -> float: ...
+
+    def call_at(self, when: float, callback: Callable[[int], object], hold_id: int, /) -> Timer: ...
+
+
 class QueueAdapter:
+    """Invariant: the adapter holds at most the policy's ``max_held`` packets. The policy counts
+    a held packet as gone at its release time; a timer fires later than that (one
+    ``run(block=False)`` drains a whole batch of packets before any timer can run, and a busy
+    loop runs timers late), so before each packet reaches the engine, every held packet due by
+    then is released here. That also keeps a flow's order: a packet accepted at once never
+    overtakes an earlier one of its flow whose hold is over but whose timer has not fired."""
+
     def __init__(
         self,
         engine: CensorEngine,
@@ -33,15 +54,18 @@ class QueueAdapter:
         queue_num: int,
         max_len: int,
         on_fatal: Callable[[BaseException], None],
+        clock: Clock | None = None,
     ) -> None:
         self.engine = engine
         self.queue_num = queue_num
         self.max_len = max_len
         self.on_fatal = on_fatal
         self._loop = asyncio.get_running_loop()
+        self._clock: Clock = clock if clock is not None else self._loop
         self._nfq: NetfilterQueue | None = None
         self._fd: int | None = None
-        self._held: dict[int, tuple[NfqPacket, asyncio.TimerHandle]] = {}
+        self._held: dict[int, tuple[NfqPacket, Timer]] = {}
+        self._due: list[tuple[float, int]] = []  # (release time, hold id), a min-heap
         self._next_hold_id = 0
         self.held_max = 0
         self.injected = 0
@@ -70,6 +94,7 @@ class QueueAdapter:
             timer.cancel()
             pkt.drop()
         self._held.clear()
+        self._due.clear()
         if self._nfq is not None:
             self._nfq.unbind()
             self._nfq = None
@@ -116,8 +141,20 @@ class QueueAdapter:
                 self._fd = None
             self.on_fatal(exc)
 
+    def release_due(self, now: float) -> None:
+        """Release, in order of release time, every held packet due by ``now``."""
+        due = self._due
+        while due and due[0][0] <= now:
+            _, hold_id = heapq.heappop(due)
+            entry = self._held.pop(hold_id, None)
+            if entry is not None:  # else its timer released it already
+                entry[1].cancel()
+                entry[0].accept()
+
     def _on_packet(self, pkt: NfqPacket) -> None:
-        verdict: Verdict = self.engine.handle(pkt.get_payload(), self._loop.time())
+        now = self._clock.time()
+        self.release_due(now)
+        verdict: Verdict = self.engine.handle(pkt.get_payload(), now)
         action = verdict.action
         if verdict.inject:
             for data in verdict.inject:
@@ -133,8 +170,9 @@ class QueueAdapter:
             pkt.retain()
             hold_id = self._next_hold_id
             self._next_hold_id += 1
-            timer = self._loop.call_at(verdict.until, self._release, hold_id)
+            timer = self._clock.call_at(verdict.until, self._release, hold_id)
             self._held[hold_id] = (pkt, timer)
+            heapq.heappush(self._due, (verdict.until, hold_id))
             self.held_max = max(self.held_max, len(self._held))
         else:
             # REJECT: the packet itself goes no further; the policy put the RST / ICMP error it
@@ -145,3 +183,8 @@ class QueueAdapter:
         entry = self._held.pop(hold_id, None)
         if entry is not None:
             entry[0].accept()
+        # Its heap entry goes when it comes to the top; drop settled ones now and then so the
+        # heap stays as small as what is held.
+        if len(self._due) > 2 * len(self._held) + 64:
+            self._due = [e for e in self._due if e[1] in self._held]
+            heapq.heapify(self._due)

@@ -43,6 +43,10 @@ class EngineStats:
 # Flows that ended mid-run (idle timeout, eviction) are kept as report records up to this many;
 # beyond it they are only counted, so a censor under a flood of flows stays bounded in memory.
 MAX_ENDED_RECORDS = 10_000
+# Flows listed in the summary (the result's ``censor.flows``): a record is ~0.5 KB of JSON, so this
+# keeps a result file, its HTML flows table and the runner's memory small however many flows a
+# probe or a scan opened; the rest are counted in ``flows_omitted`` (docs/reports.md).
+MAX_SUMMARY_FLOWS = 1_000
 
 
 class CensorEngine:
@@ -53,12 +57,14 @@ class CensorEngine:
         *,
         start: float = 0.0,
         max_ended_records: int = MAX_ENDED_RECORDS,
+        max_summary_flows: int = MAX_SUMMARY_FLOWS,
     ) -> None:
         self.classifier = classifier
         self.policy: Policy = policy if policy is not None else AcceptAll()
         self.start = start
         self.stats = EngineStats()
         self.max_ended_records = max_ended_records
+        self.max_summary_flows = max_summary_flows
         self._ended: list[dict[str, Any]] = []
         self.ended_omitted = 0
         classifier.on_flow_end = self._flow_ended
@@ -93,9 +99,17 @@ class CensorEngine:
         counts[action] += 1
         return verdict
 
-    def summary(self) -> dict[str, Any]:
-        """The ``censor`` section of a scenario result (JSON-ready)."""
+    def summary(self, now: float | None = None) -> dict[str, Any]:
+        """The ``censor`` section of a scenario result (JSON-ready), bounded whatever the traffic:
+        at most ``max_summary_flows`` flow records, the most telling ones (a rule matched them,
+        then the most bytes), listed in order of first packet; ``flows_total`` counts every flow
+        seen and ``flows_omitted`` those not listed. ``now`` (the end of the run) brings the
+        policy's held-packet count up to date."""
         flows = self._ended + [self.flow_record(f) for f in self.classifier.flows()]
+        total = len(flows) + self.ended_omitted
+        if len(flows) > self.max_summary_flows:
+            flows.sort(key=lambda r: (r.get("rule") is None, -r["bytes"], r["first_seen_s"]))
+            del flows[self.max_summary_flows :]
         flows.sort(key=lambda r: (r["first_seen_s"], r["initiator"]))
         out: dict[str, Any] = {
             "packets": self.stats.packets,
@@ -103,11 +117,12 @@ class CensorEngine:
             "malformed": self.stats.malformed,
             "actions": {a.value: n for a, n in self.stats.actions.items()},
             "flows": flows,
-            "flows_omitted": self.ended_omitted,
+            "flows_total": total,
+            "flows_omitted": total - len(flows),
         }
         policy_summary = getattr(self.policy, "summary", None)
         if callable(policy_summary):
-            out.update(policy_summary())
+            out.update(policy_summary() if now is None else policy_summary(now))
         return out
 
     def flow_record(self, flow: Flow) -> dict[str, Any]:

@@ -101,12 +101,18 @@ def _rules_line(censor: Mapping[str, Any]) -> str | None:
     return f"{INDENT}rules: " + "; ".join(parts) if parts else None
 
 
+def _flow_count(censor: Mapping[str, Any]) -> int:
+    # `flows` lists at most a bounded number (docs/reports.md); `flows_total` counts them all.
+    total = censor.get("flows_total")
+    return total if isinstance(total, int) else len(censor.get("flows") or [])
+
+
 def _censor_line(censor: Mapping[str, Any]) -> str | None:
     if not censor:
         return None
     line = (
         f"{INDENT}censor: {censor.get('packets', 0)} packets, {censor.get('bytes', 0)} bytes, "
-        f"{len(censor.get('flows') or [])} flows"
+        f"{_flow_count(censor)} flows"
     )
     actions = censor.get("actions")
     if isinstance(actions, Mapping):

@@ -23,7 +23,8 @@ class LoadedScenario:
     scenario: Scenario
 
 
-def load_scenario(path: str | Path) -> LoadedScenario:
+def load_scenario(path: str | Path, *, idle_ok: bool = False) -> LoadedScenario:
+    """``idle_ok``: accept a scenario with no call or probe (``testbed up``)."""
     path = Path(path)
     file = str(path)
     try:
@@ -36,10 +37,10 @@ def load_scenario(path: str | Path) -> LoadedScenario:
         raise ScenarioError(f"not UTF-8 text (byte {exc.start})", file=file) from None
     except OSError as exc:
         raise ScenarioError(f"cannot read: {exc.strerror}", file=file) from None
-    return LoadedScenario(path, parse_scenario(text, file))
+    return LoadedScenario(path, parse_scenario(text, file, idle_ok=idle_ok))
 
 
-def parse_scenario(text: str, file: str = "<scenario>") -> Scenario:
+def parse_scenario(text: str, file: str = "<scenario>", *, idle_ok: bool = False) -> Scenario:
     data, smap = load_yaml(text, file)
     if not isinstance(data, dict):
         raise ScenarioError(
@@ -48,7 +49,7 @@ def parse_scenario(text: str, file: str = "<scenario>") -> Scenario:
             line=1,
         )
     try:
-        scenario = Scenario.model_validate(data, context={"defer_references": True})
+        scenario = Scenario.model_validate(data, context={"defer_references": True, "idle_ok": idle_ok})
     except ValidationError as exc:
         raise _translate(exc, data, smap) from None
     problems = reference_problems(scenario)

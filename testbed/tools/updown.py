@@ -130,10 +130,14 @@ class Session:
                 proc.communicate(timeout=5)
         self.procs.clear()
         if self.censor is None:
-            subprocess.run([*testbed_cmd(), "down", "--run", self.run_id], capture_output=True, text=True, timeout=60, check=False)
-            with contextlib.suppress(OSError, ValueError):
-                self.censor = json.loads(self.json_out.read_text())["censor"]
-        return self.censor or {}
+            done = subprocess.run(
+                [*testbed_cmd(), "down", "--run", self.run_id], capture_output=True, text=True, timeout=60, check=False
+            )
+            if done.returncode != 0:
+                # `down` exits non-zero when the counters were not written (it says why).
+                raise RuntimeError(f"testbed down --run {self.run_id} failed ({done.returncode}): {done.stderr.strip()}")
+            self.censor = dict(json.loads(self.json_out.read_text())["censor"])
+        return self.censor
 
 
 @contextlib.contextmanager

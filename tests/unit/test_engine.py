@@ -103,3 +103,38 @@ def test_ended_flows_are_reported_and_bounded() -> None:
     assert s["flows_omitted"] == 1
     ended = [f for f in s["flows"] if f.get("ended")]
     assert ended and ended[0]["ended"] == "evicted" and ended[0]["packets"] == 1
+
+
+class FakeRulePolicy:
+    """Accepts everything; says a rule matched the flows to ``hit_ports``."""
+
+    def __init__(self, hit_ports: set[int]) -> None:
+        self.hit_ports = hit_ports
+
+    def decide(self, packet: object, obs: object, now: float) -> Verdict:
+        return ACCEPT
+
+    def flow_record(self, flow: object) -> dict[str, object]:
+        port = int(getattr(flow, "responder_port"))
+        return {"rule": "hit" if port in self.hit_ports else None}
+
+
+def test_summary_lists_a_bounded_number_of_flows_the_telling_ones_first() -> None:
+    # 250 single-packet flows (a probe that sends one datagram to each of 250 ports): the
+    # summary keeps the flows a rule matched, then the biggest, and counts the rest.
+    engine = CensorEngine(Classifier(), FakeRulePolicy({20003, 20007}), max_summary_flows=5)  # type: ignore[arg-type]
+    for i in range(250):
+        engine.handle(_ipv4_udp("198.18.1.2", 40000, "198.18.2.2", 20000 + i, b"x" * (10 + i)), i * 0.001)
+    s = engine.summary()
+    ports = [int(f["endpoints"][1].rsplit(":", 1)[1]) for f in s["flows"]]
+    assert ports == [20003, 20007, 20247, 20248, 20249]  # in order of first packet
+    assert s["flows_total"] == 250 and s["flows_omitted"] == 245
+    assert s["packets"] == 250  # the totals still count every packet
+
+
+def test_summary_below_the_bound_lists_every_flow() -> None:
+    engine = CensorEngine(Classifier())
+    for i in range(250):
+        engine.handle(_ipv4_udp("198.18.1.2", 40000, "198.18.2.2", 20000 + i, b"x"), i * 0.001)
+    s = engine.summary()
+    assert len(s["flows"]) == 250 and s["flows_total"] == 250 and s["flows_omitted"] == 0

@@ -156,3 +156,10 @@ def test_tick_redraws_only_live_boards() -> None:
 
     assert asyncio.run(run(live=True)).endswith("\x1b[1F\x1b[J  ..  a    3.0 s  starting\n")
     assert asyncio.run(run(live=False)) == ""
+
+
+def test_censor_line_counts_every_flow_not_only_those_listed() -> None:
+    from testbed.report.console import _censor_line
+
+    censor = {"packets": 5000, "bytes": 1, "flows": [{}] * 1000, "flows_total": 5000, "flows_omitted": 4000}
+    assert "5000 flows" in (_censor_line(censor) or "")

@@ -95,6 +95,16 @@ def test_missing_required_key() -> None:
 def test_no_calls_and_no_probes() -> None:
     err = _error("name: x\ncalls: []\n")
     assert "at least one call or probe" in str(err)
+    assert "testbed up" in str(err)  # says where a scenario with nothing to run is fine
+
+
+def test_up_takes_a_scenario_with_nothing_to_run() -> None:
+    # `testbed up` is for the user's own tools: a network and a censor, no call, no probe.
+    from testbed.scenario.loader import parse_scenario
+
+    scenario = parse_scenario("name: x\ncensor:\n  rules:\n    - {name: d, action: drop}\n", idle_ok=True)
+    assert scenario.calls == () and scenario.probes == ()
+    assert sorted(scenario.nodes) == ["callee", "caller"]
 
 
 def test_unknown_node_reference() -> None:

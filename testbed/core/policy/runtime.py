@@ -161,7 +161,11 @@ class RulePolicy:
 
     def summary(self, now: float | None = None) -> dict[str, Any]:
         """The policy part of the result's ``censor`` section (JSON-ready). Its keys are merged
-        into the engine's summary, so none of them may be one of the engine's (``flows``...)."""
+        into the engine's summary, so none of them may be one of the engine's (``flows``...).
+        ``now`` (the end of the run) retires the held packets released by then, so ``held.now``
+        is the count at that moment, not at the last hold."""
+        if now is not None:
+            self._release_due(now)
         out: dict[str, Any] = {
             "seed": self.seed,
             "rules": [
@@ -265,9 +269,7 @@ class RulePolicy:
             until = last + ORDER_EPS
         name = rule.name if rule is not None else None
         if until > now:
-            held = self._held
-            while held and held[0] <= now:
-                heapq.heappop(held)
+            held = self._release_due(now)
             if len(held) >= self.max_held:
                 # Better a counted drop here than the kernel's silent one (docs/policy.md).
                 c.drop("queue-full")
@@ -288,6 +290,15 @@ class RulePolicy:
         if rule is None:
             return self._accept_default
         return self._accept_by[rule.index]
+
+    def _release_due(self, now: float) -> list[float]:
+        """Forget the held packets due by ``now``: the adapter releases every packet whose time
+        has come before it hands over the next one (testbed/censor/nfqueue.py), so what is
+        left is exactly what it holds."""
+        held = self._held
+        while held and held[0] <= now:
+            heapq.heappop(held)
+        return held
 
     def _first_match(self, rule: CompiledRule, ctx: Context) -> RuleFlowState:
         flow = ctx.flow
