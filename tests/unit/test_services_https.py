@@ -11,12 +11,16 @@ import socket
 import ssl
 import subprocess
 import sys
+import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from testbed.errors import ScenarioError
+from testbed.scenario.loader import parse_scenario
+from testbed.services import ready
 from testbed.services.certs import make_certificate
 from testbed.services.routes import RouteKind, route
 
@@ -214,3 +218,87 @@ def test_bad_arguments_exit_2(argv: list[str]) -> None:
     proc = subprocess.run([sys.executable, "-m", "testbed.services.https", *argv], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2, proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+# testbed.services.ready: the check the runner makes before it trusts a service (coturn).
+
+
+def _stun_responder(sock: socket.socket, stop: threading.Event) -> None:
+    sock.settimeout(0.1)
+    while not stop.is_set():
+        try:
+            data, peer = sock.recvfrom(2048)
+        except TimeoutError:
+            continue
+        # A Binding success response (0x0101) with the request's cookie and transaction id.
+        sock.sendto(b"\x01\x01\x00\x00" + data[4:20], peer)
+
+
+def test_ready_passes_only_once_the_service_answers() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp, socket.socket() as tcp:
+        udp.bind(("127.0.0.1", 0))
+        tcp.bind(("127.0.0.1", 0))
+        tcp.listen()  # accepts connections, but never answers STUN
+        udp_port, tcp_port = udp.getsockname()[1], tcp.getsockname()[1]
+        checks = [ready.parse_check(f"stun-udp:127.0.0.1:{udp_port}"), ready.parse_check(f"tcp:127.0.0.1:{tcp_port}")]
+        silent = ready.parse_check(f"stun-tcp:127.0.0.1:{tcp_port}")
+        # Bound but not answering: not ready (a socket is not a service).
+        assert ready.wait_ready([checks[0], silent], timeout_s=0.5) == [checks[0], silent]
+        stop = threading.Event()
+        worker = threading.Thread(target=_stun_responder, args=(udp, stop))
+        worker.start()
+        try:
+            assert ready.wait_ready(checks, timeout_s=CLIENT_TIMEOUT_S) == []
+            assert ready.wait_ready([silent], timeout_s=0.5) == [silent]
+        finally:
+            stop.set()
+            worker.join()
+
+
+def test_ready_binding_response_must_match_the_request() -> None:
+    tid = b"\x07" * 12
+    request = ready.binding_request(tid)
+    assert len(request) == 20 and request[4:8] == b"\x21\x12\xa4\x42"
+    assert ready.is_binding_success(b"\x01\x01\x00\x00" + request[4:20], tid)
+    assert not ready.is_binding_success(b"\x01\x01\x00\x00" + request[4:8] + b"\x08" * 12, tid)  # other transaction
+    assert not ready.is_binding_success(b"\x01\x11\x00\x00" + request[4:20], tid)  # error response
+    assert not ready.is_binding_success(b"HTTP/1.1 400", tid)
+
+
+@pytest.mark.parametrize("text", ["udp:1.2.3.4:5", "tcp:1.2.3.4", "tcp::5", "tcp:1.2.3.4:0", "tcp:1.2.3.4:x"])
+def test_ready_refuses_bad_checks(text: str) -> None:
+    with pytest.raises(ValueError, match="KIND:ADDR:PORT"):
+        ready.parse_check(text)
+    assert ready.main([text]) == 2
+
+
+# The `http` service in the scenario schema.
+
+
+def _nodes(services: str) -> str:
+    return f"name: x\nnodes:\n  a: {{}}\n  b:\n    services: {services}\ncalls:\n  - {{name: c, from: a, to: b}}\n"
+
+
+def test_http_service_in_the_schema() -> None:
+    spec = parse_scenario(_nodes("[http, {https: {port: 443}}, {http: {port: 8080}}]")).nodes["b"]
+    assert [(s.kind, s.sockets) for s in spec.services] == [
+        ("http", (("tcp", 80),)),
+        ("https", (("tcp", 443),)),
+        ("http", (("tcp", 8080),)),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("services", "problem"),
+    [
+        ("[{http: {port: 443}}, {https: {port: 443}}]", "cannot share a port"),
+        ("[{http: {port: 5201}}, iperf3]", "cannot share a port"),
+        ("[{http: {port: 0}}]", "port"),
+        ("[{http: {names: [a.example]}}]", "names"),
+        ("[{http: {}, https: {}}]", "exactly one service"),
+    ],
+)
+def test_http_service_errors(services: str, problem: str) -> None:
+    with pytest.raises(ScenarioError) as exc:
+        parse_scenario(_nodes(services))
+    assert problem in str(exc.value)
