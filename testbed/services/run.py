@@ -142,15 +142,20 @@ async def _wait_marker(proc: asyncio.subprocess.Process, marker: bytes, what: st
         async with asyncio.timeout_at(deadline):
             while marker not in seen:
                 if len(seen) > _MARKER_SCAN_LIMIT:
-                    raise RunError(f"service {what} printed {len(seen)} bytes without its ready marker {marker.decode()!r}: see {log}")
+                    raise RunError(f"service {what} printed {len(seen)} bytes without its ready marker {marker.decode()!r}: {_tail(seen)}")
                 chunk = await proc.stdout.read(65536)
                 if not chunk:
-                    raise RunError(f"service {what} exited before it was ready: {seen.decode(errors='replace')[-500:]}")
+                    raise RunError(f"service {what} exited before it was ready: {_tail(seen)}")
                 seen += chunk
     except TimeoutError:
-        raise RunError(f"service {what} did not become ready within {READY_TIMEOUT_S:.0f} s: see {log}") from None
+        raise RunError(f"service {what} did not become ready within {READY_TIMEOUT_S:.0f} s: {_tail(seen) or 'no output'}") from None
     finally:
         log.write_bytes(bytes(seen))
+
+
+def _tail(output: bytes | bytearray) -> str:
+    # The run directory (and the log in it) goes with the run: the error carries the evidence.
+    return bytes(output[-500:]).decode(errors="replace").strip()
 
 
 async def _check_serving(netns: str, checks: tuple[str, ...], what: str, deadline: float) -> None:

@@ -6,6 +6,7 @@ The server runs as it does in a node, as ``python -m testbed.services.https`` in
 
 from __future__ import annotations
 
+import asyncio
 import http.client
 import socket
 import ssl
@@ -18,9 +19,10 @@ from pathlib import Path
 
 import pytest
 
-from testbed.errors import ScenarioError
+from testbed.errors import RunError, ScenarioError
 from testbed.scenario.loader import parse_scenario
 from testbed.services import ready
+from testbed.services import run as service_run
 from testbed.services.certs import make_certificate
 from testbed.services.routes import RouteKind, route
 
@@ -302,3 +304,34 @@ def test_http_service_errors(services: str, problem: str) -> None:
     with pytest.raises(ScenarioError) as exc:
         parse_scenario(_nodes(services))
     assert problem in str(exc.value)
+
+
+# The runner's wait for a service's ready marker (testbed.services.run).
+
+
+async def _marker_wait(code: str, log: Path) -> None:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", code, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+    )
+    try:
+        deadline = asyncio.get_running_loop().time() + CLIENT_TIMEOUT_S
+        await service_run._wait_marker(proc, b"ready", "x on n:1", log, deadline)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+        await proc.wait()
+
+
+def test_marker_after_a_long_line_without_newline(tmp_path: Path) -> None:
+    # 100 KB before a newline: a line reader with asyncio's 64 KiB limit raised ValueError here.
+    code = "import sys, time; sys.stdout.write('x' * 100000 + ' ready\\n'); sys.stdout.flush(); time.sleep(60)"
+    asyncio.run(_marker_wait(code, tmp_path / "log"))
+    assert (tmp_path / "log").read_bytes().endswith(b" ready\n")
+
+
+def test_marker_never_printed_is_an_error_not_a_hang(tmp_path: Path) -> None:
+    code = "import sys\nwhile True: sys.stdout.write('y' * 65536); sys.stdout.flush()"
+    with pytest.raises(RunError, match="without its ready marker"):
+        asyncio.run(_marker_wait(code, tmp_path / "log"))
+    with pytest.raises(RunError, match="exited before it was ready: boom"):
+        asyncio.run(_marker_wait("print('boom')", tmp_path / "log"))
