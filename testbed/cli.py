@@ -148,6 +148,8 @@ def _print_up(state: dict[str, Any]) -> None:
         print(f"  {name:<12} {', '.join(info['addresses']):<28} netns {info['netns']}{side}")
     for svc in state["services"]:
         extra = f" names {', '.join(svc['names'])}, cert {svc['cert']}" if svc["kind"] in ("https", "quic") else ""
+        if svc["kind"] == "http":  # plain HTTP: any Host header, routes as https
+            extra = f" url http://{svc['address']}:{svc['port']}/"
         print(f"  service {svc['kind']} on {svc['node']} {svc['address']}:{svc['port']}{extra}")
     print("run commands with `testbed exec NODE -- CMD...`; stop with `testbed down`")
 

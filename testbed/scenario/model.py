@@ -45,6 +45,12 @@ class HttpsService(_Frozen):
     port: Port = 443
 
 
+class HttpService(_Frozen):
+    """A plain-HTTP server with the routes of ``https`` (clients pick the Host header the censor sees)."""
+
+    port: Port = 80
+
+
 class QuicService(_Frozen):
     """An HTTP/3 server (QUIC, UDP) whose certificate carries ``names``, like ``https``."""
 
@@ -73,13 +79,14 @@ class TurnService(_Frozen):
         return self
 
 
-_SERVICE_KINDS = ("https", "quic", "iperf3", "turn")
+_SERVICE_KINDS = ("https", "http", "quic", "iperf3", "turn")
 
 
 class ServiceSpec(_Frozen):
-    """One service; exactly one of its keys is set (``- https: {...}``, ``- quic``, ``- iperf3``, ``- turn``)."""
+    """One service; exactly one of its keys is set (``- https: {...}``, ``- http``, ``- quic``, ``- iperf3``, ``- turn``)."""
 
     https: HttpsService | None = None
+    http: HttpService | None = None
     quic: QuicService | None = None
     iperf3: Iperf3Service | None = None
     turn: TurnService | None = None
@@ -99,7 +106,7 @@ class ServiceSpec(_Frozen):
     def ports(self) -> tuple[int, ...]:
         if self.turn is not None:
             return (self.turn.port,) + ((self.turn.tls_port,) if self.turn.tls_port else ())
-        svc = self.https or self.quic or self.iperf3
+        svc = self.https or self.http or self.quic or self.iperf3
         assert svc is not None
         return (svc.port,)
 
@@ -113,6 +120,8 @@ class ServiceSpec(_Frozen):
             return (("udp", self.quic.port),)
         if self.https is not None:
             return (("tcp", self.https.port),)
+        if self.http is not None:
+            return (("tcp", self.http.port),)
         assert self.iperf3 is not None
         return (("tcp", self.iperf3.port), ("udp", self.iperf3.port))  # iperf3 -u uses the same port
 

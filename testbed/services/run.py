@@ -18,6 +18,9 @@ from testbed.services.certs import make_certificate
 from testbed.services.coturn import READY_MARKER, coturn_command, turn_urls
 
 READY_TIMEOUT_S = 15.0
+"""From start to serving: the log marker, then (for turn) the STUN checks, all within this."""
+_MARKER_SCAN_LIMIT = 1 << 20
+"""Output searched for the marker: a service that prints this much without it is not starting right."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +51,19 @@ class RunningService:
         }
 
 
+@dataclass(frozen=True, slots=True)
+class Launch:
+    """How to start one service and how to know it serves."""
+
+    argv: list[str]
+    info: RunningService
+    marker: bytes
+    """Printed by the service once its sockets listen (https, http, quic, iperf3: after bind)."""
+    checks: tuple[str, ...] = ()
+    """``testbed.services.ready`` checks run in the node after the marker, when the marker alone
+    comes too early (coturn prints its marker before its auth thread is up)."""
+
+
 @contextlib.asynccontextmanager
 async def running_services(plan: TopologyPlan, scenario: Scenario, workdir: Path) -> AsyncIterator[list[RunningService]]:
     out: list[RunningService] = []
@@ -60,26 +76,33 @@ async def running_services(plan: TopologyPlan, scenario: Scenario, workdir: Path
             node = plan.node(name)
             certs: dict[tuple[str, ...], tuple[Path, Path]] = {}
             for i, svc in enumerate(spec.services):
-                argv, info, ready_word = _command(svc, node.name, node.address, workdir, i, certs)
+                launch = _command(svc, node.name, node.address, workdir, i, certs)
                 proc = await stack.enter_async_context(
                     netns_process(
                         node.netns,
-                        argv,
+                        launch.argv,
                         stdout=asyncio.subprocess.PIPE,
                         stderr=asyncio.subprocess.STDOUT,
                     )
                 )
                 log = logdir / f"{name}-{svc.kind}-{svc.port}.log"
-                await _wait_ready(proc, ready_word, f"{svc.kind} on {name}:{svc.port}", log)
+                what = f"{svc.kind} on {name}:{svc.port}"
+                deadline = asyncio.get_running_loop().time() + READY_TIMEOUT_S
+                await _wait_marker(proc, launch.marker, what, log, deadline)
                 assert proc.stdout is not None
                 tg.create_task(_copy_to(proc.stdout, log))
-                out.append(info)
+                if launch.checks:
+                    await _check_serving(node.netns, launch.checks, what, deadline)
+                out.append(launch.info)
         yield out
 
 
 def _command(
     svc: ServiceSpec, node: str, address: str, workdir: Path, index: int, certs: dict[tuple[str, ...], tuple[Path, Path]]
-) -> tuple[list[str], RunningService, bytes]:
+) -> Launch:
+    if svc.http is not None:
+        argv = [sys.executable, "-m", "testbed.services.https", "--plain", str(svc.http.port)]
+        return Launch(argv, RunningService(node, "http", address, svc.http.port), b"ready")
     web = svc.https or svc.quic
     if web is not None:
         kind = "https" if svc.https is not None else "quic"
@@ -89,38 +112,65 @@ def _command(
             certs[web.names] = make_certificate(list(web.names), certdir, f"{node}-{index}", [address])
         cert, key = certs[web.names]
         argv = [sys.executable, "-m", f"testbed.services.{kind}", str(cert), str(key), str(web.port)]
-        return argv, RunningService(node, kind, address, web.port, web.names, str(cert)), b"ready"
+        return Launch(argv, RunningService(node, kind, address, web.port, web.names, str(cert)), b"ready")
     if svc.turn is not None:
         t = svc.turn
         argv = coturn_command(t, address, workdir, f"turn-{node}-{index}")
         info = RunningService(
             node, "turn", address, t.port, (t.realm,), None, tuple(turn_urls(address, t)), t.username, t.password
         )
-        return argv, info, READY_MARKER
+        checks = [f"stun-udp:{address}:{t.port}", f"stun-tcp:{address}:{t.port}"]
+        if t.tls_port:
+            checks.append(f"tcp:{address}:{t.tls_port}")
+        return Launch(argv, info, READY_MARKER, tuple(checks))
     assert svc.iperf3 is not None
     binary = shutil.which("iperf3")
     if binary is None:
         raise RunError("the scenario declares an iperf3 service but iperf3 is not installed: apt-get install iperf3")
     argv = [binary, "--server", "--port", str(svc.iperf3.port), "--forceflush"]
-    return argv, RunningService(node, "iperf3", address, svc.iperf3.port), b"Server listening"
+    # iperf3 prints this right after listen() (iperf_server_listen), so the marker suffices.
+    return Launch(argv, RunningService(node, "iperf3", address, svc.iperf3.port), b"Server listening")
 
 
-async def _wait_ready(proc: asyncio.subprocess.Process, word: bytes, what: str, log: Path) -> None:
+async def _wait_marker(proc: asyncio.subprocess.Process, marker: bytes, what: str, log: Path, deadline: float) -> None:
+    """Read the service's output until ``marker``; a RunError if it exits, floods or stalls first.
+
+    Read in chunks, not lines: a long line without a newline must not end in LimitOverrunError."""
     assert proc.stdout is not None
-    seen: list[bytes] = []
+    seen = bytearray()
     try:
-        async with asyncio.timeout(READY_TIMEOUT_S):
-            while True:
-                line = await proc.stdout.readline()
-                if not line:
-                    raise RunError(f"service {what} exited before it was ready: {b''.join(seen).decode(errors='replace')[-500:]}")
-                seen.append(line)
-                if word in line:
-                    break
+        async with asyncio.timeout_at(deadline):
+            while marker not in seen:
+                if len(seen) > _MARKER_SCAN_LIMIT:
+                    raise RunError(f"service {what} printed {len(seen)} bytes without its ready marker {marker.decode()!r}: {_tail(seen)}")
+                chunk = await proc.stdout.read(65536)
+                if not chunk:
+                    raise RunError(f"service {what} exited before it was ready: {_tail(seen)}")
+                seen += chunk
     except TimeoutError:
-        raise RunError(f"service {what} did not become ready within {READY_TIMEOUT_S:.0f} s") from None
+        raise RunError(f"service {what} did not become ready within {READY_TIMEOUT_S:.0f} s: {_tail(seen) or 'no output'}") from None
     finally:
-        log.write_bytes(b"".join(seen))
+        log.write_bytes(bytes(seen))
+
+
+def _tail(output: bytes | bytearray) -> str:
+    # The run directory (and the log in it) goes with the run: the error carries the evidence.
+    return bytes(output[-500:]).decode(errors="replace").strip()
+
+
+async def _check_serving(netns: str, checks: tuple[str, ...], what: str, deadline: float) -> None:
+    """Run ``testbed.services.ready`` in the node: the service answers, not only logged a start."""
+    left = max(1.0, deadline - asyncio.get_running_loop().time())
+    argv = [sys.executable, "-m", "testbed.services.ready", "--timeout", f"{left:.1f}", *checks]
+    async with netns_process(netns, argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT) as proc:
+        try:
+            # The checker stops itself at --timeout; the margin covers its start (a Python import).
+            async with asyncio.timeout(left + 15.0):
+                output, _ = await proc.communicate()
+        except TimeoutError:
+            raise RunError(f"service {what}: its readiness check did not finish") from None
+    if proc.returncode != 0:
+        raise RunError(f"service {what} is not serving: {output.decode(errors='replace').strip()[-300:]}")
 
 
 async def _copy_to(stream: asyncio.StreamReader, log: Path) -> None:

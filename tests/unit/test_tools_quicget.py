@@ -97,7 +97,7 @@ def test_server_routes() -> None:
     assert quic_server.respond(b"GET", b"/") == (200, b"ok\n")
     assert quic_server.respond(b"GET", b"/bytes/5?x") == (200, bytes(5))
     assert quic_server.respond(b"GET", b"/bytes/abc")[0] == 404
-    assert quic_server.respond(b"GET", f"/bytes/{quic_server.MAX_BYTES + 1}".encode())[0] == 404
+    assert quic_server.respond(b"GET", f"/bytes/{quic_server.MAX_BYTES + 1}".encode())[0] == 400
     assert quic_server.respond(b"POST", b"/")[0] == 405
 
 
