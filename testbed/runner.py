@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +21,7 @@ from testbed.calls import CallResult, ExpectationResult, run_calls
 from testbed.calls import evaluate as evaluate_calls
 from testbed.censor.capture import CaptureHandle, running_capture
 from testbed.censor.control import running_censor
+from testbed.censor.expect import check_censor
 from testbed.censor.policy_setup import PolicyCompileError, build_policy, policy_config
 from testbed.errors import RunError, ScenarioError, TestbedError
 from testbed.net.names import new_run_id
@@ -95,7 +96,7 @@ async def run_scenario(
         result.error = str(exc)
     finally:
         result.duration_s = time.monotonic() - started
-    result.expectations = evaluate(scenario, result.calls, result.probes) if result.error is None else []
+    result.expectations = evaluate(scenario, result.calls, result.probes, result.censor) if result.error is None else []
     result.passed = result.error is None and all(e.passed for e in result.expectations)
     return result
 
@@ -195,7 +196,10 @@ def _first_testbed_error(group: BaseExceptionGroup) -> BaseException:
 
 
 def evaluate(
-    scenario: Scenario, calls: Sequence[CallResult], probes: Sequence[ProbeResult] = ()
+    scenario: Scenario,
+    calls: Sequence[CallResult],
+    probes: Sequence[ProbeResult] = (),
+    censor: Mapping[str, Any] | None = None,
 ) -> list[ExpectationResult]:
     out: list[ExpectationResult] = []
     probe_results = {p.name: p for p in probes}
@@ -213,6 +217,7 @@ def evaluate(
             call_names=[n for spec in scenario.calls for n in spec.instance_names],
         )
     )
+    out.extend(check_censor(scenario.expect, censor or {}))
     return out
 
 

@@ -3,6 +3,10 @@
 ``Expectation`` is a superset of the first one (``call``, ``connected``).  Bounds take a number
 or ``{min, max}``: ``loss_pct: 5`` means at most 5 %, ``mos: 3.5`` means at least 3.5 (the
 direction in which each metric gets worse decides what a bare number means).
+
+An entry with ``censor:`` checks the censor's counters instead of a call (``CensorCheck``): the
+mechanism behind an outcome, e.g. that rule ``sni-i`` really rewrote a reply into an RST.  A bare
+number there is an exact count (``dropped: 0``).
 """
 
 from __future__ import annotations
@@ -18,6 +22,9 @@ __all__ = [
     "Bound",
     "CandidateCheck",
     "CandidateType",
+    "CensorCheck",
+    "CountBound",
+    "DropCause",
     "Expectation",
     "Outcome",
     "VerdictSettings",
@@ -123,6 +130,109 @@ class CandidateCheck(_Frozen):
         return self
 
 
+class CountBound(_Frozen):
+    """A bound on a counter: ``{min: N}``, ``{max: N}``, both, or a bare ``N`` (exactly N)."""
+
+    min: int | None = Field(None, ge=0)
+    max: int | None = Field(None, ge=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _exact(cls, value: Any) -> Any:
+        if isinstance(value, bool):
+            raise ValueError("a count bound is a whole number (exact) or {min: N, max: N}")
+        if isinstance(value, int):
+            return {"min": value, "max": value}
+        return value
+
+    @field_validator("max")
+    @classmethod
+    def _ordered(cls, value: int | None, info: ValidationInfo) -> int | None:
+        low = info.data.get("min")
+        if value is not None and low is not None and low > value:
+            raise ValueError(f"max {value} is below min {low}")
+        return value
+
+    @model_validator(mode="after")
+    def _something(self) -> CountBound:
+        if self.min is None and self.max is None:
+            raise ValueError("give min, max or both")
+        return self
+
+    def holds(self, value: int) -> bool:
+        return (self.min is None or value >= self.min) and (self.max is None or value <= self.max)
+
+    def describe(self) -> str:
+        if self.min is not None and self.min == self.max:
+            return f"== {self.min}"
+        if self.min is not None and self.max is not None:
+            return f"between {self.min} and {self.max}"
+        if self.max is not None:
+            return f"<= {self.max}"
+        return f">= {self.min}"
+
+
+class DropCause(str, Enum):
+    """Why the censor did not let a packet through (``drops`` in docs/policy.md, "Results")."""
+
+    DROP = "drop"
+    REJECT = "reject"
+    CUT = "cut"
+    LOSS = "loss"
+    POLICED = "policed"
+    BACKLOG = "backlog"
+    QUEUE_FULL = "queue-full"
+    RESIDUAL = "residual"
+
+
+# The per-rule counters of the censor's summary (``censor.rules[]``), in report order.
+RULE_COUNTERS = (
+    "matched_flows", "packets", "bytes", "accepted", "dropped", "delayed", "rejected", "rewritten",
+)  # fmt: skip
+
+
+class CensorCheck(_Frozen):
+    """Bounds on the censor's counters: one rule's (``rule: NAME``), or without ``rule`` the
+    whole censor's (every rule plus the packets no rule matched)."""
+
+    rule: str | None = None
+    matched_flows: CountBound | None = None
+    """Flows the rule matched (without ``rule``: matched by any rule)."""
+    packets: CountBound | None = None
+    bytes: CountBound | None = None
+    accepted: CountBound | None = None
+    dropped: CountBound | None = None
+    delayed: CountBound | None = None
+    """Packets held (delay, shaping) before release."""
+    rejected: CountBound | None = None
+    """Packets answered with an RST or ICMP error, or rewritten into an RST."""
+    rewritten: CountBound | None = None
+    """Server replies rewritten into an RST/ACK (``reject: rewrite``, TSPU SNI-I)."""
+    drops: dict[DropCause, CountBound] = Field(default_factory=dict)
+    """Packets not let through, by cause: ``{residual: {min: 1}}`` (a residual block caught some)."""
+    flows: CountBound | None = None
+    """Only without ``rule``: flows the censor saw."""
+
+    @model_validator(mode="after")
+    def _something(self) -> CensorCheck:
+        if self.flows is not None and self.rule is not None:
+            raise ValueError("`flows` counts every flow the censor saw; for one rule write `matched_flows`")
+        if self.flows is None and not self.drops and all(getattr(self, n) is None for n in RULE_COUNTERS):
+            raise ValueError(
+                "a censor check needs at least one counter: " + ", ".join((*RULE_COUNTERS, "drops", "flows"))
+                + " (e.g. `rewritten: {min: 1}`)"
+            )
+        return self
+
+    def bounds(self) -> list[tuple[str, CountBound]]:
+        """(counter, bound) in report order; ``drops.CAUSE`` for the causes."""
+        out = [(n, b) for n in RULE_COUNTERS if (b := getattr(self, n)) is not None]
+        out += [(f"drops.{cause.value}", b) for cause, b in self.drops.items()]
+        if self.flows is not None:
+            out.append(("flows", self.flows))
+        return out
+
+
 class Endpoint(str, Enum):
     CALLER = "caller"
     CALLEE = "callee"
@@ -161,6 +271,8 @@ class Expectation(_Frozen):
     """Video freezes (W3C definition) counted in the window."""
     message_loss_pct: Bound | None = None
     candidate: CandidateCheck | None = None
+    censor: CensorCheck | None = None
+    """Counters of the censor instead of a call: ``censor: {rule: NAME, rewritten: {min: 1}}``."""
 
     @field_validator("outcome", mode="before")
     @classmethod
@@ -205,9 +317,18 @@ class Expectation(_Frozen):
 
     @model_validator(mode="after")
     def _has_a_check(self) -> Expectation:
+        if self.censor is not None:
+            mixed = [n for n in ("call", "window", "endpoint", *_CHECKS) if getattr(self, n) is not None]
+            if mixed:
+                raise ValueError(
+                    f"a `censor:` entry checks the censor's counters only; move {', '.join(mixed)} "
+                    "to an entry of its own (`- call: ...`)"
+                )
+            return self
         if all(getattr(self, name) is None for name in _CHECKS):
             raise ValueError(
-                "an expectation needs at least one check: " + ", ".join(_CHECKS) + " (e.g. `connected: true`)"
+                "an expectation needs at least one check: " + ", ".join(_CHECKS)
+                + " (e.g. `connected: true`), or `censor:` for the censor's counters"
             )
         return self
 

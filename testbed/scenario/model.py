@@ -12,6 +12,7 @@ Design rules:
 
 from __future__ import annotations
 
+import difflib
 import re
 from enum import Enum
 from typing import Annotated, Any
@@ -340,9 +341,17 @@ def reference_problems(scenario: Scenario) -> list[tuple[tuple[str | int, ...], 
                     continue
                 if ref not in scenario.nodes:
                     out.append((("probes", i, "run", j), f"{{{ref}}} names no node", nodes))
+    rule_names = [r.name for r in scenario.censor.rules]
     for i, exp in enumerate(scenario.expect):
         if exp.call is not None and exp.call not in names and exp.call not in instances:
             out.append((("expect", i, "call"), f"unknown call {exp.call!r}", names))
+        rule = exp.censor.rule if exp.censor is not None else None
+        if rule is not None and rule not in rule_names:
+            close = difflib.get_close_matches(rule, rule_names, n=1)
+            guess = f" (did you mean {close[0]!r}?)" if close else ""
+            if not rule_names:
+                guess = " (the censor has no rules; omit `rule` to check the whole censor)"
+            out.append((("expect", i, "censor", "rule"), f"unknown rule {rule!r}{guess}", rule_names))
     from testbed.core.labels import Label  # the classifier's vocabulary, for rules' label matchers
 
     out.extend(

@@ -332,6 +332,21 @@ def test_block_after_blocks_the_server_for_every_protocol() -> None:
     assert "block" in events and "residual" in events
 
 
+def test_sni_1_with_a_residual_block_resets_first_then_blocks() -> None:
+    # SNI-I as docs/policy.md writes it (A.2): curl must get the rewritten RST (exit 35, "reset
+    # by peer"), not a timeout (28) from a residual block that started at the ClientHello and
+    # dropped the server's reply; only the next connection meets the residual block (dropped).
+    rules = [{"name": "sni-1", "match": {"sni": "site.example", "initiator": "inside"},
+              "action": {"reject": "rewrite", "block_after": {"for": "75s"}}}]  # fmt: skip
+    with network("act-sni-1-residual", rules, nodes=HTTPS_NODES) as s:
+        reset, _, out = curl(s, "/", max_time=5)
+        later, _, later_out = curl(s, "/", max_time=3)
+    assert reset == 35, out
+    assert later == 28, later_out  # the residual block drops the SYN: curl times out
+    r = rule(s, "sni-1")
+    assert r["rewritten"] >= 1 and r["drops"].get("residual", 0) >= 1, r
+
+
 def test_ignore_and_inspection_limit() -> None:
     rules = [
         {"name": "junk-first", "match": {"packet_index": 1, "payload_size": {"min": 101}}, "action": "ignore"},

@@ -362,6 +362,36 @@ def test_block_after_blocks_the_server_for_new_flows_until_expiry() -> None:
     assert events == [("match", 1.0), ("block", 1.0), ("residual", 2.0), ("residual", 3.0), ("residual", 40.9)]
 
 
+@pytest.mark.parametrize("then", ["drop", "reject"])
+def test_block_after_on_reject_rewrite_starts_at_the_rewrite_not_the_client_hello(then: str) -> None:
+    # SNI-I with its residual block, as docs/policy.md writes it (A.2): the ClientHello only
+    # matches (it passes), so the block must not start there and drop the server's reply; the
+    # reply is rewritten into RST/ACK, and from then on the server is blocked for new flows.
+    p = policy(rules_of("{name: sni-1, match: {sni: blocked.example}, "
+                        f"action: {{reject: rewrite, block_after: {{for: 75s, then: {then}}}}}}}"))  # fmt: skip
+    e = engine(p)
+    ch = tls_record(build_client_hello(sni="blocked.example"))
+    pk = handshake(CALLER, 40000, CALLEE, 443)
+    pk += [(0.01, tcp(CALLER, 40000, CALLEE, 443, seq=1000, ack=5000, payload=ch)),
+           (0.02, tcp(CALLEE, 443, CALLER, 40000, seq=5000, ack=1000 + len(ch), payload=b"\x16\x03\x03" + bytes(90)))]  # fmt: skip
+    vs = play(e, pk)
+    assert [v.action for v in vs] == [Action.ACCEPT] * 5
+    assert vs[3].rewrite is None and vs[4].rewrite is not None and vs[4].rule == "sni-1"
+    assert parse_ip(vs[4].rewrite).tcp_flags == TCPFlag.RST | TCPFlag.ACK
+    later = play(e, [(1.0, tcp(CALLER, 40001, CALLEE, 443, flags=SYN, seq=2000, ack=0))])[0]
+    assert later.rule == "sni-1"
+    if then == "drop":
+        assert later.action is Action.DROP
+    else:
+        assert later.action is Action.REJECT and later.reject is RejectKind.TCP_RST
+    s = p.summary(now=1.0)
+    r = s["rules"][0]
+    assert r["rewritten"] == 1 and r["drops"] == {"reject": 1, "residual": 1}
+    assert s["residual"]["triggered"] == 1 and s["residual"]["active"] == 1
+    events = [(ev["event"], ev["t"]) for ev in s["events"]]
+    assert events == [("match", 0.01), ("block", 0.02), ("residual", 1.0)]
+
+
 @pytest.mark.parametrize(
     ("key", "want"),
     [("3-tuple", ["drop", "accept", "accept"]), ("pair", ["drop", "drop", "accept"]),

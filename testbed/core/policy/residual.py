@@ -1,5 +1,8 @@
 """Residual blocking (``block_after``): once a rule triggers, block a key for T seconds.
 
+A rule triggers at the first packet it blocks or rewrites (``runtime.py``), not at its match:
+SNI-I's ClientHello passes, and the block starts with the server reply rewritten into the RST.
+
 TSPU kept blocking a server for a while after a trigger, new connections included: ~75 s after
 SNI-I, ~420 s after SNI-II and QUIC, ~40 s after SNI-IV (censor-behaviors.md A.2-A.4, reference
 numbers; secondary sources). The state lives in the policy, not in a flow, because it outlives

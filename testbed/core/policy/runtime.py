@@ -396,8 +396,13 @@ class RulePolicy:
             c.drop("drop")
             return self._drop_by[rule.index]
         if rule.reject is not None:
-            self._trigger(rule, rs, ctx)
-            return self._reject(rule, rule.reject, ctx, "reject")
+            verdict = self._reject(rule, rule.reject, ctx, "reject")
+            if verdict.action is not Action.ACCEPT or verdict.rewrite is not None:
+                # The residual block starts at the first packet the rule blocks or rewrites, not
+                # at its match: SNI-I lets the ClientHello through, and a block started there
+                # would drop the server's reply before it could be rewritten into the RST (A.2).
+                self._trigger(rule, rs, ctx)
+            return verdict
         cut = rule.cut
         if cut is not None and (rs.cut or rule.cut_due(rs, ctx)):
             if not rs.cut:
