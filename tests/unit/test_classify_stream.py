@@ -61,6 +61,15 @@ def many_flows(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return _write_capture(tmp_path_factory.mktemp("stream") / "many.pcap", FLOWS)
 
 
+# The bounded selections (--json, table) are checked on a fifth of it: still ten times the table.
+SOME = FLOWS // 5
+
+
+@pytest.fixture(scope="module")
+def some_flows(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _write_capture(tmp_path_factory.mktemp("stream") / "some.pcap", SOME)
+
+
 class _Stdout(io.TextIOBase):
     """A stdout that counts lines, keeps the first and last, and notes how many ``Flow``
     objects are alive at the first write and at every ``sample_every`` lines after."""
@@ -110,9 +119,9 @@ def test_jsonl_streams_every_flow_and_keeps_none(many_flows: Path) -> None:
     assert len(out.alive) >= 5 and max(out.alive) <= ALIVE_LIMIT, out.alive
 
 
-def test_json_keeps_a_bounded_number_of_flows(many_flows: Path) -> None:
+def test_json_keeps_a_bounded_number_of_flows(some_flows: Path) -> None:
     out = _Stdout()
-    rc = main(str(many_flows), as_json=True, inspect_packets=None, reassemble=True, out=out,
+    rc = main(str(some_flows), as_json=True, inspect_packets=None, reassemble=True, out=out,
               max_flows=TABLE, limit=500)  # fmt: skip
     assert rc == 0
     assert out.alive[0] <= ALIVE_LIMIT  # when the document is written, no flow is held
@@ -120,23 +129,23 @@ def test_json_keeps_a_bounded_number_of_flows(many_flows: Path) -> None:
     doc = json.loads(out.chunks[0])
     assert len(doc["flows"]) == 500
     s = doc["summary"]
-    assert s["flows_total"] == FLOWS and s["flows_listed"] == 500 and s["flows_dropped"] == FLOWS - 500
-    assert s["labels"] == {} and s["unlabelled"] == FLOWS
+    assert s["flows_total"] == SOME and s["flows_listed"] == 500 and s["flows_dropped"] == SOME - 500
+    assert s["labels"] == {} and s["unlabelled"] == SOME
     starts = [f["first_seen"] for f in doc["flows"]]
     assert starts == sorted(starts)  # listed in order of first packet, as before
 
 
-def test_table_lists_the_largest_flows_and_counts_all(many_flows: Path) -> None:
+def test_table_lists_the_largest_flows_and_counts_all(some_flows: Path) -> None:
     out = _Stdout()
-    rc = main(str(many_flows), as_json=False, inspect_packets=None, reassemble=True, out=out,
+    rc = main(str(some_flows), as_json=False, inspect_packets=None, reassemble=True, out=out,
               max_flows=TABLE)  # fmt: skip
     assert rc == 0
     assert out.alive[0] <= ALIVE_LIMIT
     rows = [ln for ln in out.chunks if ln.startswith("udp ")]
     assert len(rows) == 1000  # the default table limit
     text = "\n".join(out.chunks)
-    assert f"{FLOWS} flows, {FLOWS} IP packets" in text
-    assert "--jsonl for every flow" in text and f"unlabelled {FLOWS}" in text
+    assert f"{SOME} flows, {SOME} IP packets" in text
+    assert "--jsonl for every flow" in text and f"unlabelled {SOME}" in text
 
 
 def _traced_peak(fn: Callable[[], object]) -> int:
@@ -179,3 +188,93 @@ def test_default_table_forgets_flows_that_ended(tmp_path: Path) -> None:
 class _Sink(io.TextIOBase):
     def write(self, s: str) -> int:
         return len(s)
+
+
+def _sized_capture(path: Path) -> Path:
+    """Five flows of 1..5 packets (flow k has k packets), first seen in order k = 0..4."""
+    frames = [(k * 1.0 + j * 0.01, _udp(k)) for k in range(5) for j in range(k + 1)]
+    frames.sort(key=lambda f: f[0])
+    with path.open("wb") as fh:
+        w = dpkt.pcap.Writer(fh, linktype=101)
+        for ts, frame in frames:
+            w.writepkt(frame, ts=ts)
+    return path
+
+
+def test_limit_keeps_the_largest_flows_in_order_of_first_packet(tmp_path: Path) -> None:
+    pcap = _sized_capture(tmp_path / "s.pcap")
+    out = io.StringIO()
+    main(str(pcap), as_json=True, inspect_packets=None, reassemble=True, out=out, limit=2)
+    doc = json.loads(out.getvalue())
+    assert [f["packets"] for f in doc["flows"]] == [4, 5]
+    assert doc["summary"]["flows_dropped"] == 3 and doc["capture"]["ip_packets"] == 15
+    assert all(f["ended"] is None for f in doc["flows"])  # still open when the capture ended
+    out = io.StringIO()
+    main(str(pcap), as_json=True, inspect_packets=None, reassemble=True, out=out, limit=0, pretty=True)
+    doc = json.loads(out.getvalue())
+    assert doc["flows"] == [] and doc["summary"]["flows_total"] == 5
+    assert out.getvalue().startswith('{\n  "flows": []')  # --pretty indents
+
+
+def test_jsonl_small_capture_matches_json(tmp_path: Path) -> None:
+    pcap = _sized_capture(tmp_path / "s.pcap")
+    a, b = io.StringIO(), io.StringIO()
+    main(str(pcap), as_json=True, inspect_packets=None, reassemble=True, out=a)
+    main(str(pcap), as_json=False, as_jsonl=True, inspect_packets=None, reassemble=True, out=b)
+    doc = json.loads(a.getvalue())
+    *flows, last = [json.loads(line) for line in b.getvalue().splitlines()]
+    assert flows == doc["flows"]
+    assert last == {"summary": {**doc["summary"], "capture": doc["capture"]}}
+
+
+def test_jsonl_reader_going_away_is_not_an_error(tmp_path: Path) -> None:
+    class ClosedPipe(io.TextIOBase):
+        def write(self, s: str) -> int:
+            raise BrokenPipeError
+
+    pcap = _write_capture(tmp_path / "p.pcap", 300)
+    assert main(str(pcap), as_json=False, as_jsonl=True, inspect_packets=None, reassemble=True,
+                out=ClosedPipe(), max_flows=16) == 0  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--limit", "-1"], "--limit must be >= 0"),
+        (["--jsonl", "--limit", "5"], "--jsonl always lists every flow"),
+        (["--pretty"], "--pretty applies to --json only"),
+        (["--jsonl", "--pretty"], "--pretty applies to --json only"),
+        (["--max-flows", "0"], "--max-flows must be >= 1"),
+    ],
+)
+def test_cli_option_errors(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+) -> None:
+    from testbed.cli import main as cli_main
+
+    pcap = _sized_capture(tmp_path / "s.pcap")
+    assert cli_main(["classify", str(pcap), *argv]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and err.count("\n") == 1
+
+
+def test_cli_json_and_jsonl_are_exclusive(tmp_path: Path) -> None:
+    from testbed.cli import main as cli_main
+
+    with pytest.raises(SystemExit) as ei:
+        cli_main(["classify", str(_sized_capture(tmp_path / "s.pcap")), "--json", "--jsonl"])
+    assert ei.value.code == 2
+
+
+def test_jsonl_corrupt_capture_exits_2_without_summary(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from testbed.cli import main as cli_main
+
+    pcap = _write_capture(tmp_path / "c.pcap", 300)
+    pcap.write_bytes(pcap.read_bytes()[:-5])
+    assert cli_main(["classify", str(pcap), "--jsonl", "--max-flows", "16"]) == 2
+    captured = capsys.readouterr()
+    assert "truncated" in captured.err and captured.err.count("\n") == 1
+    lines = captured.out.splitlines()
+    assert lines and all('"summary"' not in line for line in lines)  # flows so far, no summary
