@@ -118,7 +118,10 @@ def bench_many_flows(flows: int) -> None:
         stream_flows(str(path), emit)
         secs = time.perf_counter() - t0
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"many flows:      {n} one-packet flows in {secs:.3f} s = {n / secs:,.0f} flows/s (--jsonl), peak RSS {rss:.0f} MB")
+    print(
+        f"many flows:      {n} one-packet flows in {secs:.3f} s = {n / secs:,.0f} flows/s"
+        f" (--jsonl), peak RSS {rss:.0f} MB"
+    )
 
 
 def main() -> int:
