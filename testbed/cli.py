@@ -199,6 +199,10 @@ def _cmd_classify(args: argparse.Namespace) -> int:
     return classify_main(
         args.pcap,
         as_json=args.json,
+        as_jsonl=args.jsonl,
+        pretty=args.pretty,
+        limit=args.limit,
+        max_flows=args.max_flows,
         inspect_packets=args.inspect_packets,
         reassemble=not args.no_reassemble,
         out=sys.stdout,
@@ -246,7 +250,26 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("classify", help="run the censor's DPI over a pcap/pcapng and list flows")
     p.add_argument("pcap", help="capture file (pcap or pcapng)")
-    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    fmt = p.add_mutually_exclusive_group()
+    fmt.add_argument("--json", action="store_true", help="print one JSON document instead of a table")
+    fmt.add_argument(
+        "--jsonl", action="store_true", help="print every flow as a line of JSON as it ends, then a summary line"
+    )
+    p.add_argument("--pretty", action="store_true", help="indent the --json document")
+    p.add_argument(
+        "--limit",
+        type=int,
+        default=None,
+        metavar="N",
+        help="list at most the N flows with the most bytes (default 1000 in the table, 100000 with --json)",
+    )
+    p.add_argument(
+        "--max-flows",
+        type=int,
+        default=65536,
+        metavar="N",
+        help="flow-table size, as the censor's: beyond it the least recently seen flow is evicted (default 65536)",
+    )
     p.add_argument(
         "--inspect-packets",
         type=int,

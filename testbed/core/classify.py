@@ -215,9 +215,10 @@ class Classifier:
         on_flow_end: Callable[[Flow], None] | None = None,
         keep_hellos: bool = True,
     ) -> None:
-        """``retain_ended`` keeps flows that timed out or were evicted for ``flows()`` (a
-        capture's report); a long-running censor passes ``on_flow_end`` instead, to report each
-        flow as it leaves the bounded table without keeping it. ``keep_hellos`` keeps the
+        """``retain_ended`` keeps every flow that timed out or was evicted, for ``flows()``:
+        memory then grows with the traffic (tests, small captures). The censor and ``testbed
+        classify`` pass ``on_flow_end`` instead, to report each flow as it leaves the bounded
+        table without keeping it. ``keep_hellos`` keeps the
         parsed ClientHello/ServerHello on the flow (a few KiB per TLS flow) for policies."""
         if inspect_packets < 0:
             raise ValueError(f"inspect_packets must be >= 0, got {inspect_packets}")

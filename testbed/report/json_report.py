@@ -11,6 +11,11 @@ from testbed.runner import ScenarioResult
 
 SCHEMA_VERSION = 1
 
+# Up to this size the file is indented for people to read. Above it the document is mostly
+# censor events and flows, read by programs, and the indenting encoder (pure Python, unlike the
+# compact one) would be most of the cost of writing it (issue 11).
+PRETTY_MAX_BYTES = 1 << 20
+
 
 def write_json(results: Sequence[ScenarioResult], path: Path) -> None:
     doc = {
@@ -20,5 +25,8 @@ def write_json(results: Sequence[ScenarioResult], path: Path) -> None:
         "scenarios": [r.to_json() for r in results],
     }
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(doc, indent=2) + "\n")
+    text = json.dumps(doc, separators=(",", ":"))
+    if len(text) <= PRETTY_MAX_BYTES:
+        text = json.dumps(doc, indent=2)
+    tmp.write_text(text + "\n")
     tmp.replace(path)
