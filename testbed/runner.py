@@ -22,7 +22,7 @@ from testbed.calls import evaluate as evaluate_calls
 from testbed.censor.capture import CaptureHandle, running_capture
 from testbed.censor.control import running_censor
 from testbed.censor.expect import check_censor
-from testbed.censor.policy_setup import PolicyCompileError, build_policy, policy_config
+from testbed.censor.policy_setup import PolicyCompileError, PolicyConfig, build_policy, policy_config
 from testbed.errors import RunError, ScenarioError, TestbedError
 from testbed.net.names import new_run_id
 from testbed.net.runs import registered_run
@@ -101,7 +101,7 @@ async def run_scenario(
     return result
 
 
-def checked_policy_config(scenario: Scenario, plan: TopologyPlan, file: Path, seed: int) -> dict[str, Any]:
+def checked_policy_config(scenario: Scenario, plan: TopologyPlan, file: Path, seed: int) -> PolicyConfig:
     """The censor's policy config, compiled once here so mistakes surface before any setup."""
     config = policy_config(scenario, plan, file.resolve().parent)
     try:

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+from testbed.censor.config import CensorConfig, PolicyConfig
 from testbed.errors import CensorError
 from testbed.net.process import netns_process, terminate
 from testbed.net.topology import TopologyPlan
@@ -125,22 +126,22 @@ class CensorHandle:
 
 @contextlib.asynccontextmanager
 async def running_censor(
-    plan: TopologyPlan, spec: CensorSpec, workdir: Path, *, seed: int, policy: dict[str, Any]
+    plan: TopologyPlan, spec: CensorSpec, workdir: Path, *, seed: int, policy: PolicyConfig
 ) -> AsyncIterator[CensorHandle]:
     """``policy`` is ``testbed.censor.policy_setup.policy_config(...)``."""
-    config = {
-        "policy": policy,
-        "run_id": plan.run_id,
-        "queue_num": 0,
-        "max_len": spec.queue_max_len,
-        "inspect_packets": spec.inspect_packets,
-        "max_flows": spec.max_flows,
-        "reassemble_tls": spec.reassemble_tls,
-        "seed": seed,
-        "final_path": str(workdir / "censor-final.json"),
-    }
+    config = CensorConfig(
+        policy=policy,
+        run_id=plan.run_id,
+        seed=seed,
+        final_path=str(workdir / "censor-final.json"),
+        queue_num=0,
+        max_len=spec.queue_max_len,
+        inspect_packets=spec.inspect_packets,
+        max_flows=spec.max_flows,
+        reassemble_tls=spec.reassemble_tls,
+    )
     cfg_path = workdir / "censor.json"
-    cfg_path.write_text(json.dumps(config))
+    cfg_path.write_text(json.dumps(config.to_json(), separators=(",", ":")))
     argv = [sys.executable, "-m", "testbed.censor.main", str(cfg_path)]
     async with netns_process(
         plan.censor_netns, argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE

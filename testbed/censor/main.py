@@ -30,7 +30,7 @@ from typing import Any
 
 from testbed.censor import firewall
 from testbed.censor.nfqueue import QueueAdapter
-from testbed.censor.policy_setup import PolicyCompileError, build_policy
+from testbed.censor.config import CensorConfig, PolicyCompileError, build_policy
 from testbed.core.classify import Classifier
 from testbed.core.engine import CensorEngine
 
@@ -54,7 +54,7 @@ def ip_forwarding() -> Iterator[None]:
             path.write_text("0\n")
 
 
-async def serve(config: dict[str, Any]) -> int:
+async def serve(config: CensorConfig) -> int:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     fatal: list[BaseException] = []
@@ -66,18 +66,18 @@ async def serve(config: dict[str, Any]) -> int:
         stop.set()
 
     start = loop.time()
-    policy, lists = build_policy(config["policy"], seed=int(config["seed"]), start=start)
+    policy, lists = build_policy(config.policy, seed=config.seed, start=start)
     classifier = Classifier(
-        inspect_packets=int(config["inspect_packets"]),
-        max_flows=int(config["max_flows"]),
-        reassemble_tls=bool(config.get("reassemble_tls", True)),
+        inspect_packets=config.inspect_packets,
+        max_flows=config.max_flows,
+        reassemble_tls=config.reassemble_tls,
         extra_address_lists=lists,
     )
     engine = CensorEngine(classifier, policy, start=start)
-    queue_num = int(config.get("queue_num", 0))
+    queue_num = config.queue_num
     kernel: dict[str, int] = {}
-    with ip_forwarding(), firewall.queue_rules(queue_num, tag=str(config["run_id"])):
-        adapter = QueueAdapter(engine, queue_num=queue_num, max_len=int(config["max_len"]), on_fatal=on_fatal)
+    with ip_forwarding(), firewall.queue_rules(queue_num, tag=config.run_id):
+        adapter = QueueAdapter(engine, queue_num=queue_num, max_len=config.max_len, on_fatal=on_fatal)
         adapter.start()
         try:
             emit("ready", queue_num=queue_num, t0=engine.start)
@@ -103,7 +103,7 @@ async def serve(config: dict[str, Any]) -> int:
         summary["held_max"] = adapter.held_max
         summary["injected"] = adapter.injected
         summary["inject_errors"] = adapter.inject_errors
-    final_path = Path(config["final_path"])
+    final_path = Path(config.final_path)
     write_final(final_path, summary)
     if fatal:
         exc = fatal[0]
@@ -125,7 +125,11 @@ def main(argv: list[str]) -> int:
     if len(argv) != 1:
         print("usage: python -m testbed.censor.main CONFIG.json", file=sys.stderr)
         return 2
-    config = json.loads(Path(argv[0]).read_text())
+    try:
+        config = CensorConfig.from_json(json.loads(Path(argv[0]).read_text()))
+    except (OSError, ValueError) as exc:  # CensorConfigError and json's errors are ValueErrors
+        print(f"censor: config {argv[0]}: {exc}", file=sys.stderr)
+        return 2
     try:
         # select(2) takes microsecond timeouts; asyncio's epoll selector rounds every wait up to
         # a whole millisecond, which made every held packet leave 0.5-1 ms late (measured in

@@ -21,10 +21,10 @@ Rules of this module:
 
 from __future__ import annotations
 
-import enum
 import struct
 
 from testbed.core.packet import IPProto, Packet, TCPFlag, parse_ip
+from testbed.core.policy_kinds import IcmpCode  # re-exported: crafting names the codes by meaning
 
 __all__ = [
     "IcmpCode",
@@ -45,23 +45,6 @@ DEFAULT_TTL = 64
 ICMPV4_MAX_ERROR = 576
 # RFC 4443 §2.4 (c): an ICMPv6 error must not exceed the minimum IPv6 MTU.
 ICMPV6_MAX_ERROR = 1280
-
-
-class IcmpCode(enum.Enum):
-    """Destination-unreachable codes, named for what they mean rather than per family."""
-
-    PORT = "port"  # ICMPv4 3/3 (RFC 792), ICMPv6 1/4 (RFC 4443 §3.1): what a closed UDP port says
-    ADMIN = "admin"  # ICMPv4 3/13 (RFC 1812 §5.2.7.1), ICMPv6 1/1: "communication administratively prohibited"
-    HOST = "host"  # ICMPv4 3/1, ICMPv6 1/3 (address unreachable)
-    NET = "net"  # ICMPv4 3/0, ICMPv6 1/0 (no route)
-
-    @property
-    def v4(self) -> int:
-        return {IcmpCode.PORT: 3, IcmpCode.ADMIN: 13, IcmpCode.HOST: 1, IcmpCode.NET: 0}[self]
-
-    @property
-    def v6(self) -> int:
-        return {IcmpCode.PORT: 4, IcmpCode.ADMIN: 1, IcmpCode.HOST: 3, IcmpCode.NET: 0}[self]
 
 
 def checksum(data: bytes) -> int:

@@ -93,6 +93,17 @@ class AddressList:
         table = self._v4 if net.version == 4 else self._v6
         table.setdefault(net.prefixlen, set()).add(int(net.network_address))
 
+    def merged(self, other: AddressList) -> AddressList:
+        """A new list with the prefixes of both, under this list's name and source; neither
+        operand changes (a shipped list is cached and shared)."""
+        out = AddressList(self.name, self.source)
+        for src in (self, other):
+            for plen, nets in src._v4.items():
+                out._v4.setdefault(plen, set()).update(nets)
+            for plen, nets in src._v6.items():
+                out._v6.setdefault(plen, set()).update(nets)
+        return out
+
     def __contains__(self, addr: object) -> bool:
         if not isinstance(addr, bytes):
             return False

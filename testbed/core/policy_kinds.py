@@ -1,7 +1,8 @@
 """The policy's wire-level vocabulary: enums shared by the sans-IO engine and the scenario schema.
 
 They live in the core (not in ``testbed.scenario``) so the engine depends on nothing above it;
-the schema imports them to validate scenario files.
+the schema imports them to validate scenario files, the policy IR (``testbed.core.policy.ir``)
+carries them, and the running policy acts on them: one enum per concept, never converted by value.
 """
 
 from __future__ import annotations
@@ -54,3 +55,59 @@ class Distribution(str, enum.Enum):
     NORMAL = "normal"
     PARETO = "pareto"
     PARETONORMAL = "paretonormal"
+
+
+class Transport(str, enum.Enum):
+    TCP = "tcp"
+    UDP = "udp"
+    ICMP = "icmp"  # ICMP and ICMPv6
+
+
+class HelloKind(str, enum.Enum):
+    CLIENT = "client"
+    SERVER = "server"
+    ANY = "any"
+
+
+class IcmpCode(str, enum.Enum):
+    """Destination-unreachable codes, named for what they mean rather than per family."""
+
+    PORT = "port"  # ICMPv4 3/3 (RFC 792), ICMPv6 1/4 (RFC 4443 §3.1): what a closed UDP port says
+    ADMIN = "admin"  # ICMPv4 3/13 (RFC 1812 §5.2.7.1), ICMPv6 1/1: "communication administratively prohibited"
+    HOST = "host"  # ICMPv4 3/1, ICMPv6 1/3 (address unreachable)
+    NET = "net"  # ICMPv4 3/0, ICMPv6 1/0 (no route)
+
+    @property
+    def v4(self) -> int:
+        return _ICMP_V4[self]
+
+    @property
+    def v6(self) -> int:
+        return _ICMP_V6[self]
+
+
+_ICMP_V4 = {IcmpCode.PORT: 3, IcmpCode.ADMIN: 13, IcmpCode.HOST: 1, IcmpCode.NET: 0}
+_ICMP_V6 = {IcmpCode.PORT: 4, IcmpCode.ADMIN: 1, IcmpCode.HOST: 3, IcmpCode.NET: 0}
+
+
+class LossModel(str, enum.Enum):
+    BERNOULLI = "bernoulli"
+    GILBERT_ELLIOTT = "gilbert-elliott"
+
+
+class Then(str, enum.Enum):
+    DROP = "drop"
+    REJECT = "reject"
+
+
+class CountFrom(str, enum.Enum):
+    FLOW = "flow"  # from the flow's first packet
+    MATCH = "match"  # from the first packet the rule matched
+
+
+class BlockKey(str, enum.Enum):
+    """What a residual block (``block_after``) keys on."""
+
+    SERVER = "server"  # the responder's address, any port and protocol, both directions
+    TUPLE3 = "3-tuple"  # (transport, responder address, responder port)
+    PAIR = "pair"  # (initiator address, responder address)

@@ -1,7 +1,7 @@
 """The ``censor:`` section's policy keys: named address lists, ordered rules, engine settings.
 
-What a scenario *describes*; ``testbed.core.policy.compile_policy`` turns it into the object the
-censor runs. Frozen, ``extra="forbid"``, and every check that can point at one key does so from
+What a scenario *describes*; ``testbed.scenario.policy_ir`` compiles it into the core's plain
+policy IR, which ``testbed.core.policy.compile_policy`` turns into the object the censor runs. Frozen, ``extra="forbid"``, and every check that can point at one key does so from
 a field validator, so the loader's ``file:line: key`` is the offending key's line.
 
 Units (docs/policy.md, "Units"):
@@ -14,7 +14,6 @@ Units (docs/policy.md, "Units"):
 
 from __future__ import annotations
 
-import enum
 import ipaddress
 import re
 from collections.abc import Collection, Iterable
@@ -34,14 +33,22 @@ from pydantic import (
 
 # Shared units and names come from testbed.scenario.common (not model.py: model.py imports this
 # module for CensorSpec's fields).
+from testbed.core.policy_ir import is_node_name
 from testbed.core.policy_kinds import (
+    BlockKey,
+    CountFrom,
     Distribution,
+    HelloKind,
+    IcmpCode,
+    LossModel,
     PacketDirection,
     PayloadScope,
     RejectTo,
     RejectWith,
+    Then,
     ThrottleMode,
     ThrottlePer,
+    Transport,
 )
 from testbed.core.policy_regex import RegexError, compile_regex
 from testbed.scenario.common import NODE_NAME_RE, Duration, Side, _Frozen, parse_duration, rate_text_bytes_per_s
@@ -59,6 +66,7 @@ __all__ = [
     "FingerprintSpec",
     "GroupsSpec",
     "HelloKind",
+    "IcmpCode",
     "LossModel",
     "LossSpec",
     "LabelsSpec",
@@ -186,47 +194,10 @@ def _as_tuple(value: Any) -> Any:
     return value
 
 
-# --- enums --------------------------------------------------------------------------------------
-
-
-class Transport(str, enum.Enum):
-    TCP = "tcp"
-    UDP = "udp"
-    ICMP = "icmp"  # ICMP and ICMPv6
-
-
-class HelloKind(str, enum.Enum):
-    CLIENT = "client"
-    SERVER = "server"
-    ANY = "any"
-
-
-class IcmpKind(str, enum.Enum):
-    PORT = "port"
-    ADMIN = "admin"
-    HOST = "host"
-    NET = "net"
-
-
-class LossModel(str, enum.Enum):
-    BERNOULLI = "bernoulli"
-    GILBERT_ELLIOTT = "gilbert-elliott"
-
-
-class Then(str, enum.Enum):
-    DROP = "drop"
-    REJECT = "reject"
-
-
-class CountFrom(str, enum.Enum):
-    FLOW = "flow"  # from the flow's first packet
-    MATCH = "match"  # from the first packet the rule matched
-
-
-class BlockKey(str, enum.Enum):
-    SERVER = "server"  # the responder's address, any port and protocol, both directions
-    TUPLE3 = "3-tuple"  # (transport, responder address, responder port)
-    PAIR = "pair"  # (initiator address, responder address)
+# --- names --------------------------------------------------------------------------------------
+# (The enums -- Transport, HelloKind, IcmpCode, LossModel, Then, CountFrom, BlockKey and the rest
+# -- are the core's, testbed.core.policy_kinds: the schema validates into the values the policy
+# runs on, never converted by value.)
 
 
 # Names for TLS supported_groups code points (IANA TLS Supported Groups registry).
@@ -260,14 +231,6 @@ def _address_entry(value: str) -> str:
 
 
 AddressEntry = Annotated[str, AfterValidator(_address_entry)]
-
-
-def is_node_name(entry: str) -> bool:
-    try:
-        ipaddress.ip_network(entry, strict=False)
-        return False
-    except ValueError:
-        return True
 
 
 class ListSpec(_Frozen):
@@ -713,7 +676,7 @@ class RejectSpec(_Frozen):
     with_: RejectWith = Field(RejectWith.AUTO, alias="with")
     to: RejectTo = RejectTo.BOTH
     """For ``rst``: which end(s) get a RST."""
-    icmp: IcmpKind = IcmpKind.PORT
+    icmp: IcmpCode = IcmpCode.PORT
     """For ``icmp`` (and ``auto`` on non-TCP): the unreachable code."""
 
     @model_validator(mode="before")
@@ -982,16 +945,6 @@ class ActionSpec(_Frozen):
         if self.impairs and self.cut is None:
             return PacketDirection.ORIGINAL
         return PacketDirection.BOTH
-
-    def describe(self) -> str:
-        """A short human summary in the order the pieces act, e.g. ``loss+delay (original)``."""
-        parts = [
-            k for k in ("accept", "drop", "ignore") if getattr(self, k)
-        ] + [
-            k for k in ("reject", "cut", "loss", "throttle", "delay", "block_after")
-            if getattr(self, k) is not None
-        ]  # fmt: skip
-        return "+".join(parts) + f" ({self.effective_direction.value})"
 
 
 class RuleSpec(_Frozen):

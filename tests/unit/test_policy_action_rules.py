@@ -496,11 +496,11 @@ def test_held_packets_are_bounded_and_counted() -> None:
 
 
 def test_queue_sizing_estimate() -> None:
-    from test_policy_support import spec
+    from test_policy_support import ir
 
     from testbed.core.policy import estimate_max_hold
 
-    s = spec(rules_of("{name: a, action: {delay: {time: 100ms, jitter: 10ms, distribution: normal}}}",
+    s = ir(rules_of("{name: a, action: {delay: {time: 100ms, jitter: 10ms, distribution: normal}}}",
                       "{name: b, action: {throttle: {rate: 80kbit, mode: shape, backlog: 20KB}}}"))  # fmt: skip
     assert estimate_max_hold(s) == pytest.approx(2.0)  # 20 KB at 10 KB/s
 

@@ -11,6 +11,7 @@ from testbed.core.classify import Classifier
 from testbed.core.engine import CensorEngine
 from testbed.core.policy import RulePolicy, compile_policy
 from testbed.core.policy.state import POLICY_STATE_KEY
+from testbed.scenario.policy_ir import policy_ir
 from testbed.scenario.policy_schema import PolicySpec
 
 RULES: list[dict[str, Any]] = [
@@ -38,7 +39,7 @@ def _stun(tid: int) -> bytes:
 
 def _engine(prune: bool) -> CensorEngine:
     spec = PolicySpec.model_validate({"rules": RULES})
-    policy = compile_policy(spec, resolve_node=lambda n: [], inside_addresses=["198.18.1.2"], seed=3)
+    policy = compile_policy(policy_ir(spec), resolve_node=lambda n: [], inside_addresses=["198.18.1.2"], seed=3)
     if not prune:
         policy._prune_frozen = lambda st, d, cands, ctx: cands  # type: ignore[method-assign]
     return CensorEngine(Classifier(inspect_packets=8), policy)

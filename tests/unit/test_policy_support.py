@@ -16,7 +16,9 @@ from testbed.core.craft import tcp_segment, udp_datagram
 from testbed.core.engine import CensorEngine
 from testbed.core.packet import TCPFlag
 from testbed.core.policy import RulePolicy, compile_policy
+from testbed.core.policy_ir import PolicyIR
 from testbed.core.verdict import Verdict
+from testbed.scenario.policy_ir import policy_ir
 from testbed.scenario.policy_schema import PolicySpec
 
 CALLER = "10.0.1.2"  # inside
@@ -50,10 +52,17 @@ def spec(text_or_data: str | dict[str, Any]) -> PolicySpec:
     return PolicySpec.model_validate(data)
 
 
+def ir(text_or_data: str | dict[str, Any]) -> PolicyIR:
+    """The spec compiled into the core's IR, sent through its JSON form as the censor gets it."""
+    got = policy_ir(spec(text_or_data))
+    assert PolicyIR.from_json(got.to_json()) == got
+    return got
+
+
 def policy(text_or_data: str | dict[str, Any], *, seed: int = 1, start: float = 0.0,
            files: dict[str, str] | None = None) -> RulePolicy:  # fmt: skip
     return compile_policy(
-        spec(text_or_data),
+        ir(text_or_data),
         resolve_node=resolve_node,
         inside_addresses=INSIDE,
         seed=seed,

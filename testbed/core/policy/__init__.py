@@ -1,10 +1,12 @@
 """The censor's policy: ordered rules (match -> actions) carried out per packet, sans-IO.
 
-    compile_policy(spec, resolve_node=..., inside_addresses=..., seed=...) -> RulePolicy
+    compile_policy(ir, resolve_node=..., inside_addresses=..., seed=...) -> RulePolicy
     RulePolicy.decide(packet, obs, now) -> Verdict      (testbed.core.engine.Policy)
     RulePolicy.summary() / flow_record(flow) / is_settled(flow)
 
-Layout, one concept per module: ``compile`` (spec -> objects), ``runtime`` (first match wins,
+Its input is ``testbed.core.policy_ir.PolicyIR`` (the policy as plain data: what
+``testbed.scenario`` compiles a scenario into and the censor process receives as JSON).
+Layout, one concept per module: ``compile`` (IR -> objects), ``runtime`` (first match wins,
 ordering, residual checks), ``rule`` (one rule's actions), ``matchers/`` (endpoints, names,
 fingerprint, hello, payload, progress, logic), ``bucket`` (token bucket), ``loss`` (Bernoulli,
 Gilbert-Elliott), ``jitter`` (delay distributions), ``window`` (time windows), ``residual``
@@ -16,10 +18,10 @@ from __future__ import annotations
 
 from testbed.core.policy.compile import (
     PolicyCompileError,
-    PolicySource,
     compile_policy,
     estimate_max_hold,
 )
+from testbed.core.policy_ir import PolicyIR, PolicyIRError
 from testbed.core.policy.runtime import ORDER_EPS, RulePolicy
 from testbed.core.policy.state import POLICY_STATE_KEY, SETTLED_KEY
 
@@ -28,7 +30,8 @@ __all__ = [
     "POLICY_STATE_KEY",
     "SETTLED_KEY",
     "PolicyCompileError",
-    "PolicySource",
+    "PolicyIR",
+    "PolicyIRError",
     "RulePolicy",
     "compile_policy",
     "estimate_max_hold",

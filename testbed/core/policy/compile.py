@@ -1,6 +1,7 @@
-"""Spec -> running policy: resolve names and lists, build matchers and action plans.
+"""Policy IR -> running policy: resolve names and lists, build matchers and action plans.
 
-Address entries may be literal addresses/CIDRs, node names (resolved by ``resolve_node``, the
+The input is ``testbed.core.policy_ir.PolicyIR`` (plain data; ``testbed.scenario.policy_ir``
+compiles a validated scenario into it). Address entries may be literal addresses/CIDRs, node names (resolved by ``resolve_node``, the
 runner's knowledge of the topology) or named lists: inline in ``lists:``, a file (read through
 ``read_file``, so this stays free of I/O), or a list shipped with testbed (``whatsapp``,
 ``telegram``) when the scenario does not declare one of that name.
@@ -9,10 +10,8 @@ runner's knowledge of the topology) or named lists: inline in ``lists:``, a file
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
-from typing import Protocol
+from collections.abc import Callable, Collection, Iterable
 
-from testbed.core.craft import IcmpCode
 from testbed.core.labels import AddressList, Label, shipped_address_lists
 from testbed.core.policy.jitter import DelaySampler
 from testbed.core.policy.loss import Bernoulli, GilbertElliott
@@ -40,67 +39,51 @@ from testbed.core.policy.matchers.progress import (
     Range,
     TimeMatch,
 )
-from testbed.core.policy.residual import ResidualKey
 from testbed.core.policy.rng import derive_seed
 from testbed.core.policy.rule import CompiledRule, CutPlan, RejectPlan, ResidualPlan, ThrottlePlan
 from testbed.core.policy.runtime import RulePolicy
 from testbed.core.policy.window import TimeWindow
-from testbed.core.policy_regex import compile_regex
-from testbed.scenario.policy_schema import (
-    AddressSpec,
+from testbed.core.policy_ir import AddressesIR, MatchIR, PolicyIR, RangeIR, RejectIR, RuleIR, is_node_name
+from testbed.core.policy_kinds import (
     CountFrom,
+    Distribution,
     HelloKind,
-    ListSpec,
     LossModel,
-    MatchSpec,
     PacketDirection,
-    PolicySettings,
-    RangeSpec,
-    RejectSpec,
     RejectWith,
-    RuleSpec,
     Then,
+    ThrottleMode,
     Transport,
-    is_node_name,
 )
+from testbed.core.policy_regex import compile_regex
 
-__all__ = ["PolicyCompileError", "PolicySource", "compile_policy", "estimate_max_hold"]
+__all__ = ["PolicyCompileError", "compile_policy", "estimate_max_hold"]
 
 
 class PolicyCompileError(ValueError):
     """A spec that validated but cannot be built: an unknown node, list or label; a bad file."""
 
 
-class PolicySource(Protocol):
-    """What ``compile_policy`` reads: ``PolicySpec``, or ``CensorSpec`` with the same fields."""
-
-    @property
-    def rules(self) -> Sequence[RuleSpec]: ...
-    @property
-    def lists(self) -> Mapping[str, ListSpec]: ...
-    @property
-    def policy(self) -> PolicySettings: ...
-
-
-_DEFAULT_REJECT_SPEC = RejectSpec.model_validate({})
+_DEFAULT_REJECT = RejectIR()
 _PROTOS = {Transport.TCP: (6,), Transport.UDP: (17,), Transport.ICMP: (1, 58)}
 
 
 class _Compiler:
     def __init__(
         self,
-        spec: PolicySource,
+        spec: PolicyIR,
         resolve_node: Callable[[str], list[str]],
         read_file: Callable[[str], str] | None,
         known_labels: Collection[str] | None,
     ) -> None:
         self.spec = spec
+        self.list_specs = {ls.name: ls for ls in spec.lists}
         self.resolve_node = resolve_node
         self.read_file = read_file
         self._lists: dict[str, AddressList] = {}
         self._shipped: dict[str, AddressList] | None = None
         labels = set(known_labels) if known_labels is not None else {str(v) for v in Label}
-        self.known_labels = labels | set(spec.lists) | {"whatsapp", "telegram"}
+        self.known_labels = labels | set(self.list_specs) | {"whatsapp", "telegram"}
 
     # -- addresses -------------------------------------------------------------------------------
 
@@ -121,13 +104,13 @@ class _Compiler:
         got = self._lists.get(name)
         if got is not None:
             return got
-        spec = self.spec.lists.get(name)
+        spec = self.list_specs.get(name)
         if spec is None:
             if self._shipped is None:
                 self._shipped = shipped_address_lists()
             shipped = self._shipped.get(name)
             if shipped is None:
-                known = sorted(set(self.spec.lists) | set(self._shipped))
+                known = sorted(set(self.list_specs) | set(self._shipped))
                 raise PolicyCompileError(f"{where}: unknown address list {name!r} (known: {', '.join(known)})")
             self._lists[name] = shipped
             return shipped
@@ -144,21 +127,21 @@ class _Compiler:
                 raise PolicyCompileError(f"lists.{name}: cannot read {spec.file}: {exc}") from exc
             except ValueError as exc:
                 raise PolicyCompileError(f"lists.{name}: {spec.file}: {exc}") from exc
-            al = _merge(al, parsed)
+            al = al.merged(parsed)
         self._lists[name] = al
         return al
 
-    def addresses(self, spec: AddressSpec, where: str) -> AddressList:
+    def addresses(self, spec: AddressesIR, where: str) -> AddressList:
         al = AddressList(where)
         for entry in spec.addresses:
             self._add_entry(al, entry, where)
         for name in spec.lists:
-            al = _merge(al, self.named_list(name, where))
+            al = al.merged(self.named_list(name, where))
         return al
 
     # -- matchers --------------------------------------------------------------------------------
 
-    def match(self, m: MatchSpec, where: str) -> tuple[list[StaticMatcher], list[Matcher], list[Expiring]]:
+    def match(self, m: MatchIR, where: str) -> tuple[list[StaticMatcher], list[Matcher], list[Expiring]]:
         """(static, dynamic, expiring) matchers of one match block."""
         static: list[StaticMatcher] = []
         dynamic: list[Matcher] = []
@@ -171,8 +154,8 @@ class _Compiler:
         for end, ports in ((End.CLIENT, m.src_port), (End.SERVER, m.dst_port), (End.EITHER, m.port)):
             if ports is not None:
                 static.append(PortMatch(ports, end))
-        if m.initiator is not None:
-            static.append(InitiatorMatch(m.initiator.value == "inside"))
+        if m.initiator_inside is not None:
+            static.append(InitiatorMatch(m.initiator_inside))
         if m.direction is not None and m.direction is not PacketDirection.BOTH:
             static.append(DirectionMatch(m.direction))
         # Dynamic matchers, cheapest first.
@@ -180,7 +163,7 @@ class _Compiler:
             w = m.time
             tm = TimeMatch(TimeWindow(w.start, w.until, w.period, w.active))
             dynamic.append(tm)
-            if w.until is not None:
+            if m.time.until is not None:
                 expiring.append(tm)
         for rng_spec, cls in ((m.packet_index, PacketIndexMatch), (m.data_packet, DataPacketMatch),
                               (m.flow_bytes, FlowBytesMatch), (m.age, AgeMatch)):  # fmt: skip
@@ -238,7 +221,7 @@ class _Compiler:
             dynamic.append(self.whole(sub, f"{where}.all[{i}]"))
         return static, dynamic, expiring
 
-    def whole(self, m: MatchSpec, where: str) -> Matcher:
+    def whole(self, m: MatchIR, where: str) -> Matcher:
         """A nested block as one per-packet matcher (its static parts evaluated per packet)."""
         static, dynamic, _ = self.match(m, where)
         parts: list[Matcher] = [StaticAsDynamic(s) for s in static]
@@ -247,7 +230,7 @@ class _Compiler:
 
     # -- actions ---------------------------------------------------------------------------------
 
-    def rule(self, index: int, spec: RuleSpec, seed: int) -> CompiledRule:
+    def rule(self, index: int, spec: RuleIR, seed: int) -> CompiledRule:
         where = f"rules[{index}]"
         static, dynamic, expiring = self.match(spec.match, f"{where}.match")
         if spec.sticky:
@@ -257,7 +240,7 @@ class _Compiler:
             static = [s for s in static if not isinstance(s, DirectionMatch)]
             dynamic = [StaticAsDynamic(s) for s in moved] + dynamic
         a = spec.action
-        direction = a.effective_direction
+        direction = a.direction
         applies: StaticMatcher | None = None
         if direction is not PacketDirection.BOTH:
             applies = DirectionMatch(direction)
@@ -284,18 +267,18 @@ class _Compiler:
                 cut.after_bytes,
                 cut.after_seconds,
                 cut.count_from is CountFrom.MATCH,
-                _reject(_DEFAULT_REJECT_SPEC) if cut.then is Then.REJECT else None,
+                _reject(_DEFAULT_REJECT) if cut.then is Then.REJECT else None,
             )
         if a.loss is not None:
             ls = a.loss
             if ls.model is LossModel.BERNOULLI:
                 rule.loss = Bernoulli(ls.p)
             else:
-                rule.loss = GilbertElliott(ls.p, ls.effective_r, ls.effective_loss_bad, ls.effective_loss_good)
+                rule.loss = GilbertElliott(ls.p, ls.r, ls.loss_bad, ls.loss_good)
         if a.throttle is not None:
             t = a.throttle
             rule.throttle = ThrottlePlan(
-                t.rate, float(t.effective_burst), t.mode, t.per, float(t.effective_backlog), t.backlog_packets
+                t.rate, float(t.burst), t.mode, t.per, float(t.backlog), t.backlog_packets
             )
         if a.delay is not None:
             rule.delay = DelaySampler(a.delay.time, a.delay.jitter, a.delay.distribution)
@@ -304,30 +287,20 @@ class _Compiler:
             b = a.block_after
             residual_reject = None
             if b.then is Then.REJECT:
-                residual_reject = _reject(a.reject or _DEFAULT_REJECT_SPEC)
+                residual_reject = _reject(a.reject or _DEFAULT_REJECT)
                 if residual_reject.with_ is RejectWith.REWRITE:
                     # A residual block catches new flows before any server reply: reset them.
-                    residual_reject = _reject(_DEFAULT_REJECT_SPEC)
-            rule.residual = ResidualPlan(b.duration, ResidualKey(b.key.value), residual_reject, b.restart)
+                    residual_reject = _reject(_DEFAULT_REJECT)
+            rule.residual = ResidualPlan(b.duration, b.key, residual_reject, b.restart)
         return rule
 
 
-def _reject(spec: RejectSpec) -> RejectPlan:
-    return RejectPlan(spec.with_, spec.to, IcmpCode(spec.icmp.value))
+def _reject(spec: RejectIR) -> RejectPlan:
+    return RejectPlan(spec.with_, spec.to, spec.icmp)
 
 
-def _range(r: RangeSpec) -> Range:
+def _range(r: RangeIR) -> Range:
     return Range(r.min, r.max)
-
-
-def _merge(a: AddressList, b: AddressList) -> AddressList:
-    out = AddressList(a.name, a.source)
-    for src in (a, b):
-        for plen, nets in src._v4.items():
-            out._v4.setdefault(plen, set()).update(nets)
-        for plen, nets in src._v6.items():
-            out._v6.setdefault(plen, set()).update(nets)
-    return out
 
 
 def _inside_list(addresses: Iterable[str]) -> AddressList:
@@ -339,7 +312,7 @@ def _inside_list(addresses: Iterable[str]) -> AddressList:
 
 
 def compile_policy(
-    spec: PolicySource,
+    spec: PolicyIR,
     *,
     resolve_node: Callable[[str], list[str]],
     inside_addresses: Iterable[str],
@@ -362,9 +335,9 @@ def compile_policy(
     except ValueError as exc:
         raise PolicyCompileError(f"inside_addresses: {exc}") from exc
     rules = [c.rule(i, r, seed) for i, r in enumerate(spec.rules)]
-    for name in spec.lists:
-        c.named_list(name, f"lists.{name}")  # unused lists are still checked
-    settings = spec.policy
+    for ls in spec.lists:
+        c.named_list(ls.name, f"lists.{ls.name}")  # unused lists are still checked
+    settings = spec.settings
     policy = RulePolicy(
         rules,
         inside=inside,
@@ -377,11 +350,11 @@ def compile_policy(
     )
     # The scenario's lists, resolved: the censor also gives them to its classifier, so that flows
     # are labelled with them (a relay in the `telegram` list looks like Telegram's relays).
-    policy.address_lists = {name: c.named_list(name, f"lists.{name}") for name in spec.lists}
+    policy.address_lists = {ls.name: c.named_list(ls.name, f"lists.{ls.name}") for ls in spec.lists}
     return policy
 
 
-def estimate_max_hold(spec: PolicySource) -> float:
+def estimate_max_hold(spec: PolicyIR) -> float:
     """Seconds a packet may be held at most by this policy's rules (delay tails bounded at four
     deviations; pareto at ten), for sizing the kernel queue: packets/s x this <= queue length."""
     worst = 0.0
@@ -389,10 +362,10 @@ def estimate_max_hold(spec: PolicySource) -> float:
         a = r.action
         hold = 0.0
         if a.delay is not None:
-            k = 10.0 if a.delay.distribution.value.startswith("pareto") else 4.0
-            spread = a.delay.jitter if a.delay.distribution.value == "uniform" else k * a.delay.jitter
+            k = 10.0 if a.delay.distribution in (Distribution.PARETO, Distribution.PARETONORMAL) else 4.0
+            spread = a.delay.jitter if a.delay.distribution is Distribution.UNIFORM else k * a.delay.jitter
             hold += a.delay.time + spread
-        if a.throttle is not None and a.throttle.mode.value == "shape":
-            hold += a.throttle.effective_backlog / a.throttle.rate
+        if a.throttle is not None and a.throttle.mode is ThrottleMode.SHAPE:
+            hold += a.throttle.backlog / a.throttle.rate
         worst = max(worst, hold)
     return worst

@@ -22,19 +22,13 @@ stays blocked. Retransmissions within one flow do not restart it.
 
 from __future__ import annotations
 
-import enum
 from dataclasses import dataclass
 
 from testbed.core.flow import Flow
 from testbed.core.packet import Packet
+from testbed.core.policy_kinds import BlockKey
 
-__all__ = ["ResidualBlock", "ResidualBlocks", "ResidualKey"]
-
-
-class ResidualKey(enum.Enum):
-    SERVER = "server"
-    TUPLE3 = "3-tuple"
-    PAIR = "pair"
+__all__ = ["ResidualBlock", "ResidualBlocks"]
 
 
 _Key = tuple[object, ...]
@@ -54,7 +48,7 @@ class ResidualBlocks:
     def __init__(self, max_entries: int) -> None:
         self._d: dict[_Key, ResidualBlock] = {}
         self.max_entries = max_entries
-        self.kinds: set[ResidualKey] = set()
+        self.kinds: set[BlockKey] = set()
         self.evicted = 0
         self.triggered = 0
         self.restarted = 0
@@ -63,12 +57,12 @@ class ResidualBlocks:
         return len(self._d)
 
     def add(
-        self, kind: ResidualKey, flow: Flow, until: float, rule: int, reject: bool,
+        self, kind: BlockKey, flow: Flow, until: float, rule: int, reject: bool,
         restart: float | None = None,
     ) -> None:  # fmt: skip
-        if kind is ResidualKey.SERVER:
+        if kind is BlockKey.SERVER:
             key: _Key = ("a", flow.responder_addr)
-        elif kind is ResidualKey.TUPLE3:
+        elif kind is BlockKey.TUPLE3:
             key = ("t", flow.key.proto, flow.responder_addr, flow.responder_port)
         else:
             a, b = sorted((flow.initiator_addr, flow.responder_addr))
@@ -88,14 +82,14 @@ class ResidualBlocks:
             return None
         kinds = self.kinds
         keys: list[_Key] = []
-        if ResidualKey.SERVER in kinds:
+        if BlockKey.SERVER in kinds:
             keys.append(("a", packet.src))
             keys.append(("a", packet.dst))
-        if ResidualKey.TUPLE3 in kinds:
+        if BlockKey.TUPLE3 in kinds:
             proto = flow.key.proto
             keys.append(("t", proto, flow.responder_addr, flow.responder_port))
             keys.append(("t", proto, flow.initiator_addr, flow.initiator_port))
-        if ResidualKey.PAIR in kinds:
+        if BlockKey.PAIR in kinds:
             a, b = sorted((packet.src, packet.dst))
             keys.append(("p", a, b))
         for key in keys:

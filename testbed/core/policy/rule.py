@@ -18,7 +18,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
-from testbed.core.craft import IcmpCode, icmp_unreachable, packet_bytes, rst_toward_receiver, rst_toward_sender
+from testbed.core.craft import icmp_unreachable, packet_bytes, rst_toward_receiver, rst_toward_sender
 from testbed.core.flow import Direction
 from testbed.core.packet import IPProto, Packet, TCPFlag
 from testbed.core.policy.bucket import TokenBucket
@@ -26,11 +26,10 @@ from testbed.core.policy.counters import RuleCounters
 from testbed.core.policy.jitter import DelaySampler
 from testbed.core.policy.loss import Bernoulli, GilbertElliott
 from testbed.core.policy.matchers import Expiring, Matcher, StaticMatcher
-from testbed.core.policy.residual import ResidualKey
 from testbed.core.policy.rng import derive_rng
 from testbed.core.policy.state import Context, FlowFacts, RuleFlowState
 from testbed.core.verdict import Action, RejectKind, Verdict
-from testbed.core.policy_kinds import RejectTo, RejectWith, ThrottleMode, ThrottlePer
+from testbed.core.policy_kinds import BlockKey, IcmpCode, RejectTo, RejectWith, ThrottleMode, ThrottlePer
 
 __all__ = ["CompiledRule", "CutPlan", "RejectPlan", "ResidualPlan", "ThrottlePlan", "reject_verdict"]
 
@@ -69,7 +68,7 @@ class CutPlan:
 @dataclass(frozen=True, slots=True)
 class ResidualPlan:
     duration: float
-    key: ResidualKey
+    key: BlockKey
     reject: RejectPlan | None  # None: silent drop
     restart: bool = False  # a new flow caught by the block restarts it (H.24)
 

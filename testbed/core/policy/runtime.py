@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from testbed.core.classify import Observation
-from testbed.core.craft import IcmpCode, rst_in_place_of
+from testbed.core.craft import rst_in_place_of
 from testbed.core.flow import Direction, Flow
 from testbed.core.labels import AddressList
 from testbed.core.packet import IPProto, Packet, TCPFlag
@@ -43,7 +43,7 @@ from testbed.core.policy.state import (
     RuleFlowState,
 )
 from testbed.core.verdict import ACCEPT, Action, Verdict
-from testbed.core.policy_kinds import RejectTo, RejectWith, ThrottleMode
+from testbed.core.policy_kinds import IcmpCode, RejectTo, RejectWith, ThrottleMode
 
 __all__ = ["ORDER_EPS", "RulePolicy"]
 
