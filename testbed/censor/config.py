@@ -31,10 +31,14 @@ class CensorConfigError(ValueError):
 _T = TypeVar("_T")
 
 
-def _field(data: Mapping[str, object], key: str, kind: type[_T], where: str) -> _T:
+def _required(data: Mapping[str, object], key: str, where: str) -> object:
     if key not in data:
         raise CensorConfigError(f"{where}: missing key {key!r}")
-    value = data[key]
+    return data[key]
+
+
+def _field(data: Mapping[str, object], key: str, kind: type[_T], where: str) -> _T:
+    value = _required(data, key, where)
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
         raise CensorConfigError(f"{where}.{key}: expected {kind.__name__}, got {value!r}")
     return value
@@ -69,13 +73,13 @@ class PolicyConfig:
             raise CensorConfigError(f"{where}: expected an object, got {type(data).__name__}")
         nodes = _field(data, "nodes", dict, where)
         try:
-            ir = PolicyIR.from_json(data.get("ir"))
+            ir = PolicyIR.from_json(_required(data, "ir", where))
         except PolicyIRError as exc:
             raise CensorConfigError(f"{where}.ir: {exc}") from None
         return cls(
             ir=ir,
             nodes={str(k): _strings(v, f"{where}.nodes.{k}") for k, v in nodes.items()},
-            inside=_strings(data.get("inside"), f"{where}.inside"),
+            inside=_strings(_required(data, "inside", where), f"{where}.inside"),
             scenario_dir=_field(data, "scenario_dir", str, where),
         )
 
@@ -111,7 +115,7 @@ class CensorConfig:
         if not isinstance(data, dict):
             raise CensorConfigError(f"{where}: expected an object, got {type(data).__name__}")
         return cls(
-            policy=PolicyConfig.from_json(data.get("policy")),
+            policy=PolicyConfig.from_json(_required(data, "policy", where)),
             run_id=_field(data, "run_id", str, where),
             seed=_field(data, "seed", int, where),
             final_path=_field(data, "final_path", str, where),
