@@ -1,8 +1,9 @@
 """The ``censor:`` section's policy keys: named address lists, ordered rules, engine settings.
 
 What a scenario *describes*; ``testbed.scenario.policy_ir`` compiles it into the core's plain
-policy IR, which ``testbed.core.policy.compile_policy`` turns into the object the censor runs. Frozen, ``extra="forbid"``, and every check that can point at one key does so from
-a field validator, so the loader's ``file:line: key`` is the offending key's line.
+policy IR, which ``testbed.core.policy.compile_policy`` turns into the object the censor runs.
+Frozen, ``extra="forbid"``, and every check that can point at one key does so from a field
+validator, so the loader's ``file:line: key`` is the offending key's line.
 
 Units (docs/policy.md, "Units"):
 

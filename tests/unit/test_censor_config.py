@@ -79,7 +79,9 @@ def test_a_bad_config_names_the_key(tmp_path: Path, change: object, message: str
     assert str(err.value).startswith(message)
 
 
-def test_the_censor_process_refuses_a_bad_config_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_the_censor_process_refuses_a_bad_config_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     path = tmp_path / "censor.json"
     path.write_text(json.dumps({"run_id": "x"}))
     assert censor_main.main([str(path)]) == 2
@@ -91,7 +93,10 @@ def test_the_censor_process_refuses_a_bad_config_in_one_line(tmp_path: Path, cap
 
 def test_the_censor_process_does_not_load_the_scenario_schema() -> None:
     # It gets the policy as the core's IR: no pydantic, no scenario models in the hot process.
-    code = "import sys, testbed.censor.main; print(sorted(m for m in sys.modules if m.startswith(('testbed.scenario', 'pydantic'))))"
+    code = (
+        "import sys, testbed.censor.main; "
+        "print(sorted(m for m in sys.modules if m.startswith(('testbed.scenario', 'pydantic'))))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 

@@ -1,10 +1,11 @@
 """Policy IR -> running policy: resolve names and lists, build matchers and action plans.
 
 The input is ``testbed.core.policy_ir.PolicyIR`` (plain data; ``testbed.scenario.policy_ir``
-compiles a validated scenario into it). Address entries may be literal addresses/CIDRs, node names (resolved by ``resolve_node``, the
-runner's knowledge of the topology) or named lists: inline in ``lists:``, a file (read through
-``read_file``, so this stays free of I/O), or a list shipped with testbed (``whatsapp``,
-``telegram``) when the scenario does not declare one of that name.
+compiles a validated scenario into it). Address entries may be literal addresses/CIDRs, node
+names (resolved by ``resolve_node``, the runner's knowledge of the topology) or named lists:
+inline in ``lists:``, a file (read through ``read_file``, so this stays free of I/O), or a list
+shipped with testbed (``whatsapp``, ``telegram``) when the scenario does not declare one of that
+name.
 """
 
 from __future__ import annotations
