@@ -99,7 +99,8 @@ def _with_breakage(
             broke = entry.t
             break
     if broke is not None and (ttf is None or broke - connected_at < ttf):
-        reconnected = _event_time(result.state_timeline, Party.RELAY, Layer.CALL, CallState.RECONNECTED, broke) is not None
+        again = _event_time(result.state_timeline, Party.RELAY, Layer.CALL, CallState.RECONNECTED, broke)
+        reconnected = again is not None
         ttf, recovered = round(broke - connected_at, 3), reconnected
     return ttf, recovered
 

@@ -22,7 +22,16 @@ from typing import ClassVar
 
 from testbed.records.json import JsonObject, RecordError, integer, number, object_of, optional_string, string
 
-__all__ = ["CensorFinal", "CensorMessage", "CensorMessageType", "CensorReady", "CensorStats", "decode", "encode", "from_json"]
+__all__ = [
+    "CensorFinal",
+    "CensorMessage",
+    "CensorMessageType",
+    "CensorReady",
+    "CensorStats",
+    "decode",
+    "encode",
+    "from_json",
+]
 
 
 class CensorMessageType(StrEnum):

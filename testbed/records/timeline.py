@@ -106,8 +106,10 @@ class TimelineEntry:
         if not isinstance(label, str):
             raise RecordError(f"timeline entry: label must be a string, got {label!r}")
         who, _, rest = label.partition(":")
-        layer, _, state = rest.partition(":")
+        layer, sep, state = rest.partition(":")
         try:
+            if not sep or not state:
+                raise ValueError(label)
             return cls(t, Party(who), Layer(layer), state)
         except ValueError:
             raise RecordError(f"timeline entry: {label!r} is not <caller|callee|relay>:<layer>:<state>") from None

@@ -572,7 +572,9 @@ def _capture_file(result: Mapping[str, Any]) -> Path | None:
     return None
 
 
-def _censor_html(censor: Mapping[str, Any], events: Sequence[CensorEvent], event_numbers: Mapping[int, int], pcap_link: str | None) -> str:
+def _censor_html(
+    censor: Mapping[str, Any], events: Sequence[CensorEvent], event_numbers: Mapping[int, int], pcap_link: str | None
+) -> str:
     parts = ["<h2>Censor</h2>", '<section class="card">']
     actions = mapping(censor.get("actions"))
     kernel = mapping(censor.get("kernel"))
