@@ -36,6 +36,7 @@ from typing import Any
 
 from testbed import __version__
 from testbed.records.censor_event import CensorEvent, EventKind
+from testbed.records.json import JsonObject
 from testbed.report.digest import (
     as_dict,
     call_digest,
@@ -791,7 +792,7 @@ def _place_pcap(src: Path, out_dir: Path, slug: str) -> str | None:
 
 
 def write_html_report(
-    results: list[dict[str, Any]],
+    results: list[JsonObject],
     out_dir: Path,
     *,
     pcaps: Mapping[str, Path] = {},  # noqa: B006 - read only
