@@ -28,6 +28,8 @@ from testbed.net.names import new_run_id
 from testbed.net.runs import registered_run
 from testbed.net.topology import TopologyPlan, build_topology, plan_topology
 from testbed.probes import ProbeResult, check_probe, run_probe
+from testbed.records.json import JsonObject
+from testbed.records.result import SCHEMA_VERSION
 from testbed.scenario.loader import LoadedScenario
 from testbed.scenario.model import Scenario
 from testbed.services.run import running_services
@@ -44,14 +46,17 @@ class ScenarioResult:
     expectations: list[ExpectationResult] = field(default_factory=list)
     calls: list[CallResult] = field(default_factory=list)
     probes: list[ProbeResult] = field(default_factory=list)
-    censor: dict[str, Any] = field(default_factory=dict)
+    censor: JsonObject = field(default_factory=dict)
     error: str | None = None
     timeline_origin: dict[str, float] = field(default_factory=dict)
     """CLOCK_MONOTONIC instants the result's relative times count from: ``censor`` (the
     censor's event times), ``calls_phase`` (probes' ``started_s`` and calls' ``start_s``)."""
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> JsonObject:
         return {
+            # Also here, not only at the top of the file: one scenario is read on its own too
+            # (the HTML report, a result copied out of a file).
+            "schema_version": SCHEMA_VERSION,
             "name": self.name,
             "file": self.file,
             "run_id": self.run_id,

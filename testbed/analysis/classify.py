@@ -13,11 +13,13 @@ forgotten. What each output keeps:
 - the table: the same selection (default ``DEFAULT_TABLE_LIMIT`` rows) and a summary.
 
 ``summary`` counts every flow, listed or not (``flows_total``, ``flows_dropped``, per label).
-The JSON shapes are a contract (fields only ever added). A flow object:
+The JSON shapes are a contract (fields only ever added). A flow object is a
+``testbed.records.flow.FlowRecord``, the same object the censor's result lists:
 
-    {"transport", "endpoints": [initiator, responder], "initiator", "packets", "bytes",
-     "labels", "sni", "alpn", "fingerprints", "packets_by_direction", "bytes_by_direction",
-     "first_seen", "last_seen", "ended"}
+    {"transport", "endpoints": [initiator, responder], "initiator", "responder", "packets",
+     "bytes", "packets_orig", "packets_reply", "bytes_orig", "bytes_reply", "packets_by_direction",
+     "bytes_by_direction", "labels", "sni", "alpn", "fingerprints", "first_seen", "last_seen",
+     "first_seen_s", "last_seen_s", "ended", "verdicts", "rule", "rules", "settled", "held"}
 """
 
 from __future__ import annotations
@@ -30,13 +32,15 @@ import sys
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Generic, TextIO, TypeVar
+from typing import Generic, TextIO, TypedDict, TypeVar
 
 from testbed.analysis.pcap import read_capture, strip_link_layer
 from testbed.core.classify import DEFAULT_INSPECT_PACKETS, Classifier
+from testbed.core.engine import flow_record
 from testbed.core.flow import DEFAULT_MAX_FLOWS, EndReason, Flow
 from testbed.core.packet import MalformedPacket, Packet, parse_ip
 from testbed.errors import UsageError
+from testbed.records.json import JsonObject
 
 __all__ = [
     "DEFAULT_JSON_LIMIT",
@@ -62,6 +66,15 @@ DEFAULT_TABLE_LIMIT = 1_000
 # The C encoder, one line: the indenting encoder is pure Python (38% of a --json run's time on
 # a 150k-packet capture, issue 11).
 _COMPACT = (",", ":")
+
+
+class _StreamOptions(TypedDict):
+    """``stream_flows``'s keyword arguments, as ``main`` passes them on."""
+
+    inspect_packets: int | None
+    reassemble: bool
+    port_guess: bool
+    max_flows: int
 
 
 class OutputFormat(enum.Enum):
@@ -128,28 +141,15 @@ def classify_capture(
     return summary
 
 
-def flow_to_json(flow: Flow) -> dict[str, Any]:
-    return {
-        "transport": flow.transport,
-        "endpoints": [flow.initiator, flow.responder],
-        "initiator": flow.initiator,
-        "packets": flow.packets,
-        "bytes": flow.bytes,
-        "labels": sorted(flow.labels),
-        "sni": flow.sni,
-        "alpn": list(flow.alpn),
-        "fingerprints": dict(flow.fingerprints),
-        "packets_by_direction": [flow.packets_orig, flow.packets_reply],
-        "bytes_by_direction": [flow.bytes_orig, flow.bytes_reply],
-        "first_seen": flow.created_at,
-        "last_seen": flow.last_seen,
-        # Why the flow left the table: "idle", "evicted" (the table was full: a flow that
-        # carried on is listed again as a new flow), or null (still open when the capture ended).
-        "ended": None if flow.ended is None else flow.ended.value,
-    }
+def flow_to_json(flow: Flow) -> JsonObject:
+    """The flow's :class:`~testbed.records.flow.FlowRecord`, as JSON: the censor's result lists
+    flows with the same record (no verdicts or rules here; times on the capture's clock).
+    ``ended`` says why the flow left the table: "idle", "evicted" (the table was full: a flow that
+    carried on is listed again as a new flow), or null (still open when the capture ended)."""
+    return flow_record(flow).to_json()
 
 
-def capture_to_json(summary: CaptureSummary) -> dict[str, Any]:
+def capture_to_json(summary: CaptureSummary) -> JsonObject:
     return {
         "file": summary.file,
         "frames": summary.frames,
@@ -189,7 +189,7 @@ class FlowTally:
     def labels_by_count(self) -> list[tuple[str, int]]:
         return sorted(self.labels.items(), key=lambda kv: (-kv[1], kv[0]))
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> JsonObject:
         return {
             "flows_total": self.total,
             "flows_listed": self.listed,
@@ -336,7 +336,7 @@ def main(
         raise UsageError("--pretty applies to --json only (--jsonl is one flow per line)")
     if max_flows < 1:
         raise UsageError(f"--max-flows must be >= 1, got {max_flows}")
-    options: dict[str, Any] = {
+    options: _StreamOptions = {
         "inspect_packets": inspect_packets,
         "reassemble": reassemble,
         "port_guess": port_guess,
@@ -359,7 +359,7 @@ def main(
     return 0
 
 
-def _write_jsonl(pcap: str, out: TextIO, options: dict[str, Any]) -> None:
+def _write_jsonl(pcap: str, out: TextIO, options: _StreamOptions) -> None:
     tally = FlowTally()
     write = out.write
 
@@ -375,7 +375,7 @@ def _write_jsonl(pcap: str, out: TextIO, options: dict[str, Any]) -> None:
     write(json.dumps(doc, separators=_COMPACT) + "\n")
 
 
-def _write_json(pcap: str, out: TextIO, options: dict[str, Any], limit: int, pretty: bool) -> None:
+def _write_json(pcap: str, out: TextIO, options: _StreamOptions, limit: int, pretty: bool) -> None:
     tally = FlowTally()
     keep = _Largest(limit, _flow_line)
 
@@ -404,7 +404,7 @@ def _write_json(pcap: str, out: TextIO, options: dict[str, Any], limit: int, pre
     out.write(',"summary":' + json.dumps(tally.to_json(), separators=_COMPACT) + "}\n")
 
 
-def _write_table(pcap: str, out: TextIO, options: dict[str, Any], limit: int) -> None:
+def _write_table(pcap: str, out: TextIO, options: _StreamOptions, limit: int) -> None:
     tally = FlowTally()
     keep = _Largest(limit, _table_row)
 

@@ -49,8 +49,8 @@ from testbed.calls.signalling import (
     StateChange,
     Stats,
 )
+from testbed.records.timeline import CallState, Party, TimelineEntry
 
-RELAY = "relay"
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,7 +110,7 @@ class Conductor:
         start: float,
         start_timeout_s: float = 30.0,
         teardown_timeout_s: float = 3.0,
-        observer: Callable[[float, str], None] | None = None,
+        observer: Callable[[TimelineEntry], None] | None = None,
     ) -> None:
         """``observer``, if given, sees every timeline entry as it is recorded (live progress)."""
         self.options = options
@@ -120,7 +120,7 @@ class Conductor:
         self._start_timeout_s = start_timeout_s
         self._teardown_timeout_s = teardown_timeout_s
         self._endpoints = {role: _Endpoint() for role in Role}
-        self._timeline: list[tuple[float, str]] = []
+        self._timeline: list[TimelineEntry] = []
         self._errors: list[str] = []
         self._deadline: float | None = start + start_timeout_s
         self._media_start: float | None = None
@@ -139,11 +139,11 @@ class Conductor:
                 if said is not role or me.ready:
                     return self._abort(f"{role} endpoint sent an unexpected hello ({said})", role)
                 me.ready = True
-                self._log(now, f"{role}:{Layer.ENDPOINT}:ready")
+                self._log(now, role.party, Layer.ENDPOINT, CallState.READY)
                 if all(e.ready for e in self._endpoints.values()):
                     self.phase = Phase.DIALLING
                     self._deadline = now + self.options.connect_timeout_s
-                    self._log(now, f"{RELAY}:{Layer.SIGNALLING}:dial")
+                    self._log(now, Party.RELAY, Layer.SIGNALLING, CallState.DIAL)
                     return [Send(Role.CALLER, Dial())]
                 return []
             case _ if isinstance(message, PEER_MESSAGES):
@@ -173,7 +173,7 @@ class Conductor:
         if not me.ready:
             return self._abort(f"{role} endpoint {detail} before it was ready", role)
         me.lost = True
-        self._log(now, f"{role}:{Layer.ENDPOINT}:lost")
+        self._log(now, role.party, Layer.ENDPOINT, CallState.LOST)
         when = {
             Phase.STARTING: "before the call",
             Phase.DIALLING: "while connecting",
@@ -198,7 +198,7 @@ class Conductor:
                     waiting[0] if len(waiting) == 1 else None,
                 )
             case Phase.DIALLING:
-                self._log(now, f"{RELAY}:{Layer.CALL}:timeout")
+                self._log(now, Party.RELAY, Layer.CALL, CallState.TIMEOUT)
                 self._errors.append(
                     f"not connected within {self.options.connect_timeout_s:g} s ("
                     + "; ".join(f"{r}: {self._describe(e)}" for r, e in self._endpoints.items())
@@ -257,7 +257,7 @@ class Conductor:
             name=self.options.name,
             connected=connected,
             setup_ms=setup_ms,
-            state_timeline=tuple(sorted(self._timeline, key=lambda entry: entry[0])),
+            state_timeline=tuple(sorted(self._timeline, key=lambda entry: entry.t)),
             streams=metrics.build_streams(reports, kinds, t0=self._t0),
             error="; ".join(self._errors) or None,
             selected_candidate_pair=pair,
@@ -282,7 +282,7 @@ class Conductor:
         self, role: Role, me: _Endpoint, t: float, layer: Layer, state: str, now: float
     ) -> list[Action]:
         me.states[layer] = state
-        self._record(t, f"{role}:{layer}:{state}")
+        self._log(t, role.party, layer, state)
         if layer is Layer.SIGNALLING and state == "offer-sent" and me.offer_sent_at is None:
             me.offer_sent_at = t
         if layer is Layer.MEDIA and state == "stalled" and self._can_restart():
@@ -299,12 +299,12 @@ class Conductor:
                 self.phase = Phase.CONNECTED
                 self._media_start = now
                 self._deadline = now + self.options.duration_s
-                self._log(now, f"{RELAY}:{Layer.CALL}:connected")
+                self._log(now, Party.RELAY, Layer.CALL, CallState.CONNECTED)
             elif self.phase is Phase.RECONNECTING and all(
                 e.session_connected for e in self._endpoints.values()
             ):
                 self.phase = Phase.CONNECTED
-                self._log(now, f"{RELAY}:{Layer.CALL}:reconnected")
+                self._log(now, Party.RELAY, Layer.CALL, CallState.RECONNECTED)
             return []
         if state in ("failed", "closed") and self.phase is Phase.CONNECTED and self._can_restart():
             return self._restart(now, f"{role} connection {state}")
@@ -326,7 +326,7 @@ class Conductor:
         its duration is up."""
         self.restarts += 1
         self.phase = Phase.RECONNECTING
-        self._log(now, f"{RELAY}:{Layer.CALL}:restart")
+        self._log(now, Party.RELAY, Layer.CALL, CallState.RESTART)
         for endpoint in self._endpoints.values():
             endpoint.session_connected = False
         return [Send(role, Restart(reason)) for role, e in self._endpoints.items() if e.alive]
@@ -338,7 +338,7 @@ class Conductor:
             self._hangup_at = now
         self.phase = Phase.HANGING_UP
         self._deadline = now + self.options.drain_s + self._teardown_timeout_s
-        self._log(now, f"{RELAY}:{Layer.SIGNALLING}:hangup")
+        self._log(now, Party.RELAY, Layer.SIGNALLING, CallState.HANGUP)
         actions: list[Action] = []
         targets = (
             list(Role) if everyone or not self._endpoints[Role.CALLER].alive else [Role.CALLER]
@@ -361,7 +361,7 @@ class Conductor:
     def _finish(self, now: float) -> list[Action]:
         self.phase = Phase.FINISHED
         self._deadline = None
-        self._log(now, f"{RELAY}:{Layer.CALL}:ended")
+        self._log(now, Party.RELAY, Layer.CALL, CallState.ENDED)
         return [Finish()]
 
     def _abort(self, reason: str, role: Role | None) -> list[Action]:
@@ -369,14 +369,13 @@ class Conductor:
         self._deadline = None
         return [Abort(reason, role)]
 
-    def _log(self, now: float, label: str) -> None:
-        self._record(now, label)
-
-    def _record(self, t: float, label: str) -> None:
-        entry = (round(t - self._t0, 6), label)
+    def _log(self, t: float, who: Party, layer: Layer, state: str) -> None:
+        # str(state): a CallState is stored as the plain string it equals, so an entry read back
+        # from JSON compares equal to the one recorded.
+        entry = TimelineEntry(round(t - self._t0, 6), who, layer, str(state))
         self._timeline.append(entry)
         if self._observer is not None:
-            self._observer(*entry)
+            self._observer(entry)
 
     def _since_media(self, now: float) -> float:
         return 0.0 if self._media_start is None else now - self._media_start

@@ -34,6 +34,8 @@ from testbed.calls.result import (
     TransportResult,
 )
 from testbed.calls.signalling import Role
+from testbed.records.json import JsonObject
+from testbed.records.timeline import Layer, Party, TimelineEntry
 
 __all__ = [  # the report's records, re-exported for the modules that read them from here
     "DEFAULT_CLOCK_RATE",
@@ -86,7 +88,7 @@ class Arrivals:
                 self.per_s.extend([0] * (second + 1 - len(self.per_s)))
             self.per_s[second] += 1
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> JsonObject:
         return {
             "first": self.first,
             "last": self.last,
@@ -448,19 +450,18 @@ def candidate_summary(
     return kind, protocol
 
 
-def setup_split(timeline: Iterable[tuple[float, str]]) -> tuple[float | None, float | None]:
+def setup_split(timeline: Iterable[TimelineEntry]) -> tuple[float | None, float | None]:
     """(offer sent -> ICE connected at both endpoints, that -> DTLS connected at both), in ms."""
     offer: float | None = None
-    ice: dict[str, float] = {}
-    dtls: dict[str, float] = {}
-    for t, label in timeline:
-        who, _, rest = label.partition(":")
-        layer, _, state = rest.partition(":")
-        if who == "caller" and layer == "signalling" and state == "offer-sent" and offer is None:
+    ice: dict[Party, float] = {}
+    dtls: dict[Party, float] = {}
+    for e in timeline:
+        who, layer, state, t = e.who, e.layer, e.state, e.t
+        if e.is_(Party.CALLER, Layer.SIGNALLING, "offer-sent") and offer is None:
             offer = t
-        elif layer == "ice-connection" and state in ("completed", "connected") and who not in ice:
+        elif layer is Layer.ICE_CONNECTION and state in ("completed", "connected") and who not in ice:
             ice[who] = t
-        elif layer == "dtls" and state == "connected" and who not in dtls:
+        elif layer is Layer.DTLS and state == "connected" and who not in dtls:
             dtls[who] = t
     if offer is None or len(ice) < 2:
         return None, None

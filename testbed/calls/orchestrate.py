@@ -27,6 +27,7 @@ from testbed.calls.result import CallResult
 from testbed.calls.session import run_call
 from testbed.calls.verdict import DEFAULT_THRESHOLDS, judged
 from testbed.errors import RunError
+from testbed.records.timeline import CallState, Layer, Party, TimelineEntry
 from testbed.scenario.call_schema import CallSpec, IcePolicy, Media
 from testbed.scenario.expect_schema import VerdictSettings
 
@@ -238,9 +239,11 @@ async def run_calls(
             name = plan.options.name
             say(f"call {name}: placing")
 
-            def watch(t_s: float, label: str) -> None:
-                if label in ("relay:call:connected", "relay:call:timeout"):
-                    say(f"call {name}: {label.rsplit(':', 1)[1]} at {t_s:.2f} s")
+            def watch(entry: TimelineEntry) -> None:
+                if entry.is_(Party.RELAY, Layer.CALL, CallState.CONNECTED) or entry.is_(
+                    Party.RELAY, Layer.CALL, CallState.TIMEOUT
+                ):
+                    say(f"call {name}: {entry.state} at {entry.t:.2f} s")
 
             result = await run_call(
                 plan.options,

@@ -64,6 +64,9 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from testbed.records.json import JsonObject
+from testbed.records.timeline import TimelineEntry
+
 
 class Kind(StrEnum):
     AUDIO = "audio"
@@ -86,7 +89,7 @@ class CandidatePair:
     remote_port: int
     remote_type: str
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> JsonObject:
         return {
             "protocol": self.protocol,
             "local_address": self.local_address,
@@ -141,7 +144,7 @@ class StreamResult:
     message_loss_pct: float | None = None
     """data recv: messages the peer sent that never arrived, in % of those sent."""
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> JsonObject:
         return {
             "endpoint": self.endpoint,
             "kind": self.kind.value,
@@ -185,7 +188,7 @@ class TransportResult:
     dtls_state: str | None = None
     selected_candidate_pair: CandidatePair | None = None
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> JsonObject:
         pair = self.selected_candidate_pair
         return {
             "endpoint": self.endpoint,
@@ -204,7 +207,7 @@ class CallResult:
     name: str
     connected: bool
     setup_ms: float | None
-    state_timeline: tuple[tuple[float, str], ...]
+    state_timeline: tuple[TimelineEntry, ...]
     streams: tuple[StreamResult, ...]
     error: str | None
     selected_candidate_pair: CandidatePair | None = None
@@ -258,7 +261,7 @@ class CallResult:
                 return s
         raise KeyError(f"no {endpoint} {kind} {direction} stream in call {self.name!r}")
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> JsonObject:
         pair = self.selected_candidate_pair
         return {
             "name": self.name,
@@ -266,7 +269,7 @@ class CallResult:
             "setup_ms": self.setup_ms,
             "media_s": self.media_s,
             "wall_s": self.wall_s,
-            "state_timeline": [[t, label] for t, label in self.state_timeline],
+            "state_timeline": [entry.to_json() for entry in self.state_timeline],
             "streams": [s.to_json() for s in self.streams],
             "transports": [t.to_json() for t in self.transports],
             "selected_candidate_pair": pair.to_json() if pair else None,

@@ -43,6 +43,7 @@ from testbed.calls.signalling import (
 )
 from testbed.errors import CallError
 from testbed.net.process import netns_process
+from testbed.records.timeline import TimelineEntry
 
 SUN_PATH_MAX = 107  # sizeof(sockaddr_un.sun_path) - 1 on Linux
 EXIT_WAIT_S = 1.0  # after Done, an endpoint only has to let its interpreter exit
@@ -82,14 +83,14 @@ async def run_call(
     workdir: Path,
     start_timeout_s: float = 30.0,
     teardown_timeout_s: float = 3.0,
-    observer: Callable[[float, str], None] | None = None,
+    observer: Callable[[TimelineEntry], None] | None = None,
 ) -> CallResult:
     """Place one call from ``caller_netns`` to ``callee_netns`` and measure it.
 
     A call that fails (never connects, an endpoint dies, the connection fails) is a result with
     ``error`` set, not an exception.  :class:`CallError` means the harness failed: an endpoint
     process that did not start or never said hello; its message carries the stderr tail.
-    Endpoint logs are kept in ``workdir/<name>.<role>.log``.  ``observer(t_s, label)``, if
+    Endpoint logs are kept in ``workdir/<name>.<role>.log``.  ``observer(entry)``, if
     given, is called with each timeline entry as it happens (for live progress); it must not block.
     """
     started = time.monotonic()

@@ -31,6 +31,10 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, ClassVar
 
+# Re-exported: a timeline entry's enums are records (testbed.records.timeline).
+from testbed.records.timeline import Layer as Layer
+from testbed.records.timeline import Role as Role
+
 MAX_LINE_BYTES = 4 * 1024 * 1024
 """An SDP is a few KB; a final Stats message with per-message data-channel delays stays well under
 1 MB for an hour-long call.  Anything longer is a bug, not a message."""
@@ -39,29 +43,6 @@ MAX_LINE_BYTES = 4 * 1024 * 1024
 class SignallingProtocolError(ValueError):
     """Bytes that are not a signalling message.  An expected outcome of parsing, handled by the
     relay (it turns it into a ``CallError``: only testbed's own endpoints talk to it)."""
-
-
-class Role(StrEnum):
-    CALLER = "caller"
-    CALLEE = "callee"
-
-    @property
-    def peer(self) -> Role:
-        return Role.CALLEE if self is Role.CALLER else Role.CALLER
-
-
-class Layer(StrEnum):
-    """The second part of a timeline entry ``"<who>:<layer>:<state>"``."""
-
-    ENDPOINT = "endpoint"  # ready, lost, exited
-    SIGNALLING = "signalling"  # dial, offer-sent, offer-received, answer-..., bye-..., hangup
-    ICE_GATHERING = "ice-gathering"  # RTCIceGatheringState
-    ICE_CONNECTION = "ice-connection"  # RTCIceConnectionState
-    CONNECTION = "connection"  # RTCPeerConnectionState
-    DTLS = "dtls"  # RTCDtlsTransportState
-    DATA_CHANNEL = "data-channel"  # open, closed
-    MEDIA = "media"  # first-audio-received, first-video-received, stalled, resumed, stopped
-    CALL = "call"  # relay only: connected, restart, reconnected, timeout, failed, ended
 
 
 class MessageType(StrEnum):

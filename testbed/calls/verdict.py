@@ -13,11 +13,12 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from testbed.calls import quality
 from testbed.calls.metrics import candidate_summary
 from testbed.calls.result import CallResult
+from testbed.records.json import JsonObject
+from testbed.records.timeline import CallState, Layer, Party, TimelineEntry
 from testbed.scenario.expect_schema import Bound, Expectation, Outcome, VerdictSettings
 
 __all__ = ["ExpectationResult", "evaluate", "failure", "judged", "outcome"]
@@ -34,8 +35,8 @@ class ExpectationResult:
     """The bound in words (``>= 1``), for the reports' expected/measured columns."""
     measured: int | float | None = None
 
-    def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"what": self.what, "passed": self.passed, "detail": self.detail}
+    def to_json(self) -> JsonObject:
+        out: JsonObject = {"what": self.what, "passed": self.passed, "detail": self.detail}
         if self.expected is not None:  # only added where known: readers of older results rely on it
             out["expected"] = self.expected
             out["measured"] = self.measured
@@ -45,10 +46,12 @@ class ExpectationResult:
 # -- failure and outcome ---------------------------------------------------------------------------
 
 
-def _event_time(timeline: Iterable[tuple[float, str]], label: str, after: float = -1.0) -> float | None:
-    for t, entry in timeline:
-        if entry == label and t >= after:
-            return t
+def _event_time(
+    timeline: Iterable[TimelineEntry], who: Party, layer: Layer, state: str, after: float = -1.0
+) -> float | None:
+    for entry in timeline:
+        if entry.is_(who, layer, state) and entry.t >= after:
+            return entry.t
     return None
 
 
@@ -59,10 +62,10 @@ def failure(result: CallResult, thresholds: VerdictSettings = DEFAULT_THRESHOLDS
     A connected call has failed when nothing at all (media or data, either direction) arrived for
     ``dead_after`` seconds, or when an endpoint's connection failed, closed or was lost before
     the hang-up.  It recovered if media arrived again afterwards."""
-    connected_at = _event_time(result.state_timeline, "relay:call:connected")
+    connected_at = _event_time(result.state_timeline, Party.RELAY, Layer.CALL, CallState.CONNECTED)
     if not result.connected or connected_at is None:
         return None, None
-    ended_at = _event_time(result.state_timeline, "relay:signalling:hangup", connected_at)
+    ended_at = _event_time(result.state_timeline, Party.RELAY, Layer.SIGNALLING, CallState.HANGUP, connected_at)
     if ended_at is None:
         ended_at = connected_at + (result.media_s or 0.0)
     if result.silences is not None and len(result.silences) == 2:
@@ -89,14 +92,15 @@ def _with_breakage(
 ) -> tuple[float | None, bool | None]:
     """Also count a connection that failed (or an endpoint that died) before the hang-up."""
     broke = None
-    for t, entry in result.state_timeline:
-        if connected_at <= t < ended_at + 1e-6 and (
-            entry.endswith(":connection:failed") or entry.endswith(":endpoint:lost")
+    for entry in result.state_timeline:
+        if connected_at <= entry.t < ended_at + 1e-6 and (
+            entry.is_(None, Layer.CONNECTION, "failed") or entry.is_(None, Layer.ENDPOINT, CallState.LOST)
         ):
-            broke = t
+            broke = entry.t
             break
     if broke is not None and (ttf is None or broke - connected_at < ttf):
-        reconnected = _event_time(result.state_timeline, "relay:call:reconnected", broke) is not None
+        again = _event_time(result.state_timeline, Party.RELAY, Layer.CALL, CallState.RECONNECTED, broke)
+        reconnected = again is not None
         ttf, recovered = round(broke - connected_at, 3), reconnected
     return ttf, recovered
 

@@ -13,6 +13,9 @@ from typing import Any
 
 from testbed.censor.config import CensorConfig, PolicyConfig
 from testbed.errors import CensorError
+from testbed.records import censor_message
+from testbed.records.censor_message import CensorFinal, CensorReady, CensorStats
+from testbed.records.json import JsonObject, RecordError
 from testbed.net.process import netns_process, terminate
 from testbed.net.topology import TopologyPlan
 from testbed.scenario.model import CensorSpec
@@ -58,9 +61,10 @@ class CensorHandle:
     def __init__(self, proc: asyncio.subprocess.Process) -> None:
         self.proc = proc
         self.ready = asyncio.Event()
-        self.final: dict[str, Any] | None = None
+        self.final: JsonObject | None = None
+        """The result's ``censor`` section, read from the file the final message names."""
         self.final_error: str | None = None
-        self.last_stats: dict[str, Any] | None = None
+        self.last_stats: CensorStats | None = None
         self.stderr_tail: deque[str] = deque(maxlen=30)
         self.stopping = False
         self.t0: float | None = None
@@ -70,23 +74,26 @@ class CensorHandle:
         assert self.proc.stdout is not None
         async for raw in bounded_lines(self.proc.stdout):
             try:
-                msg = json.loads(raw)
-            except ValueError:
-                self.stderr_tail.append(raw.decode(errors="replace").rstrip())
+                msg = censor_message.decode(raw)
+            except RecordError as exc:
+                # Kept as output: shown if the censor dies (a stray print, or a message this
+                # runner does not understand, which then says why).
+                text = raw.decode(errors="replace").rstrip()
+                self.stderr_tail.append(text if text[:1] != "{" else f"{text}  ({exc})")
                 continue
-            event = msg.get("event")
-            if event == "ready":
-                self.t0 = msg.get("t0")
-                self.ready.set()
-            elif event == "stats":
-                self.last_stats = msg
-            elif event == "final":
-                self.final_error = msg.get("error")
-                self.final = self._read_final(msg)
+            match msg:
+                case CensorReady(t0=t0):
+                    self.t0 = t0
+                    self.ready.set()
+                case CensorStats():
+                    self.last_stats = msg
+                case CensorFinal(file=file, error=error):
+                    self.final_error = error
+                    self.final = self._read_final(file)
 
-    def _read_final(self, msg: dict[str, Any]) -> dict[str, Any] | None:
+    def _read_final(self, file: str) -> JsonObject | None:
         try:
-            return dict(json.loads(Path(str(msg.get("file"))).read_text()))
+            return dict(json.loads(Path(file).read_text()))
         except (OSError, ValueError, TypeError) as exc:
             self.stderr_tail.append(f"cannot read the censor's summary: {exc}")
             return None
@@ -111,7 +118,7 @@ class CensorHandle:
         if not self.stopping:
             raise self._died("mid-run")
 
-    async def stop(self) -> dict[str, Any]:
+    async def stop(self) -> JsonObject:
         self.stopping = True
         await terminate(self.proc, STOP_TIMEOUT_S)
         if self.proc.returncode == 0 and self.final is None:

@@ -1,11 +1,12 @@
 """The censor process: ``python -m testbed.censor.main CONFIG.json``, run inside the censor namespace.
 
 It is started by the runner through ``testbed.net.nsexec`` (so it is already in its namespace and
-dies with the runner), and speaks to the runner with one short JSON object per line on stdout:
+dies with the runner), and speaks to the runner with one short JSON object per line on stdout,
+the records of ``testbed.records.censor_message`` (``control.CensorHandle`` reads them):
 
-    {"event": "ready", ...}          rules installed and queue bound: traffic may start
-    {"event": "stats", ...}          every second: packets, bytes, flows, held packets
-    {"event": "final", "file": F}    after SIGTERM: the ``censor`` section of the result is in F
+    CensorReady     rules installed and queue bound: traffic may start
+    CensorStats     every second: packets, bytes, flows, held packets
+    CensorFinal     after SIGTERM: the ``censor`` section of the result is in a file
 
 The summary goes through a file (``final_path`` in the config, in the run directory) because it
 grows with flows, rules and events, and a pipe read line by line has a line limit; the line only
@@ -33,12 +34,15 @@ from testbed.censor.nfqueue import QueueAdapter
 from testbed.censor.config import CensorConfig, PolicyCompileError, build_policy
 from testbed.core.classify import Classifier
 from testbed.core.engine import CensorEngine
+from testbed.records import censor_message
+from testbed.records.censor_message import CensorFinal, CensorMessage, CensorReady, CensorStats
+from testbed.records.json import JsonObject
 
 STATS_INTERVAL_S = 1.0
 
 
-def emit(event: str, **fields: Any) -> None:
-    sys.stdout.write(json.dumps({"event": event, **fields}, separators=(",", ":")) + "\n")
+def emit(message: CensorMessage) -> None:
+    sys.stdout.write(censor_message.encode(message))
     sys.stdout.flush()
 
 
@@ -80,18 +84,19 @@ async def serve(config: CensorConfig) -> int:
         adapter = QueueAdapter(engine, queue_num=queue_num, max_len=config.max_len, on_fatal=on_fatal)
         adapter.start()
         try:
-            emit("ready", queue_num=queue_num, t0=engine.start)
+            emit(CensorReady(queue_num=queue_num, t0=engine.start))
             while not stop.is_set():
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(stop.wait(), STATS_INTERVAL_S)
                 st = engine.stats
                 emit(
-                    "stats",
-                    t_s=round(loop.time() - engine.start, 3),
-                    packets=st.packets,
-                    bytes=st.bytes,
-                    flows=len(classifier.table),
-                    held=adapter.held,
+                    CensorStats(
+                        t_s=round(loop.time() - engine.start, 3),
+                        packets=st.packets,
+                        bytes=st.bytes,
+                        flows=len(classifier.table),
+                        held=adapter.held,
+                    )
                 )
             kernel = firewall.queue_counters(queue_num)  # while the queue is still bound
         finally:
@@ -108,13 +113,13 @@ async def serve(config: CensorConfig) -> int:
     if fatal:
         exc = fatal[0]
         print(f"censor engine failed: {type(exc).__name__}: {exc}", file=sys.stderr)
-        emit("final", file=str(final_path), error=f"{type(exc).__name__}: {exc}")
+        emit(CensorFinal(file=str(final_path), error=f"{type(exc).__name__}: {exc}"))
         return 3
-    emit("final", file=str(final_path))
+    emit(CensorFinal(file=str(final_path)))
     return 0
 
 
-def write_final(path: Path, summary: dict[str, Any]) -> None:
+def write_final(path: Path, summary: JsonObject) -> None:
     # Written whole, then renamed: the runner never reads half a summary.
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(summary, separators=(",", ":")))

@@ -12,13 +12,16 @@ forwards what it does not understand; policies that want otherwise see ``malform
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
 from testbed.core.classify import Classifier, Observation
 from testbed.core.flow import Flow
 from testbed.core.packet import MalformedPacket, Packet, parse_ip
 from testbed.core.verdict import ACCEPT, Action, Verdict
+from testbed.records.flow import FlowRecord
+from testbed.records.json import JsonObject
 
 
 class Policy(Protocol):
@@ -65,15 +68,13 @@ class CensorEngine:
         self.stats = EngineStats()
         self.max_ended_records = max_ended_records
         self.max_summary_flows = max_summary_flows
-        self._ended: list[dict[str, Any]] = []
+        self._ended: list[FlowRecord] = []
         self.ended_omitted = 0
         classifier.on_flow_end = self._flow_ended
 
     def _flow_ended(self, flow: Flow) -> None:
         if len(self._ended) < self.max_ended_records:
-            record = self.flow_record(flow)
-            record["ended"] = flow.ended.value if flow.ended is not None else None
-            self._ended.append(record)
+            self._ended.append(self.flow_record(flow))
         else:
             self.ended_omitted += 1
 
@@ -99,7 +100,7 @@ class CensorEngine:
         counts[action] += 1
         return verdict
 
-    def summary(self, now: float | None = None) -> dict[str, Any]:
+    def summary(self, now: float | None = None) -> JsonObject:
         """The ``censor`` section of a scenario result (JSON-ready), bounded whatever the traffic:
         at most ``max_summary_flows`` flow records, the most telling ones (a rule matched them,
         then the most bytes), listed in order of first packet; ``flows_total`` counts every flow
@@ -108,15 +109,15 @@ class CensorEngine:
         flows = self._ended + [self.flow_record(f) for f in self.classifier.flows()]
         total = len(flows) + self.ended_omitted
         if len(flows) > self.max_summary_flows:
-            flows.sort(key=lambda r: (r.get("rule") is None, -r["bytes"], r["first_seen_s"]))
+            flows.sort(key=lambda r: (r.rule is None, -r.bytes, r.first_seen_s))
             del flows[self.max_summary_flows :]
-        flows.sort(key=lambda r: (r["first_seen_s"], r["initiator"]))
-        out: dict[str, Any] = {
+        flows.sort(key=lambda r: (r.first_seen_s, r.initiator))
+        out: JsonObject = {
             "packets": self.stats.packets,
             "bytes": self.stats.bytes,
             "malformed": self.stats.malformed,
             "actions": {a.value: n for a, n in self.stats.actions.items()},
-            "flows": flows,
+            "flows": [r.to_json() for r in flows],
             "flows_total": total,
             "flows_omitted": total - len(flows),
         }
@@ -125,26 +126,55 @@ class CensorEngine:
             out.update(policy_summary() if now is None else policy_summary(now))
         return out
 
-    def flow_record(self, flow: Flow) -> dict[str, Any]:
-        a, b = flow.key.endpoints
+    def flow_record(self, flow: Flow) -> FlowRecord:
+        """The flow as the result lists it (the same record ``testbed classify`` writes)."""
         verdicts: Counter[Action] = flow.policy_state.get("verdicts", Counter())
-        record: dict[str, Any] = {
-            "transport": flow.transport,
-            "endpoints": [a, b],
-            "initiator": flow.initiator,
-            "packets": flow.packets,
-            "bytes": flow.bytes,
-            "packets_orig": flow.packets_orig,
-            "packets_reply": flow.packets_reply,
-            "bytes_orig": flow.bytes_orig,
-            "bytes_reply": flow.bytes_reply,
-            "labels": sorted(flow.labels),
-            "sni": flow.sni,
-            "first_seen_s": round(flow.created_at - self.start, 6),
-            "last_seen_s": round(flow.last_seen - self.start, 6),
-            "verdicts": {a.value: n for a, n in verdicts.items()},
-        }
         policy_record = getattr(self.policy, "flow_record", None)
-        if callable(policy_record):
-            record.update(policy_record(flow))
-        return record
+        facts: Mapping[str, object] = policy_record(flow) if callable(policy_record) else {}
+        rule, rules, settled, held = facts.get("rule"), facts.get("rules"), facts.get("settled"), facts.get("held")
+        return flow_record(
+            flow,
+            origin=self.start,
+            verdicts={a.value: n for a, n in verdicts.items()},
+            rule=rule if isinstance(rule, str) else None,
+            rules=dict(rules) if isinstance(rules, Mapping) else {},
+            settled=settled is True,
+            held=held if isinstance(held, int) else 0,
+        )
+
+
+def flow_record(
+    flow: Flow,
+    *,
+    origin: float = 0.0,
+    verdicts: Mapping[str, int] | None = None,
+    rule: str | None = None,
+    rules: Mapping[str, int] | None = None,
+    settled: bool = False,
+    held: int = 0,
+) -> FlowRecord:
+    """``flow`` as a :class:`FlowRecord`; ``origin`` is what ``first_seen_s`` counts from.  Shared
+    by the censor engine and ``testbed classify`` so both write the same JSON object."""
+    return FlowRecord(
+        transport=flow.transport,
+        initiator=flow.initiator,
+        responder=flow.responder,
+        packets_orig=flow.packets_orig,
+        packets_reply=flow.packets_reply,
+        bytes_orig=flow.bytes_orig,
+        bytes_reply=flow.bytes_reply,
+        first_seen=flow.created_at,
+        last_seen=flow.last_seen,
+        first_seen_s=round(flow.created_at - origin, 6),
+        last_seen_s=round(flow.last_seen - origin, 6),
+        labels=tuple(sorted(flow.labels)),
+        sni=flow.sni,
+        alpn=tuple(flow.alpn),
+        fingerprints=dict(flow.fingerprints),
+        ended=None if flow.ended is None else flow.ended.value,
+        verdicts=verdicts or {},
+        rule=rule,
+        rules=rules or {},
+        settled=settled,
+        held=held,
+    )

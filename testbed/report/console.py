@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TextIO
 
+from testbed.records.censor_event import EventKind
 from testbed.report.digest import (
     as_dict,
     call_digest,
@@ -119,12 +120,12 @@ def _censor_line(censor: Mapping[str, Any]) -> str | None:
         not_accepted = {k: v for k, v in actions.items() if k != "accept" and v}
         if not_accepted:
             line += " (" + ", ".join(f"{v} {k}" for k, v in sorted(not_accepted.items())) + ")"
-    events = [e for e in censor_events(censor) if e.get("event") not in ("match", "ignore")]
+    events = [e for e in censor_events(censor) if e.event not in (EventKind.MATCH, EventKind.IGNORE)]
     if events:
         # The first event that stopped traffic explains a failed call best; else the first at all.
-        first = next((e for e in events if e.get("event") in _BLOCKING), events[0])
-        rule = f" by {first['rule']}" if first.get("rule") else ""
-        line += f"; {len(events)} censor event(s), {first.get('event')}{rule} at {float(first['t']):.1f} s"
+        first = next((e for e in events if e.event in _BLOCKING), events[0])
+        rule = f" by {first.rule}" if first.rule else ""
+        line += f"; {len(events)} censor event(s), {first.event}{rule} at {first.t:.1f} s"
     return line
 
 

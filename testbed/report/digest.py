@@ -15,6 +15,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from testbed.records.censor_event import CensorEvent
+from testbed.records.json import JsonObject, RecordError
+from testbed.records.timeline import CallState, Layer, Party, TimelineEntry
+
 __all__ = [
     "CallDigest",
     "as_dict",
@@ -27,12 +31,13 @@ __all__ = [
     "fmt_num",
     "mapping",
     "scenario_status",
+    "timeline_entries",
 ]
 
 MEDIA_KINDS = ("audio", "video")
 
 
-def as_dict(result: Any) -> dict[str, Any]:
+def as_dict(result: Any) -> JsonObject:
     """A result dict from either a dict or anything with ``to_json()`` (e.g. ``ScenarioResult``)."""
     if isinstance(result, Mapping):
         return dict(result)
@@ -190,14 +195,26 @@ def call_digest(call: Mapping[str, Any], expectations: Sequence[Mapping[str, Any
 def connected_at(call: Mapping[str, Any]) -> float | None:
     """When the call connected, in seconds on the call's own timeline (``state_timeline``)."""
     fallback = None
-    for entry in call.get("state_timeline") or []:
-        if not isinstance(entry, (list, tuple)) or len(entry) != 2 or _num(entry[0]) is None:
-            continue
-        if entry[1] == "relay:call:connected":
-            return float(entry[0])
-        if fallback is None and str(entry[1]).endswith(":connection:connected"):
-            fallback = float(entry[0])
+    for entry in timeline_entries(call):
+        if entry.is_(Party.RELAY, Layer.CALL, CallState.CONNECTED):
+            return entry.t
+        if fallback is None and entry.is_(None, Layer.CONNECTION, "connected"):
+            fallback = entry.t
     return fallback
+
+
+def timeline_entries(call: Mapping[str, Any]) -> list[TimelineEntry]:
+    """The call's ``state_timeline`` as records; an entry this version cannot read is skipped."""
+    out = []
+    raw = call.get("state_timeline")
+    for item in raw if isinstance(raw, list) else []:
+        try:
+            entry = TimelineEntry.from_json(item)
+        except RecordError:
+            continue
+        if math.isfinite(entry.t):
+            out.append(entry)
+    return out
 
 
 def failed_at(call: Mapping[str, Any]) -> float | None:
@@ -208,15 +225,22 @@ def failed_at(call: Mapping[str, Any]) -> float | None:
     return ttf + (connected_at(call) or 0.0)
 
 
-def censor_events(censor: Mapping[str, Any]) -> list[Mapping[str, Any]]:
-    """The policy engine's event log, wherever this result version put it (or ``[]``)."""
+def censor_events(censor: Mapping[str, Any]) -> list[CensorEvent]:
+    """The policy engine's event log, wherever this result version put it (or ``[]``); an entry
+    this version cannot read is skipped."""
     events = censor.get("events")
     if not isinstance(events, list):
         policy = censor.get("policy")
         events = policy.get("events") if isinstance(policy, Mapping) else None
     if not isinstance(events, list):
         return []
-    return [e for e in events if isinstance(e, Mapping) and _num(e.get("t")) is not None]
+    out = []
+    for raw in events:
+        try:
+            out.append(CensorEvent.from_json(raw))
+        except RecordError:
+            continue
+    return out
 
 
 def censor_rules(censor: Mapping[str, Any]) -> list[Mapping[str, Any]]:

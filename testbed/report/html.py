@@ -35,6 +35,8 @@ from pathlib import Path
 from typing import Any
 
 from testbed import __version__
+from testbed.records.censor_event import CensorEvent, EventKind
+from testbed.records.json import JsonObject
 from testbed.report.digest import (
     as_dict,
     call_digest,
@@ -46,6 +48,7 @@ from testbed.report.digest import (
     fmt_num,
     mapping,
     scenario_status,
+    timeline_entries,
 )
 from testbed.report.svg import Bar, Marker, Series, bar_timeline, line_chart
 
@@ -191,29 +194,27 @@ def _origin_offset(result: Mapping[str, Any], call: Mapping[str, Any], default: 
     return default + (_num(call.get("start_s")) or 0.0)
 
 
-def _events_for_call(events: Sequence[Mapping[str, Any]], call: Mapping[str, Any], n_calls: int) -> list[int]:
+def _events_for_call(events: Sequence[CensorEvent], call: Mapping[str, Any], n_calls: int) -> list[int]:
     """Indices of the events about this call's flows (all of them if that cannot be told)."""
     addresses = _call_addresses(call) if n_calls > 1 else set()
     if not addresses:
         return list(range(len(events)))
     out = []
     for i, e in enumerate(events):
-        flow = e.get("flow")
-        if not flow or any(a in str(flow).split(" <-> ") for a in addresses):
+        if e.endpoints is None or any(a in e.endpoints for a in addresses):
             out.append(i)
     return out
 
 
-def _pick_markers(events: Sequence[Mapping[str, Any]]) -> list[int]:
+def _pick_markers(events: Sequence[CensorEvent]) -> list[int]:
     """Indices of events worth a marker: every trigger, and the first match of each rule."""
     picked, matched_rules = [], set()
     for i, e in enumerate(events):
-        name = str(e.get("event"))
-        if name == "match":
-            if e.get("rule") in matched_rules:
+        if e.event == EventKind.MATCH:
+            if e.rule in matched_rules:
                 continue
-            matched_rules.add(e.get("rule"))
-        elif name == "ignore":
+            matched_rules.add(e.rule)
+        elif e.event == EventKind.IGNORE:
             continue
         picked.append(i)
         if len(picked) >= MAX_MARKERS:
@@ -221,28 +222,27 @@ def _pick_markers(events: Sequence[Mapping[str, Any]]) -> list[int]:
     return picked
 
 
-def _event_text(e: Mapping[str, Any]) -> str:
-    parts = [str(e.get("event"))]
-    if e.get("rule"):
-        parts.append(f"rule {e['rule']}")
-    if e.get("flow"):
-        parts.append(str(e["flow"]))
-    extra = {k: v for k, v in e.items() if k not in ("t", "event", "rule", "flow")}
-    if extra:
-        parts.append(", ".join(f"{k}={_value(v)}" for k, v in extra.items() if v is not None))
+def _event_text(e: CensorEvent) -> str:
+    parts = [e.event]
+    if e.rule:
+        parts.append(f"rule {e.rule}")
+    if e.flow:
+        parts.append(e.flow)
+    if e.details:
+        parts.append(", ".join(f"{k}={_value(v)}" for k, v in e.details.items() if v is not None))
     return " · ".join(parts)
 
 
-def _window_bands(events: Sequence[Mapping[str, Any]], offset: float, x_end: float) -> list[Marker]:
+def _window_bands(events: Sequence[CensorEvent], offset: float, x_end: float) -> list[Marker]:
     bands: list[Marker] = []
-    open_at: dict[Any, float] = {}
+    open_at: dict[str | None, float] = {}
     for e in events:
-        name = str(e.get("event", ""))
+        name = e.event
         if "window" not in name:
             continue
-        t = float(e["t"]) - offset
-        state = f"{name} {e.get('state', '')}".lower()
-        key = e.get("rule")
+        t = e.t - offset
+        state = f"{name} {e.details.get('state', '')}".lower()
+        key = e.rule
         if any(w in state for w in ("off", "close", "end", "stop")):
             start = open_at.pop(key, 0.0)
             bands.append(Marker(start, "", f"window of rule {key}: {start:.1f}-{t:.1f} s", "#8e44ad", band_to=t))
@@ -393,7 +393,7 @@ def _legend(series: Sequence[Series]) -> str:
 def _call_html(
     result: Mapping[str, Any],
     call: Mapping[str, Any],
-    events: Sequence[Mapping[str, Any]],
+    events: Sequence[CensorEvent],
     event_numbers: Mapping[int, int],
     censor_offset_s: float,
     n_calls: int = 1,
@@ -422,7 +422,7 @@ def _call_html(
         )
 
     xs = [x for s in (*bitrate, *loss, *rtt) for x, _ in s.points]
-    timeline = [t for t, _ in (call.get("state_timeline") or []) if _num(t) is not None]
+    timeline = [entry.t for entry in timeline_entries(call)]
     x_end = max([*xs, *timeline, 1.0])
 
     offset = _origin_offset(result, call, censor_offset_s)
@@ -431,8 +431,8 @@ def _call_html(
         num = event_numbers.get(i)
         if num is None:
             continue
-        t = float(e["t"]) - offset
-        markers.append(Marker(t, str(num), f"#{num} at {t:.2f} s: {_event_text(e)}", _event_color(str(e.get("event")))))
+        t = e.t - offset
+        markers.append(Marker(t, str(num), f"#{num} at {t:.2f} s: {_event_text(e)}", _event_color(e.event)))
     markers += _window_bands(events, offset, x_end)
     connected = connected_at(call)
     if connected is not None:
@@ -514,7 +514,7 @@ def _call_html(
 def _probes_timeline(
     result: Mapping[str, Any],
     probes: Sequence[Mapping[str, Any]],
-    events: Sequence[Mapping[str, Any]],
+    events: Sequence[CensorEvent],
     event_numbers: Mapping[int, int],
     censor_offset_s: float,
 ) -> str:
@@ -533,8 +533,8 @@ def _probes_timeline(
     # Probes' started_s count from the start of the calls phase, like a call with start_s = 0.
     offset = _origin_offset(result, {}, censor_offset_s)
     markers = [
-        Marker(float(e["t"]) - offset, str(event_numbers[i]), f"#{event_numbers[i]} at {float(e['t']) - offset:.2f} s: {_event_text(e)}",
-               _event_color(str(e.get("event"))))
+        Marker(e.t - offset, str(event_numbers[i]), f"#{event_numbers[i]} at {e.t - offset:.2f} s: {_event_text(e)}",
+               _event_color(e.event))
         for i, e in enumerate(events)
         if i in event_numbers
     ]
@@ -573,7 +573,9 @@ def _capture_file(result: Mapping[str, Any]) -> Path | None:
     return None
 
 
-def _censor_html(censor: Mapping[str, Any], events: Sequence[Mapping[str, Any]], event_numbers: Mapping[int, int], pcap_link: str | None) -> str:
+def _censor_html(
+    censor: Mapping[str, Any], events: Sequence[CensorEvent], event_numbers: Mapping[int, int], pcap_link: str | None
+) -> str:
     parts = ["<h2>Censor</h2>", '<section class="card">']
     actions = mapping(censor.get("actions"))
     kernel = mapping(censor.get("kernel"))
@@ -631,17 +633,16 @@ def _censor_html(censor: Mapping[str, Any], events: Sequence[Mapping[str, Any]],
         rows = []
         for i, e in enumerate(events[:MAX_EVENT_ROWS]):
             num = event_numbers.get(i)
-            color = _event_color(str(e.get("event")))
+            color = _event_color(e.event)
             badge = f'<span class="ev-num" style="background:{color}">{num}</span>' if num is not None else ""
-            extra = {k: v for k, v in e.items() if k not in ("t", "event", "rule", "flow")}
             rows.append(
                 [
                     badge,
-                    f"{float(e['t']):.3f}",
-                    escape(str(e.get("event"))),
-                    f"<code>{escape(str(e.get('rule')))}</code>" if e.get("rule") else "",
-                    f'<span class="mono">{escape(str(e.get("flow") or ""))}</span>',
-                    escape(", ".join(f"{k}={_value(v)}" for k, v in extra.items() if v is not None)),
+                    f"{e.t:.3f}",
+                    escape(e.event),
+                    f"<code>{escape(e.rule)}</code>" if e.rule else "",
+                    f'<span class="mono">{escape(e.flow or "")}</span>',
+                    escape(", ".join(f"{k}={_value(v)}" for k, v in e.details.items() if v is not None)),
                 ]
             )
         more = len(events) - MAX_EVENT_ROWS
@@ -791,7 +792,7 @@ def _place_pcap(src: Path, out_dir: Path, slug: str) -> str | None:
 
 
 def write_html_report(
-    results: list[dict[str, Any]],
+    results: list[JsonObject],
     out_dir: Path,
     *,
     pcaps: Mapping[str, Path] = {},  # noqa: B006 - read only

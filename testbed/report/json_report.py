@@ -1,4 +1,5 @@
-"""The JSON result file (``testbed run --json FILE``). Fields are only ever added, never renamed."""
+"""The JSON result file (``testbed run --json FILE``). Fields are only ever added, never renamed;
+``schema_version`` (``testbed.records.result``) says when that rule had to be broken."""
 
 from __future__ import annotations
 
@@ -7,9 +8,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from testbed import __version__
+from testbed.records.json import JsonObject
+from testbed.records.result import SCHEMA_VERSION
 from testbed.runner import ScenarioResult
 
-SCHEMA_VERSION = 1
+__all__ = ["SCHEMA_VERSION", "write_json"]
 
 # Up to this size the file is indented for people to read. Above it the document is mostly
 # censor events and flows, read by programs, and the indenting encoder (pure Python, unlike the
@@ -18,7 +21,7 @@ PRETTY_MAX_BYTES = 1 << 20
 
 
 def write_json(results: Sequence[ScenarioResult], path: Path) -> None:
-    doc = {
+    doc: JsonObject = {
         "testbed_version": __version__,
         "schema_version": SCHEMA_VERSION,
         "passed": all(r.passed for r in results),

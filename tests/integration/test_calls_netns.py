@@ -25,6 +25,7 @@ from pyroute2 import IPRoute
 from testbed.calls import CallOptions, CallResult, IceServer, IceTransportPolicy, Kind, run_call
 from testbed.errors import CallError
 from testbed.net.process import netns_process
+from testbed.records.timeline import TimelineEntry
 
 pytestmark = pytest.mark.netns
 
@@ -95,7 +96,7 @@ def test_baseline_audio_and_data_call(netns_pair: NamespacePair, tmp_path: Path)
     # start + setup + teardown: generous, a loaded 2-core machine starts endpoints slowly
     assert result.media_s is not None and wall < result.media_s + 30.0
     expected = duration * AUDIO_PACKETS_PER_S
-    hangup = next(t for t, label in result.state_timeline if label == "relay:signalling:hangup")
+    hangup = next(e.t for e in result.state_timeline if e.label == "relay:signalling:hangup")
     for endpoint in ("caller", "callee"):
         recv = result.stream(endpoint, Kind.AUDIO, "recv")
         assert recv.packets_received is not None
@@ -114,7 +115,7 @@ def test_baseline_audio_and_data_call(netns_pair: NamespacePair, tmp_path: Path)
     assert pair is not None
     assert (pair.local_address, pair.remote_address) == (netns_pair.address_a, netns_pair.address_b)
     assert (pair.local_type, pair.remote_type) == ("host", "host")
-    labels = [label for _, label in result.state_timeline]
+    labels = [e.label for e in result.state_timeline]
     for label in (
         "caller:signalling:offer-sent",
         "callee:connection:connected",
@@ -149,8 +150,8 @@ def test_callee_killed_mid_call(netns_pair: NamespacePair, tmp_path: Path) -> No
     async def scenario() -> CallResult:
         connected = asyncio.Event()
 
-        def observe(t: float, label: str) -> None:
-            if label == "relay:call:connected":
+        def observe(entry: TimelineEntry) -> None:
+            if entry.label == "relay:call:connected":
                 connected.set()
 
         async with asyncio.TaskGroup() as tg:
@@ -176,7 +177,7 @@ def test_callee_killed_mid_call(netns_pair: NamespacePair, tmp_path: Path) -> No
     assert time.monotonic() - started < 10.0  # ended at the kill, not after 30 s
     assert result.connected
     assert result.error is not None and "callee endpoint was killed by SIGKILL" in result.error
-    labels = [label for _, label in result.state_timeline]
+    labels = [e.label for e in result.state_timeline]
     assert "callee:endpoint:lost" in labels and labels[-1] == "relay:call:ended"
     # The survivor still reported: it received audio until the kill.
     recv = result.stream("caller", Kind.AUDIO, "recv")
@@ -198,7 +199,7 @@ def test_unreachable_callee_is_a_measured_connect_timeout(
     assert time.monotonic() - started < 8.0
     assert not result.connected and result.setup_ms is None
     assert result.error is not None and result.error.startswith("not connected within 2 s")
-    assert "relay:call:timeout" in [label for _, label in result.state_timeline]
+    assert "relay:call:timeout" in [e.label for e in result.state_timeline]
     _assert_no_endpoints_left(tmp_path, "blocked")
 
 
@@ -232,8 +233,8 @@ def test_cancelled_call_cleans_up(netns_pair: NamespacePair, tmp_path: Path) -> 
     async def scenario() -> None:
         connected = asyncio.Event()
 
-        def observe(t: float, label: str) -> None:
-            if label == "relay:call:connected":
+        def observe(entry: TimelineEntry) -> None:
+            if entry.label == "relay:call:connected":
                 connected.set()
 
         call = asyncio.create_task(

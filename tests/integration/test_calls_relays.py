@@ -177,7 +177,7 @@ calls: [{name: unused}]
     assert redial.outcome == "degraded"
     assert plain.time_to_failure_s is not None and redial.time_to_failure_s is not None
     assert abs(plain.time_to_failure_s - redial.time_to_failure_s) < 3.0
-    labels = [label for _, label in redial.state_timeline]
+    labels = [e.label for e in redial.state_timeline]
     assert labels.index("relay:call:restart") < labels.index("relay:call:reconnected")
     # Counters run on across the restart: the callee heard both sessions' audio.
     heard = redial.stream("callee", "audio", "recv").packets_received or 0

@@ -24,6 +24,7 @@ from testbed.calls.signalling import (
     StateChange,
     Stats,
 )
+from testbed.records.timeline import TimelineEntry
 
 CALLER, CALLEE = Role.CALLER, Role.CALLEE
 T0 = 1000.0  # CLOCK_MONOTONIC at run_call start: any value; results are relative to it
@@ -37,7 +38,7 @@ class FakeRelay:
     now: float = T0
     sent: list[tuple[Role, Message]] = field(default_factory=list)
     outcome: Finish | Abort | None = None
-    seen: list[tuple[float, str]] = field(default_factory=list)
+    seen: list[TimelineEntry] = field(default_factory=list)
 
     def _apply(self, actions: list[Action]) -> None:
         for action in actions:
@@ -71,7 +72,7 @@ class FakeRelay:
 def make(duration_s: float = 5.0, **kwargs: object) -> FakeRelay:
     options = CallOptions(name="t", duration_s=duration_s, **kwargs)  # type: ignore[arg-type]
     relay = FakeRelay(Conductor(options, start=T0, start_timeout_s=20.0, teardown_timeout_s=3.0))
-    relay.conductor._observer = lambda t, label: relay.seen.append((t, label))
+    relay.conductor._observer = relay.seen.append
     return relay
 
 
@@ -116,11 +117,11 @@ def test_happy_path() -> None:
     assert result.connected and result.error is None
     assert result.setup_ms == pytest.approx(42.0)  # offer sent -> the later "connected"
     assert result.media_s == pytest.approx(5.0)
-    labels = [label for _, label in result.state_timeline]
+    labels = [entry.label for entry in result.state_timeline]
     assert labels[:3] == ["callee:endpoint:ready", "caller:endpoint:ready", "relay:signalling:dial"]
     assert "relay:call:connected" in labels and labels[-1] == "relay:call:ended"
-    assert result.state_timeline[0][0] == pytest.approx(0.5)
-    assert [t for t, _ in result.state_timeline] == sorted(t for t, _ in result.state_timeline)
+    assert result.state_timeline[0].t == pytest.approx(0.5)
+    assert [e.t for e in result.state_timeline] == sorted(e.t for e in result.state_timeline)
     assert relay.seen == list(relay.conductor._timeline)  # the observer saw every entry live
 
 
@@ -186,7 +187,7 @@ def test_callee_killed_mid_call() -> None:
     assert result.connected
     assert result.error == "callee endpoint was killed by SIGKILL after 2.0 s of media"
     assert result.media_s == pytest.approx(2.0)
-    assert "callee:endpoint:lost" in [label for _, label in result.state_timeline]
+    assert "callee:endpoint:lost" in [entry.label for entry in result.state_timeline]
 
 
 def test_lost_after_done_is_a_normal_exit() -> None:
@@ -273,7 +274,7 @@ def test_stalled_media_restarts_ice_once_and_the_call_goes_on() -> None:
     result = relay.conductor.result()
     assert result.restarts == 1 and result.error is None
     assert result.media_s == pytest.approx(10.0, abs=0.01)
-    labels = [label for _, label in result.state_timeline]
+    labels = [entry.label for entry in result.state_timeline]
     assert labels.index("relay:call:restart") < labels.index("relay:call:reconnected")
 
 

@@ -10,6 +10,7 @@ import pytest
 from testbed.calls.metrics import Arrivals, build_streams, build_transport, parse_report
 from testbed.calls.result import CallResult, CandidatePair, Direction, Kind
 from testbed.calls.signalling import Role
+from testbed.records.timeline import TimelineEntry
 
 CALLER, CALLEE = Role.CALLER, Role.CALLEE
 A_SSRC, B_SSRC = 1111, 2222  # caller's and callee's audio SSRCs
@@ -264,7 +265,7 @@ def test_call_result_json_contract() -> None:
         name="c",
         connected=True,
         setup_ms=40.0,
-        state_timeline=((0.1, "caller:endpoint:ready"),),
+        state_timeline=(TimelineEntry.parse(0.1, "caller:endpoint:ready"),),
         streams=streams,
         error=None,
         selected_candidate_pair=caller.candidate_pair,
@@ -361,9 +362,10 @@ def test_setup_split_into_ice_and_dtls() -> None:
         (0.19, "caller:dtls:connected"),
         (0.20, "callee:dtls:connected"),
     ]
-    ice_ms, dtls_ms = setup_split(timeline)
+    entries = [TimelineEntry.parse(t, label) for t, label in timeline]
+    ice_ms, dtls_ms = setup_split(entries)
     assert ice_ms == pytest.approx(60.0) and dtls_ms == pytest.approx(40.0)
-    assert setup_split(timeline[:2]) == (None, None)
+    assert setup_split(entries[:2]) == (None, None)
 
 
 def test_candidate_summary_counts_both_ends_of_the_pair() -> None:

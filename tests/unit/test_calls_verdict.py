@@ -7,6 +7,7 @@ from typing import Any
 
 from testbed.calls import evaluate, judged, outcome
 from testbed.calls.result import CallResult, CandidatePair, Direction, Kind, StreamResult, TransportResult
+from testbed.records.timeline import TimelineEntry
 from testbed.scenario.expect_schema import Expectation, VerdictSettings
 
 
@@ -31,9 +32,10 @@ def _call(per_s: list[int], *, connected: bool = True, name: str = "c", lost_fro
         for who in ("caller", "callee")
     )
     pair = CandidatePair("udp", "198.18.3.2", 5000, "relay", "198.18.3.2", 5001, "relay")
-    timeline: tuple[tuple[float, str], ...] = ((0.1, "caller:signalling:offer-sent"),)
+    labels = [(0.1, "caller:signalling:offer-sent")]
     if connected:
-        timeline += ((0.5, "relay:call:connected"), (len(per_s) - 0.5, "relay:signalling:hangup"))
+        labels += [(0.5, "relay:call:connected"), (len(per_s) - 0.5, "relay:signalling:hangup")]
+    timeline = tuple(TimelineEntry.parse(t, label) for t, label in labels)
     return CallResult(
         name=name, connected=connected, setup_ms=400.0 if connected else None, state_timeline=timeline,
         streams=streams, error=None if connected else "not connected within 15 s", media_s=len(per_s) - 1.0,
