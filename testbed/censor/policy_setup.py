@@ -14,6 +14,7 @@ from typing import Any
 from testbed.core.labels import AddressList, Label
 from testbed.core.policy import PolicyCompileError, RulePolicy, compile_policy
 from testbed.net.topology import TopologyPlan
+from testbed.scenario.files import MAX_LIST_FILE_BYTES, read_text_file
 from testbed.scenario.model import Scenario, Side
 from testbed.scenario.policy_schema import PolicySpec
 
@@ -39,7 +40,7 @@ def build_policy(config: dict[str, Any], *, seed: int, start: float) -> tuple[Ru
 
     def read_file(path: str) -> str:
         p = Path(path)
-        return (p if p.is_absolute() else base / p).read_text(encoding="utf-8")
+        return read_text_file(p if p.is_absolute() else base / p, limit=MAX_LIST_FILE_BYTES)
 
     policy = compile_policy(
         spec,

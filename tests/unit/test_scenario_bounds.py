@@ -3,11 +3,22 @@ a MemoryError or a hang (issue 14 items 4, 5 and 7)."""
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from pathlib import Path
+from typing import TypeVar
+
 import pytest
 
 from testbed.errors import ScenarioError
+from testbed.runner import precheck
 from testbed.scenario import yamlsrc
-from testbed.scenario.loader import parse_scenario
+from testbed.scenario.files import MAX_LIST_FILE_BYTES, MAX_SCENARIO_BYTES, InputFileError, read_text_file
+from testbed.scenario.loader import LoadedScenario, discover, load_scenario, parse_scenario
+
+T = TypeVar("T")
 
 BASE = "name: x\ncalls: [{name: c}]\n"
 
@@ -112,3 +123,146 @@ def test_merge_keys_let_own_keys_override() -> None:
 def test_complex_key_is_refused() -> None:
     err = _error(BASE + "? [a, b]\n: 1\n")
     assert "keys must be plain words" in err.bare_message
+
+
+# --- item 5: only regular files, up to a stated size --------------------------------------------
+
+
+def _scenario_file(tmp_path: Path, name: str = "s.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(BASE)
+    return path
+
+
+def _load_error(path: Path) -> ScenarioError:
+    with pytest.raises(ScenarioError) as info:
+        load_scenario(path)
+    return info.value
+
+
+def _without_hanging(fn: Callable[[], T], unblock: Callable[[], None]) -> T:
+    """``fn()`` in a thread; if it has not returned after a generous minute it is blocked (a FIFO
+    open or read): unblock it so the test fails instead of hanging the suite."""
+    with ThreadPoolExecutor(1) as pool:
+        future = pool.submit(fn)
+        try:
+            return future.result(timeout=60)
+        except FutureTimeout:
+            unblock()
+            pytest.fail("reading the file blocked")
+
+
+def _open_fifo_writer(path: Path) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
+    os.close(fd)
+
+
+def test_scenario_symlink_to_dev_zero(tmp_path: Path) -> None:
+    link = tmp_path / "zero.yaml"
+    link.symlink_to("/dev/zero")
+    err = _load_error(link)
+    assert err.file == str(link)
+    assert "is a character device; only regular files are read" in err.bare_message
+
+
+def test_scenario_fifo_does_not_block(tmp_path: Path) -> None:
+    fifo = tmp_path / "pipe.yaml"
+    os.mkfifo(fifo)
+
+    def load() -> str:
+        try:
+            load_scenario(fifo)
+        except ScenarioError as exc:
+            return exc.bare_message
+        return "loaded"
+
+    message = _without_hanging(load, lambda: _open_fifo_writer(fifo))
+    assert "FIFO" in message and "only regular files" in message
+
+
+def test_fifo_in_a_scenario_directory_is_reported_not_skipped(tmp_path: Path) -> None:
+    _scenario_file(tmp_path, "a.yaml")
+    os.mkfifo(tmp_path / "b.yaml")
+    assert discover([tmp_path]) == [tmp_path / "a.yaml", tmp_path / "b.yaml"]
+
+
+def test_scenario_size_limit(tmp_path: Path) -> None:
+    path = tmp_path / "big.yaml"
+    path.write_text(BASE + "description: " + "x" * MAX_SCENARIO_BYTES + "\n")
+    err = _load_error(path)
+    assert f"more than the limit of {MAX_SCENARIO_BYTES} bytes (1 MiB)" in err.bare_message
+
+
+def test_scenario_directory_and_missing(tmp_path: Path) -> None:
+    assert "is a directory" in _load_error(_dir(tmp_path)).bare_message
+    err = _load_error(tmp_path / "nope.yaml")
+    assert err.bare_message == "no such file" and err.hint is not None
+
+
+def _dir(tmp_path: Path) -> Path:
+    d = tmp_path / "d.yaml"
+    d.mkdir()
+    return d
+
+
+def test_a_regular_scenario_through_a_symlink_loads(tmp_path: Path) -> None:
+    link = tmp_path / "link.yaml"
+    link.symlink_to(_scenario_file(tmp_path))
+    assert load_scenario(link).scenario.name == "x"
+
+
+def _list_scenario(tmp_path: Path, list_path: str) -> LoadedScenario:
+    path = tmp_path / "lists.yaml"
+    path.write_text(
+        "name: x\ncalls: [{name: c}]\ncensor:\n"
+        f"  lists: {{blocked: {{file: {list_path}}}}}\n"
+        "  rules: [{name: r, match: {dst: {list: blocked}}, action: drop}]\n"
+    )
+    return load_scenario(path)
+
+
+def _precheck_error(loaded: LoadedScenario) -> ScenarioError:
+    with pytest.raises(ScenarioError) as info:
+        precheck(loaded)
+    return info.value
+
+
+def test_list_file_symlink_to_dev_zero(tmp_path: Path) -> None:
+    (tmp_path / "zero.txt").symlink_to("/dev/zero")
+    err = _precheck_error(_list_scenario(tmp_path, "zero.txt"))
+    assert "lists.blocked: zero.txt: is a character device; only regular files are read" in err.bare_message
+
+
+def test_list_file_fifo_does_not_block(tmp_path: Path) -> None:
+    fifo = tmp_path / "pipe.txt"
+    os.mkfifo(fifo)
+    loaded = _list_scenario(tmp_path, "pipe.txt")
+
+    def check() -> str:
+        try:
+            precheck(loaded)
+        except ScenarioError as exc:
+            return exc.bare_message
+        return "accepted"
+
+    message = _without_hanging(check, lambda: _open_fifo_writer(fifo))
+    assert "pipe.txt: is a FIFO (named pipe)" in message
+
+
+def test_list_file_size_limit(tmp_path: Path) -> None:
+    big = tmp_path / "big.txt"
+    with big.open("wb") as f:
+        f.truncate(MAX_LIST_FILE_BYTES + 1)  # sparse: no disk used
+    err = _precheck_error(_list_scenario(tmp_path, "big.txt"))
+    assert f"big.txt: is {MAX_LIST_FILE_BYTES + 1} bytes, more than the limit of {MAX_LIST_FILE_BYTES}" in err.bare_message
+
+
+def test_list_file_within_limits_loads(tmp_path: Path) -> None:
+    (tmp_path / "ok.txt").write_text("# blocked\n203.0.113.0/24\n")
+    precheck(_list_scenario(tmp_path, "ok.txt"))
+
+
+def test_reader_stops_at_the_limit_for_a_file_that_grows(tmp_path: Path) -> None:
+    # /proc files report size 0 but have content: the read itself must stop at limit + 1.
+    with pytest.raises(InputFileError, match="grew past the limit of 16 bytes"):
+        read_text_file("/proc/self/status", limit=16)
