@@ -185,7 +185,7 @@ class _Converter:
                 return out
             if isinstance(node, yaml.SequenceNode):
                 return [self.convert(item, (*path, i), depth + 1) for i, item in enumerate(node.value)]
-            return self.constructor.construct_object(node, deep=True)
+            return self._scalar(node, path)
         finally:
             self._stack.pop()
 
@@ -232,8 +232,21 @@ class _Converter:
             explicit[key] = (key_node, value_node)
         return merged, explicit
 
+    def _scalar(self, node: yaml.Node, path: Path_) -> Any:
+        try:
+            return self.constructor.construct_object(node, deep=True)
+        except (ValueError, yaml.YAMLError) as exc:
+            # e.g. an integer of more than 4300 digits (Python's int/str conversion limit).
+            problem = exc.problem if isinstance(exc, yaml.MarkedYAMLError) else str(exc).split(";")[0]
+            raise ScenarioError(
+                f"not a usable value: {problem}",
+                file=self.smap.file,
+                line=node.start_mark.line + 1,
+                key=format_path(path) or None,
+            ) from None
+
     def _key(self, key_node: yaml.Node, path: Path_) -> str:
-        key = self.constructor.construct_object(key_node, deep=True) if isinstance(key_node, yaml.ScalarNode) else None
+        key = self._scalar(key_node, path) if isinstance(key_node, yaml.ScalarNode) else None
         if not isinstance(key, (str, int, float)) or isinstance(key, bool):
             raise ScenarioError(
                 f"keys must be plain words, not {type(key).__name__ if key is not None else 'a collection or null'}",

@@ -4,6 +4,7 @@ a MemoryError or a hang (issue 14 items 4, 5 and 7)."""
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -266,3 +267,83 @@ def test_reader_stops_at_the_limit_for_a_file_that_grows(tmp_path: Path) -> None
     # /proc files report size 0 but have content: the read itself must stop at limit + 1.
     with pytest.raises(InputFileError, match="grew past the limit of 16 bytes"):
         read_text_file("/proc/self/status", limit=16)
+
+
+# --- item 7a: numbers are finite, positive where they must be, and bounded ---------------------
+
+# Each template has one {v}; every bad value must give a scenario error at that key.
+_NUMBER_SITES = [
+    "calls: [{name: c, duration: {v}}]",
+    "calls: [{name: c, connect_timeout: {v}}]",
+    "calls: [{name: c, start: {v}}]",
+    "calls: [{name: c, count: 2, stagger: {v}}]",
+    "calls: [{name: c, data: {rate: {v}}}]",
+    "probes: [{name: p, node: caller, run: ['true'], start: {v}}]",
+    "probes: [{name: p, node: caller, run: ['true'], timeout: {v}}]",
+    "probes: [{name: p, node: caller, run: ['true'], expect: {within: {v}}}]",
+    "timeout: {v}\ncalls: [{name: c}]",
+    "calls: [{name: c}]\nexpect: [{call: c, setup: {v}}]",
+    "calls: [{name: c}]\nexpect: [{call: c, mos: {min: {v}}}]",
+    "calls: [{name: c}]\nexpect: [{call: c, survives: {v}, window: {from: 1s}}]",
+    "calls: [{name: c}]\nverdict: {max_jitter_ms: {v}}",
+    "calls: [{name: c}]\nverdict: {dead_after: {v}}",
+    "calls: [{name: c}]\ncensor: {rules: [{name: r, action: {throttle: {rate: {v}}}}]}",
+    "calls: [{name: c}]\ncensor: {rules: [{name: r, action: {throttle: {rate: 1Mbit, burst: {v}}}}]}",
+    "calls: [{name: c}]\ncensor: {rules: [{name: r, action: {delay: {time: {v}}}}]}",
+    "calls: [{name: c}]\ncensor: {rules: [{name: r, action: {delay: {time: 1s, jitter: {v}}}}]}",
+    "calls: [{name: c}]\ncensor: {rules: [{name: r, action: {cut: {after_seconds: {v}}}}]}",
+    "calls: [{name: c}]\ncensor: {rules: [{name: r, action: {cut: {after_bytes: {v}}}}]}",
+    "calls: [{name: c}]\ncensor: {rules: [{name: r, action: {drop: true, block_after: {for: {v}}}}]}",
+    "calls: [{name: c}]\ncensor: {rules: [{name: r, match: {time: {from: {v}}}, action: drop}]}",
+    "calls: [{name: c}]\ncensor: {rules: [{name: r, match: {time: {from: 0s, every: {v}, active: 1s}}, action: drop}]}",
+    "calls: [{name: c}]\ncensor: {rules: [{name: r, match: {age: {min: {v}}}, action: drop}]}",
+    "calls: [{name: c}]\ncensor: {rules: [{name: r, match: {flow_bytes: {min: {v}}}, action: drop}]}",
+]
+_BAD_NUMBERS = {
+    "inf": ".inf",
+    "-inf": "-.inf",
+    "nan": ".nan",
+    "float-overflow": "1.0e+999",
+    "huge-int": "9" * 400,
+    "huge-text": '"' + "9" * 400 + 's"',
+    "negative": "-1",
+    "absurd": "1.0e+300",
+}
+
+
+@pytest.mark.parametrize("site", _NUMBER_SITES)
+@pytest.mark.parametrize("bad", list(_BAD_NUMBERS), ids=list(_BAD_NUMBERS))
+def test_non_finite_and_absurd_numbers_are_refused(site: str, bad: str) -> None:
+    if bad == "absurd" and "verdict" in site:
+        pytest.skip("a verdict threshold is only compared with; a huge one is harmless")
+    text = "name: x\n" + site.replace("{v}", _BAD_NUMBERS[bad]) + "\n"
+    err = _error(text)
+    # The key holding the value, or (for a range given as a mapping) the range's own key.
+    fields = re.findall(r"(\w+): ", site.split("{v}")[0])[-2:]
+    assert err.line is not None and err.key is not None, str(err)
+    assert set(fields) & set(re.split(r"[.\[\]]+", err.key)), str(err)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "name: x\ntimeout: 0\ncalls: [{name: c}]\n",
+        "name: x\ncalls: [{name: c, connect_timeout: 0s}]\n",
+        "name: x\nprobes: [{name: p, node: caller, run: ['true'], timeout: 0}]\n",
+    ],
+)
+def test_zero_timeouts_are_refused(text: str) -> None:
+    err = _error(text)
+    assert "greater than 0" in err.bare_message
+
+
+def test_a_week_is_the_longest_duration() -> None:
+    ok = parse_scenario("name: x\ntimeout: 168h\ncalls: [{name: c, duration: 7d}]\n".replace("7d", "168h"))
+    assert ok.timeout == 7 * 24 * 3600.0
+    err = _error("name: x\ncalls: [{name: c, duration: 169h}]\n")
+    assert err.key == "calls[0].duration" and "604800" in err.bare_message
+
+
+def test_huge_integer_seed_is_a_scenario_error() -> None:
+    assert "seed" in (_error("name: x\nseed: " + "9" * 5000 + "\ncalls: [{name: c}]\n").key or "")
+    assert _error("name: x\nseed: " + "9" * 40 + "\ncalls: [{name: c}]\n").key == "seed"
