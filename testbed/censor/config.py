@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 from testbed.core.labels import AddressList, Label
 from testbed.core.policy import PolicyCompileError, RulePolicy, compile_policy
 from testbed.core.policy_ir import PolicyIR, PolicyIRError
+from testbed.files import MAX_LIST_FILE_BYTES, read_text_file
 
 __all__ = ["CensorConfig", "CensorConfigError", "PolicyConfig", "PolicyCompileError", "build_policy"]
 
@@ -136,7 +137,7 @@ def build_policy(config: PolicyConfig, *, seed: int, start: float) -> tuple[Rule
 
     def read_file(path: str) -> str:
         p = Path(path)
-        return (p if p.is_absolute() else base / p).read_text(encoding="utf-8")
+        return read_text_file(p if p.is_absolute() else base / p, limit=MAX_LIST_FILE_BYTES)
 
     policy = compile_policy(
         config.ir,

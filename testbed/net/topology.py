@@ -172,8 +172,11 @@ class Topology:
 async def build_topology(plan: TopologyPlan) -> AsyncIterator[Topology]:
     async with contextlib.AsyncExitStack() as stack:
         for ns in plan.all_netns:
-            await _create_netns(ns)
-            stack.callback(_remove_netns, ns)
+            # Creation and ownership are one step: the removal is on the stack before the first
+            # await, so a cancellation at any point (``timeout`` elapsing, Ctrl-C) unwinds it.
+            creation = _start_creating_netns(ns)
+            stack.push_async_callback(_remove_created_netns, ns, creation)
+            await asyncio.shield(creation)
         try:
             offloads: dict[str, dict[str, bool]] = {}
             for link in plan.links:
@@ -192,13 +195,32 @@ async def build_topology(plan: TopologyPlan) -> AsyncIterator[Topology]:
         yield Topology(plan=plan, offloads=offloads)
 
 
-async def _create_netns(name: str) -> None:
+def _start_creating_netns(name: str) -> asyncio.Future[None]:
+    """``netns.create`` in a worker thread.  A thread cannot be cancelled: cancelling whoever
+    awaits it only stops the waiting, and the namespace appears anyway, later.  So the caller
+    awaits it shielded and the removal awaits the thread itself before deciding."""
     if name in netns.listnetns():
         raise TopologyError(f"network namespace {name!r} already exists")
+    return asyncio.get_running_loop().run_in_executor(None, _create_netns, name)
+
+
+def _create_netns(name: str) -> None:
     try:
-        await asyncio.to_thread(netns.create, name)
+        netns.create(name)
     except OSError as exc:
         raise TopologyError(f"cannot create network namespace {name!r}: {exc}") from exc
+
+
+async def _remove_created_netns(name: str, creation: asyncio.Future[None]) -> None:
+    """Remove ``name`` if, and only if, this run created it (a failed creation owns nothing:
+    the name may be someone else's).  Waits for the creating thread first, so a namespace it
+    creates after a cancellation is still removed (only a second cancellation during that wait
+    of milliseconds can leave it, to ``testbed clean``)."""
+    try:
+        await asyncio.shield(creation)
+    except TopologyError:
+        return
+    _remove_netns(name)
 
 
 def _remove_netns(name: str) -> None:

@@ -15,7 +15,7 @@ from typing import Any
 
 from pydantic import Field, ValidationInfo, field_validator
 
-from testbed.scenario.common import NAME_PATTERN, Duration, Rate, _Frozen
+from testbed.scenario.common import NAME_PATTERN, Duration, Rate, Timeout, _Frozen
 
 __all__ = [
     "AudioCodec",
@@ -143,7 +143,7 @@ class CallSpec(_Frozen):
     caller: str = Field("caller", alias="from")
     callee: str = Field("callee", alias="to")
     duration: Duration = 5.0
-    connect_timeout: Duration = 15.0
+    connect_timeout: Timeout = 15.0
     media: tuple[Media, ...] | None = None
     """Default: audio and data, plus video if ``video:`` is given."""
     audio: AudioSpec | None = None

@@ -2,10 +2,19 @@
 
 It imports no other ``testbed.scenario`` module, so ``model.py``, ``call_schema.py`` and
 ``expect_schema.py`` can all import it without a cycle (``model.py`` imports the other two).
+
+It is also the one place where numbers are kept finite and sane.  YAML has ``.inf`` and ``.nan``
+and unbounded integers; an infinite duration or rate validated fine and then failed deep inside a
+run (after the network was built) or made it run for ever.  So every model refuses ``inf``/``nan``
+in float fields (``allow_inf_nan=False`` on ``_Frozen``), numbers too large for a float are a
+validation error rather than an ``OverflowError``, and durations, timeouts and rates have upper
+bounds (``MAX_DURATION_S``, ``MAX_RATE_BIT_S``) far above any experiment but low enough that the
+arithmetic of timers and token buckets stays exact.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from enum import Enum
 from typing import Annotated, Any
@@ -17,7 +26,11 @@ __all__ = [
     "NODE_NAME_RE",
     "Side",
     "Duration",
+    "MAX_DURATION_S",
+    "MAX_RATE_BIT_S",
     "Rate",
+    "Timeout",
+    "finite_number",
     "_Frozen",
     "parse_duration",
     "parse_rate",
@@ -33,6 +46,10 @@ _BYTE_RATE_UNITS = {
     "B/s": 1.0, "KB/s": 1e3, "kB/s": 1e3, "MB/s": 1e6, "GB/s": 1e9,
     "KiB/s": 1024.0, "MiB/s": 1024.0**2,
 }  # fmt: skip
+MAX_DURATION_S = 7 * 24 * 3600.0
+"""The longest duration, time or timeout a scenario may give: a week."""
+MAX_RATE_BIT_S = 1e12
+"""The highest rate: 1 Tbit/s, far above what veths between namespaces carry."""
 NODE_NAME_RE = r"^[a-z][a-z0-9_]{0,19}$"
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 
@@ -44,16 +61,27 @@ class Side(str, Enum):
     OUTSIDE = "outside"
 
 
+def finite_number(value: int | float, what: str = "a number") -> float:
+    """``value`` as a finite float, or ValueError (YAML's ``.inf``/``.nan``, a 400-digit integer)."""
+    try:
+        out = float(value)
+    except OverflowError:
+        raise ValueError(f"{what} must be a finite number; {value!r:.40} is too large") from None
+    if not math.isfinite(out):
+        raise ValueError(f"{what} must be a finite number, not {value!r}")
+    return out
+
+
 def parse_duration(value: Any) -> Any:
     """``5`` / ``5.5`` / ``"5s"`` / ``"250ms"`` / ``"2m"`` -> seconds (float)."""
     if isinstance(value, bool):
         raise ValueError("a duration is a number of seconds or a string like '5s' or '250ms'")
     if isinstance(value, (int, float)):
-        return float(value)
+        return finite_number(value, "a duration")
     if isinstance(value, str):
         m = _DURATION_RE.match(value)
         if m:
-            return float(m["num"]) * _UNIT_S[m["unit"]]
+            return finite_number(float(m["num"]) * _UNIT_S[m["unit"]], "a duration")
     raise ValueError(f"{value!r} is not a duration; write e.g. 5, '5s', '250ms' or '2m'")
 
 
@@ -63,7 +91,7 @@ def rate_text_bytes_per_s(value: str) -> float:
     kilobytes per second, most people as kilobits."""
     m = _RATE_RE.match(value)
     if m:
-        num, unit = float(m["num"]), m["unit"]
+        num, unit = finite_number(float(m["num"]), "a rate"), m["unit"]
         bits = unit.removesuffix("/s").lower()
         if bits in _BIT_UNITS:
             return num * _BIT_UNITS[bits] / 8.0
@@ -82,15 +110,19 @@ def parse_rate(value: Any) -> Any:
     if isinstance(value, bool):
         raise ValueError("a rate is bits per second, e.g. 64000 or '64kbit'")
     if isinstance(value, (int, float)):
-        return float(value)
+        return finite_number(value, "a rate")
     if isinstance(value, str):
         return rate_text_bytes_per_s(value) * 8.0
     raise ValueError(f"{value!r} is not a rate; write e.g. '64kbit' or '2Mbit'")
 
 
-Duration = Annotated[float, BeforeValidator(parse_duration), Field(ge=0)]
-Rate = Annotated[float, BeforeValidator(parse_rate), Field(gt=0)]
+Duration = Annotated[float, BeforeValidator(parse_duration), Field(ge=0, le=MAX_DURATION_S)]
+Timeout = Annotated[float, BeforeValidator(parse_duration), Field(gt=0, le=MAX_DURATION_S)]
+"""A time limit: zero would cancel the work before it starts, so it must be positive."""
+Rate = Annotated[float, BeforeValidator(parse_rate), Field(gt=0, le=MAX_RATE_BIT_S)]
+"""Bits per second."""
 
 
 class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+    # allow_inf_nan=False: every float field of every scenario model is finite (see above).
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True, allow_inf_nan=False)

@@ -11,6 +11,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from testbed.errors import ScenarioError
+from testbed.files import MAX_SCENARIO_BYTES, InputFileError, read_text_file
 from testbed.scenario.model import Scenario, reference_problems
 from testbed.scenario.yamlsrc import SourceMap, format_path, load_yaml
 
@@ -28,15 +29,10 @@ def load_scenario(path: str | Path, *, idle_ok: bool = False) -> LoadedScenario:
     path = Path(path)
     file = str(path)
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ScenarioError("no such file", file=file, hint="check the path; `testbed run DIR` runs every *.yaml in DIR") from None
-    except IsADirectoryError:
-        raise ScenarioError("is a directory", file=file) from None
-    except UnicodeDecodeError as exc:
-        raise ScenarioError(f"not UTF-8 text (byte {exc.start})", file=file) from None
-    except OSError as exc:
-        raise ScenarioError(f"cannot read: {exc.strerror}", file=file) from None
+        text = read_text_file(path, limit=MAX_SCENARIO_BYTES)
+    except InputFileError as exc:
+        hint = "check the path; `testbed run DIR` runs every *.yaml in DIR" if str(exc) == "no such file" else None
+        raise ScenarioError(str(exc), file=file, hint=hint) from None
     return LoadedScenario(path, parse_scenario(text, file, idle_ok=idle_ok))
 
 
@@ -66,7 +62,8 @@ def discover(paths: Iterable[str | Path]) -> list[Path]:
     for raw in paths:
         p = Path(raw)
         if p.is_dir():
-            found = sorted(f for f in p.rglob("*") if f.suffix in SCENARIO_SUFFIXES and f.is_file())
+            # Not only regular files: a FIFO or dangling link named *.yaml is reported, not skipped.
+            found = sorted(f for f in p.rglob("*") if f.suffix in SCENARIO_SUFFIXES and not f.is_dir())
             if not found:
                 raise ScenarioError("no *.yaml scenario files in this directory", file=str(p))
             out.extend(found)

@@ -28,7 +28,7 @@ from pydantic import (
 
 from testbed.scenario.policy_schema import Lists, PolicySettings, Rules, policy_reference_problems
 from testbed.scenario.call_schema import CallSpec, Media, call_reference_problems
-from testbed.scenario.common import NODE_NAME_RE, Duration, Side, _Frozen, parse_duration
+from testbed.scenario.common import NODE_NAME_RE, Duration, Side, Timeout, _Frozen, parse_duration
 from testbed.scenario.expect_schema import Expectation, VerdictSettings
 from testbed.scenario.yamlsrc import format_path
 
@@ -235,7 +235,7 @@ class ProbeSpec(_Frozen):
     run: tuple[str, ...] = Field(min_length=1)
     start: Duration = 0.0
     """Seconds after the censor is ready (and services are up) before the command starts."""
-    timeout: Duration = 30.0
+    timeout: Timeout = 30.0
     expect: ProbeExpect = Field(default_factory=ProbeExpect)
 
     @field_validator("run", mode="before")
@@ -257,8 +257,8 @@ class Scenario(_Frozen):
     description: str = ""
     source: str | list[str] | None = None
     """Where the emulated behaviour comes from (paper, thread, measurement)."""
-    seed: int = 0
-    timeout: Duration | None = None
+    seed: int = Field(0, ge=0, le=2**63 - 1)
+    timeout: Timeout | None = None
     """Hard limit for the whole scenario; default: the longest call plus a margin."""
     nodes: dict[str, NodeSpec] = Field(default_factory=_default_nodes)
     censor: CensorSpec = Field(default_factory=CensorSpec)

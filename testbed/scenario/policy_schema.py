@@ -52,7 +52,17 @@ from testbed.core.policy_kinds import (
     Transport,
 )
 from testbed.core.policy_regex import RegexError, compile_regex
-from testbed.scenario.common import NODE_NAME_RE, Duration, Side, _Frozen, parse_duration, rate_text_bytes_per_s
+from testbed.scenario.common import (
+    MAX_DURATION_S,
+    MAX_RATE_BIT_S,
+    NODE_NAME_RE,
+    Duration,
+    Side,
+    _Frozen,
+    finite_number,
+    parse_duration,
+    rate_text_bytes_per_s,
+)
 
 __all__ = [
     "ActionSpec",
@@ -114,7 +124,7 @@ def parse_rate(value: Any) -> Any:
         return rate_text_bytes_per_s(value)
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         # Plain numbers are what a dumped (already parsed) spec holds: bytes per second.
-        return float(value)
+        return finite_number(value, "a rate")
     raise ValueError(f"{value!r} is not a rate; write e.g. '130kbit', '1Mbit' or '16KB/s'")
 
 
@@ -129,7 +139,7 @@ def parse_size(value: Any) -> Any:
     if isinstance(value, str):
         m = _SIZE_RE.match(value)
         if m and m["unit"] in _SIZE_UNITS:
-            return int(round(float(m["num"]) * _SIZE_UNITS[m["unit"]]))
+            return int(round(finite_number(float(m["num"]) * _SIZE_UNITS[m["unit"]], "a size")))
         if m and m["unit"].lower() in ("kb", "mb", "gb", "kbit", "mbit", "bit"):
             raise ValueError(
                 f"{value!r}: sizes are bytes; write 'KB' (1000 bytes) or 'KiB' (1024 bytes)"
@@ -155,8 +165,11 @@ def parse_probability(value: Any) -> Any:
     raise ValueError(f"{value!r} is not a probability; write e.g. '1%' or 0.01")
 
 
-Rate = Annotated[float, BeforeValidator(parse_rate), Field(gt=0)]
-Size = Annotated[int, BeforeValidator(parse_size), Field(ge=0)]
+Rate = Annotated[float, BeforeValidator(parse_rate), Field(gt=0, le=MAX_RATE_BIT_S / 8)]
+"""Bytes per second (1 Tbit/s at most, as every scenario rate)."""
+MAX_SIZE = 2**40
+"""1 TiB: far beyond any flow of a run, and exact as a float in token buckets."""
+Size = Annotated[int, BeforeValidator(parse_size), Field(ge=0, le=MAX_SIZE)]
 Probability = Annotated[float, BeforeValidator(parse_probability)]
 
 
@@ -317,16 +330,22 @@ class RangeSpec(_Frozen):
         return (self.min is None or value >= self.min) and (self.max is None or value <= self.max)
 
 
-def _range_of(parse: Any) -> Any:
+def _range_of(parse: Any, high: float) -> Any:
+    def bounded(value: Any) -> Any:
+        v = parse(value)
+        if isinstance(v, (int, float)) and not 0 <= v <= high:  # also refuses nan
+            raise ValueError(f"{value!r} is outside 0..{high:g}")
+        return v
+
     def before(value: Any) -> Any:
         if isinstance(value, RangeSpec):
             return value
         if isinstance(value, dict):
-            return {k: (parse(v) if k in ("min", "max") and v is not None else v) for k, v in value.items()}
+            return {k: (bounded(v) if k in ("min", "max") and v is not None else v) for k, v in value.items()}
         if isinstance(value, str) and "-" in value.strip()[1:]:
             lo, hi = value.split("-", 1)
-            return {"min": parse(lo.strip()), "max": parse(hi.strip())}
-        v = parse(value)
+            return {"min": bounded(lo.strip()), "max": bounded(hi.strip())}
+        v = bounded(value)
         return {"min": v, "max": v}
 
     return before
@@ -343,9 +362,9 @@ def _int_value(value: Any) -> Any:
     return value
 
 
-SizeRange = Annotated[RangeSpec, BeforeValidator(_range_of(parse_size))]
-CountRange = Annotated[RangeSpec, BeforeValidator(_range_of(_int_value))]
-DurationRange = Annotated[RangeSpec, BeforeValidator(_range_of(parse_duration))]
+SizeRange = Annotated[RangeSpec, BeforeValidator(_range_of(parse_size, MAX_SIZE))]
+CountRange = Annotated[RangeSpec, BeforeValidator(_range_of(_int_value, MAX_SIZE))]
+DurationRange = Annotated[RangeSpec, BeforeValidator(_range_of(parse_duration, MAX_DURATION_S))]
 
 
 def _ports(value: Any) -> Any:
