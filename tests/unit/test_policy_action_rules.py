@@ -465,6 +465,7 @@ def test_event_log_is_bounded_and_counts_what_it_left_out() -> None:
     assert s["events"][0] == {
         "t": 0.0, "event": "match", "rule": "all", "flow": f"{CALLER}:1000 <-> {CALLEE}:2",
         "transport": "udp", "direction": "original", "packet": 1, "labels": [], "sni": None,
+        "endpoints": [f"{CALLER}:1000", f"{CALLEE}:2"],  # added with the CensorEvent record
     }  # fmt: skip
     assert s["rules"][0]["matched_flows"] == 10
 

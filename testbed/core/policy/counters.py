@@ -10,6 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from testbed.records.censor_event import CensorEvent, EventKind
+from testbed.records.json import JsonValue
+
 __all__ = ["EventLog", "RuleCounters"]
 
 
@@ -55,15 +58,15 @@ class EventLog:
     __slots__ = ("entries", "max_entries", "dropped", "start")
 
     def __init__(self, max_entries: int, start: float) -> None:
-        self.entries: list[dict[str, Any]] = []
+        self.entries: list[CensorEvent] = []
         self.max_entries = max_entries
         self.dropped = 0
         self.start = start
 
-    def add(self, now: float, event: str, rule: str | None, flow: str, **extra: Any) -> None:
+    def add(
+        self, now: float, event: EventKind, rule: str | None, endpoints: tuple[str, str], **details: JsonValue
+    ) -> None:
         if len(self.entries) >= self.max_entries:
             self.dropped += 1
             return
-        entry: dict[str, Any] = {"t": round(now - self.start, 6), "event": event, "rule": rule, "flow": flow}
-        entry.update(extra)
-        self.entries.append(entry)
+        self.entries.append(CensorEvent(round(now - self.start, 6), event, rule, endpoints, details))

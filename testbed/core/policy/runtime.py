@@ -44,6 +44,7 @@ from testbed.core.policy.state import (
 )
 from testbed.core.verdict import ACCEPT, Action, Verdict
 from testbed.core.policy_kinds import IcmpCode, RejectTo, RejectWith, ThrottleMode
+from testbed.records.censor_event import EventKind
 
 __all__ = ["ORDER_EPS", "RulePolicy"]
 
@@ -53,8 +54,9 @@ ORIGINAL = Direction.ORIGINAL
 _DEFAULT_REJECT = RejectPlan(RejectWith.AUTO, RejectTo.BOTH, IcmpCode.PORT)
 
 
-def flow_name(flow: Flow) -> str:
-    return f"{flow.initiator} <-> {flow.responder}"
+def flow_endpoints(flow: Flow) -> tuple[str, str]:
+    """The flow as the event log names it: (initiator, responder)."""
+    return flow.initiator, flow.responder
 
 
 class RulePolicy:
@@ -180,7 +182,7 @@ class RulePolicy:
                 "entries": len(self.residual),
                 "evicted": self.residual.evicted,
             },
-            "events": list(self.events.entries),
+            "events": [e.to_json() for e in self.events.entries],
             "events_dropped": self.events.dropped,
         }
         if now is not None:
@@ -310,7 +312,7 @@ class RulePolicy:
         if ctx.state.first_rule is None:
             ctx.state.first_rule = rule.name
         self.events.add(
-            ctx.now, "match", rule.name, flow_name(flow),
+            ctx.now, EventKind.MATCH, rule.name, flow_endpoints(flow),
             transport=flow.key.transport, direction=ctx.direction.value, packet=packets,
             labels=sorted(flow.labels), sni=flow.sni,
         )  # fmt: skip
@@ -325,7 +327,7 @@ class RulePolicy:
         restart = plan.duration if plan.restart else None
         self.residual.add(plan.key, ctx.flow, ctx.now + plan.duration, rule.index, reject, restart)
         self.events.add(
-            ctx.now, "block", rule.name, flow_name(ctx.flow),
+            ctx.now, EventKind.BLOCK, rule.name, flow_endpoints(ctx.flow),
             key=plan.key.value, duration_s=plan.duration, then="reject" if reject else "drop",
         )  # fmt: skip
 
@@ -352,7 +354,7 @@ class RulePolicy:
         if not st.residual_logged:
             st.residual_logged = True
             self.events.add(
-                ctx.now, "residual", rule.name, flow_name(ctx.flow),
+                ctx.now, EventKind.RESIDUAL, rule.name, flow_endpoints(ctx.flow),
                 remaining_s=round(block.until - ctx.now, 6),
             )  # fmt: skip
         rule.counters.packets += 1
@@ -384,7 +386,7 @@ class RulePolicy:
             # blocks included; it settles as soon as no earlier packet of it is held.
             st.candidates = [(), ()]
             st.ignored = True
-            self.events.add(now, "ignore", rule.name, flow_name(ctx.flow))
+            self.events.add(now, EventKind.IGNORE, rule.name, flow_endpoints(ctx.flow))
             verdict = self._pass(ctx, c, rule, now, False)
             st.settled_by = [rule, rule]
             self._settle_if_clear(ctx.flow, st, now)
@@ -409,7 +411,7 @@ class RulePolicy:
                 rs.cut = True
                 f = ctx.flow
                 self.events.add(
-                    now, "cut", rule.name, flow_name(f),
+                    now, EventKind.CUT, rule.name, flow_endpoints(f),
                     packets=f.packets_orig + f.packets_reply - 1,
                     bytes=f.bytes_orig + f.bytes_reply - packet.length,
                     age_s=round(now - f.created_at, 6),
