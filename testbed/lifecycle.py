@@ -316,6 +316,18 @@ def first_testbed_error(group: BaseExceptionGroup[BaseException]) -> BaseExcepti
     return group
 
 
+@contextlib.asynccontextmanager
+async def _unwrapped(cm: AbstractAsyncContextManager[None]) -> AsyncIterator[None]:
+    """``cm``, with a group raised out of it turned into the error that mattered: the censor's and
+    the services' blocks hold TaskGroups (for their output readers) that wrap whatever passes
+    through, and the steps made before them (and the caller) must see the CensorError itself."""
+    try:
+        async with cm:
+            yield
+    except BaseExceptionGroup as group:
+        raise first_testbed_error(group) from None
+
+
 class Lifecycle:
     """``async with Lifecycle(plan) as live``: make every step's part in order, run their
     watchers around the body, undo everything in reverse on the way out. ``parts`` says what
@@ -343,7 +355,7 @@ class Lifecycle:
     async def _live(self) -> AsyncIterator[LiveRun]:
         async with contextlib.AsyncExitStack() as stack:
             for step in self.steps:
-                await stack.enter_async_context(step.enter(self.parts))
+                await stack.enter_async_context(_unwrapped(step.enter(self.parts)))
             live = self.parts.live()
             # Inside the stack, so each step's exit sees the error that mattered, not a group.
             try:

@@ -99,12 +99,15 @@ class Recorder:
             elif name == CENSOR:
                 parts.censor = self.censor
                 parts.watchers.append(self.censor.watch)
-            try:
-                yield
-            except BaseException as exc:
-                self.log.append(("exit", name, type(exc).__name__))
-                raise
-            self.log.append(("exit", name, "ok"))
+            # Like running_censor and running_services: a TaskGroup (for their output readers)
+            # around the block, which turns an error passing through into an ExceptionGroup.
+            async with asyncio.TaskGroup() if name in (CENSOR, SERVICES) else contextlib.nullcontext():
+                try:
+                    yield
+                except BaseException as exc:
+                    self.log.append(("exit", name, type(exc).__name__))
+                    raise
+                self.log.append(("exit", name, "ok"))
 
         return enter
 
