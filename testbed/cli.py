@@ -14,10 +14,13 @@ import signal
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from testbed import __version__
 from testbed.errors import TestbedError, UsageError
+
+if TYPE_CHECKING:
+    from testbed.session import SessionState
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -141,16 +144,16 @@ def _cmd_up(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_up(state: dict[str, Any]) -> None:
-    print(f"up: {state['scenario']} (run {state['run_id']})")
-    for name, info in state["nodes"].items():
-        side = f" ({info['side']})" if "side" in info else ""
-        print(f"  {name:<12} {', '.join(info['addresses']):<28} netns {info['netns']}{side}")
-    for svc in state["services"]:
-        extra = f" names {', '.join(svc['names'])}, cert {svc['cert']}" if svc["kind"] in ("https", "quic") else ""
-        if svc["kind"] == "http":  # plain HTTP: any Host header, routes as https
-            extra = f" url http://{svc['address']}:{svc['port']}/"
-        print(f"  service {svc['kind']} on {svc['node']} {svc['address']}:{svc['port']}{extra}")
+def _print_up(state: SessionState) -> None:
+    print(f"up: {state.scenario} (run {state.run_id})")
+    for name, info in state.nodes.items():
+        side = f" ({info.side})" if info.side is not None else ""
+        print(f"  {name:<12} {', '.join(info.addresses):<28} netns {info.netns}{side}")
+    for svc in state.services:
+        extra = f" names {', '.join(svc.names)}, cert {svc.cert}" if svc.kind in ("https", "quic") else ""
+        if svc.kind == "http":  # plain HTTP: any Host header, routes as https
+            extra = f" url http://{svc.address}:{svc.port}/"
+        print(f"  service {svc.kind} on {svc.node} {svc.address}:{svc.port}{extra}")
     print("run commands with `testbed exec NODE -- CMD...`; stop with `testbed down`")
 
 
