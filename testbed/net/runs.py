@@ -35,7 +35,7 @@ def owner_alive(run_dir: Path) -> bool:
     try:
         owner = json.loads((run_dir / "owner.json").read_text())
         pid = int(owner["pid"])
-        ticks = owner["start_ticks"]
+        ticks = int(owner["start_ticks"])
     except (OSError, ValueError, KeyError, TypeError):
         return False
     return process_start_ticks(pid) == ticks

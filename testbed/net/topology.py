@@ -38,7 +38,8 @@ from pyroute2 import AsyncIPRoute, netns
 from testbed.errors import TopologyError
 from testbed.net import ethtool, names
 from testbed.net.process import netns_process
-from testbed.scenario.model import NatType, Scenario, Side
+from testbed.scenario.common import Side
+from testbed.scenario.model import NatType, Scenario
 
 SUPERNET = ipaddress.ip_network("198.18.0.0/15")
 CENSOR = "censor"

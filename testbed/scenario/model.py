@@ -261,7 +261,7 @@ class Scenario(_Frozen):
     timeout: Timeout | None = None
     """Hard limit for the whole scenario; default: the longest call plus a margin."""
     nodes: dict[str, NodeSpec] = Field(default_factory=_default_nodes)
-    censor: CensorSpec = Field(default_factory=CensorSpec)
+    censor: CensorSpec = Field(default_factory=lambda: CensorSpec.model_validate({}))
     calls: tuple[CallSpec, ...] = ()
     probes: tuple[ProbeSpec, ...] = ()
     expect: tuple[Expectation, ...] = ()

@@ -150,7 +150,7 @@ async def fetch(opts: Options, sink: IO[bytes], progress: list[str]) -> tuple[Re
 
     ``progress`` gets the phases reached (``handshake``, ``request``), for the timeout message."""
     # Imported here so that argument errors are reported without loading the QUIC stack.
-    from aioquic.asyncio import QuicConnectionProtocol
+    from aioquic.asyncio.protocol import QuicConnectionProtocol
     from aioquic.h3.connection import H3_ALPN, H3Connection
     from aioquic.h3.events import DataReceived, H3Event, HeadersReceived
     from aioquic.quic.configuration import QuicConfiguration
@@ -217,7 +217,7 @@ async def fetch(opts: Options, sink: IO[bytes], progress: list[str]) -> tuple[Re
     except OSError as e:
         sock.close()
         raise FetchError(EXIT_CONNECT, f"cannot open a UDP socket: {e}") from None
-    client: Client = proto  # type: ignore[assignment]
+    client: Client = proto
     try:
         progress.append("handshake")
         try:
