@@ -123,7 +123,8 @@ def _payloads() -> dict[int, list[bytes]]:
 
 
 def shuffled(seed: int, gap: float, packets: int = 3000) -> dict[str, Any]:
-    """Real payloads dealt at random to 60 synthetic 5-tuples, cut short now and then: every
+    """Real payloads dealt at random to 60 synthetic 5-tuples (UDP ones over TCP too, some
+    length-framed), cut short now and then: every
     dissector's state machine sees orders and mixes the captures never show. With a long
     ``gap`` the 5-tuples idle out often (many short flows, first-packet paths)."""
     rng = random.Random(seed)
@@ -142,9 +143,12 @@ def shuffled(seed: int, gap: float, packets: int = 3000) -> dict[str, Any]:
         proto, a, ap, b, bp = flows[i]
         reply = rng.random() < 0.4
         src, sport, dst, dport = (b, bp, a, ap) if reply else (a, ap, b, bp)
-        payload = rng.choice(payloads[proto])
+        payload = rng.choice(payloads[proto if rng.random() < 0.6 else 23 - proto])
         if rng.random() < 0.2:
             payload = payload[: rng.randrange(1, len(payload) + 1)]
+        if proto == 6 and rng.random() < 0.3:
+            # Datagrams framed by a 16-bit length, as DNS, OpenVPN and RTP are over TCP.
+            payload = len(payload).to_bytes(2, "big") + payload
         if proto == 17:
             raw = udp4(src, sport, dst, dport, payload)
         else:
