@@ -104,7 +104,7 @@ def test_inspection_budget_then_counters_only() -> None:
     raws = [udp4(CLIENT, 7000, "203.0.113.2", 9000, b"\xff" * 30) for _ in range(10)]
     feed(c, raws)
     f = flow_of(c, CLIENT, 7000, "203.0.113.2", 9000)
-    assert not f.inspecting and f.inspected == 3 and f.packets == 10 and f.classifier_state == {}
+    assert not f.inspecting and f.inspected == 3 and f.packets == 10 and f.classifier_state is None
 
 
 def test_observation_reports_new_flow_direction_and_change() -> None:
