@@ -6,7 +6,7 @@ from testbed.core.classify.attribution import CallAttribution
 from testbed.core.classify.hellos import Hellos, label_dns, set_sni
 from testbed.core.classify.state import ClassifierState
 from testbed.core.classify.stun import StunInspector
-from testbed.core.classify.vpn import may_be_openvpn, openvpn, wireguard
+from testbed.core.classify.vpn import RESET_FIRST_BYTES, openvpn, wireguard
 from testbed.core.dissect.dns import parse_dns
 from testbed.core.dissect.dtls import DtlsHandshakeAssembler, parse_records
 from testbed.core.dissect.quic import (
@@ -80,7 +80,9 @@ class UdpInspector:
             wireguard(flow, payload, st)
             return
         if 20 <= b0 <= 63:
-            if may_be_openvpn(b0, st) and openvpn(flow, payload, original, st, tcp=False):
+            if (b0 in RESET_FIRST_BYTES or st.openvpn is not None) and openvpn(
+                flow, payload, original, st, tcp=False
+            ):
                 return
             self._dtls(flow, payload, st)
             return
@@ -113,7 +115,7 @@ class UdpInspector:
             if looks_like_client_initial(payload):
                 flow.labels.add(Label.QUIC)
             return
-        if may_be_openvpn(b0, st):
+        if b0 in RESET_FIRST_BYTES or st.openvpn is not None:
             openvpn(flow, payload, original, st, tcp=False)
 
     def _dtls(self, flow: Flow, payload: bytes, st: ClassifierState) -> None:

@@ -7,7 +7,7 @@ from testbed.core.dissect.vpn import CLIENT_RESETS, SERVER_RESETS, parse_openvpn
 from testbed.core.flow import Flow
 from testbed.core.labels import Label
 
-__all__ = ["may_be_openvpn", "openvpn", "wireguard"]
+__all__ = ["RESET_FIRST_BYTES", "openvpn", "wireguard"]
 
 # A flow already recognised as one of these is not re-read as OpenVPN.
 _NOT_OPENVPN = frozenset(
@@ -108,7 +108,7 @@ def _reset_shaped(body: bytes) -> bool:
     return any(body[h : h + 4] == b"\x00\x00\x00\x01" for h in (0, 20, 32, 64))
 
 
-def may_be_openvpn(b0: int, st: ClassifierState) -> bool:
-    """Worth trying OpenVPN on a UDP datagram: a hard-reset opcode in its first byte, or the
-    flow already carried an OpenVPN-shaped packet."""
-    return st.openvpn is not None or b0 >> 3 in CLIENT_RESETS or b0 >> 3 in SERVER_RESETS
+# First bytes of an OpenVPN hard reset over UDP (opcode in the top 5 bits, key id 0-7 below):
+# worth trying OpenVPN on, as is any later packet of a flow that already carried one.
+RESET_FIRST_BYTES = frozenset(b for b in range(256) if b >> 3 in CLIENT_RESETS or b >> 3 in SERVER_RESETS)
+
