@@ -4,7 +4,7 @@ a capture of many one-packet flows streamed out as `testbed classify --jsonl` do
     .venv/bin/python benchmarks/bench_classify.py [--packets N] [--flows N]
 
 Not a timed test: numbers depend on the machine. What it shows is the design rule of
-core/classify.py: after a flow's first few packets the per-packet cost is a flow-table lookup
+core/classify/: after a flow's first few packets the per-packet cost is a flow-table lookup
 and counters. The capture is read into memory first, so the figure is the classifier's
 (link-layer strip + parse_ip + observe), not the disk's. The many-flows line prints the
 process's peak RSS too: it stays at the flow table's size (65536 flows) however many flows.

@@ -16,10 +16,13 @@ import enum
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from testbed.core.dissect.tls import ClientHello, ServerHello
 from testbed.core.packet import Packet, format_endpoint
+
+if TYPE_CHECKING:  # classify imports this module; the state type is only an annotation here
+    from testbed.core.classify.state import ClassifierState
 
 __all__ = [
     "DEFAULT_MAX_FLOWS",
@@ -123,8 +126,10 @@ class Flow:
     # the flow is decided, as real DPIs do (the per-packet cost afterwards is a counter update).
     inspecting: bool = True
     inspected: int = 0
-    # Opaque per-flow state for the classifier's dissectors and for the policy engine.
-    classifier_state: dict[str, Any] = field(default_factory=dict)
+    # The classifier's inspection state (core/classify/state.py): created at the first inspected
+    # packet, dropped when inspection ends, so a flow past its budget carries none.
+    classifier_state: ClassifierState | None = None
+    # Opaque per-flow state for the policy engine.
     policy_state: dict[str, Any] = field(default_factory=dict)
     ended: EndReason | None = None
 

@@ -104,7 +104,7 @@ def test_inspection_budget_then_counters_only() -> None:
     raws = [udp4(CLIENT, 7000, "203.0.113.2", 9000, b"\xff" * 30) for _ in range(10)]
     feed(c, raws)
     f = flow_of(c, CLIENT, 7000, "203.0.113.2", 9000)
-    assert not f.inspecting and f.inspected == 3 and f.packets == 10 and f.classifier_state == {}
+    assert not f.inspecting and f.inspected == 3 and f.packets == 10 and f.classifier_state is None
 
 
 def test_observation_reports_new_flow_direction_and_change() -> None:
@@ -292,3 +292,31 @@ def test_whatsapp_stun_types_over_tcp() -> None:
     c.observe(parse_ip(tcp4(CLIENT, 1001, WA_RELAY, 3478, stun_message(0x0800, []))), 1.0)
     flow = c.table.get(parse_ip(tcp4(CLIENT, 1001, WA_RELAY, 3478, b"")))
     assert flow is not None and {"stun", "whatsapp-call"} <= flow.labels
+
+
+def test_inspection_state_is_typed_per_protocol_lazy_and_dropped_when_done() -> None:
+    from testbed.core.classify.state import ClassifierState, StunState, TlsState
+
+    c = Classifier()
+    syn = parse_ip(tcp4(CLIENT, 40000, "203.0.113.20", 443, b"", flags=0x02))
+    c.observe(syn, 0.0)
+    tcp_flow = c.table.get(syn)
+    assert tcp_flow is not None and tcp_flow.classifier_state is None  # nothing inspected yet
+    c.observe(parse_ip(tcp4(CLIENT, 40000, "203.0.113.20", 443, tls_record(build_client_hello(sni="a.example")))), 0.1)
+    st = tcp_flow.classifier_state
+    assert isinstance(st, ClassifierState) and isinstance(st.tls, TlsState)
+    assert st.tls.client_is_orig and st.tls.client_hello_done and not st.tls.server_hello_done
+    # Only what the TLS path used exists: no STUN, OpenVPN, WireGuard, RTP, DTLS or QUIC state.
+    assert (st.tcp, st.stun, st.openvpn, st.wireguard, st.rtp, st.dtls, st.quic) == (None,) * 7
+
+    feed(c, [udp4(CLIENT, 40001, "203.0.113.21", 3478, stun_message(0x0001, []))])
+    st2 = flow_of(c, CLIENT, 40001, "203.0.113.21", 3478).classifier_state
+    assert st2 is not None and isinstance(st2.stun, StunState) and st2.stun.addrs == [] and st2.tls is None
+
+    init = b"\x01\x00\x00\x00" + struct.pack("<I", 5) + b"\x00" * 140
+    resp = b"\x02\x00\x00\x00" + struct.pack("<II", 9, 5) + b"\x00" * 80
+    feed(c, [udp4(CLIENT, 51820, "203.0.113.4", 51820, init)])
+    wg = flow_of(c, CLIENT, 51820, "203.0.113.4", 51820)
+    assert wg.inspecting and wg.classifier_state is not None
+    feed(c, [udp4("203.0.113.4", 51820, CLIENT, 51820, resp)])
+    assert not wg.inspecting and wg.classifier_state is None  # decided: the state is freed
