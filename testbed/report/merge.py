@@ -23,6 +23,7 @@ shard of the split absent, or a shard that stopped before running all it was giv
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -243,6 +244,19 @@ def write_merged(out_dir: Path, sources: Sequence[Path]) -> MergedReport:
     dicts = list(merged.scenarios)
     write_document(merged.document, out_dir / JSON_FILE)
     write_junit(dicts, out_dir / JUNIT_FILE)
-    write_html_report(dicts, out_dir / HTML_DIR, pcaps=_pcaps(shards))
+    write_html_report(dicts, out_dir / HTML_DIR, pcaps=_copy_pcaps(_pcaps(shards), out_dir / HTML_DIR / "pcap"))
     return merged
+
+
+def _copy_pcaps(pcaps: Mapping[str, Path], dest: Path) -> dict[str, Path]:
+    """Copy the captures under their own names, where ``run --report`` puts them, so the merged
+    directory is laid out as a shard's (and merges again: the results still name these files)."""
+    out: dict[str, Path] = {}
+    for name, src in pcaps.items():
+        target = dest / src.name
+        if src.resolve() != target.resolve():
+            dest.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(src, target)
+        out[name] = target
+    return out
 
