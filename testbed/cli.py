@@ -162,7 +162,8 @@ def _cmd_report_merge(args: argparse.Namespace) -> int:
     out = Path(args.out_dir)
     merged = write_merged(out, [Path(s) for s in args.shards])
     print_summary(list(merged.scenarios), sys.stdout)
-    print(f"merged {len(args.shards)} shard(s) into {out}/: {JSON_FILE}, {JUNIT_FILE}, {HTML_DIR}/index.html", file=sys.stderr)
+    written = f"{JSON_FILE}, {JUNIT_FILE}, {HTML_DIR}/index.html"
+    print(f"merged {len(args.shards)} shard(s) into {out}/: {written}", file=sys.stderr)
     if merged.missing_shards:
         gone = ", ".join(f"{k}/{merged.split_total}" for k in merged.missing_shards)
         print(f"testbed: incomplete: no results from shard {gone}; the merged report is marked failed", file=sys.stderr)

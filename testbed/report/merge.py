@@ -165,7 +165,8 @@ def merge_results(shards: Sequence[ShardInput]) -> MergedReport:
         for s in shard.scenarios:
             name = s["name"]
             if name in owner:
-                where = f"{owner[name]} and {shard.source}" if owner[name] != shard.source else f"{shard.source} (twice)"
+                first = owner[name]
+                where = f"{first} and {shard.source}" if first != shard.source else f"{shard.source} (twice)"
                 raise MergeError(
                     f"scenario {name!r} is in {where}: merge each shard once, and give scenarios unique names"
                 )
