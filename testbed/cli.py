@@ -14,14 +14,10 @@ import signal
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from testbed import __version__
 from testbed.errors import TestbedError, UsageError
-
-if TYPE_CHECKING:
-    from testbed.report.shard import Shard
-    from testbed.scenario.loader import LoadedScenario
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -33,7 +29,20 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from testbed.runner import ScenarioResult, precheck, run_scenario
     from testbed.scenario.loader import discover, load_scenario
 
-    shard, durations = _shard_arg(args)
+    from testbed.records.json import JsonObject
+    from testbed.report.shard import Shard, ShardError, read_durations, select_items
+
+    shard: Shard | None = None
+    durations: dict[str, float] = {}
+    try:  # before any scenario is read: a bad value costs nothing
+        if args.shard is not None:
+            shard = Shard.parse(args.shard)
+        if args.durations_from is not None:
+            if shard is None:
+                raise UsageError("--durations-from only balances --shard K/N; add --shard (e.g. --shard 1/2)")
+            durations = read_durations(args.durations_from)
+    except ShardError as exc:
+        raise UsageError(str(exc)) from None
     # Load and validate everything first: a typo in the tenth file should not cost nine runs.
     # With --shard, every file (not only this shard's) is checked, so each job of a matrix
     # fails on the same typo and computes the same partition.
@@ -45,9 +54,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
     names = [item.scenario.name for item in loaded]
     if len(set(names)) != len(names):
         raise UsageError("two scenario files share a name; names label results and reports, make them unique")
-    json_extra: dict[str, Any] = {}
+    json_extra: JsonObject = {}
     if shard is not None:
-        loaded = _select_shard(loaded, shard, durations)
+        # Split by path as named (every job of a matrix names them alike), weighed by name.
+        loaded = select_items(
+            loaded, shard, key=lambda it: it.path.as_posix(), name=lambda it: it.scenario.name, durations=durations
+        )
         json_extra["shard"] = {
             "index": shard.index,
             "total": shard.total,
@@ -114,45 +126,6 @@ def _cmd_run(args: argparse.Namespace) -> int:
             print(f"report: {index}", file=sys.stderr)
     print_summary([r.to_json() for r in done], sys.stdout)
     return 0 if all(r.passed for r in done) and len(done) == len(loaded) else 1
-
-
-def _shard_arg(args: argparse.Namespace) -> tuple[Shard | None, dict[str, float]]:
-    """``--shard K/N`` and the durations by scenario name from ``--durations-from`` (read before
-    any scenario, so a bad value costs nothing)."""
-    import json
-
-    from testbed.files import InputFileError, read_text_file
-    from testbed.report.merge import MAX_RESULT_BYTES
-    from testbed.report.shard import Shard, ShardError, durations_from_result
-
-    if args.shard is None:
-        if args.durations_from is not None:
-            raise UsageError("--durations-from only balances --shard K/N; add --shard (e.g. --shard 1/2)")
-        return None, {}
-    try:
-        shard = Shard.parse(args.shard)
-    except ShardError as exc:
-        raise UsageError(str(exc)) from None
-    if args.durations_from is None:
-        return shard, {}
-    source = args.durations_from
-    try:
-        return shard, durations_from_result(json.loads(read_text_file(source, limit=MAX_RESULT_BYTES)))
-    except (InputFileError, ShardError) as exc:
-        raise UsageError(f"--durations-from {source}: {exc}") from None
-    except ValueError as exc:  # json.JSONDecodeError
-        raise UsageError(f"--durations-from {source}: not JSON ({exc}); give a `run --json` file") from None
-
-
-def _select_shard(loaded: list[LoadedScenario], shard: Shard, durations: dict[str, float]) -> list[LoadedScenario]:
-    """This shard's scenarios, keyed by path as named (every job of a matrix names them alike)."""
-    from testbed.report.shard import select
-
-    keys = [item.path.as_posix() for item in loaded]
-    # Durations by scenario name: a result written from another directory names its files differently.
-    weights = {key: durations[item.scenario.name] for key, item in zip(keys, loaded) if item.scenario.name in durations}
-    mine = set(select(keys, shard, weights))
-    return [item for key, item in zip(keys, loaded) if key in mine]
 
 
 def _cmd_report_merge(args: argparse.Namespace) -> int:

@@ -18,13 +18,17 @@ without talking to the others: no scheduler, no shared state.
 
 from __future__ import annotations
 
+import json
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import Any, TypeVar
 
-__all__ = ["Shard", "ShardError", "durations_from_result", "partition", "select"]
+__all__ = ["Shard", "ShardError", "durations_from_result", "partition", "read_durations", "select", "select_items"]
+
+T = TypeVar("T")
 
 _SHARD_RE = re.compile(r"^\s*(\d{1,6})\s*/\s*(\d{1,6})\s*$")
 
@@ -83,6 +87,38 @@ def select(keys: Sequence[str], shard: Shard, weights: Mapping[str, float] | Non
     """The keys shard ``shard`` runs, in the order given."""
     mine = set(partition(keys, shard.total, weights)[shard.index - 1])
     return [k for k in keys if k in mine]
+
+
+def select_items(
+    items: Sequence[T],
+    shard: Shard,
+    *,
+    key: Callable[[T], str],
+    name: Callable[[T], str],
+    durations: Mapping[str, float],
+) -> list[T]:
+    """The items (scenario files) shard ``shard`` runs, split by ``key`` (the path) and weighed by
+    ``durations`` looked up by ``name``: a result written from another directory names its files
+    differently, but not its scenarios."""
+    keys = [key(item) for item in items]
+    weights = {k: durations[name(item)] for k, item in zip(keys, items, strict=True) if name(item) in durations}
+    mine = set(select(keys, shard, weights))
+    return [item for k, item in zip(keys, items, strict=True) if k in mine]
+
+
+def read_durations(path: str | Path) -> dict[str, float]:
+    """``durations_from_result`` of the JSON file at ``path`` (``--durations-from``)."""
+    from testbed.files import InputFileError, read_text_file
+    from testbed.report.merge import MAX_RESULT_BYTES
+
+    try:
+        return durations_from_result(json.loads(read_text_file(path, limit=MAX_RESULT_BYTES)))
+    except InputFileError as exc:
+        raise ShardError(f"--durations-from {path}: {exc}") from None
+    except ShardError as exc:
+        raise ShardError(f"--durations-from {path}: {exc}") from None
+    except ValueError as exc:  # json.JSONDecodeError
+        raise ShardError(f"--durations-from {path}: not JSON ({exc}); give a `testbed run --json` file") from None
 
 
 def durations_from_result(doc: Any) -> dict[str, float]:
