@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from testbed.report.shard import Shard, ShardError, durations_from_result, partition, select
+from testbed.report.shard import Shard, ShardError, durations_from_result, partition, select, select_items
 
 CLI = [sys.executable, "-m", "testbed.cli"]
 KEYS = [f"scenarios/s{i:02d}.yaml" for i in range(11)]
@@ -112,3 +112,16 @@ def test_bad_durations_file_is_a_usage_error(tmp_path: Path) -> None:
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and proc.stderr.startswith(f"testbed: error: --durations-from {bad}:"), proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_items_are_split_by_path_and_weighed_by_scenario_name() -> None:
+    # (path, scenario name): the durations came from a run in another directory, so only names match.
+    items = [(f"/ci/job/{k}", f"name-{i}") for i, k in enumerate(KEYS[:4])]
+    durations = {"name-0": 50.0, "name-2": 50.0, "name-1": 1.0, "name-3": 1.0}
+    picked = [select_items(items, Shard(k, 2), key=lambda it: it[0], name=lambda it: it[1], durations=durations)
+              for k in (1, 2)]
+    assert [[n for _, n in p] for p in picked] == [["name-0", "name-1"], ["name-2", "name-3"]]
+    # Without durations: sorted round-robin over the paths.
+    plain = [select_items(items, Shard(k, 2), key=lambda it: it[0], name=lambda it: it[1], durations={})
+             for k in (1, 2)]
+    assert [[n for _, n in p] for p in plain] == [["name-0", "name-2"], ["name-1", "name-3"]]
