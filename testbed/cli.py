@@ -32,7 +32,23 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from testbed.runner import ScenarioResult, precheck, run_scenario
     from testbed.scenario.loader import discover, load_scenario
 
+    from testbed.records.json import JsonObject
+    from testbed.report.shard import Shard, ShardError, read_durations, select_items
+
+    shard: Shard | None = None
+    durations: dict[str, float] = {}
+    try:  # before any scenario is read: a bad value costs nothing
+        if args.shard is not None:
+            shard = Shard.parse(args.shard)
+        if args.durations_from is not None:
+            if shard is None:
+                raise UsageError("--durations-from only balances --shard K/N; add --shard (e.g. --shard 1/2)")
+            durations = read_durations(args.durations_from)
+    except ShardError as exc:
+        raise UsageError(str(exc)) from None
     # Load and validate everything first: a typo in the tenth file should not cost nine runs.
+    # With --shard, every file (not only this shard's) is checked, so each job of a matrix
+    # fails on the same typo and computes the same partition.
     loaded = [load_scenario(p) for p in discover(args.paths)]
     for item in loaded:
         precheck(item)
@@ -41,6 +57,20 @@ def _cmd_run(args: argparse.Namespace) -> int:
     names = [item.scenario.name for item in loaded]
     if len(set(names)) != len(names):
         raise UsageError("two scenario files share a name; names label results and reports, make them unique")
+    json_extra: JsonObject = {}
+    if shard is not None:
+        # Split by path as named (every job of a matrix names them alike), weighed by name.
+        loaded = select_items(
+            loaded, shard, key=lambda it: it.path.as_posix(), name=lambda it: it.scenario.name, durations=durations
+        )
+        json_extra["shard"] = {
+            "index": shard.index,
+            "total": shard.total,
+            # What this shard was given: `report merge` tells a shard that stopped early from one
+            # that finished.
+            "scenarios": [item.scenario.name for item in loaded],
+        }
+        print(f"shard {shard}: {len(loaded)} of {len(names)} scenario(s)", file=sys.stderr)
     require_privileges()
     results: list[ScenarioResult | None] = [None] * len(loaded)
     board = ProgressBoard(sys.stderr, prefix_names=args.jobs > 1)
@@ -88,15 +118,37 @@ def _cmd_run(args: argparse.Namespace) -> int:
         board.close()
         done = [r for r in results if r is not None]
         dicts = [r.to_json() for r in done]
-        if args.json and done:
-            write_json(done, Path(args.json))
-        if args.junit and done:
+        # A shard given no scenario still writes its (empty) files: `report merge` expects every shard's.
+        written = bool(done) or (shard is not None and not loaded)
+        if args.json and written:
+            write_json(done, Path(args.json), extra=json_extra)
+        if args.junit and written:
             write_junit(dicts, Path(args.junit))
-        if args.report and done:
+        if args.report and written:
             index = write_html_report(dicts, Path(args.report))
             print(f"report: {index}", file=sys.stderr)
     print_summary([r.to_json() for r in done], sys.stdout)
     return 0 if all(r.passed for r in done) and len(done) == len(loaded) else 1
+
+
+def _cmd_report_merge(args: argparse.Namespace) -> int:
+    from testbed.report.console import print_summary
+    from testbed.report.merge import HTML_DIR, JSON_FILE, JUNIT_FILE, write_merged
+
+    out = Path(args.out_dir)
+    merged = write_merged(out, [Path(s) for s in args.shards])
+    print_summary(list(merged.scenarios), sys.stdout)
+    written = f"{JSON_FILE}, {JUNIT_FILE}, {HTML_DIR}/index.html"
+    print(f"merged {len(args.shards)} shard(s) into {out}/: {written}", file=sys.stderr)
+    if merged.missing_shards:
+        gone = ", ".join(f"{k}/{merged.split_total}" for k in merged.missing_shards)
+        print(f"testbed: incomplete: no results from shard {gone}; the merged report is marked failed", file=sys.stderr)
+    if merged.missing_scenarios:
+        print(
+            f"testbed: incomplete: never ran (their shard stopped early): {', '.join(merged.missing_scenarios)}",
+            file=sys.stderr,
+        )
+    return 0 if merged.document["passed"] else 1
 
 
 def _cmd_doctor(args: argparse.Namespace) -> int:
@@ -228,7 +280,27 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("-j", "--jobs", type=int, default=1, metavar="N", help="run up to N scenarios at once (default 1)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress messages on stderr")
+    p.add_argument(
+        "--shard",
+        metavar="K/N",
+        help="run only the K-th of N shares of the files (CI matrix jobs; docs/ci.md); the same on every job",
+    )
+    p.add_argument(
+        "--durations-from",
+        metavar="JSON",
+        help="balance --shard by the scenario durations in JSON (a previous --json result, or a merged one)",
+    )
     p.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser("report", help="work on result files (merge the shards of a CI matrix)")
+    report_sub = p.add_subparsers(dest="report_command", required=True, metavar="REPORT_COMMAND")
+    p = report_sub.add_parser(
+        "merge",
+        help="merge shard directories (results.json, junit.xml, html/) into OUT_DIR (docs/ci.md)",
+    )
+    p.add_argument("out_dir", metavar="OUT_DIR", help="where results.json, junit.xml and html/ are written")
+    p.add_argument("shards", nargs="+", metavar="SHARD", help="a shard's directory (or its results.json)")
+    p.set_defaults(func=_cmd_report_merge)
 
     p = sub.add_parser("doctor", help="check that this machine can run scenarios, and how to fix it")
     p.set_defaults(func=_cmd_doctor)
