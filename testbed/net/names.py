@@ -29,7 +29,12 @@ IFNAME_RE = re.compile(r"^tb(?P<rid>[0-9a-f]{6})[ncio]\d{1,3}$")
 
 
 def new_run_id() -> str:
-    return secrets.token_hex(RUN_ID_LEN // 2)
+    """A fresh run id: random, and not the id of a run directory that exists now (a concurrent
+    run that picks the same id in the same instant still loses at ``registered_run``'s mkdir)."""
+    while True:
+        rid = secrets.token_hex(RUN_ID_LEN // 2)
+        if not run_dir(rid).exists():
+            return rid
 
 
 def is_run_id(value: str) -> bool:

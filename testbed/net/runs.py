@@ -16,7 +16,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from testbed.errors import PrivilegeError
+from testbed.errors import PrivilegeError, RunError
 from testbed.net import names
 
 
@@ -48,6 +48,10 @@ def registered_run(run_id: str, purpose: str = "run") -> Iterator[Path]:
     try:
         names.RUN_ROOT.mkdir(mode=0o755, parents=True, exist_ok=True)
         path.mkdir(mode=0o700)
+    except FileExistsError:
+        raise RunError(
+            f"run id {run_id} is taken by another run ({path} exists); run again (a new id is drawn)"
+        ) from None
     except PermissionError:
         raise PrivilegeError(
             f"cannot create {path}: testbed needs root (or CAP_NET_ADMIN and CAP_SYS_ADMIN); "

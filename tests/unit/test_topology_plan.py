@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import ipaddress
+from pathlib import Path
+
+import pytest
 
 from testbed.net import names
 from testbed.net.nat import rules
@@ -67,3 +70,24 @@ def test_netns_pattern_accepts_nat_namespaces_only_with_run_ids() -> None:
     assert names.NETNS_RE.match("tb-abc123-caller-nat")
     assert not names.NETNS_RE.match("tb-xyz-caller")
     assert not names.NETNS_RE.match("other-abc123-caller")
+
+
+def test_a_taken_run_id_is_a_clear_error_not_a_traceback(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from testbed.errors import RunError
+    from testbed.net import names, runs
+
+    monkeypatch.setattr(names, "RUN_ROOT", tmp_path)
+    (tmp_path / "abc123").mkdir()
+    with pytest.raises(RunError, match="taken by another run"), runs.registered_run("abc123"):
+        pass
+    assert (tmp_path / "abc123").exists()  # the other run's directory is left alone
+
+
+def test_new_run_ids_skip_existing_run_directories(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from testbed.net import names
+
+    monkeypatch.setattr(names, "RUN_ROOT", tmp_path)
+    drawn = iter(["aaaaaa", "bbbbbb"])
+    monkeypatch.setattr(names.secrets, "token_hex", lambda n: next(drawn))
+    (tmp_path / "aaaaaa").mkdir()
+    assert names.new_run_id() == "bbbbbb"
