@@ -125,8 +125,8 @@ def test_fet_with_probability_zero_never_blocks() -> None:
 
 
 def test_connections_the_fourth_fetch_of_one_sni_is_frozen() -> None:
-    rules = [{"name": "tspu-count", "match": {"sni": "site.example",
-                                              "connections": {"count": 4, "window": "60s", "same": ["sni", "subnet/24"]}},
+    count = {"count": 4, "window": "60s", "same": ["sni", "subnet/24"]}
+    rules = [{"name": "tspu-count", "match": {"sni": "site.example", "connections": count},
               "action": {"drop": True, "block_after": {"for": "120s", "key": "pair"}}}]  # fmt: skip
     with session(scenario("tspu-count", rules)) as s:
         s.wait_listening("server", 443)
@@ -195,8 +195,9 @@ def test_quic_source_port_above_destination_port() -> None:
         s.wait_listening("server", 65000, "udp")
 
         def fetch(port: int) -> int:
+            url = f"https://{s.address('server')}:{port}/"
             argv = [python_in_nodes(), "-m", "testbed.tools.quicget", "--timeout", "5", "-k",
-                    "--sni", "blocked.example", "-o", "/dev/null", f"https://{s.address('server')}:{port}/"]  # fmt: skip
+                    "--sni", "blocked.example", "-o", "/dev/null", url]  # fmt: skip
             return s.run("caller", argv, timeout=60, check=False).returncode
 
         # The client's ephemeral port (32768-60999) is above 443 and below 65000.
