@@ -1,7 +1,8 @@
 """The matchers for the GFW and TSPU catalogue entries with real clients through ``testbed up``:
 ``fully_encrypted`` (I.26: a raw client sending random bytes first, Shadowsocks, curl over HTTPS),
 ``connections`` (F.16: the 4th curl to one SNI), ``syn_from`` (A.1: a connection started from
-outside is never censored) and the ``quic`` options (I.27: source port above destination port).
+outside is never censored), the ``quic`` options (I.27: source port above destination port) and
+``conforms`` (H.24: an HTTP request split over two segments passes, junk in two does not).
 
 Checked by exit codes and by the censor's per-rule counters from ``testbed down --json``; no
 wall-clock bounds.
@@ -15,9 +16,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit"))
+from test_policy_conforms import IRAN  # noqa: E402  # the filter as measured: judged at the 2nd data packet
 from test_policy_fet import random_bytes  # noqa: E402
+from test_policy_iran import HTTP_GET  # noqa: E402
 
 from testbed.tools.updown import Session, python_in_nodes, session  # noqa: E402
 
@@ -206,3 +210,71 @@ def test_quic_source_port_above_destination_port() -> None:
     assert low_server != 0
     assert high_server == 0
     assert rule(s, "gfw-quic")["matched_flows"] == 1
+
+
+# A server that answers "ok" once it has received all N bytes of a connection (5 s at most).
+LISTEN_ALL = r"""
+import socket, sys
+srv = socket.create_server(("0.0.0.0", int(sys.argv[1])))
+want = int(sys.argv[2])
+while True:
+    c, _ = srv.accept()
+    c.settimeout(5)
+    got = b""
+    try:
+        while len(got) < want:
+            chunk = c.recv(4096)
+            if not chunk:
+                break
+            got += chunk
+        if len(got) >= want:
+            c.sendall(b"ok")
+    except OSError:
+        pass
+    c.close()
+"""
+
+# Send two segments (Nagle off, a pause between), then wait for "ok": 0 got it, 3 did not, 4 no connection.
+TWO_SEGMENTS = r"""
+import socket, sys, time
+host, port, a, b = sys.argv[1], int(sys.argv[2]), bytes.fromhex(sys.argv[3]), bytes.fromhex(sys.argv[4])
+try:
+    s = socket.create_connection((host, port), timeout=4)
+except OSError:
+    sys.exit(4)
+s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+s.sendall(a)
+time.sleep(0.3)
+s.sendall(b)
+s.settimeout(8)
+try:
+    sys.exit(0 if s.recv(2) == b"ok" else 3)
+except OSError:
+    sys.exit(3)
+"""
+
+
+def test_conforms_judges_the_first_two_data_packets_together() -> None:
+    rules = yaml.safe_load(IRAN.join(["[", "]"]))
+    rules[0]["match"]["dst_port"] = 8080  # `exec` runs unprivileged: no port 80 for our listener
+    nodes: dict[str, Any] = {"caller": {"side": "inside"}, "server": {"side": "outside"}}
+    junk = random_bytes(64)
+    with session(scenario("iran-conforms", rules, nodes)) as s:
+        py = python_in_nodes()
+        srv = s.popen("server", [py, "-c", LISTEN_ALL, "8080", str(len(HTTP_GET))])
+        try:
+            s.wait_listening("server", 8080)
+
+            def send(a: bytes, b: bytes) -> int:
+                argv = [py, "-c", TWO_SEGMENTS, s.address("server"), "8080", a.hex(), b.hex()]
+                return s.run("caller", argv, timeout=60, check=False).returncode
+
+            split_http = send(HTTP_GET[:2], HTTP_GET[2:])  # "GE" + "T / HTTP/1.1...": conforms joined
+            split_junk = send(junk[:2], junk[2 : len(HTTP_GET)])
+        finally:
+            srv.terminate()
+            srv.wait(timeout=10)
+    assert split_http == 0
+    assert split_junk == 3  # the first segment passed, the second was dropped
+    r = rule(s, "iran")
+    assert r["matched_flows"] == 1 and r["drops"]["drop"] == 1
