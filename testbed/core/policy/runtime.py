@@ -30,6 +30,7 @@ from testbed.core.labels import AddressList
 from testbed.core.packet import IPProto, Packet, TCPFlag
 from testbed.core.policy.counters import EventLog, RuleCounters
 from testbed.core.policy.matchers import Matcher
+from testbed.core.policy.matchers.conforms import MAX_BYTES as CONFORMS_MAX_BYTES
 from testbed.core.policy.matchers.facts import reads_frozen_facts
 from testbed.core.policy.loss import Bernoulli, GilbertElliottState
 from testbed.core.policy.residual import ResidualBlock, ResidualBlocks
@@ -80,6 +81,8 @@ class RulePolicy:
         self.start = start
         self.inspect_packets = inspect_packets
         self.address_lists: dict[str, AddressList] = {}
+        # The client data packets per flow that ``conforms`` matchers read (0: none kept).
+        self.keep_data_packets = 0
         self._fact_matchers: dict[int, tuple[Matcher, ...]] = {}
         self.events = EventLog(max_events, start)
         self.residual = ResidualBlocks(max_residual)
@@ -118,14 +121,21 @@ class RulePolicy:
         d = 0 if direction is ORIGINAL else 1
         if not st.handshake:
             _track_handshake(st, packet, direction)
+        flags = packet.tcp_flags
+        if flags is not None and flags & TCPFlag.SYN and not flags & TCPFlag.ACK:
+            self._track_syn(st, direction)
         ctx = Context(packet, flow, direction, now, now - self.start, st, self.inspect_packets)
+        if self.keep_data_packets and direction is ORIGINAL and packet.payload:
+            _keep_data(st, flow, packet, self.keep_data_packets)
         if len(self.residual) and not st.ignored:
             block = self.residual.lookup(packet, flow, now)
-            if block is not None:
+            if block is not None and not (st.outside_syn and self.rules[block.rule].syn_inside):
                 return self._residual(block, ctx)
         cands = st.candidates[d]
         if cands is None:
             cands = st.candidates[d] = self._candidates(st.facts, direction)
+            if st.outside_syn:
+                cands = st.candidates[d] = tuple(r for r in cands if not r.syn_inside)
         if not st.facts_pruned[d] and not flow.inspecting and not ctx.inspecting:
             cands = self._prune_frozen(st, d, cands, ctx)
         for rule in cands:
@@ -212,6 +222,17 @@ class RulePolicy:
 
     def _candidates(self, facts: FlowFacts, direction: Direction) -> tuple[CompiledRule, ...]:
         return tuple(r for r in self.rules if r.static_ok(facts, direction))
+
+    def _track_syn(self, st: FlowState, direction: Direction) -> None:
+        inside = st.facts.sender_inside(direction)
+        if st.first_syn_inside is None:
+            st.first_syn_inside = inside
+        if not inside and not st.outside_syn:
+            # A.1: a SYN from outside un-blocks: the rules keyed on an inside SYN let go of the flow.
+            st.outside_syn = True
+            for i, cands in enumerate(st.candidates):
+                if cands is not None:
+                    st.candidates[i] = tuple(r for r in cands if not r.syn_inside)
 
     def _prune_frozen(
         self, st: FlowState, d: int, cands: tuple[CompiledRule, ...], ctx: Context
@@ -325,7 +346,7 @@ class RulePolicy:
         rs.triggered = True
         reject = plan.reject is not None
         restart = plan.duration if plan.restart else None
-        self.residual.add(plan.key, ctx.flow, ctx.now + plan.duration, rule.index, reject, restart)
+        self.residual.add(plan.key, ctx.flow, ctx.now + plan.duration, rule.index, reject, restart, plan.one_way)
         self.events.add(
             ctx.now, EventKind.BLOCK, rule.name, flow_endpoints(ctx.flow),
             key=plan.key.value, duration_s=plan.duration, then="reject" if reject else "drop",
@@ -459,6 +480,18 @@ class RulePolicy:
         # A rule that only impairs triggers its residual block on its first match.
         if rule.residual is not None and rule.cut is None:
             self._trigger(rule, rs, ctx)
+
+
+def _keep_data(st: FlowState, flow: Flow, packet: Packet, keep: int) -> None:
+    """Append a new client data packet's payload (not a retransmission: the flow's data count
+    moved) to the flow's first data, up to ``keep`` packets and ``MAX_BYTES``."""
+    n = flow.data_packets(ORIGINAL)
+    if st.first_data_n >= keep or n <= st.first_data_n:
+        return
+    room = CONFORMS_MAX_BYTES - len(st.first_data)
+    st.first_data += packet.payload[: max(room, 0)]
+    st.first_data_n = n
+    st.first_data_ends.append(len(st.first_data))
 
 
 def _track_handshake(st: FlowState, packet: Packet, direction: Direction) -> None:

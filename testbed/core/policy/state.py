@@ -74,10 +74,21 @@ class FlowState:
     groups: dict[str, tuple[int, ...]] = field(default_factory=dict)  # "client"/"server" hello groups
     syn: bool = False
     synack: bool = False
+    # A.1: the side of the first SYN (without ACK; None: none seen) and whether the outside ever
+    # sent one (matchers/syn.py).
+    first_syn_inside: bool | None = None
+    outside_syn: bool = False
     handshake: bool = False
     seen_reply: bool = False
     residual_logged: bool = False
     held: int = 0
+    # The client's first data payloads, joined (``conforms``, H.24): how many packets, where each
+    # ends in ``first_data``.
+    first_data: bytearray = field(default_factory=bytearray)
+    first_data_n: int = 0
+    first_data_ends: list[int] = field(default_factory=list)
+    # Per-flow values of stateful matchers, keyed by the matcher's id (connections: the rank).
+    marks: dict[int, int] = field(default_factory=dict)
     # Per direction: candidates already pruned of rules whose frozen flow facts cannot match.
     facts_pruned: list[bool] = field(default_factory=lambda: [False, False])
 
