@@ -68,7 +68,8 @@ def test_chromium_call_connects_and_reports_samples(netns_pair: NamespacePair, t
     assert result.connected, result.error
     assert result.error is None
     pair = result.selected_candidate_pair
-    assert pair is not None and {pair.local_address, pair.remote_address} == {netns_pair.address_a, netns_pair.address_b}
+    assert pair is not None
+    assert {pair.local_address, pair.remote_address} == {netns_pair.address_a, netns_pair.address_b}
     for endpoint in ("caller", "callee"):
         audio = result.stream(endpoint, Kind.AUDIO, "recv")
         assert audio.codec == "audio/opus" and audio.packets_received and audio.packets_received > 50
@@ -160,3 +161,19 @@ def test_endpoint_killed_takes_its_browser_with_it(netns_pair: NamespacePair, tm
     assert result.error is not None and "caller endpoint was killed by SIGKILL" in result.error
     assert judged(result).outcome == "blocked"
     assert not _wait_gone(profile)
+
+
+def test_chromium_call_that_never_connects_times_out(netns_pair: NamespacePair, tmp_path: Path) -> None:
+    from pyroute2 import IPRoute
+
+    with IPRoute(netns=netns_pair.a) as ipr:
+        ipr.route("add", dst=f"{netns_pair.address_b}/32", type="blackhole")
+    options = CallOptions(name="never", duration_s=5.0, audio=True, data_channel=False, connect_timeout_s=4.0)
+    result = asyncio.run(
+        run_call(options, caller_netns=netns_pair.a, callee_netns=netns_pair.b, workdir=tmp_path,
+                 engines={Role.CALLER: Engine.CHROMIUM, Role.CALLEE: Engine.AIORTC})
+    )
+    assert not result.connected
+    assert result.error is not None and "not connected within 4 s" in result.error
+    assert judged(result).outcome == "blocked"
+    assert not _wait_gone(str(tmp_path / "never.caller.chromium"))

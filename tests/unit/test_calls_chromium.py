@@ -187,6 +187,7 @@ def test_snapshot_is_what_the_aiortc_endpoint_snapshots() -> None:
     assert audio.out is not None and (audio.out.packets, audio.out.lost, audio.out.frames) == (120, 3, 120)
     assert audio.in_ is not None and (audio.in_.packets, audio.in_.lost, audio.in_.jitter) == (100, 2, 96.0)
     assert audio.rtt == pytest.approx(0.031)
+    assert audio.available_kbps == pytest.approx(1234.0)  # congestion control's estimate
     assert video.out is not None and video.out.frames == 60
     assert video.in_ is not None and video.in_.frames == 30
     assert data.in_ is not None and data.in_.messages == 4
@@ -206,10 +207,14 @@ def test_reception_sees_gaps_silences_and_freezes_between_polls() -> None:
         if not silent:
             packets += 5
         last = t if not silent else 1.0 + 9 * 0.1
-        raw = {"now": 0.0, "epoch": EPOCH, "stats": _chromium_stats(packets_in=packets, last_ms=EPOCH - (t - last) * 1000,
-                                                                    freezes=1 if step >= 20 else 0,
-                                                                    freezes_s=0.4 if step >= 20 else 0.0,
-                                                                    video_in=packets)}
+        entries = _chromium_stats(
+            packets_in=packets,
+            last_ms=EPOCH - (t - last) * 1000,
+            freezes=1 if step >= 20 else 0,
+            freezes_s=0.4 if step >= 20 else 0.0,
+            video_in=packets,
+        )
+        raw = {"now": 0.0, "epoch": EPOCH, "stats": entries}
         firsts += rec.update(t, stats.parse_poll(raw))
     assert firsts == [Kind.AUDIO, Kind.VIDEO]
     gaps = rec.audio_gaps()
@@ -241,6 +246,19 @@ def test_final_report_round_trips_and_feeds_the_same_metrics() -> None:
     assert (send.packets_sent, send.packets_lost, send.round_trip_time_ms) == (120, 3, 31.0)
     recv = next(s for s in streams if s.endpoint == "caller" and s.kind is Kind.AUDIO and s.direction == "recv")
     assert (recv.packets_received, recv.bytes, recv.jitter_ms) == (100, 7000, 2.0)
+
+
+def test_available_bitrate_reaches_the_send_samples() -> None:
+    from testbed.calls import quality
+
+    first, second = stats.snapshot(1.0, _poll(), data_channel=False), stats.snapshot(2.0, _poll(), data_channel=False)
+    samples = quality.build_samples(
+        {"caller": [first.to_json(), second.to_json()]}, t0=0.0, clock_rates={"caller": {"audio": 48000}}
+    )
+    send = [s for s in samples if s["direction"] == "send" and s["kind"] == "audio"]
+    recv = [s for s in samples if s["direction"] == "recv"]
+    assert send and all(s["available_kbps"] == pytest.approx(1234.0) for s in send)
+    assert recv and all(s["available_kbps"] is None for s in recv)
 
 
 # -- DevTools framing ------------------------------------------------------------------------------

@@ -24,6 +24,7 @@ import signal
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 DEBIAN_PACKAGE = "chromium"
 # The real binary first: Debian's /usr/bin/chromium is a shell wrapper that reads
@@ -139,6 +140,10 @@ def _high_fd(fd: int) -> int:
     return new
 
 
+def _log_file(path: Path) -> BinaryIO:
+    return path.open("wb")  # the browser's stdout and stderr; closed here once it has its copy
+
+
 async def launch(binary: str, flags: list[str], *, log: Path) -> Browser:
     """Start Chromium in this process's namespace, tied to this process (see the module)."""
     to_browser_r, to_browser_w = os.pipe()
@@ -147,13 +152,15 @@ async def launch(binary: str, flags: list[str], *, log: Path) -> Browser:
     # Chromium wants its DevTools pipe on exactly fds 3 and 4: a tiny Python step moves them
     # there (dash cannot name fds above 9), then becomes nsexec, which becomes Chromium.
     me = os.getpid()
-    nsexec = [sys.executable, "-m", "testbed.net.nsexec", "--parent", str(me), f"/proc/{me}/ns/net", "--", binary, *flags]
+    nsexec = [
+        sys.executable, "-m", "testbed.net.nsexec", "--parent", str(me), f"/proc/{me}/ns/net", "--", binary, *flags,
+    ]
     mover = (
         "import os, sys; "
         f"os.dup2({child_in}, 3); os.dup2({child_out}, 4); os.close({child_in}); os.close({child_out}); "
         "os.execv(sys.argv[1], sys.argv[1:])"
     )
-    log_file = open(log, "wb")
+    log_file = _log_file(log)
     try:
         process = await asyncio.create_subprocess_exec(
             sys.executable, "-c", mover, *nsexec,

@@ -113,7 +113,9 @@ class CdpPipe:
         if isinstance(method, str):
             params = message.get("params")
             session = message.get("sessionId")
-            self._on_event(method, params if isinstance(params, dict) else {}, session if isinstance(session, str) else None)
+            self._on_event(
+                method, params if isinstance(params, dict) else {}, session if isinstance(session, str) else None
+            )
 
     async def send(
         self, method: str, params: dict[str, Any] | None = None, *, session_id: str | None = None

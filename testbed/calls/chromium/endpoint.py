@@ -136,7 +136,8 @@ class ChromiumEndpoint:
             await self._cmd("Page.enable")
             await self._cmd("Runtime.addBinding", {"name": BINDING})
             html = self.profile / "page.html"
-            html.write_text(f"<!doctype html><meta charset=utf-8><title>testbed</title><script>{PAGE_JS.read_text()}</script>")
+            script = PAGE_JS.read_text()
+            html.write_text(f"<!doctype html><meta charset=utf-8><title>testbed</title><script>{script}</script>")
             await self._cmd("Page.navigate", {"url": html.as_uri()})
             while not await self._eval("typeof window.tb === 'object'"):
                 await asyncio.sleep(0.05)
@@ -233,7 +234,9 @@ class ChromiumEndpoint:
         tail = self.browser.log_tail()
         print(f"chromium {how}; its last log lines:\n{tail}", file=sys.stderr)
         with contextlib.suppress(ConnectionError, OSError):
-            await self._send(Failure(f"the {self.role} browser (chromium) {how}; its last log lines: {_one_line(tail)}"))
+            await self._send(
+                Failure(f"the {self.role} browser (chromium) {how}; its last log lines: {_one_line(tail)}")
+            )
 
     # -- call flow ----------------------------------------------------------------------------
 
@@ -381,7 +384,8 @@ async def run(config: EndpointConfig, workdir: Path) -> int:
             return 2
         except (CdpError, PageError, TimeoutError, StopIteration, KeyError) as exc:
             tail = endpoint.browser.log_tail() if endpoint.browser else ""
-            print(f"endpoint {config.role}: chromium did not start: {type(exc).__name__}: {exc}\n{tail}", file=sys.stderr)
+            what = f"{type(exc).__name__}: {exc}"
+            print(f"endpoint {config.role}: chromium did not start: {what}\n{tail}", file=sys.stderr)
             return 1
         return await _follow_relay(endpoint, reader, send)
     except asyncio.CancelledError:

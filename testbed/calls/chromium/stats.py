@@ -24,7 +24,7 @@ audio gaps, silences,      from inbound-rtp packetsReceived and lastPacketReceiv
 arrivals                   seen at each poll: a gap shorter than one poll interval is not seen
 selected pair              transport.selectedCandidatePairId -> candidate-pair -> candidates
 available bitrate          candidate-pair availableOutgoingBitrate (Google congestion control's
-                           estimate), per sample in the endpoint's report (``available_kbps``)
+                           estimate): the send samples' ``available_kbps``
 =========================  ====================================================================
 """
 
@@ -98,7 +98,7 @@ class Poll:
     pair: CandidatePair | None = None
     available_kbps: float | None = None
     codecs: Mapping[Kind, Codec] = field(default_factory=dict)
-    data: DataCounts = DataCounts()
+    data: DataCounts = field(default_factory=DataCounts)
 
     def clock_rate(self, kind: Kind) -> int:
         codec = self.codecs.get(kind)
@@ -282,7 +282,12 @@ def snapshot(t: float, poll: Poll, *, data_channel: bool) -> Snapshot:
                 frames=(inbound.frames_decoded or 0) if kind is Kind.VIDEO else inbound.packets,
             )
         if out is not None or in_ is not None:
-            kinds[kind] = KindSnapshot(out=out, in_=in_, rtt=rtcp.round_trip_time if rtcp else None)
+            kinds[kind] = KindSnapshot(
+                out=out,
+                in_=in_,
+                rtt=rtcp.round_trip_time if rtcp else None,
+                available_kbps=poll.available_kbps if out is not None else None,
+            )
     if data_channel:
         d = poll.data
         kinds[Kind.DATA] = KindSnapshot(
