@@ -85,7 +85,8 @@ def _chromium() -> Check:
     except ChromiumMissing:
         return Check("chromium binary", False, "not found", f"apt-get install {DEBIAN_PACKAGE} (or {SETUP_HINT})")
     try:
-        out = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=30, check=False).stdout.strip()
+        done = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=30, check=False)
+        out = done.stdout.strip()
     except (OSError, subprocess.TimeoutExpired) as exc:
         return Check("chromium binary", False, str(exc), f"reinstall {DEBIAN_PACKAGE}")
     return Check("chromium binary", True, out.splitlines()[0] if out else path)
