@@ -29,7 +29,8 @@ if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null
     exit 1
 fi
 
-debs=(iptables libnetfilter-queue-dev libnfnetlink-dev pkg-config gcc iperf3 iputils-ping curl coturn)
+debs=(iptables libnetfilter-queue-dev libnfnetlink-dev pkg-config gcc iperf3 iputils-ping curl coturn chromium)
+# chromium: the libwebrtc call engine (`engine: chromium`); driven headless, no browser download.
 # Debian's own python3 needs its venv and header packages; a self-built Python has both.
 if [[ "$("$PYTHON" -c 'import sys; print(sys.prefix)')" == /usr ]]; then
     debs+=(python3-venv python3-dev)

@@ -76,6 +76,22 @@ def _binary(name: str, package: str) -> Callable[[], Check]:
     return check
 
 
+def _chromium() -> Check:
+    """The Chromium binary of `engine: chromium` calls (only those need it)."""
+    from testbed.calls.chromium.browser import DEBIAN_PACKAGE, ChromiumMissing, find_chromium
+
+    try:
+        path = find_chromium()
+    except ChromiumMissing:
+        return Check("chromium binary", False, "not found", f"apt-get install {DEBIAN_PACKAGE} (or {SETUP_HINT})")
+    try:
+        done = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=30, check=False)
+        out = done.stdout.strip()
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return Check("chromium binary", False, str(exc), f"reinstall {DEBIAN_PACKAGE}")
+    return Check("chromium binary", True, out.splitlines()[0] if out else path)
+
+
 def _namespace_checks() -> list[Check]:
     """Create a scratch namespace with a veth pair, install an NFQUEUE rule and bind a queue in it."""
     if missing_caps():
@@ -159,6 +175,7 @@ def run_doctor(out: TextIO) -> int:
     # Needed only by scenarios that declare these node services (turn, iperf3).
     checks.append(_binary("turnserver", "coturn")())
     checks.append(_binary("iperf3", "iperf3")())
+    checks.append(_chromium())  # needed only by calls with `engine: chromium`
     if sys.platform == "linux":
         checks.extend(_namespace_checks())
     width = max(len(c.name) for c in checks)

@@ -16,7 +16,9 @@ Modules, one per concept:
 * ``verdict``     -- outcomes and ``expect:`` checks (sans-IO)
 * ``result``      -- :class:`CallResult` and its JSON contract (documented there)
 * ``session``     -- :func:`run_call`: unix-socket relay + the two endpoint processes
+* ``engine``      -- which WebRTC stack runs each end (``engine:``): the endpoint-process contract
 * ``endpoint``    -- the aiortc endpoint process (``python -m testbed.calls.endpoint``)
+* ``chromium``    -- the headless-Chromium (libwebrtc) endpoint process and its getStats mapping
 * ``media``       -- synthetic paced audio/video tracks (endpoint processes only)
 
 Importing this package does not import aiortc: only the endpoint processes do.

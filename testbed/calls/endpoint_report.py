@@ -313,6 +313,9 @@ class KindSnapshot:
     in_: Counters | None = None
     rtt: float | None = None
     """Seconds, from the peer's last RTCP receiver report."""
+    available_kbps: float | None = None
+    """The sender's congestion-control estimate of the path (libwebrtc's
+    availableOutgoingBitrate); ``None`` for engines without congestion control (aiortc)."""
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -322,6 +325,8 @@ class KindSnapshot:
             out["in"] = self.in_.to_json()
         if self.rtt is not None:
             out["rtt"] = self.rtt
+        if self.available_kbps is not None:
+            out["available_kbps"] = self.available_kbps
         return out
 
     @classmethod
@@ -330,6 +335,7 @@ class KindSnapshot:
             out=Counters.from_json(raw.get("out")),
             in_=Counters.from_json(raw.get("in")),
             rtt=_float(raw.get("rtt")),
+            available_kbps=_float(raw.get("available_kbps")),
         )
 
 

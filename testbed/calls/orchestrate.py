@@ -21,13 +21,14 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Protocol
 
+from testbed.calls.engine import Engine
 from testbed.calls.options import CallOptions, IceServer, IceTransportPolicy
 from testbed.calls.profiles import load_profile
 from testbed.calls.result import CallResult
 from testbed.calls.session import run_call
 from testbed.calls.verdict import DEFAULT_THRESHOLDS, judged
 from testbed.errors import RunError
-from testbed.records.timeline import CallState, Layer, Party, TimelineEntry
+from testbed.records.timeline import CallState, Layer, Party, Role, TimelineEntry
 from testbed.scenario.call_schema import CallSpec, IcePolicy, Media
 from testbed.scenario.expect_schema import VerdictSettings
 
@@ -76,6 +77,12 @@ class CallPlan:
     group: int
     """Index of the ``calls:`` entry: instances of one entry share its concurrency limit."""
     concurrency: int
+    engines: dict[Role, Engine] | None = None
+    """The WebRTC stack at each end (None: aiortc at both)."""
+
+    def engine_names(self) -> dict[str, str]:
+        engines = self.engines or {}
+        return {role.value: engines.get(role, Engine.AIORTC).value for role in Role}
 
 
 def plan_calls(
@@ -132,6 +139,10 @@ def plan_calls(
                     start_s=spec.start + (i - 1) * spec.stagger,
                     group=group,
                     concurrency=spec.concurrency or spec.count,
+                    engines={
+                        Role.CALLER: Engine(spec.engine.caller.value),
+                        Role.CALLEE: Engine(spec.engine.callee.value),
+                    },
                 )
             )
     return out
@@ -208,6 +219,20 @@ def _ice(
     return tuple(servers), IceTransportPolicy(policy.value), transport
 
 
+def _check_engines(plans: Sequence[CallPlan]) -> None:
+    """Before any call is placed: every engine a call names is installed (else one clear error
+    naming the package, not a browser that fails to start mid-run)."""
+    for plan in plans:
+        if Engine.CHROMIUM in (plan.engines or {}).values():
+            from testbed.calls.chromium.browser import ChromiumMissing, find_chromium
+
+            try:
+                find_chromium()
+            except ChromiumMissing as exc:
+                raise RunError(f"call {plan.spec!r}: {exc}") from None
+            return
+
+
 async def run_calls(
     specs: Sequence[CallSpec],
     *,
@@ -225,6 +250,7 @@ async def run_calls(
     ended); it must not block.  ``origin`` (CLOCK_MONOTONIC, default: now) is the start of the
     calls phase: ``start:`` offsets and results' ``start_s`` count from it."""
     plans = plan_calls(specs, nodes=nodes, services=services, thresholds=thresholds)
+    _check_engines(plans)
     limits: dict[int, asyncio.Semaphore] = {}
     for plan in plans:
         limits.setdefault(plan.group, asyncio.Semaphore(plan.concurrency))
@@ -251,9 +277,13 @@ async def run_calls(
                 callee_netns=plan.callee_netns,
                 workdir=workdir,
                 observer=watch,
+                engines=plan.engines,
             )
         result = judged(
-            replace(result, spec=plan.spec, instance=plan.instance, start_s=started), settings
+            replace(
+                result, spec=plan.spec, instance=plan.instance, start_s=started, engines=plan.engine_names()
+            ),
+            settings,
         )
         say(f"call {name}: {result.outcome}" + (f" ({'; '.join(result.outcome_reasons)})" if result.outcome_reasons else ""))
         return result

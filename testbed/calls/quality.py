@@ -99,6 +99,7 @@ class GapRecorder:
 SAMPLE_KEYS = (
     "t_s", "endpoint", "kind", "direction", "packets", "bytes", "bitrate_kbps", "lost",
     "loss_pct", "jitter_ms", "rtt_ms", "frames", "freezes", "audio_gap_ms", "messages", "mos",
+    "available_kbps",
 )  # fmt: skip
 
 
@@ -163,6 +164,10 @@ def build_samples(
                         "audio_gap_ms": None,
                         "messages": _delta(cur, old, "messages") if kind == "data" else None,
                         "mos": None,
+                        # The sender's congestion-control estimate at the interval's end (send only).
+                        "available_kbps": _num(cur_k.get("available_kbps"))
+                        if direction == "send" and kind != "data"
+                        else None,
                     }
                     start = float(prev["t"])
                     if direction == "recv" and kind == "video" and freezes is not None:

@@ -253,6 +253,8 @@ class CallResult:
     silences: dict[str, list[list[float]]] | None = None
     """Per endpoint, ``[start_s, length_s]`` intervals (> 1 s, since the call was placed) in
     which it received nothing at all; what ``time_to_failure_s`` is measured from."""
+    engines: dict[str, str] | None = None
+    """Which WebRTC stack ran each end: ``{"caller": "aiortc"|"chromium", "callee": ...}``."""
 
     def stream(self, endpoint: str, kind: Kind | str, direction: Direction | str) -> StreamResult:
         """The one stream entry for ``endpoint`` x ``kind`` x ``direction`` (KeyError if absent)."""
@@ -295,4 +297,5 @@ class CallResult:
             "quality": self.quality,
             "samples": [dict(x) for x in self.samples],
             "silences": self.silences,
+            "engines": self.engines,
         }

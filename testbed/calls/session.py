@@ -21,16 +21,16 @@ import json
 import os
 import signal
 import socket
-import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
 from testbed.calls.conductor import Abort, Action, Conductor, Finish, Send
+from testbed.calls.engine import Engine, endpoint_argv
 from testbed.calls.options import CallOptions
 from testbed.calls.result import CallResult
 from testbed.calls.signalling import (
@@ -84,6 +84,7 @@ async def run_call(
     start_timeout_s: float = 30.0,
     teardown_timeout_s: float = 3.0,
     observer: Callable[[TimelineEntry], None] | None = None,
+    engines: Mapping[Role, Engine] | None = None,
 ) -> CallResult:
     """Place one call from ``caller_netns`` to ``callee_netns`` and measure it.
 
@@ -92,6 +93,7 @@ async def run_call(
     process that did not start or never said hello; its message carries the stderr tail.
     Endpoint logs are kept in ``workdir/<name>.<role>.log``.  ``observer(entry)``, if
     given, is called with each timeline entry as it happens (for live progress); it must not block.
+    ``engines`` picks each end's endpoint process (default: aiortc at both; ``calls.engine``).
     """
     started = time.monotonic()
     workdir.mkdir(parents=True, exist_ok=True)
@@ -118,7 +120,7 @@ async def run_call(
             }
             config.write_text(json.dumps(endpoint_config))
             log: IO[bytes] = stack.enter_context(open(logs[role], "wb"))
-            argv = [sys.executable, "-m", "testbed.calls.endpoint", "--config", str(config)]
+            argv = endpoint_argv((engines or {}).get(role, Engine.AIORTC), config)
             # Both start before either is awaited: aiortc's import (~1 s) runs in parallel.
             processes[role] = await stack.enter_async_context(
                 netns_process(

@@ -19,6 +19,8 @@ from testbed.scenario.common import NAME_PATTERN, Duration, Rate, Timeout, _Froz
 
 __all__ = [
     "AudioCodec",
+    "CallEngine",
+    "EngineSpec",
     "AudioSpec",
     "CallSpec",
     "DataSpec",
@@ -48,6 +50,30 @@ class AudioCodec(str, Enum):
     """48 kHz clock (RFC 7587), 20 ms frames."""
     PCMU = "pcmu"
     """G.711 mu-law, 8 kHz clock (RFC 3551), 20 ms frames: 64 kbit/s."""
+
+
+class CallEngine(str, Enum):
+    """Which WebRTC stack runs an end of the call (``testbed.calls.engine``)."""
+
+    AIORTC = "aiortc"
+    CHROMIUM = "chromium"
+    """Headless Chromium (libwebrtc), Debian package ``chromium``."""
+
+
+# App profiles whose wire signature needs aiortc's hooks (STUN messages from the TURN
+# allocation's socket): a browser cannot send them.
+_AIORTC_ONLY_PROFILES = ("whatsapp", "telegram")
+
+
+class EngineSpec(_Frozen):
+    """``engine: chromium`` (both ends) or ``engine: {caller: chromium, callee: aiortc}``."""
+
+    caller: CallEngine = CallEngine.AIORTC
+    callee: CallEngine = CallEngine.AIORTC
+
+    @property
+    def uses_chromium(self) -> bool:
+        return CallEngine.CHROMIUM in (self.caller, self.callee)
 
 
 class VideoCodec(str, Enum):
@@ -159,6 +185,29 @@ class CallSpec(_Frozen):
     """At most this many instances at once (default: all ``count`` at once)."""
     stagger: Duration = 0.0
     """Delay between the starts of successive instances."""
+    engine: EngineSpec = Field(default_factory=EngineSpec)
+    """The WebRTC stack at each end (default aiortc at both; docs/calls.md, "Engines")."""
+
+    @field_validator("engine", mode="before")
+    @classmethod
+    def _engine_shorthand(cls, value: Any) -> Any:
+        return {"caller": value, "callee": value} if isinstance(value, str) else value
+
+    @field_validator("engine")
+    @classmethod
+    def _engine_supports(cls, value: EngineSpec, info: ValidationInfo) -> EngineSpec:
+        if not value.uses_chromium:
+            return value
+        ice = info.data.get("ice")
+        if ice is not None and ice.restart:
+            raise ValueError("ice.restart is not supported with engine chromium (aiortc only); remove one of them")
+        profile = info.data.get("profile")
+        if profile in _AIORTC_ONLY_PROFILES:
+            raise ValueError(
+                f"the {profile} profile's STUN signature needs the aiortc engine; use engine: aiortc "
+                "or profile: webrtc"
+            )
+        return value
 
     @field_validator("audio", mode="before")
     @classmethod
