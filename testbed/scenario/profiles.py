@@ -32,6 +32,7 @@ from __future__ import annotations
 import datetime
 import difflib
 import re
+import textwrap
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
@@ -39,6 +40,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import yaml
 from pydantic import Field, ValidationError, field_validator
 
 from testbed.errors import ScenarioError
@@ -60,6 +62,8 @@ __all__ = [
     "apply_profiles",
     "load_profile_file",
     "load_shipped_profile",
+    "describe_profile",
+    "profile_table",
     "resolve_profile",
     "shipped_profile_names",
 ]
@@ -448,3 +452,63 @@ def resolve_scenario_profiles(censor: CensorSpec, smap: SourceMap, base_dir: Pat
         raise ScenarioError(str(exc), file=smap.file, line=smap.line_of(path), key=format_path(path), hint=exc.hint) from None
     except ValueError as exc:
         raise ScenarioError(str(exc), file=smap.file, line=smap.line_of(("censor", "profiles")), key="censor.profiles") from None
+
+
+# --- text for `testbed profiles` ----------------------------------------------------------------
+
+
+def profile_table() -> str:
+    """One line per shipped profile: name, country, observed, summary."""
+    profiles = [load_shipped_profile(n).spec for n in shipped_profile_names()]
+    width = max(len(p.name) for p in profiles)
+    cwidth = max(len(p.country) for p in profiles)
+    owidth = max(len(p.observed) for p in profiles)
+    head = f"{'profile':<{width}}  {'country':<{cwidth}}  {'observed':<{owidth}}  summary"
+    lines = [head]
+    lines += [f"{p.name:<{width}}  {p.country:<{cwidth}}  {p.observed:<{owidth}}  {p.summary}" for p in profiles]
+    lines.append("use `testbed profiles show NAME` for one; `censor: {profiles: [NAME]}` in a scenario (docs/profiles.md)")
+    return "\n".join(lines)
+
+
+def _wrap(label: str, text: str) -> list[str]:
+    words = " ".join(text.split())
+    return textwrap.wrap(words, width=100, initial_indent=f"  {label:<13} ", subsequent_indent=" " * 16) or [f"  {label}"]
+
+
+def describe_profile(profile: CensorProfile) -> str:
+    """A profile for people: metadata, notes, lists and rules (names as results show them)."""
+    spec = profile.spec
+    out = [f"{spec.name}: {spec.summary}", f"  file          {profile.file}"]
+    for label, value in (
+        ("country", spec.country),
+        ("observed", spec.observed),
+        ("confidence", spec.confidence_text),
+    ):
+        if value:
+            out.append(f"  {label:<13} {value}")
+    for i, source in enumerate(spec.sources):
+        out.extend(_wrap("sources" if i == 0 else "", source))
+    if spec.notes is not None:
+        out.extend(_wrap("emulated", spec.notes.emulated))
+        out.extend(_wrap("approximated", spec.notes.approximated))
+        out.extend(_wrap("left out", spec.notes.left_out))
+    settings = {k: v for k, v in spec.classifier.model_dump().items() if v is not None}
+    settings.update({k: getattr(spec.policy, k) for k in sorted(spec.policy.model_fields_set)})
+    if settings:
+        out.append(f"  settings      {_flow(settings)}")
+    for name, ls in spec.lists.items():
+        entries = list(ls.entries) + ([f"file {ls.file}"] if ls.file else [])
+        out.append(f"  list {name:<8} {', '.join(entries) or '(empty: the scenario points it at nodes)'}")
+    out.append("  rules (in order; first match wins):")
+    for rule, data in zip(spec.rules, profile.rules_data or [None] * len(spec.rules)):
+        out.append(f"    {profile.prefixed(rule.name)}" + (f"  -- {rule.description}" if rule.description else ""))
+        if isinstance(data, dict):
+            for key in ("sticky", "match", "action"):
+                if key in data:
+                    out.append(f"      {key}: {_flow(data[key])}")
+    return "\n".join(out)
+
+
+def _flow(value: Any) -> str:
+    text = str(yaml.safe_dump(value, default_flow_style=True, width=1 << 16, sort_keys=False))
+    return text.removesuffix("\n").removesuffix("\n...").strip()  # a bare scalar ends its document

@@ -452,3 +452,54 @@ def test_parse_scenario_resolves_paths_from_base_dir(tmp_path: Path) -> None:
     assert [r.name for r in parse_scenario(text, "x.yaml", base_dir=tmp_path).censor.rules] == ["mine/r"]
 
 
+
+
+# --- `testbed profiles` ---------------------------------------------------------------------------
+
+
+def test_cli_lists_every_shipped_profile(capsys: pytest.CaptureFixture[str]) -> None:
+    from testbed.cli import main
+
+    assert main(["profiles"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["profile", "country", "observed", "summary"]
+    rows = {line.split()[0]: line for line in lines[1:-1]}
+    assert set(rows) == set(shipped_profile_names())
+    assert "Russia" in rows["tspu-2021-twitter"] and "2021-03-10..2021-05-17" in rows["tspu-2021-twitter"]
+    assert load_shipped_profile("gfw-fet-2023").spec.summary in rows["gfw-fet-2023"]
+
+
+def test_cli_shows_one_profile_with_its_rules(capsys: pytest.CaptureFixture[str]) -> None:
+    from testbed.cli import main
+
+    assert main(["profiles", "show", "tspu-2022-sni"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("tspu-2022-sni: ")
+    for text in ("confidence    M/S", "A.2", "emulated", "approximated", "left out", "tspu-2022-sni/sni-i",
+                 "action: {reject: rewrite, block_after: {for: 75s, key: 3-tuple, then: reject}}"):  # fmt: skip
+        assert text in out
+    assert "..." not in out
+
+
+def test_cli_shows_a_profile_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from testbed.cli import main
+
+    (tmp_path / "mine.yaml").write_text(profile_text("mine"), encoding="utf-8")
+    assert main(["profiles", "show", str(tmp_path / "mine.yaml")]) == 0
+    assert "mine/r" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["profiles", "show", "tspu-2022-sn"], "unknown censor profile 'tspu-2022-sn'\n  hint: did you mean 'tspu-2022-sni'?"),
+        (["profiles", "show"], "needs a profile name"),
+        (["profiles", "show", "/"], "is a directory; only regular files are read"),
+    ],
+)
+def test_cli_errors_exit_2(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
+    from testbed.cli import main
+
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
