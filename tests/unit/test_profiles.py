@@ -503,3 +503,14 @@ def test_cli_errors_exit_2(argv: list[str], message: str, capsys: pytest.Capture
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
+
+
+def test_the_docs_example_profile_file_loads(tmp_path: Path) -> None:
+    from testbed.scenario.profiles import parse_profile
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "profiles.md").read_text(encoding="utf-8")
+    block = doc.split("## The profile file", 1)[1].split("```yaml\n", 1)[1].split("```", 1)[0]
+    (tmp_path / "ranges.txt").write_text("203.0.113.0/24\n", encoding="utf-8")
+    profile = parse_profile(block, "doc", base_dir=tmp_path)
+    assert profile.name == "my-censor" and profile.spec.notes is not None
+    engine_for(apply_profiles(CensorSpec.model_validate({}), [profile]))
