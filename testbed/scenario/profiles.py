@@ -434,14 +434,15 @@ def resolve_scenario_profiles(censor: CensorSpec, smap: SourceMap, base_dir: Pat
                     key=exc.key,
                     hint=(f"{exc.hint}; " if exc.hint else "") + f"profile named at {smap.file}:{line}",
                 ) from None
-            raise ScenarioError(exc.bare_message, file=smap.file, line=line, key=format_path(path), hint=exc.hint) from None
+            key = format_path(path)
+            raise ScenarioError(exc.bare_message, file=smap.file, line=line, key=key, hint=exc.hint) from None
         if profile.name in seen:
             raise ScenarioError(
                 f"profile {profile.name!r} is named twice (also censor.profiles[{seen[profile.name]}])",
                 file=smap.file,
                 line=line,
                 key=format_path(path),
-                hint="its rules would run twice under the same names; keep one (a profile file's `name:` must be unique)",
+                hint="its rules would run twice under the same names; keep one (a profile's `name:` must be unique)",
             )
         seen[profile.name] = i
         loaded.append(profile)
@@ -449,9 +450,11 @@ def resolve_scenario_profiles(censor: CensorSpec, smap: SourceMap, base_dir: Pat
         return apply_profiles(censor, loaded)
     except ProfileMergeError as exc:
         path = ("censor", "profiles", exc.index)
-        raise ScenarioError(str(exc), file=smap.file, line=smap.line_of(path), key=format_path(path), hint=exc.hint) from None
+        line = smap.line_of(path)
+        raise ScenarioError(str(exc), file=smap.file, line=line, key=format_path(path), hint=exc.hint) from None
     except ValueError as exc:
-        raise ScenarioError(str(exc), file=smap.file, line=smap.line_of(("censor", "profiles")), key="censor.profiles") from None
+        line = smap.line_of(("censor", "profiles"))
+        raise ScenarioError(str(exc), file=smap.file, line=line, key="censor.profiles") from None
 
 
 # --- text for `testbed profiles` ----------------------------------------------------------------
@@ -466,13 +469,16 @@ def profile_table() -> str:
     head = f"{'profile':<{width}}  {'country':<{cwidth}}  {'observed':<{owidth}}  summary"
     lines = [head]
     lines += [f"{p.name:<{width}}  {p.country:<{cwidth}}  {p.observed:<{owidth}}  {p.summary}" for p in profiles]
-    lines.append("use `testbed profiles show NAME` for one; `censor: {profiles: [NAME]}` in a scenario (docs/profiles.md)")
+    lines.append(
+        "use `testbed profiles show NAME` for one; `censor: {profiles: [NAME]}` in a scenario (docs/profiles.md)"
+    )
     return "\n".join(lines)
 
 
 def _wrap(label: str, text: str) -> list[str]:
     words = " ".join(text.split())
-    return textwrap.wrap(words, width=100, initial_indent=f"  {label:<13} ", subsequent_indent=" " * 16) or [f"  {label}"]
+    lines = textwrap.wrap(words, width=100, initial_indent=f"  {label:<13} ", subsequent_indent=" " * 16)
+    return lines or [f"  {label}"]
 
 
 def describe_profile(profile: CensorProfile) -> str:

@@ -138,7 +138,8 @@ def test_tspu_2021_twitter() -> None:
 
 
 def test_tspu_2022_sni() -> None:
-    reply = (0.02, tcp(SERVER, 443, CLIENT, 40000, seq=5000, ack=1200, flags=PSHACK, payload=b"\x16\x03\x03" + bytes(60)))
+    answer = b"\x16\x03\x03" + bytes(60)
+    reply = (0.02, tcp(SERVER, 443, CLIENT, 40000, seq=5000, ack=1200, flags=PSHACK, payload=answer))
     v = last("tspu-2022-sni", hello_flow("twitter.com") + [reply])
     assert v.rule == "tspu-2022-sni/sni-i" and v.action is Action.ACCEPT and v.rewrite is not None  # RST/ACK
     v = last("tspu-2022-sni", hello_flow("www.linkedin.com"))
@@ -157,7 +158,8 @@ def test_tspu_2022_quic() -> None:
 def test_tspu_2023_quic_sni() -> None:
     v = last("tspu-2023-quic-sni", [(0.0, udp(CLIENT, 50000, SERVER, 443, quic_initial("api.twitter.com")))])
     assert v.rule == "tspu-2023-quic-sni/quic-sni" and v.action is Action.DROP
-    assert last("tspu-2023-quic-sni", [(0.0, udp(CLIENT, 50000, SERVER, 443, quic_initial("example.com")))]).rule is None
+    other = [(0.0, udp(CLIENT, 50000, SERVER, 443, quic_initial("example.com")))]
+    assert last("tspu-2023-quic-sni", other).rule is None
 
 
 def test_tspu_2024_youtube() -> None:
@@ -238,7 +240,8 @@ def test_gfw_quic_sni_2024() -> None:
     v = last("gfw-quic-sni-2024", [(0.0, udp(CLIENT, 50000, SERVER, 443, quic_initial("www.google.com")))])
     assert v.rule == "gfw-quic-sni-2024/quic-sni" and v.action is Action.DROP
     # The source port below the destination's: not inspected (I.27).
-    assert last("gfw-quic-sni-2024", [(0.0, udp(CLIENT, 400, SERVER, 443, quic_initial("www.google.com")))]).rule is None
+    low_port = [(0.0, udp(CLIENT, 400, SERVER, 443, quic_initial("www.google.com")))]
+    assert last("gfw-quic-sni-2024", low_port).rule is None
 
 
 def test_iran_2020_protocol_filter() -> None:
@@ -291,7 +294,10 @@ def write(tmp_path: Path, censor: str, name: str = "s.yaml", expect: str = "") -
     return path
 
 
-def profile_text(name: str, *, lists: str = "", rules: str = "  - {name: r, match: {transport: udp}, action: drop}") -> str:
+UDP_RULE = "  - {name: r, match: {transport: udp}, action: drop}"
+
+
+def profile_text(name: str, *, lists: str = "", rules: str = UDP_RULE) -> str:
     return f"name: {name}\nsummary: a test profile\n{lists}rules:\n{rules}\n"
 
 
@@ -331,7 +337,8 @@ def test_a_scenario_list_points_a_profiles_list_at_its_nodes(tmp_path: Path) -> 
     censor = censor_for(["tspu-2025-freeze"], lists={"hosting": ["relay"]})
     NODES["relay"] = ["198.18.3.2"]
     try:
-        assert {v.action for v in (engine_for(censor).handle(d, t) for t, d in _bulk(40000, 443, 30))} == {Action.ACCEPT}
+        e = engine_for(censor)
+        assert {e.handle(d, t).action for t, d in _bulk(40000, 443, 30)} == {Action.ACCEPT}
     finally:
         del NODES["relay"]
 
@@ -420,16 +427,15 @@ def test_profile_schema_errors(tmp_path: Path, text: str, line: int, message: st
 
 def test_two_profiles_whose_lists_clash(tmp_path: Path) -> None:
     rules = "  - {name: r, match: {dst: {list: hosting}}, action: drop}"
-    (tmp_path / "a.yaml").write_text(profile_text("a", lists="lists: {hosting: [10.0.0.0/8]}\n", rules=rules), encoding="utf-8")
-    (tmp_path / "b.yaml").write_text(profile_text("b", lists="lists: {hosting: [10.9.0.0/16]}\n", rules=rules), encoding="utf-8")
-    (tmp_path / "c.yaml").write_text(profile_text("c", lists="lists: {hosting: [10.0.0.0/8]}\n", rules=rules), encoding="utf-8")
+    for name, net in (("a", "10.0.0.0/8"), ("b", "10.9.0.0/16"), ("c", "10.0.0.0/8")):
+        text = profile_text(name, lists=f"lists: {{hosting: [{net}]}}\n", rules=rules)
+        (tmp_path / f"{name}.yaml").write_text(text, encoding="utf-8")
     err = load_error(write(tmp_path, "  profiles: [./a.yaml, ./b.yaml]"))
     assert err.line == 7 and err.key == "censor.profiles[1]"
     assert "profiles 'a' (" in str(err) and "'b' (" in str(err) and "both declare address list 'hosting'" in str(err)
     # The same definition twice is one list; a scenario list of that name replaces both.
-    assert load_scenario(write(tmp_path, "  profiles: [./a.yaml, ./c.yaml]")).scenario.censor.lists["hosting"].entries == (
-        "10.0.0.0/8",
-    )
+    same = load_scenario(write(tmp_path, "  profiles: [./a.yaml, ./c.yaml]"))
+    assert same.scenario.censor.lists["hosting"].entries == ("10.0.0.0/8",)
     merged = load_scenario(write(tmp_path, "  profiles: [./a.yaml, ./b.yaml]\n  lists: {hosting: [server]}"))
     assert merged.scenario.censor.lists["hosting"].entries == ("server",)
 
@@ -492,7 +498,8 @@ def test_cli_shows_a_profile_file(tmp_path: Path, capsys: pytest.CaptureFixture[
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["profiles", "show", "tspu-2022-sn"], "unknown censor profile 'tspu-2022-sn'\n  hint: did you mean 'tspu-2022-sni'?"),
+        (["profiles", "show", "tspu-2022-sn"],
+         "unknown censor profile 'tspu-2022-sn'\n  hint: did you mean 'tspu-2022-sni'?"),
         (["profiles", "show"], "needs a profile name"),
         (["profiles", "show", "/"], "is a directory; only regular files are read"),
     ],
