@@ -265,6 +265,27 @@ def _cmd_classify(args: argparse.Namespace) -> int:
     )
 
 
+def _cmd_profiles(args: argparse.Namespace) -> int:
+    from testbed.errors import ScenarioError
+    from testbed.scenario.profiles import describe_profile, profile_table, resolve_profile
+
+    if args.action is None:
+        if args.name is not None:
+            raise UsageError(f"unexpected {args.name!r}; use `testbed profiles show NAME`")
+        print(profile_table())
+        return 0
+    if args.name is None:
+        raise UsageError("`testbed profiles show` needs a profile name or the path of a profile file")
+    try:
+        profile = resolve_profile(args.name, base_dir=Path.cwd())
+    except ScenarioError as exc:
+        if exc.file is not None:
+            raise  # an error inside a profile file, at its file:line
+        raise UsageError(exc.bare_message + (f"\n  hint: {exc.hint}" if exc.hint else "")) from None
+    print(describe_profile(profile))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="testbed", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"testbed {__version__}")
@@ -363,6 +384,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="label protocols from packet contents only, never from a well-known port alone",
     )
     p.set_defaults(func=_cmd_classify)
+
+    p = sub.add_parser("profiles", help="list the shipped censor profiles, or show one (`profiles show NAME`)")
+    p.add_argument("action", nargs="?", choices=["show"], help="show one profile: metadata, notes and rules")
+    p.add_argument("name", nargs="?", help="a shipped profile's name, or the path of a profile file")
+    p.set_defaults(func=_cmd_profiles)
     return parser
 
 

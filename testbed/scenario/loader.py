@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
 from testbed.errors import ScenarioError
 from testbed.files import MAX_SCENARIO_BYTES, InputFileError, read_text_file
-from testbed.scenario.model import Scenario, reference_problems
-from testbed.scenario.yamlsrc import SourceMap, format_path, load_yaml
+from testbed.scenario.model import CensorSpec, Scenario, reference_problems
+from testbed.scenario.profiles import resolve_scenario_profiles
+from testbed.scenario.validation import translate_validation_error
+from testbed.scenario.yamlsrc import format_path, load_yaml
 
 SCENARIO_SUFFIXES = (".yaml", ".yml")
 
@@ -22,6 +22,10 @@ SCENARIO_SUFFIXES = (".yaml", ".yml")
 class LoadedScenario:
     path: Path
     scenario: Scenario
+    """With its censor profiles merged into ``scenario.censor`` (rules, lists, settings)."""
+    own_censor: CensorSpec | None = None
+    """The ``censor:`` section as written, before its profiles were merged (None: it names none);
+    what a caller that swaps profiles (a matrix of censors) starts from."""
 
 
 def load_scenario(path: str | Path, *, idle_ok: bool = False) -> LoadedScenario:
@@ -33,10 +37,18 @@ def load_scenario(path: str | Path, *, idle_ok: bool = False) -> LoadedScenario:
     except InputFileError as exc:
         hint = "check the path; `testbed run DIR` runs every *.yaml in DIR" if str(exc) == "no such file" else None
         raise ScenarioError(str(exc), file=file, hint=hint) from None
-    return LoadedScenario(path, parse_scenario(text, file, idle_ok=idle_ok))
+    scenario, own = _parse(text, file, idle_ok=idle_ok, base_dir=path.parent)
+    return LoadedScenario(path, scenario, own)
 
 
-def parse_scenario(text: str, file: str = "<scenario>", *, idle_ok: bool = False) -> Scenario:
+def parse_scenario(
+    text: str, file: str = "<scenario>", *, idle_ok: bool = False, base_dir: Path | None = None
+) -> Scenario:
+    """``base_dir``: where relative profile paths start (default: the directory of ``file``)."""
+    return _parse(text, file, idle_ok=idle_ok, base_dir=base_dir)[0]
+
+
+def _parse(text: str, file: str, *, idle_ok: bool, base_dir: Path | None) -> tuple[Scenario, CensorSpec | None]:
     data, smap = load_yaml(text, file)
     if not isinstance(data, dict):
         raise ScenarioError(
@@ -47,13 +59,18 @@ def parse_scenario(text: str, file: str = "<scenario>", *, idle_ok: bool = False
     try:
         scenario = Scenario.model_validate(data, context={"defer_references": True, "idle_ok": idle_ok})
     except ValidationError as exc:
-        raise _translate(exc, data, smap) from None
+        raise translate_validation_error(exc, smap, Scenario) from None
+    own: CensorSpec | None = None
+    if scenario.censor.profiles:
+        own = scenario.censor
+        base = base_dir if base_dir is not None else Path(file).parent
+        scenario = scenario.model_copy(update={"censor": resolve_scenario_profiles(own, smap, base)})
     problems = reference_problems(scenario)
     if problems:
         path, message, choices = problems[0]
         hint = f"choose one of: {', '.join(choices)}" if choices else None
         raise ScenarioError(message, file=file, line=smap.line_of(path), key=format_path(path), hint=hint)
-    return scenario
+    return scenario, own
 
 
 def discover(paths: Iterable[str | Path]) -> list[Path]:
@@ -70,80 +87,3 @@ def discover(paths: Iterable[str | Path]) -> list[Path]:
         else:
             out.append(p)
     return out
-
-
-def _translate(exc: ValidationError, data: Any, smap: SourceMap) -> ScenarioError:
-    """The first pydantic error as a ScenarioError at the right line, with a hint."""
-    errors = exc.errors(include_url=False)
-    # A misspelt key also makes the real key "missing": report the misspelling, it explains both.
-    err = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
-    loc = _clean_loc(err["loc"])
-    key = format_path(loc) or None
-    kind = err["type"]
-    msg = err["msg"]
-    hint: str | None = None
-    if kind == "extra_forbidden":
-        name = str(loc[-1])
-        allowed = _allowed_keys(loc[:-1])
-        close = difflib.get_close_matches(name, allowed, n=1)
-        msg = f"unknown key {name!r}"
-        hint = (f"did you mean {close[0]!r}? " if close else "") + f"allowed here: {', '.join(allowed)}"
-        key = format_path(loc[:-1]) or None
-    elif kind == "missing":
-        msg = f"required key {str(loc[-1])!r} is missing"
-        key = format_path(loc[:-1]) or None
-        loc = loc[:-1]
-    elif kind == "enum":
-        hint = f"expected one of: {err.get('ctx', {}).get('expected', '')}"
-    elif kind.startswith("value_error"):
-        msg = msg.removeprefix("Value error, ")
-    elif kind == "too_short":
-        msg = "must not be empty"
-    elif kind == "string_pattern_mismatch":
-        if "names" in loc:
-            msg = "not a valid host name"
-        else:
-            msg = "invalid name: use letters, digits, '_', '.', '-' (at most 64 characters)"
-    got = err.get("input")
-    if kind not in ("extra_forbidden", "missing", "too_short") and not isinstance(got, (dict, list)):
-        msg = f"{msg} (got {got!r})"
-    return ScenarioError(msg, file=smap.file, line=smap.line_of(loc), key=key, hint=hint)
-
-
-def _clean_loc(loc: tuple[Any, ...]) -> tuple[str | int, ...]:
-    # pydantic inserts validator names (e.g. 'function-after[...]') into locations; drop them.
-    return tuple(p for p in loc if isinstance(p, int) or not (isinstance(p, str) and "[" in p))
-
-
-def _allowed_keys(loc: tuple[str | int, ...]) -> list[str]:
-    model: Any = Scenario
-    skip_key = False  # the next part is a key of a dict[str, Model], not a field name
-    for part in loc:
-        if isinstance(part, int):
-            continue
-        if skip_key:
-            skip_key = False
-            continue
-        if not (isinstance(model, type) and issubclass(model, BaseModel)):
-            return []
-        field = model.model_fields.get(part)
-        if field is None:
-            field = next((f for f in model.model_fields.values() if f.alias == part), None)
-        if field is None:
-            return []
-        skip_key = getattr(field.annotation, "__origin__", None) is dict
-        model = _inner_model(field.annotation)
-    if isinstance(model, type) and issubclass(model, BaseModel):
-        return sorted(f.alias or n for n, f in model.model_fields.items())
-    return []
-
-
-def _inner_model(annotation: Any) -> Any:
-    """The BaseModel inside ``X``, ``tuple[X, ...]``, ``dict[str, X]`` or ``X | None``."""
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation
-    for arg in getattr(annotation, "__args__", ()):
-        found = _inner_model(arg)
-        if found is not None:
-            return found
-    return None

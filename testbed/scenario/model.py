@@ -187,11 +187,20 @@ class CensorSpec(_Frozen):
     """Reassemble a TLS ClientHello split over TCP segments before reading its SNI. ``false``
     reads the first data segment only, like TSPU's 2021 throttler, which a ClientHello split
     over segments evaded (censor-behaviors.md B.9)."""
+    profiles: tuple[Annotated[str, Field(min_length=1, max_length=4096)], ...] = Field((), max_length=32)
+    """Censor profiles (docs/profiles.md): shipped names or paths of profile files (relative to the
+    scenario's directory). The loader merges their rules after ``rules`` and their lists into
+    ``lists`` (``testbed.scenario.profiles``); the merged section keeps this field as written."""
     rules: Rules = ()
-    """Policy rules, first match wins (docs/policy.md)."""
+    """Policy rules, first match wins (docs/policy.md); a profile's follow, named ``profile/rule``."""
     lists: Lists = Field(default_factory=dict)
     """Named address lists for rules (and labels on flows that touch them)."""
     policy: PolicySettings = Field(default_factory=lambda: PolicySettings.model_validate({}))
+
+    @field_validator("profiles", mode="before")
+    @classmethod
+    def _one_profile(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
 
     @model_validator(mode="after")
     def _queue_holds_held_packets(self) -> CensorSpec:
