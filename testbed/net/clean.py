@@ -12,18 +12,15 @@ frees it.
 
 from __future__ import annotations
 
-import contextlib
-import os
 import shutil
 import signal
-import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from pyroute2 import IPRoute, netns
 
 from testbed.net import names
 from testbed.net.runs import owner_alive
+from testbed.net.strays import end_processes_in_netns
 
 
 @dataclass
@@ -42,24 +39,6 @@ class CleanReport:
 
 def _alive(rid: str) -> bool:
     return owner_alive(names.run_dir(rid))
-
-
-def _pids_in_netns(ns_path: Path) -> list[int]:
-    try:
-        target = os.stat(ns_path)
-    except OSError:
-        return []
-    pids = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            st = os.stat(f"/proc/{entry}/ns/net")
-        except OSError:
-            continue
-        if (st.st_ino, st.st_dev) == (target.st_ino, target.st_dev):
-            pids.append(int(entry))
-    return pids
 
 
 def clean(*, run_id: str | None = None) -> CleanReport:
@@ -84,13 +63,8 @@ def clean(*, run_id: str | None = None) -> CleanReport:
         m = names.NETNS_RE.match(ns)
         if not m or not decide(m["rid"]):
             continue
-        ns_path = Path(netns.NETNS_RUN_DIR) / ns
-        pids = _pids_in_netns(ns_path)
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-                report.killed_pids.append(pid)
-        _wait_gone(pids)
+        # The run's own processes died with their owner (PDEATHSIG); what is left is stray.
+        report.killed_pids += end_processes_in_netns(ns, sig=signal.SIGKILL)
         try:
             netns.remove(ns)
             report.removed_netns.append(ns)
@@ -122,16 +96,3 @@ def clean(*, run_id: str | None = None) -> CleanReport:
     return report
 
 
-def _wait_gone(pids: list[int], timeout_s: float = 3.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while pids and time.monotonic() < deadline:
-        pids = [p for p in pids if Path(f"/proc/{p}").exists() and not _is_zombie(p)]
-        if pids:
-            time.sleep(0.02)
-
-
-def _is_zombie(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
-    except OSError:
-        return True

@@ -28,6 +28,8 @@ def process_start_ticks(pid: int) -> int | None:
         return None
     # The command name (field 2) may contain spaces and parentheses: split after the last ')'.
     rest = stat.rsplit(")", 1)[1].split()
+    if rest[0] == "Z":
+        return None  # dead, only not reaped yet (a run killed a moment ago): gone for our purposes
     return int(rest[19])
 
 

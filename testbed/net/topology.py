@@ -38,6 +38,7 @@ from pyroute2 import AsyncIPRoute, netns
 from testbed.errors import TopologyError
 from testbed.net import ethtool, names
 from testbed.net.process import netns_process
+from testbed.net.strays import end_processes_in_netns
 from testbed.scenario.common import Side
 from testbed.scenario.model import NatType, Scenario
 
@@ -225,6 +226,9 @@ async def _remove_created_netns(name: str, creation: asyncio.Future[None]) -> No
 
 
 def _remove_netns(name: str) -> None:
+    # What the run started is stopped by then; anything left (a background process started with
+    # `testbed exec`) would keep the namespace alive after its name is gone.
+    end_processes_in_netns(name)
     with contextlib.suppress(FileNotFoundError):
         netns.remove(name)
 
