@@ -120,7 +120,9 @@ class BoundedLog:
             body = b"\n".join(kept) + (b"" if self._tail_partial or not kept else b"\n")
             self.dropped_bytes = max(0, self.total_bytes - self._head - len(body))
             if self.dropped_bytes:
-                note = f"[testbed: {self.dropped_bytes} bytes of output left out here; the last {len(kept)} lines follow]"
+                note = (
+                    f"[testbed: {self.dropped_bytes} bytes of output left out here; the last {len(kept)} lines follow]"
+                )
                 self._file.write(b"\n" + note.encode() + b"\n")
             self._file.write(body)
         self._file.close()
@@ -223,7 +225,14 @@ class RunningApp:
     """One app of a run (a ``testbed.lifecycle.NodeProcess``)."""
 
     def __init__(
-        self, spec: AppSpec, node: str, netns: str, launch: Launch, origin: float, *, keep: tuple[Path, str] | None = None
+        self,
+        spec: AppSpec,
+        node: str,
+        netns: str,
+        launch: Launch,
+        origin: float,
+        *,
+        keep: tuple[Path, str] | None = None,
     ) -> None:
         self._keep = keep
         self.kept_log: Path | None = None

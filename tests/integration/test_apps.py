@@ -46,7 +46,11 @@ def _run(tmp_path: Path, text: str, *extra: str, timeout: float = 180) -> tuple[
     scenario.write_text(text)
     out = tmp_path / "out.json"
     proc = subprocess.run(
-        [*CLI, "run", str(scenario), "--json", str(out), *extra], capture_output=True, text=True, timeout=timeout
+        [*CLI, "run", str(scenario), "--json", str(out), *extra],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
     )
     doc = json.loads(out.read_text())["scenarios"][0] if out.exists() else {}
     return proc, doc
@@ -111,7 +115,9 @@ probes: [{name: p, node: caller, run: ["true"]}]
 """
 
 
-def test_an_app_that_crashes_at_start_fails_the_run_with_its_output(tmp_path: Path, unchanged_host: dict[str, str]) -> None:
+def test_an_app_that_crashes_at_start_fails_the_run_with_its_output(
+    tmp_path: Path, unchanged_host: dict[str, str]
+) -> None:
     app = '      - {name: crash, run: [sh, -c, "echo starting 7312; echo no config file >&2; exit 3"], ready: {tcp: 7312}}'
     proc, sc = _run(tmp_path, BAD.replace("APP", app))
     assert proc.returncode == 1
@@ -138,7 +144,9 @@ def test_an_app_that_dies_mid_run_fails_the_run(tmp_path: Path, unchanged_host: 
     assert "app 'short' on server exited with code 4 during the run" in sc["error"] and "bye 7317" in sc["error"]
 
 
-def test_an_app_that_ignores_sigterm_is_killed_with_its_children(tmp_path: Path, unchanged_host: dict[str, str]) -> None:
+def test_an_app_that_ignores_sigterm_is_killed_with_its_children(
+    tmp_path: Path, unchanged_host: dict[str, str]
+) -> None:
     app = """      - {name: stubborn, run: [sh, -c, 'trap "" TERM; sleep 7314'], ready: {after: 0.5s}}"""
     proc, sc = _run(tmp_path, BAD.replace("APP", app))
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -185,18 +193,29 @@ nodes:
 def test_up_starts_apps_exec_uses_them_down_stops_them(tmp_path: Path, unchanged_host: dict[str, str]) -> None:
     scenario = tmp_path / "up.yaml"
     scenario.write_text(UP)
-    up = subprocess.run([*CLI, "up", str(scenario)], capture_output=True, text=True, timeout=120)
+    up = subprocess.run([*CLI, "up", str(scenario)], capture_output=True, text=True, timeout=120, check=False)
     rid = next((ln.split("(run ")[1].rstrip(")") for ln in up.stdout.splitlines() if ln.startswith("up:")), None)
     try:
         assert up.returncode == 0 and rid is not None, up.stdout + up.stderr
         assert "app web on server" in up.stdout
         got = subprocess.run(
-            [*CLI, "exec", "--run", rid, "caller", "--", "sh", "-c", "curl -sS --max-time 10 http://$TESTBED_ADDR_SERVER:8318/"],
+            [
+                *CLI,
+                "exec",
+                "--run",
+                rid,
+                "caller",
+                "--",
+                "sh",
+                "-c",
+                "curl -sS --max-time 10 http://$TESTBED_ADDR_SERVER:8318/",
+            ],
             capture_output=True,
             text=True,
             timeout=60,
+            check=False,
         )
         assert got.stdout.strip() == "up-apps", got.stderr
     finally:
-        subprocess.run([*CLI, "down", *(["--run", rid] if rid else [])], capture_output=True, timeout=60)
+        subprocess.run([*CLI, "down", *(["--run", rid] if rid else [])], capture_output=True, timeout=60, check=False)
     assert _gone("8318")

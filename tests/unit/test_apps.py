@@ -3,8 +3,8 @@ programs, the bounded log, the socket check, the attempts' expectations, the rec
 
 from __future__ import annotations
 
-import socket
 import os
+import socket
 from pathlib import Path
 
 import pytest
@@ -73,7 +73,9 @@ def test_placeholders_render_with_literal_braces() -> None:
         rundir="/run/testbed/x",
         appdir="/run/testbed/x/apps/a",
     )
-    text = '{{"s": "{addr:server}:{secret}", "c": "{cert:server}", "k": "{key:server}"}} {dir} {rundir} {python} {server}'
+    text = (
+        '{{"s": "{addr:server}:{secret}", "c": "{cert:server}", "k": "{key:server}"}} {dir} {rundir} {python} {server}'
+    )
     assert template.render(text, value) == (
         '{"s": "198.18.0.2:k", "c": "/c.pem", "k": "/c.key"} /run/testbed/x/apps/a /run/testbed/x /py 198.18.0.2'
     )
@@ -192,7 +194,7 @@ def test_the_log_keeps_its_head_and_last_lines_and_counts_the_rest(tmp_path: Pat
     log.close()
     text = (tmp_path / "a.log").read_text()
     assert text.startswith("line 0000\nline 0001\n")
-    assert text.endswith("line 0997\nline 0998\nline 0999\n") or text.endswith("line 0998\nline 0999\n")
+    assert text.endswith(("line 0997\nline 0998\nline 0999\n", "line 0998\nline 0999\n"))
     assert "bytes of output left out here" in text
     assert log.total_bytes == 10_000 and 0 < log.dropped_bytes < 10_000
     assert len(text) < 400  # 100 bytes of head, a note, three lines
@@ -277,7 +279,10 @@ def test_a_repeated_probe_without_expectations_must_always_succeed() -> None:
     ("text", "expected"),
     [
         (REPEATED.replace("EXPECT", "{exit: 1}"), "checked over its attempts"),
-        (REPEATED.replace("    repeat: {every: 1s, until: 10s}\n", "").replace("EXPECT", "{blocked_within: 1s}"), "need `repeat"),
+        (
+            REPEATED.replace("    repeat: {every: 1s, until: 10s}\n", "").replace("EXPECT", "{blocked_within: 1s}"),
+            "need `repeat",
+        ),
         (REPEATED.replace("until: 10s", "until: 0.5s").replace("EXPECT", "{}"), "until must be at least every"),
     ],
 )
