@@ -27,7 +27,7 @@ from pydantic import (
 )
 
 from testbed.scenario import template
-from testbed.scenario.app_schema import AppSpec, app_reference_problems
+from testbed.scenario.app_schema import AppSpec, app_reference_problems, binary_problems
 from testbed.scenario.policy_schema import Lists, PolicySettings, Rules, policy_reference_problems
 from testbed.scenario.call_schema import CallSpec, Media, call_reference_problems
 from testbed.scenario.common import NODE_NAME_RE, Duration, Side, Timeout, _Frozen, parse_duration
@@ -415,11 +415,8 @@ def reference_problems(scenario: Scenario) -> list[tuple[tuple[str | int, ...], 
     for name in scenario.variables:
         if name in scenario.nodes:
             out.append((("vars", name), f"{{{name}}} is a node's address; choose another variable name", []))
-    out.extend(
-        app_reference_problems(
-            {n: spec.apps for n, spec in scenario.nodes.items()}, probe_names_for(scenario, app=True)
-        )
-    )
+    apps = {n: spec.apps for n, spec in scenario.nodes.items()}
+    out.extend(app_reference_problems(apps, probe_names_for(scenario, app=True)))
     rule_names = [r.name for r in scenario.censor.rules]
     for i, exp in enumerate(scenario.expect):
         if exp.call is not None and exp.call not in names and exp.call not in instances:
@@ -441,4 +438,7 @@ def reference_problems(scenario: Scenario) -> list[tuple[tuple[str | int, ...], 
             known_labels={str(label) for label in Label},
         )
     )
+    if not out:
+        # Programs last, and only then: a typo in a name is reported as such, not as a missing program.
+        out.extend(binary_problems(apps))
     return out
