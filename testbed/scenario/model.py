@@ -309,13 +309,13 @@ class Scenario(_Frozen):
     timeout: Timeout | None = None
     """Hard limit for the whole scenario; default: the longest call plus a margin."""
     nodes: dict[str, NodeSpec] = Field(default_factory=_default_nodes)
-    variables: dict[str, str] = Field(default_factory=dict, alias="vars")
-    """Values for ``{NAME}`` placeholders in apps and probes (``vars: {secret: s3cr3t}``)."""
-    censor: CensorSpec = Field(default_factory=lambda: CensorSpec.model_validate({}))
+    censor: CensorSpec = Field(default_factory=CensorSpec)
     calls: tuple[CallSpec, ...] = ()
     probes: tuple[ProbeSpec, ...] = ()
     expect: tuple[Expectation, ...] = ()
     verdict: VerdictSettings = Field(default_factory=lambda: VerdictSettings.model_validate({}))
+    variables: dict[str, str] = Field(default_factory=dict, alias="vars")
+    """Values for ``{NAME}`` placeholders in apps and probes (``vars: {secret: s3cr3t}``)."""
 
     @field_validator("nodes", mode="before")
     @classmethod
