@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar, get_args, get_origin, get_type_hints
 
 from testbed.core.policy_kinds import (
+    BlockDirection,
     BlockKey,
     CountFrom,
     Distribution,
@@ -53,8 +54,10 @@ __all__ = [
     "AddressesIR",
     "BlockAfterIR",
     "BytesIR",
+    "ConnectionsIR",
     "CutIR",
     "DelayIR",
+    "FetIR",
     "FingerprintIR",
     "GroupsIR",
     "LabelsIR",
@@ -63,6 +66,7 @@ __all__ = [
     "MatchIR",
     "PolicyIR",
     "PolicyIRError",
+    "QuicIR",
     "RangeIR",
     "RejectIR",
     "RuleIR",
@@ -166,6 +170,39 @@ class BytesIR:
 
 
 @dataclass(frozen=True, slots=True)
+class FetIR:
+    """Fully encrypted traffic (I.26): the exemption thresholds and the blocking probability."""
+
+    popcount_low: float
+    popcount_high: float
+    printable_prefix: int
+    printable_share: float
+    printable_run: int
+    probability: float
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionsIR:
+    """The ``count``-th flow with the same key within ``window`` seconds (F.16)."""
+
+    count: int
+    window: float
+    sni: bool = False
+    server: bool = False
+    port: bool = False
+    client: bool = False
+    client_prefix: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class QuicIR:
+    """The GFW's QUIC SNI filter's limits (I.27)."""
+
+    src_port_above_dst: bool = False
+    first_initial_only: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class MatchIR:
     """Every key given must hold; the empty match matches everything (docs/policy.md, "Match")."""
 
@@ -178,6 +215,7 @@ class MatchIR:
     dst_port: tuple[tuple[int, int], ...] | None = None
     port: tuple[tuple[int, int], ...] | None = None
     initiator_inside: bool | None = None  # ``initiator: inside`` is True
+    syn_from_inside: bool | None = None  # ``syn_from: inside`` is True
     direction: PacketDirection | None = None
     sni: SniIR | None = None
     alpn: tuple[str, ...] = ()
@@ -193,6 +231,9 @@ class MatchIR:
     age: RangeIR | None = None
     handshake: bool | None = None
     time: TimeWindowIR | None = None
+    fully_encrypted: FetIR | None = None
+    connections: ConnectionsIR | None = None
+    quic: QuicIR | None = None
     not_: MatchIR | None = None
     any_: tuple[MatchIR, ...] = ()
     all_: tuple[MatchIR, ...] = ()
@@ -250,6 +291,7 @@ class BlockAfterIR:
     key: BlockKey
     then: Then
     restart: bool
+    direction: BlockDirection = BlockDirection.BOTH
 
 
 @dataclass(frozen=True, slots=True)

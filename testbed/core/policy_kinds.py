@@ -111,3 +111,13 @@ class BlockKey(str, enum.Enum):
     SERVER = "server"  # the responder's address, any port and protocol, both directions
     TUPLE3 = "3-tuple"  # (transport, responder address, responder port)
     PAIR = "pair"  # (initiator address, responder address)
+    # (transport, initiator address, responder address, responder port): the GFW's "3-tuple"
+    # (client IP, server IP, server port) of its fully-encrypted and QUIC blocks (I.26, I.27)
+    CLIENT_TUPLE3 = "client-3-tuple"
+
+
+class BlockDirection(str, enum.Enum):
+    """Which packets a residual block (``block_after``) stops."""
+
+    BOTH = "both"
+    TO_SERVER = "to-server"  # only those sent towards the blocked server (the GFW's FET block, I.26)

@@ -16,8 +16,10 @@ from testbed.core.policy_ir import (
     AddressesIR,
     BlockAfterIR,
     BytesIR,
+    ConnectionsIR,
     CutIR,
     DelayIR,
+    FetIR,
     FingerprintIR,
     GroupsIR,
     LabelsIR,
@@ -25,6 +27,7 @@ from testbed.core.policy_ir import (
     LossIR,
     MatchIR,
     PolicyIR,
+    QuicIR,
     RangeIR,
     RejectIR,
     RuleIR,
@@ -91,6 +94,7 @@ def _match(m: MatchSpec) -> MatchIR:
         dst_port=m.dst_port,
         port=m.port,
         initiator_inside=None if m.initiator is None else m.initiator is Side.INSIDE,
+        syn_from_inside=None if m.syn_from is None else m.syn_from is Side.INSIDE,
         direction=m.direction,
         sni=None if m.sni is None else SniIR(m.sni.exact, m.sni.suffix, m.sni.substring, m.sni.regex),
         alpn=tuple(m.alpn),
@@ -109,9 +113,30 @@ def _match(m: MatchSpec) -> MatchIR:
         age=_range(m.age),
         handshake=m.handshake,
         time=None if m.time is None else TimeWindowIR(m.time.start, m.time.until, m.time.period, m.time.active),
+        fully_encrypted=_fet(m),
+        connections=_connections(m),
+        quic=None if m.quic is None else QuicIR(m.quic.src_port_above_dst, m.quic.first_initial_only),
         not_=None if m.not_ is None else _match(m.not_),
         any_=tuple(_match(x) for x in m.any_),
         all_=tuple(_match(x) for x in m.all_),
+    )
+
+
+def _fet(m: MatchSpec) -> FetIR | None:
+    f = m.fully_encrypted
+    if f is None:
+        return None
+    lo, hi = f.popcount
+    return FetIR(lo, hi, f.printable_prefix, f.printable_share, f.printable_run, f.probability)
+
+
+def _connections(m: MatchSpec) -> ConnectionsIR | None:
+    c = m.connections
+    if c is None:
+        return None
+    same = set(c.same)
+    return ConnectionsIR(
+        c.count, c.window, "sni" in same, "server" in same, "port" in same, "client" in same, c.client_prefix
     )
 
 
@@ -137,5 +162,5 @@ def _action(a: ActionSpec) -> ActionIR:
             else LossIR(ls.model, ls.p, ls.effective_r, ls.effective_loss_bad, ls.effective_loss_good)
         ),  # fmt: skip
         cut=None if c is None else CutIR(c.after_packets, c.after_bytes, c.after_seconds, c.count_from, c.then),
-        block_after=None if b is None else BlockAfterIR(b.duration, b.key, b.then, b.restart),
+        block_after=None if b is None else BlockAfterIR(b.duration, b.key, b.then, b.restart, b.direction),
     )

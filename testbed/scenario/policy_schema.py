@@ -36,6 +36,7 @@ from pydantic import (
 # module for CensorSpec's fields).
 from testbed.core.policy_ir import is_node_name
 from testbed.core.policy_kinds import (
+    BlockDirection,
     BlockKey,
     CountFrom,
     Distribution,
@@ -68,12 +69,15 @@ __all__ = [
     "ActionSpec",
     "AddressSpec",
     "BlockAfterSpec",
+    "BlockDirection",
     "BlockKey",
     "BytesSpec",
+    "ConnectionsSpec",
     "CountFrom",
     "CutSpec",
     "DelaySpec",
     "Distribution",
+    "FetSpec",
     "FingerprintSpec",
     "GroupsSpec",
     "HelloKind",
@@ -87,6 +91,7 @@ __all__ = [
     "PayloadScope",
     "PolicySettings",
     "PolicySpec",
+    "QuicSpec",
     "RangeSpec",
     "RejectSpec",
     "RejectWith",
@@ -614,6 +619,102 @@ class TimeWindowSpec(_Frozen):
         return self
 
 
+class FetSpec(_Frozen):
+    """Fully encrypted traffic (I.26). Defaults: Wu et al., "How the Great Firewall of China Detects
+    and Blocks Fully Encrypted Traffic", USENIX Security 2023 (§4.1-4.3 thresholds, §6.3 the 26.3%
+    blocking rate). ``fully_encrypted: true`` takes them all."""
+
+    popcount: tuple[float, float] = (3.4, 4.6)
+    """Ex1: exempt when the mean set bits per byte is <= the first or >= the second."""
+    printable_prefix: int = Field(6, ge=0, le=65535)
+    """Ex2: exempt when the first N bytes are printable ASCII (0x20-0x7e); 0 turns it off."""
+    printable_share: Probability = 0.5
+    """Ex3: exempt when more than this share of the bytes is printable."""
+    printable_run: int = Field(20, ge=0, le=65535)
+    """Ex4: exempt when more than N contiguous bytes are printable."""
+    probability: Probability = 0.263
+    """A flow with no exemption matches with this probability (a seeded per-flow draw)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, value: Any) -> Any:
+        if value is True:
+            return {}
+        if value is False or value is None:
+            raise ValueError(
+                "write `fully_encrypted: true` (the paper's thresholds) or a mapping of thresholds; "
+                "for the opposite, `not: {fully_encrypted: true}`"
+            )
+        return value
+
+    @field_validator("popcount")
+    @classmethod
+    def _popcount(cls, value: tuple[float, float]) -> tuple[float, float]:
+        lo, hi = value
+        if not (0.0 <= lo < hi <= 8.0):
+            raise ValueError(f"popcount [{lo:g}, {hi:g}]: give [low, high] bits per byte, 0 <= low < high <= 8")
+        return value
+
+
+_SAME_RE = re.compile(r"^(?:sni|server|port|client|subnet/(?P<bits>\d{1,3}))$")
+
+
+class ConnectionsSpec(_Frozen):
+    """The ``count``-th flow (and later ones) with the same key within ``window`` (F.16: the 4th
+    near-simultaneous connection to one SNI from one subnet within ~60 s, bbs #546)."""
+
+    count: int = Field(ge=1, le=1_000_000)
+    window: Duration
+    same: tuple[str, ...] = ("sni", "subnet/24")
+    """Key parts: ``sni``, ``server`` (its address), ``port`` (the server's), ``client`` (its
+    address), ``subnet/N`` (the client's first N bits)."""
+
+    @field_validator("window")
+    @classmethod
+    def _window_positive(cls, value: float) -> float:
+        if value <= 0:
+            raise ValueError("a window lasts longer than 0 s")
+        return value
+
+    @field_validator("same", mode="before")
+    @classmethod
+    def _same(cls, value: Any) -> Any:
+        value = _as_tuple(value)
+        if isinstance(value, (list, tuple)) and not value:
+            raise ValueError("give at least one key part: sni, server, port, client or subnet/N")
+        for v in value:
+            m = _SAME_RE.match(v) if isinstance(v, str) else None
+            if m is None:
+                raise ValueError(f"{v!r} is not a key part; write sni, server, port, client or subnet/N (e.g. subnet/24)")
+            if m["bits"] is not None and not 0 <= int(m["bits"]) <= 128:
+                raise ValueError(f"{v!r}: a prefix length is 0-128")
+        if len(set(value)) != len(value) or sum(str(v).startswith("subnet/") for v in value) > 1:
+            raise ValueError("each key part may be given once (and one subnet/N)")
+        return value
+
+    @property
+    def client_prefix(self) -> int | None:
+        for v in self.same:
+            if v.startswith("subnet/"):
+                return int(v.split("/", 1)[1])
+        return None
+
+
+class QuicSpec(_Frozen):
+    """The GFW's QUIC SNI filter's limits (I.27; Zohaib et al., USENIX Security 2025)."""
+
+    src_port_above_dst: bool = False
+    """Only flows whose source (client) port is above their destination port."""
+    first_initial_only: bool = False
+    """Only a client datagram whose first Initial carries a whole ClientHello (no reassembly)."""
+
+    @model_validator(mode="after")
+    def _some(self) -> QuicSpec:
+        if not (self.src_port_above_dst or self.first_initial_only):
+            raise ValueError("give src_port_above_dst: true and/or first_initial_only: true")
+        return self
+
+
 def _transports(value: Any) -> Any:
     return _as_tuple(value)
 
@@ -639,6 +740,10 @@ class MatchSpec(_Frozen):
     port: PortRanges | None = None
     initiator: Side | None = None
     """Which side started the flow; TSPU only censors flows initiated from inside (A.1)."""
+    syn_from: Side | None = None
+    """TCP: ``inside`` while the first SYN came from inside and the outside sent none (a SYN from
+    outside exempts the flow from the rule and its residual blocks for good, A.1); other
+    transports: the initiator's side."""
     direction: PacketDirection | None = None
     sni: SniSpec | None = None
     alpn: tuple[str, ...] = ()
@@ -663,6 +768,12 @@ class MatchSpec(_Frozen):
     handshake: bool | None = None
     """TCP: the three-way handshake is complete; other transports: both sides have spoken."""
     time: TimeWindowSpec | None = None
+    fully_encrypted: FetSpec | None = None
+    """The first client data packet of a TCP flow looks fully encrypted (I.26)."""
+    connections: ConnectionsSpec | None = None
+    """The flow is the ``count``-th or later with the same key within ``window`` (F.16)."""
+    quic: QuicSpec | None = None
+    """The GFW's QUIC conditions (I.27)."""
     not_: MatchSpec | None = Field(None, alias="not")
     any_: tuple[MatchSpec, ...] = Field((), alias="any")
     all_: tuple[MatchSpec, ...] = Field((), alias="all")
@@ -847,6 +958,8 @@ class BlockAfterSpec(_Frozen):
     duration: Duration = Field(alias="for")
     key: BlockKey = BlockKey.SERVER
     then: Then = Then.DROP
+    direction: BlockDirection = BlockDirection.BOTH
+    """``to-server``: only packets towards the blocked server (the GFW's FET block, I.26)."""
     restart: bool = False
     """Each new flow the block catches (a fresh connection to the blocked key) starts the
     ``for`` period again, as the Iran protocol filter's 60 s did (H.24)."""

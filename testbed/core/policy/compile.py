@@ -17,6 +17,8 @@ from testbed.core.labels import AddressList, Label, shipped_address_lists
 from testbed.core.policy.jitter import DelaySampler
 from testbed.core.policy.loss import Bernoulli, GilbertElliott
 from testbed.core.policy.matchers import Expiring, Matcher, StaticAsDynamic, StaticMatcher
+from testbed.core.policy.matchers.connections import ConnectionKey, ConnectionsMatch
+from testbed.core.policy.matchers.encrypted import FetThresholds, FullyEncryptedMatch
 from testbed.core.policy.matchers.endpoints import (
     AddressMatch,
     DirectionMatch,
@@ -29,6 +31,8 @@ from testbed.core.policy.matchers.fingerprint import FingerprintMatch, GroupsMat
 from testbed.core.policy.matchers.logic import AllOf, AnyOf, Not
 from testbed.core.policy.matchers.names import AlpnMatch, EchMatch, LabelsMatch, SniMatch
 from testbed.core.policy.matchers.payload import BytesMatch
+from testbed.core.policy.matchers.quic import PortOrderMatch, WholeHelloInFirstInitialMatch
+from testbed.core.policy.matchers.syn import SynFromMatch
 from testbed.core.policy.matchers.progress import (
     AgeMatch,
     DataPacketMatch,
@@ -46,6 +50,7 @@ from testbed.core.policy.runtime import RulePolicy
 from testbed.core.policy.window import TimeWindow
 from testbed.core.policy_ir import AddressesIR, MatchIR, PolicyIR, RangeIR, RejectIR, RuleIR, is_node_name
 from testbed.core.policy_kinds import (
+    BlockDirection,
     CountFrom,
     Distribution,
     HelloKind,
@@ -76,8 +81,10 @@ class _Compiler:
         resolve_node: Callable[[str], list[str]],
         read_file: Callable[[str], str] | None,
         known_labels: Collection[str] | None,
+        seed: int = 0,
     ) -> None:
         self.spec = spec
+        self.seed = seed
         self.list_specs = {ls.name: ls for ls in spec.lists}
         self.resolve_node = resolve_node
         self.read_file = read_file
@@ -159,7 +166,11 @@ class _Compiler:
             static.append(InitiatorMatch(m.initiator_inside))
         if m.direction is not None and m.direction is not PacketDirection.BOTH:
             static.append(DirectionMatch(m.direction))
+        if m.quic is not None and m.quic.src_port_above_dst:
+            static.append(PortOrderMatch())
         # Dynamic matchers, cheapest first.
+        if m.syn_from_inside is not None:
+            dynamic.append(SynFromMatch(m.syn_from_inside))
         if m.time is not None:
             w = m.time
             tm = TimeMatch(TimeWindow(w.start, w.until, w.period, w.active))
@@ -179,6 +190,15 @@ class _Compiler:
             dynamic.append(PayloadSizeMatch(_range(m.payload_size)))
         if m.handshake is not None:
             dynamic.append(HandshakeMatch(m.handshake))
+        if m.fully_encrypted is not None:
+            fe = m.fully_encrypted
+            th = FetThresholds(fe.popcount_low, fe.popcount_high, fe.printable_prefix, fe.printable_share,
+                               fe.printable_run)  # fmt: skip
+            # The draw is per flow; seeded by the run's seed and where the matcher sits, so two
+            # rules draw independently and every run of the same traffic draws the same.
+            fem = FullyEncryptedMatch(th, fe.probability, derive_seed(self.seed, "fully_encrypted", where))
+            dynamic.append(fem)
+            expiring.append(fem)
         if m.labels is not None:
             for label in m.labels.any_:
                 if label not in self.known_labels:
@@ -214,12 +234,19 @@ class _Compiler:
             dynamic.append(GroupsMatch(tuple(m.groups.order), kinds))
         for b in m.payload:
             dynamic.append(BytesMatch(b.offset, b.hex, b.mask, b.within))
+        if m.quic is not None and m.quic.first_initial_only:
+            dynamic.append(WholeHelloInFirstInitialMatch())
         if m.not_ is not None:
             dynamic.append(Not(self.whole(m.not_, f"{where}.not")))
         if m.any_:
             dynamic.append(AnyOf(tuple(self.whole(sub, f"{where}.any[{i}]") for i, sub in enumerate(m.any_))))
         for i, sub in enumerate(m.all_):
             dynamic.append(self.whole(sub, f"{where}.all[{i}]"))
+        if m.connections is not None:
+            # Last: a flow is counted once every other matcher of the block holds for it.
+            cn = m.connections
+            key = ConnectionKey(cn.sni, cn.server, cn.port, cn.client, cn.client_prefix)
+            dynamic.append(ConnectionsMatch(cn.count, cn.window, key))
         return static, dynamic, expiring
 
     def whole(self, m: MatchIR, where: str) -> Matcher:
@@ -257,6 +284,7 @@ class _Compiler:
             drop=a.drop,
             expiring=() if spec.sticky else tuple(expiring),
             sticky=spec.sticky,
+            syn_inside=spec.match.syn_from_inside is True,
             seed=derive_seed(seed, "rule", index, spec.name),
         )
         if a.reject is not None:
@@ -292,7 +320,9 @@ class _Compiler:
                 if residual_reject.with_ is RejectWith.REWRITE:
                     # A residual block catches new flows before any server reply: reset them.
                     residual_reject = _reject(_DEFAULT_REJECT)
-            rule.residual = ResidualPlan(b.duration, b.key, residual_reject, b.restart)
+            rule.residual = ResidualPlan(
+                b.duration, b.key, residual_reject, b.restart, b.direction is BlockDirection.TO_SERVER
+            )
         return rule
 
 
@@ -330,7 +360,7 @@ def compile_policy(
     the clock ``decide`` will be given (event-log and time-window times are relative to it);
     ``read_file(path)`` returns the text of a ``{file: ...}`` list. Raises PolicyCompileError.
     """
-    c = _Compiler(spec, resolve_node, read_file, known_labels)
+    c = _Compiler(spec, resolve_node, read_file, known_labels, seed)
     try:
         inside = _inside_list(inside_addresses)
     except ValueError as exc:

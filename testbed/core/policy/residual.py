@@ -10,7 +10,14 @@ the flow and catches new ones. Keys:
 
 - ``server``: the responder's address: any packet to or from it, any port or protocol;
 - ``3-tuple``: (transport, responder address, responder port), either direction;
-- ``pair``: the two addresses of the flow, any ports.
+- ``pair``: the two addresses of the flow, any ports;
+- ``client-3-tuple``: (transport, initiator address, responder address, responder port), either
+  direction: the GFW's "3-tuple" (client IP, server IP, server port) after a fully-encrypted or
+  QUIC SNI block (I.26, I.27), which leaves other clients of the same server alone.
+
+A block added ``one_way`` stops only the packets sent towards the blocked server (its address,
+and its port for the tuple keys): the GFW dropped client->server packets only (I.26; Wu et al.
+2023, §4.4), so the server's replies still arrive.
 
 Entries expire lazily on lookup; the table is bounded and evicts the oldest entry first.
 
@@ -40,6 +47,7 @@ class ResidualBlock:
     rule: int  # index of the rule that triggered it
     reject: bool
     restart: float | None = None  # the period a new flow caught by the block restarts
+    toward: tuple[bytes, int] | None = None  # one-way: (server address, port or -1) blocked
 
 
 class ResidualBlocks:
@@ -58,15 +66,21 @@ class ResidualBlocks:
 
     def add(
         self, kind: BlockKey, flow: Flow, until: float, rule: int, reject: bool,
-        restart: float | None = None,
+        restart: float | None = None, one_way: bool = False,
     ) -> None:  # fmt: skip
+        toward: tuple[bytes, int] | None = None
         if kind is BlockKey.SERVER:
             key: _Key = ("a", flow.responder_addr)
         elif kind is BlockKey.TUPLE3:
             key = ("t", flow.key.proto, flow.responder_addr, flow.responder_port)
+        elif kind is BlockKey.CLIENT_TUPLE3:
+            key = ("c", flow.key.proto, flow.initiator_addr, flow.responder_addr, flow.responder_port)
         else:
             a, b = sorted((flow.initiator_addr, flow.responder_addr))
             key = ("p", a, b)
+        if one_way:
+            tuple_key = kind in (BlockKey.TUPLE3, BlockKey.CLIENT_TUPLE3)
+            toward = (flow.responder_addr, flow.responder_port if tuple_key else -1)
         self.kinds.add(kind)
         self.triggered += 1
         d = self._d
@@ -74,7 +88,7 @@ class ResidualBlocks:
         while len(d) >= self.max_entries:
             del d[next(iter(d))]
             self.evicted += 1
-        d[key] = ResidualBlock(until, rule, reject, restart)
+        d[key] = ResidualBlock(until, rule, reject, restart, toward)
 
     def lookup(self, packet: Packet, flow: Flow, now: float) -> ResidualBlock | None:
         d = self._d
@@ -92,6 +106,10 @@ class ResidualBlocks:
         if BlockKey.PAIR in kinds:
             a, b = sorted((packet.src, packet.dst))
             keys.append(("p", a, b))
+        if BlockKey.CLIENT_TUPLE3 in kinds:
+            proto = flow.key.proto
+            keys.append(("c", proto, flow.initiator_addr, flow.responder_addr, flow.responder_port))
+            keys.append(("c", proto, flow.responder_addr, flow.initiator_addr, flow.initiator_port))
         for key in keys:
             block = d.get(key)
             if block is None:
@@ -99,9 +117,12 @@ class ResidualBlocks:
             if block.until <= now:
                 del d[key]
                 continue
+            toward = block.toward
+            if toward is not None and (packet.dst != toward[0] or (toward[1] >= 0 and packet.dport != toward[1])):
+                continue  # a one-way block: this packet goes the other way
             if block.restart is not None and flow.packets_orig + flow.packets_reply == 1:
                 # A new flow's first packet (counted by the classifier before the policy).
-                block = ResidualBlock(now + block.restart, block.rule, block.reject, block.restart)
+                block = ResidualBlock(now + block.restart, block.rule, block.reject, block.restart, toward)
                 del d[key]
                 d[key] = block  # renewed: to the back of the eviction order
                 self.restarted += 1

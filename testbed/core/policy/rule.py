@@ -71,6 +71,7 @@ class ResidualPlan:
     key: BlockKey
     reject: RejectPlan | None  # None: silent drop
     restart: bool = False  # a new flow caught by the block restarts it (H.24)
+    one_way: bool = False  # only packets towards the blocked server (I.26)
 
 
 def reject_verdict(plan: RejectPlan, packet: Packet, direction: Direction, rule: str) -> Verdict:
@@ -119,6 +120,9 @@ class CompiledRule:
     delay: DelaySampler | None = None
     reorder: bool = False
     sticky: bool = False
+    # ``syn_from: inside`` at the top of the match: a SYN from outside exempts the flow from this
+    # rule and its residual blocks for good (A.1; matchers/syn.py).
+    syn_inside: bool = False
     residual: ResidualPlan | None = None
     # Monotone matchers that, once past their upper bound, can never match this flow again.
     expiring: tuple[Expiring, ...] = ()

@@ -118,14 +118,19 @@ class RulePolicy:
         d = 0 if direction is ORIGINAL else 1
         if not st.handshake:
             _track_handshake(st, packet, direction)
+        flags = packet.tcp_flags
+        if flags is not None and flags & TCPFlag.SYN and not flags & TCPFlag.ACK:
+            self._track_syn(st, direction)
         ctx = Context(packet, flow, direction, now, now - self.start, st, self.inspect_packets)
         if len(self.residual) and not st.ignored:
             block = self.residual.lookup(packet, flow, now)
-            if block is not None:
+            if block is not None and not (st.outside_syn and self.rules[block.rule].syn_inside):
                 return self._residual(block, ctx)
         cands = st.candidates[d]
         if cands is None:
             cands = st.candidates[d] = self._candidates(st.facts, direction)
+            if st.outside_syn:
+                cands = st.candidates[d] = tuple(r for r in cands if not r.syn_inside)
         if not st.facts_pruned[d] and not flow.inspecting and not ctx.inspecting:
             cands = self._prune_frozen(st, d, cands, ctx)
         for rule in cands:
@@ -212,6 +217,17 @@ class RulePolicy:
 
     def _candidates(self, facts: FlowFacts, direction: Direction) -> tuple[CompiledRule, ...]:
         return tuple(r for r in self.rules if r.static_ok(facts, direction))
+
+    def _track_syn(self, st: FlowState, direction: Direction) -> None:
+        inside = st.facts.sender_inside(direction)
+        if st.first_syn_inside is None:
+            st.first_syn_inside = inside
+        if not inside and not st.outside_syn:
+            # A.1: a SYN from outside un-blocks: the rules keyed on an inside SYN let go of the flow.
+            st.outside_syn = True
+            for i, cands in enumerate(st.candidates):
+                if cands is not None:
+                    st.candidates[i] = tuple(r for r in cands if not r.syn_inside)
 
     def _prune_frozen(
         self, st: FlowState, d: int, cands: tuple[CompiledRule, ...], ctx: Context
@@ -325,7 +341,7 @@ class RulePolicy:
         rs.triggered = True
         reject = plan.reject is not None
         restart = plan.duration if plan.restart else None
-        self.residual.add(plan.key, ctx.flow, ctx.now + plan.duration, rule.index, reject, restart)
+        self.residual.add(plan.key, ctx.flow, ctx.now + plan.duration, rule.index, reject, restart, plan.one_way)
         self.events.add(
             ctx.now, EventKind.BLOCK, rule.name, flow_endpoints(ctx.flow),
             key=plan.key.value, duration_s=plan.duration, then="reject" if reject else "drop",

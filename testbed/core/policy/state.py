@@ -74,10 +74,16 @@ class FlowState:
     groups: dict[str, tuple[int, ...]] = field(default_factory=dict)  # "client"/"server" hello groups
     syn: bool = False
     synack: bool = False
+    # A.1: the side of the first SYN (without ACK; None: none seen) and whether the outside ever
+    # sent one (matchers/syn.py).
+    first_syn_inside: bool | None = None
+    outside_syn: bool = False
     handshake: bool = False
     seen_reply: bool = False
     residual_logged: bool = False
     held: int = 0
+    # Per-flow values of stateful matchers, keyed by the matcher's id (connections: the rank).
+    marks: dict[int, int] = field(default_factory=dict)
     # Per direction: candidates already pruned of rules whose frozen flow facts cannot match.
     facts_pruned: list[bool] = field(default_factory=lambda: [False, False])
 
