@@ -162,7 +162,8 @@ async def _run(args: argparse.Namespace) -> int:
         host, port = args.listen
         server = await asyncio.start_server(lambda r, w: _relay(method, r, w), host, port, reuse_address=True)
         async with server:
-            print(f"ready: {host}:{port} -> {method.protocol} {method.host}:{method.port} ({method.transport})", flush=True)
+            target = f"{method.protocol} {method.host}:{method.port} ({method.transport})"
+            print(f"ready: {host}:{port} -> {target}", flush=True)
             exited = asyncio.ensure_future(pt.wait())
             stopped = asyncio.ensure_future(stop.wait())
             await asyncio.wait({exited, stopped}, return_when=asyncio.FIRST_COMPLETED)

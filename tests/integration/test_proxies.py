@@ -164,7 +164,8 @@ def start_obfs4(s: Session, state: Path) -> str:
     srv = s.popen("server", [*env, "obfs4proxy"])
     assert srv.stdout is not None
     lines = [srv.stdout.readline() for _ in range(3)]
-    assert lines[1].startswith(f"SMETHOD obfs4 {server}:{OBFS4_PORT} ARGS:cert=") and lines[2] == "SMETHODS DONE\n", lines
+    assert lines[1].startswith(f"SMETHOD obfs4 {server}:{OBFS4_PORT} ARGS:cert="), lines
+    assert lines[2] == "SMETHODS DONE\n", lines
     bridge = (state / "server" / "obfs4_bridgeline.txt").read_text().splitlines()[-1]
     args = dict(word.split("=", 1) for word in bridge.split() if "=" in word)
     cli = s.popen("caller", [sys.executable, "-m", "testbed.tools.ptclient", "--transport", "obfs4",
@@ -188,7 +189,8 @@ def test_obfs4_carries_a_blocked_name_past_an_sni_rule(scratch: Path) -> None:
     with network("px-obfs4-sni", [SNI_RULE]) as s:
         user = start_obfs4(s, scratch)
         tunnelled = curl(s, "https://blocked.example/", *through_socks(s, "blocked.example", OBFS4_PORT, user=user))
-        wrong = curl(s, "https://blocked.example/", *through_socks(s, "blocked.example", OBFS4_PORT, user="cert=AAAA;:x=1"))
+        bad_cert = through_socks(s, "blocked.example", OBFS4_PORT, user="cert=AAAA;:iat-mode=0")
+        wrong = curl(s, "https://blocked.example/", *bad_cert)
         plain = curl(s, "https://blocked.example/", *direct(s, "blocked.example"))
     assert tunnelled.returncode == 0 and tunnelled.stdout.strip() == "ok", tunnelled.stderr
     assert wrong.returncode == 97  # the client refuses a bridge line without a valid cert (SOCKS5 auth fails)
@@ -202,7 +204,8 @@ def test_obfs4_is_blocked_by_the_fully_encrypted_detector(scratch: Path) -> None
     with network("px-obfs4-fet", [fet_rule(1.0)]) as s:
         user = start_obfs4(s, scratch)
         started = time.monotonic()
-        tunnelled = curl(s, "https://site.example/", *through_socks(s, "site.example", OBFS4_PORT, user=user), max_time=4)
+        via = through_socks(s, "site.example", OBFS4_PORT, user=user)
+        tunnelled = curl(s, "https://site.example/", *via, max_time=4)
         took = time.monotonic() - started
     # obfs4's client handshake (Elligator2 representative, random padding, MAC) is the first packet.
     assert tunnelled.returncode in (28, 97), tunnelled.stderr  # timeout, or the PT gives up on the bridge
@@ -225,8 +228,9 @@ def start_stunnel(s: Session, d: Path, snis: dict[int, str]) -> None:
     server = s.address("server")
     cert = s.cert("server")
     key = str(Path(cert).with_suffix(".key"))
-    srv = stunnel_conf(d / "server.conf",
-                       f"[in]\naccept = {server}:{STUNNEL_PORT}\nconnect = {server}:80\ncert = {cert}\nkey = {key}\n")  # fmt: skip
+    srv = stunnel_conf(
+        d / "server.conf", f"[in]\naccept = {server}:{STUNNEL_PORT}\nconnect = {server}:80\ncert = {cert}\nkey = {key}\n"
+    )
     s.popen("server", ["stunnel4", srv])
     s.wait_listening("server", STUNNEL_PORT)
     sections = "".join(
@@ -240,7 +244,7 @@ def start_stunnel(s: Session, d: Path, snis: dict[int, str]) -> None:
 
 
 def test_stunnel_sni_rule_applies_like_to_any_tls(scratch: Path) -> None:
-    services = [{"https": {"names": SITES}}, {"http": {"port": 80}}]
+    services: list[dict[str, Any]] = [{"https": {"names": SITES}}, {"http": {"port": 80}}]
     with network("px-stunnel-sni", [SNI_RULE], services) as s:
         start_stunnel(s, scratch, {8080: "site.example", 8081: "blocked.example"})
         control = s.run("caller", ["curl", "-sS", "--max-time", "8", "http://127.0.0.1:8080/"], timeout=30, check=False)
