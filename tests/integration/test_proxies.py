@@ -228,9 +228,8 @@ def start_stunnel(s: Session, d: Path, snis: dict[int, str]) -> None:
     server = s.address("server")
     cert = s.cert("server")
     key = str(Path(cert).with_suffix(".key"))
-    srv = stunnel_conf(
-        d / "server.conf", f"[in]\naccept = {server}:{STUNNEL_PORT}\nconnect = {server}:80\ncert = {cert}\nkey = {key}\n"
-    )
+    conf = f"[in]\naccept = {server}:{STUNNEL_PORT}\nconnect = {server}:80\ncert = {cert}\nkey = {key}\n"
+    srv = stunnel_conf(d / "server.conf", conf)
     s.popen("server", ["stunnel4", srv])
     s.wait_listening("server", STUNNEL_PORT)
     sections = "".join(
