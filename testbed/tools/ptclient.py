@@ -10,7 +10,8 @@ needs a port it can name, so this wrapper starts the PT, reads that handshake, a
 arguments a client passes as SOCKS5 username and password, is the application's: e.g.
 ``curl --socks5 127.0.0.1:1080 --proxy-user "cert=...;:iat-mode=0"``).
 
-Prints the PT's CMETHOD line, then ``ready: LISTEN -> PROTOCOL HOST:PORT (TRANSPORT)``. Exits 1
+Prints the PT's CMETHOD line, then ``ready: HOST:PORT -> PROTOCOL HOST:PORT (TRANSPORT)`` (the
+first address is the one it listens on: ``--listen 127.0.0.1:0`` picks a free port). Exits 1
 with the PT's own error line when the handshake fails (ENV-ERROR, VERSION-ERROR, CMETHOD-ERROR, no
 method before --timeout, or the PT exits); on SIGTERM/SIGINT it stops the PT and exits 0; if the PT
 dies later it exits 1. The handshake parser is pure (``CmethodParser``) and unit-tested.
@@ -90,7 +91,7 @@ def managed_client_env(base: dict[str, str], transport: str, state_dir: str) -> 
 
 def _hostport(text: str) -> tuple[str, int]:
     host, sep, port = text.rpartition(":")
-    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+    if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
         raise argparse.ArgumentTypeError(f"{text!r}: give HOST:PORT, e.g. 127.0.0.1:1080")
     return host or "127.0.0.1", int(port)
 
@@ -161,6 +162,7 @@ async def _run(args: argparse.Namespace) -> int:
         drain = asyncio.ensure_future(_copy_lines(pt.stdout))
         host, port = args.listen
         server = await asyncio.start_server(lambda r, w: _relay(method, r, w), host, port, reuse_address=True)
+        port = server.sockets[0].getsockname()[1]  # --listen HOST:0 picks a free port
         async with server:
             target = f"{method.protocol} {method.host}:{method.port} ({method.transport})"
             print(f"ready: {host}:{port} -> {target}", flush=True)

@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -64,3 +70,62 @@ def test_a_pt_reporting_an_env_error_fails_with_it(tmp_path: Path, capsys: pytes
     cmd = ["sh", "-c", "echo 'VERSION 1'; echo 'ENV-ERROR no TOR_PT_ORPORT'; exec sleep 30"]
     assert main(["--transport", "obfs4", "--state", str(tmp_path), "--", *cmd]) == 1
     assert "ENV-ERROR no TOR_PT_ORPORT" in capsys.readouterr().err
+
+
+# -- with the real obfs4proxy, on loopback only (no namespace, no root) ----------------------------
+
+needs_obfs4proxy = pytest.mark.skipif(shutil.which("obfs4proxy") is None, reason="obfs4proxy is not installed")
+
+
+def _start(tmp_path: Path) -> tuple[subprocess.Popen[str], int]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "testbed.tools.ptclient", "--transport", "obfs4", "--state", str(tmp_path / "pt"),
+         "--listen", "127.0.0.1:0", "--", "obfs4proxy"],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    cmethod = proc.stdout.readline()
+    ready = proc.stdout.readline()
+    assert cmethod.startswith("CMETHOD obfs4 socks5 127.0.0.1:"), cmethod
+    m = re.match(r"ready: 127\.0\.0\.1:(\d+) -> socks5 127\.0\.0\.1:(\d+) \(obfs4\)$", ready.strip())
+    assert m is not None and m.group(2) == cmethod.strip().rsplit(":", 1)[1], ready
+    return proc, int(m.group(1))
+
+
+def _obfs4proxy_children(pid: int) -> list[int]:
+    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True, check=False)
+    return [int(p) for p in out.stdout.split()]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+@needs_obfs4proxy
+def test_relays_a_socks5_dialogue_to_the_real_obfs4proxy(tmp_path: Path) -> None:
+    proc, port = _start(tmp_path)
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+            s.sendall(b"\x05\x01\x02")  # SOCKS5, one method: username/password (pt-spec 3.5)
+            assert s.recv(2) == b"\x05\x02"  # obfs4proxy's own answer, through the relay
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=15)
+    assert proc.returncode == 0  # SIGTERM: a clean stop
+
+
+@needs_obfs4proxy
+def test_the_pt_dies_with_its_wrapper_even_after_sigkill(tmp_path: Path) -> None:
+    proc, _ = _start(tmp_path)
+    (pt,) = _obfs4proxy_children(proc.pid)
+    # No chance to clean up: the PT must notice by itself (its stdin closes: TOR_PT_EXIT_ON_STDIN_CLOSE;
+    # obfs4proxy also watches its parent pid).
+    proc.kill()
+    proc.communicate(timeout=10)
+    deadline = time.monotonic() + 20
+    while _alive(pt) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _alive(pt), f"obfs4proxy {pt} outlived its wrapper"
