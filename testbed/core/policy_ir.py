@@ -54,6 +54,7 @@ __all__ = [
     "AddressesIR",
     "BlockAfterIR",
     "BytesIR",
+    "ConformsIR",
     "ConnectionsIR",
     "CutIR",
     "DelayIR",
@@ -195,6 +196,14 @@ class ConnectionsIR:
 
 
 @dataclass(frozen=True, slots=True)
+class ConformsIR:
+    """The client's first ``packets`` data packets, joined, look like one of ``protocols`` (H.24)."""
+
+    protocols: tuple[str, ...]  # "tls", "http", "dns"
+    packets: int = 2
+
+
+@dataclass(frozen=True, slots=True)
 class QuicIR:
     """The GFW's QUIC SNI filter's limits (I.27)."""
 
@@ -233,6 +242,7 @@ class MatchIR:
     time: TimeWindowIR | None = None
     fully_encrypted: FetIR | None = None
     connections: ConnectionsIR | None = None
+    conforms: ConformsIR | None = None
     quic: QuicIR | None = None
     not_: MatchIR | None = None
     any_: tuple[MatchIR, ...] = ()

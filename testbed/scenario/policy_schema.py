@@ -18,7 +18,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Collection, Iterable
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
@@ -72,6 +72,7 @@ __all__ = [
     "BlockDirection",
     "BlockKey",
     "BytesSpec",
+    "ConformsSpec",
     "ConnectionsSpec",
     "CountFrom",
     "CutSpec",
@@ -685,7 +686,9 @@ class ConnectionsSpec(_Frozen):
         for v in value:
             m = _SAME_RE.match(v) if isinstance(v, str) else None
             if m is None:
-                raise ValueError(f"{v!r} is not a key part; write sni, server, port, client or subnet/N (e.g. subnet/24)")
+                raise ValueError(
+                    f"{v!r} is not a key part; write sni, server, port, client or subnet/N (e.g. subnet/24)"
+                )
             if m["bits"] is not None and not 0 <= int(m["bits"]) <= 128:
                 raise ValueError(f"{v!r}: a prefix length is 0-128")
         if len(set(value)) != len(value) or sum(str(v).startswith("subnet/") for v in value) > 1:
@@ -698,6 +701,29 @@ class ConnectionsSpec(_Frozen):
             if v.startswith("subnet/"):
                 return int(v.split("/", 1)[1])
         return None
+
+
+class ConformsSpec(_Frozen):
+    """The client's first ``packets`` data packets, joined as they came (no TCP reassembly), look
+    like one of ``protocols`` (H.24: Iran's protocol filter judged the first two together; Bock
+    et al., FOCI 2020). ``conforms: [tls, http, dns]`` takes ``packets: 2``."""
+
+    protocols: tuple[Literal["tls", "http", "dns"], ...]
+    packets: int = Field(2, ge=1, le=16)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, value: Any) -> Any:
+        if isinstance(value, (str, list, tuple)):
+            return {"protocols": _as_tuple(value)}
+        return value
+
+    @field_validator("protocols")
+    @classmethod
+    def _some(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not value:
+            raise ValueError("give at least one of tls, http, dns")
+        return value
 
 
 class QuicSpec(_Frozen):
@@ -772,6 +798,8 @@ class MatchSpec(_Frozen):
     """The first client data packet of a TCP flow looks fully encrypted (I.26)."""
     connections: ConnectionsSpec | None = None
     """The flow is the ``count``-th or later with the same key within ``window`` (F.16)."""
+    conforms: ConformsSpec | None = None
+    """The client's first data packets, joined, look like TLS/HTTP/DNS (H.24)."""
     quic: QuicSpec | None = None
     """The GFW's QUIC conditions (I.27)."""
     not_: MatchSpec | None = Field(None, alias="not")

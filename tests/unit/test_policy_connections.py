@@ -76,7 +76,8 @@ def test_the_table_is_bounded() -> None:
 @pytest.mark.parametrize(
     ("bad", "needle"),
     [("{count: 4}", "window"), ("{count: 0, window: 60s}", "count"), ("{count: 4, window: 0s}", "longer than 0"),
-     ("{count: 4, window: 60s, same: [ip]}", "not a key part"), ("{count: 4, window: 60s, same: [subnet/200]}", "0-128"),
+     ("{count: 4, window: 60s, same: [ip]}", "not a key part"),
+     ("{count: 4, window: 60s, same: [subnet/200]}", "0-128"),
      ("{count: 4, window: 60s, same: [sni, sni]}", "once")],
 )  # fmt: skip
 def test_bad_values_are_load_errors(bad: str, needle: str) -> None:

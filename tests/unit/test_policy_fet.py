@@ -13,12 +13,12 @@ from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from test_policy_iran import HTTP_GET, actions, client_data, rules_of, server_data
 from test_policy_support import CALLEE, CALLER, RELAY, engine, handshake, play, policy, tcp, udp
 
-from testbed.core.policy.matchers.encrypted import Exemption, FetThresholds, exemption
+from testbed.core.policy.matchers.encrypted import Exemption, FetThresholds, FullyEncryptedMatch, exemption
 
 TH = FetThresholds()
 # Non-printable bytes with exactly 4 set bits: random data averages 4 bits per byte too.
 FOUR = bytes([0x0F, 0x87, 0x8D, 0xF0, 0x99, 0xA5, 0xC3, 0x1E, 0x96, 0xE1])
-assert all(b < 0x20 or b > 0x7E for b in FOUR) and all(bin(b).count("1") == 4 for b in FOUR)
+assert all(b < 0x20 or b > 0x7E for b in FOUR) and all(b.bit_count() == 4 for b in FOUR)
 
 
 def neutral(n: int) -> bytes:
@@ -60,7 +60,7 @@ def test_ex1_popcount_both_thresholds(total_bits: int, want: Exemption | None) -
     delta = total_bits - 40
     other = 0x07 if delta < 0 else 0x1F  # 3 or 5 bits, non-printable
     data = bytes([other] * abs(delta)) + neutral(10 - abs(delta))
-    assert sum(bin(b).count("1") for b in data) == total_bits
+    assert sum(b.bit_count() for b in data) == total_bits
     assert all(b < 0x20 or b > 0x7E for b in data)
     assert exemption(bytes(data), TH) is want
 
@@ -95,7 +95,8 @@ def test_ex4_printable_run_longer_than_twenty(run: int, want: Exemption | None) 
 
 @pytest.mark.parametrize(
     ("head", "want"),
-    [(b"\x16\x03\x01", Exemption.PROTOCOL), (b"\x17\x03\x03", Exemption.PROTOCOL), (b"\x16\x03\x09", Exemption.PROTOCOL),
+    [(b"\x16\x03\x01", Exemption.PROTOCOL), (b"\x17\x03\x03", Exemption.PROTOCOL),
+     (b"\x16\x03\x09", Exemption.PROTOCOL),
      (b"\x16\x03\x0a", None), (b"\x15\x03\x01", None), (b"\x18\x03\x01", None), (b"\x16\x02\x01", None),
      (b"GET ", Exemption.PROTOCOL), (b"POST ", Exemption.PROTOCOL), (b"HEAD ", Exemption.PROTOCOL),
      (b"PUT ", Exemption.PROTOCOL), (b"GET", None), (b"GOT ", None)],
@@ -179,8 +180,8 @@ def test_probability_zero_never_matches_and_default_is_the_papers() -> None:
     e = engine(p0)
     for port in range(1, 200):
         assert actions(play(e, _flow(port, random_bytes(200, port), t=port)))[-1] == "accept"
-    assert policy(rules_of("{name: fet, match: {fully_encrypted: true}, action: drop}")).rules[0].dynamic[0].probability \
-        == pytest.approx(0.263)  # type: ignore[attr-defined]
+    default = policy(rules_of("{name: fet, match: {fully_encrypted: true}, action: drop}")).rules[0].dynamic[0]
+    assert isinstance(default, FullyEncryptedMatch) and default.probability == pytest.approx(0.263)
 
 
 def _blocked_ports(seed: int, n: int = 2000, probability: str = "26.3%") -> set[int]:

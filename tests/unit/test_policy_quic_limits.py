@@ -26,7 +26,8 @@ def split(sni: str = "blocked.example") -> tuple[bytes, bytes]:
     """A ClientHello padded past one packet, in two Initial datagrams (Chrome's post-quantum one)."""
     ch = build_client_hello(sni=sni, alpn=[b"h3"], pad=1500)
     half = len(ch) // 2
-    return (build_initial(QUIC_V1, DCID, [(0, ch[:half])], pn=0), build_initial(QUIC_V1, DCID, [(half, ch[half:])], pn=1))
+    first = build_initial(QUIC_V1, DCID, [(0, ch[:half])], pn=0)
+    return first, build_initial(QUIC_V1, DCID, [(half, ch[half:])], pn=1)
 
 
 def test_whole_hello_detection() -> None:

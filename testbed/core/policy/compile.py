@@ -17,6 +17,7 @@ from testbed.core.labels import AddressList, Label, shipped_address_lists
 from testbed.core.policy.jitter import DelaySampler
 from testbed.core.policy.loss import Bernoulli, GilbertElliott
 from testbed.core.policy.matchers import Expiring, Matcher, StaticAsDynamic, StaticMatcher
+from testbed.core.policy.matchers.conforms import ConformsMatch, Protocol
 from testbed.core.policy.matchers.connections import ConnectionKey, ConnectionsMatch
 from testbed.core.policy.matchers.encrypted import FetThresholds, FullyEncryptedMatch
 from testbed.core.policy.matchers.endpoints import (
@@ -85,6 +86,7 @@ class _Compiler:
     ) -> None:
         self.spec = spec
         self.seed = seed
+        self.keep_data_packets = 0  # the most client data packets a ``conforms`` matcher reads
         self.list_specs = {ls.name: ls for ls in spec.lists}
         self.resolve_node = resolve_node
         self.read_file = read_file
@@ -234,6 +236,14 @@ class _Compiler:
             dynamic.append(GroupsMatch(tuple(m.groups.order), kinds))
         for b in m.payload:
             dynamic.append(BytesMatch(b.offset, b.hex, b.mask, b.within))
+        if m.conforms is not None:
+            cf = m.conforms
+            try:
+                protocols = frozenset(Protocol(x) for x in cf.protocols)
+            except ValueError as exc:
+                raise PolicyCompileError(f"{where}.conforms: {exc}") from exc
+            dynamic.append(ConformsMatch(protocols, cf.packets))
+            self.keep_data_packets = max(self.keep_data_packets, cf.packets)
         if m.quic is not None and m.quic.first_initial_only:
             dynamic.append(WholeHelloInFirstInitialMatch())
         if m.not_ is not None:
@@ -379,6 +389,7 @@ def compile_policy(
         max_residual=settings.max_residual,
         max_held=settings.max_held,
     )
+    policy.keep_data_packets = c.keep_data_packets
     # The scenario's lists, resolved: the censor also gives them to its classifier, so that flows
     # are labelled with them (a relay in the `telegram` list looks like Telegram's relays).
     policy.address_lists = {ls.name: c.named_list(ls.name, f"lists.{ls.name}") for ls in spec.lists}

@@ -30,6 +30,7 @@ from testbed.core.labels import AddressList
 from testbed.core.packet import IPProto, Packet, TCPFlag
 from testbed.core.policy.counters import EventLog, RuleCounters
 from testbed.core.policy.matchers import Matcher
+from testbed.core.policy.matchers.conforms import MAX_BYTES as CONFORMS_MAX_BYTES
 from testbed.core.policy.matchers.facts import reads_frozen_facts
 from testbed.core.policy.loss import Bernoulli, GilbertElliottState
 from testbed.core.policy.residual import ResidualBlock, ResidualBlocks
@@ -80,6 +81,8 @@ class RulePolicy:
         self.start = start
         self.inspect_packets = inspect_packets
         self.address_lists: dict[str, AddressList] = {}
+        # The client data packets per flow that ``conforms`` matchers read (0: none kept).
+        self.keep_data_packets = 0
         self._fact_matchers: dict[int, tuple[Matcher, ...]] = {}
         self.events = EventLog(max_events, start)
         self.residual = ResidualBlocks(max_residual)
@@ -122,6 +125,8 @@ class RulePolicy:
         if flags is not None and flags & TCPFlag.SYN and not flags & TCPFlag.ACK:
             self._track_syn(st, direction)
         ctx = Context(packet, flow, direction, now, now - self.start, st, self.inspect_packets)
+        if self.keep_data_packets and direction is ORIGINAL and packet.payload:
+            _keep_data(st, flow, packet, self.keep_data_packets)
         if len(self.residual) and not st.ignored:
             block = self.residual.lookup(packet, flow, now)
             if block is not None and not (st.outside_syn and self.rules[block.rule].syn_inside):
@@ -475,6 +480,18 @@ class RulePolicy:
         # A rule that only impairs triggers its residual block on its first match.
         if rule.residual is not None and rule.cut is None:
             self._trigger(rule, rs, ctx)
+
+
+def _keep_data(st: FlowState, flow: Flow, packet: Packet, keep: int) -> None:
+    """Append a new client data packet's payload (not a retransmission: the flow's data count
+    moved) to the flow's first data, up to ``keep`` packets and ``MAX_BYTES``."""
+    n = flow.data_packets(ORIGINAL)
+    if st.first_data_n >= keep or n <= st.first_data_n:
+        return
+    room = CONFORMS_MAX_BYTES - len(st.first_data)
+    st.first_data += packet.payload[: max(room, 0)]
+    st.first_data_n = n
+    st.first_data_ends.append(len(st.first_data))
 
 
 def _track_handshake(st: FlowState, packet: Packet, direction: Direction) -> None:

@@ -82,6 +82,11 @@ class FlowState:
     seen_reply: bool = False
     residual_logged: bool = False
     held: int = 0
+    # The client's first data payloads, joined (``conforms``, H.24): how many packets, where each
+    # ends in ``first_data``.
+    first_data: bytearray = field(default_factory=bytearray)
+    first_data_n: int = 0
+    first_data_ends: list[int] = field(default_factory=list)
     # Per-flow values of stateful matchers, keyed by the matcher's id (connections: the rank).
     marks: dict[int, int] = field(default_factory=dict)
     # Per direction: candidates already pruned of rules whose frozen flow facts cannot match.

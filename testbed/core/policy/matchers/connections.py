@@ -60,7 +60,7 @@ class ConnectionKey:
 
 
 class ConnectionsMatch:
-    __slots__ = ("count", "window", "key", "max_keys", "evicted", "_table")
+    __slots__ = ("_table", "count", "evicted", "key", "max_keys", "window")
 
     def __init__(self, count: int, window: float, key: ConnectionKey, max_keys: int = MAX_KEYS) -> None:
         self.count = count

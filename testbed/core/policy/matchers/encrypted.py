@@ -94,7 +94,7 @@ class FullyEncryptedMatch:
     the flow's seeded draw falls under ``probability``. Every other packet: false (use a residual
     block to keep blocking the flow, as the GFW does)."""
 
-    __slots__ = ("thresholds", "probability", "seed", "_run_re")
+    __slots__ = ("_run_re", "probability", "seed", "thresholds")
 
     def __init__(self, thresholds: FetThresholds, probability: float, seed: int) -> None:
         self.thresholds = thresholds

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from testbed.core.dissect.quic import QuicCryptoAssembler, looks_like_quic_long_header, parse_initial
 from testbed.core.flow import Direction
-from testbed.core.policy.state import FlowFacts, Context
+from testbed.core.policy.state import Context, FlowFacts
 
 __all__ = ["PortOrderMatch", "WholeHelloInFirstInitialMatch", "whole_hello_in_first_initial"]
 
