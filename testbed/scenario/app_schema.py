@@ -126,7 +126,12 @@ def _words(value: Any) -> Any:
     if isinstance(value, str):
         raise ValueError("give the command as a list of words: [socat, 'TCP-LISTEN:7000', ...] (no shell)")
     if isinstance(value, list):
-        return [str(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v for v in value]
+        for v in value:
+            if isinstance(v, bool):
+                raise ValueError(
+                    f"a word is {v!r}: YAML reads yes/no/on/off/true/false unquoted as booleans; quote it (\"yes\")"
+                )
+        return [str(v) if isinstance(v, (int, float)) else v for v in value]
     return value
 
 
