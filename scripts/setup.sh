@@ -31,6 +31,8 @@ fi
 
 debs=(iptables libnetfilter-queue-dev libnfnetlink-dev pkg-config gcc iperf3 iputils-ping curl coturn chromium)
 # chromium: the libwebrtc call engine (`engine: chromium`); driven headless, no browser download.
+# Proxies run by scenarios/tools/ (testbed/doctor.py's PROXY_BINARIES checks the same list).
+debs+=(shadowsocks-libev obfs4proxy stunnel4 socat)
 # Debian's own python3 needs its venv and header packages; a self-built Python has both.
 if [[ "$("$PYTHON" -c 'import sys; print(sys.prefix)')" == /usr ]]; then
     debs+=(python3-venv python3-dev)
@@ -48,6 +50,12 @@ if ((${#missing[@]})); then
     # coturn inside its own namespaces, with its own config, so keep the host's copy off.
     if [[ " ${missing[*]} " == *" coturn "* ]] && command -v systemctl >/dev/null && systemctl is-enabled coturn >/dev/null 2>&1; then
         systemctl disable --now coturn >/dev/null 2>&1 || true
+    fi
+    # Likewise shadowsocks-libev's package starts a host-wide ss-server on 127.0.0.1:8388; testbed's
+    # ss-server and ss-local run only inside its namespaces, from the scenario's command line.
+    if [[ " ${missing[*]} " == *" shadowsocks-libev "* ]] && command -v systemctl >/dev/null &&
+        systemctl is-enabled shadowsocks-libev >/dev/null 2>&1; then
+        systemctl disable --now shadowsocks-libev >/dev/null 2>&1 || true
     fi
 fi
 

@@ -19,6 +19,16 @@ from testbed.net.privileges import missing_caps
 
 SETUP_HINT = "run the README's setup command (scripts/setup.sh)"
 
+# Third-party proxies the scenarios under scenarios/tools/ run as apps: (binary, Debian package).
+# scripts/setup.sh installs the same packages (tests/unit/test_doctor_tools.py keeps them in step).
+PROXY_BINARIES: tuple[tuple[str, str], ...] = (
+    ("ss-server", "shadowsocks-libev"),
+    ("ss-local", "shadowsocks-libev"),
+    ("obfs4proxy", "obfs4proxy"),
+    ("stunnel4", "stunnel4"),
+    ("socat", "socat"),
+)
+
 
 @dataclass(frozen=True, slots=True)
 class Check:
@@ -176,6 +186,8 @@ def run_doctor(out: TextIO) -> int:
     checks.append(_binary("turnserver", "coturn")())
     checks.append(_binary("iperf3", "iperf3")())
     checks.append(_chromium())  # needed only by calls with `engine: chromium`
+    # Needed only by scenarios/tools/ (Shadowsocks, obfs4, stunnel; socat as their plain end).
+    checks.extend(_binary(name, package)() for name, package in PROXY_BINARIES)
     if sys.platform == "linux":
         checks.extend(_namespace_checks())
     width = max(len(c.name) for c in checks)
