@@ -213,7 +213,7 @@ def check_attempts(spec: ProbeSpec, result: ProbeResult) -> list[tuple[str, bool
                 (f"probe {spec.name}: blocked within {exp.blocked_within:g} s", False, f"no attempt failed; {summary}")
             )
         else:
-            since = first - result.started_s
+            since = first - attempts[0].t_s  # counted from the first attempt, as the detail says
             late = [a for a in attempts if a.ok and a.t_s > first]
             ok = since <= exp.blocked_within and not late
             detail = f"first failure {since:.1f} s after the first attempt; {summary}"

@@ -304,3 +304,13 @@ def test_app_records_round_trip() -> None:
     assert set(r.to_json()) >= {"name", "node", "started_s", "ready_s", "exit_code", "alive_at_end", "log"}
     i = AppInfo("echo", "server", 123, "/tmp/x.log")
     assert AppInfo.from_json(i.to_json()) == i
+
+
+def test_blocked_within_0s_holds_when_the_first_attempt_fails() -> None:
+    # The first attempt starts a moment after the probe itself: "0 s" counts from that attempt.
+    spec = parse_scenario(REPEATED.replace("EXPECT", "{blocked_within: 0s}")).probes[0]
+    r = result([1, 1, 1])
+    r = ProbeResult(r.name, r.node, r.argv, r.exit_code, r.duration_s, 0.49, "", "", r.attempts)
+    ((_, ok, detail),) = check_probe(spec, r)
+    assert ok, detail
+    assert not check_probe(spec, result([0, 1, 1]))[0][1]
