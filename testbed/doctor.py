@@ -16,17 +16,14 @@ from typing import TextIO
 
 from testbed.net import names
 from testbed.net.privileges import missing_caps
+from testbed.scenario.app_schema import PACKAGES
 
 SETUP_HINT = "run the README's setup command (scripts/setup.sh)"
 
 # Third-party proxies the scenarios under scenarios/tools/ run as apps: (binary, Debian package).
 # scripts/setup.sh installs the same packages (tests/unit/test_doctor_tools.py keeps them in step).
-PROXY_BINARIES: tuple[tuple[str, str], ...] = (
-    ("ss-server", "shadowsocks-libev"),
-    ("ss-local", "shadowsocks-libev"),
-    ("obfs4proxy", "obfs4proxy"),
-    ("stunnel4", "stunnel4"),
-    ("socat", "socat"),
+PROXY_BINARIES: tuple[tuple[str, str], ...] = tuple(
+    (name, PACKAGES[name]) for name in ("ss-server", "ss-local", "obfs4proxy", "stunnel4", "socat")
 )
 
 
