@@ -62,6 +62,7 @@ from testbed.calls.endpoint_report import (
     StatsType,
     busiest_transport,
 )
+from testbed.calls.adapt import AdaptConfig, BitrateController
 from testbed.calls.media import FrameSink, MovingBarTrack, ToneTrack
 from testbed.calls.metrics import Arrivals
 from testbed.calls.options import AUDIO_CODECS, VIDEO_CODECS, CallOptions
@@ -173,6 +174,9 @@ class Endpoint:
         self._snapshots: list[Snapshot] = []
         self._sampling = False
         self._hanging_up = False
+        # One controller for the whole call, so an ICE restart keeps what it learnt.
+        self._bitrate: BitrateController | None = None
+        self._bitrate_shown = 0
         self._closed = False
 
     async def __aenter__(self) -> Endpoint:
@@ -513,6 +517,8 @@ class Endpoint:
     def _add_track(self, track: ToneTrack | MovingBarTrack, mime: str) -> None:
         self._tracks.append(track)
         sender = self.pc.addTrack(track)
+        if track.kind == "audio" and self.options.app_audio:
+            self._app_audio(sender)
         if self.role is Role.CALLER:
             # Offer exactly one codec (plus its RTX), so the negotiated clock rate is known.
             codecs = [
@@ -523,6 +529,32 @@ class Endpoint:
             for transceiver in self.pc.getTransceivers():
                 if transceiver.sender is sender:
                     transceiver.setCodecPreferences(codecs)
+
+    def _app_audio(self, sender: RTCRtpSender) -> None:
+        """The profile's Opus encoder (bitrate, frame size, FEC) and, with ``adapt``, the
+        bitrate controller fed by the peer's receiver reports (docs/calls.md, "Adaptive audio")."""
+        o = self.options
+        encoder = aiortc_glue.AppOpusEncoder(o.audio_bitrate_bps, o.audio_frame_ms, o.audio_fec)
+        aiortc_glue.install_audio_encoder(sender, encoder)
+        if not o.adapt:
+            return
+        if self._bitrate is None:
+            self._bitrate = BitrateController(
+                AdaptConfig(o.audio_bitrate_bps, o.audio_min_bitrate_bps, o.audio_max_bitrate_bps)
+            )
+            self._bitrate_shown = o.audio_bitrate_bps
+        controller = self._bitrate
+        encoder.set_bitrate(controller.bitrate_bps)
+
+        def on_report(fraction_lost: float, rtt_s: float | None) -> None:
+            rate = controller.on_report(fraction_lost, rtt_s, time.monotonic())
+            encoder.set_bitrate(rate)
+            # On the timeline only when it moved by 10 %: +1 kbit/s a second is not news.
+            if abs(rate - self._bitrate_shown) >= 0.1 * self._bitrate_shown:
+                self._bitrate_shown = rate
+                self._emit(Layer.MEDIA, f"audio-bitrate-{rate // 1000}k")
+
+        aiortc_glue.on_receiver_report(sender, on_report)
 
     async def dial(self) -> None:
         self.start_sampling()
