@@ -20,6 +20,11 @@ congestion control (draft-ietf-rmcat-gcc-02 section 6) and of TCP's AIMD (RFC 56
 * otherwise: hold.
 * a decrease is applied at most once per ``decrease_hold_s``: a report that arrives sooner mostly
   describes packets sent before the previous decrease took effect.
+* **no report** for ``feedback_timeout_s`` (3 s, about three RTCP intervals): multiply by 0.8,
+  again every 3 s while it lasts (libwebrtc's send-side estimator does the same on a feedback
+  timeout).  Reports travel the other way through the same policer and can all be lost; a
+  sender that hears nothing must not assume all is well.  :meth:`BitrateController.on_timer`
+  checks this; the caller calls it about once a second once media flows.
 * the result is clamped to ``[min_bps, max_bps]``.
 """
 
@@ -51,6 +56,8 @@ class AdaptConfig:
     decrease_hold_s: float = 1.0
     rtt_slack_s: float = 0.1
     """RTT this far above the minimum seen (and at least twice it) counts as a queue building up."""
+    feedback_timeout_s: float = 3.0
+    feedback_timeout_factor: float = 0.8
 
     def __post_init__(self) -> None:
         if not 0 < self.min_bps <= self.start_bps <= self.max_bps:
@@ -65,7 +72,7 @@ class AdaptConfig:
 class BitrateController:
     """AIMD on a target bitrate, one receiver report at a time (see the module docstring)."""
 
-    __slots__ = ("config", "bitrate_bps", "_last_report", "_last_decrease", "_min_rtt")
+    __slots__ = ("config", "bitrate_bps", "_last_report", "_last_decrease", "_min_rtt", "_last_feedback")
 
     def __init__(self, config: AdaptConfig) -> None:
         self.config = config
@@ -73,6 +80,22 @@ class BitrateController:
         self._last_report: float | None = None
         self._last_decrease: float | None = None
         self._min_rtt: float | None = None
+        self._last_feedback: float | None = None
+        """The last report, or the first :meth:`on_timer` call (media started) before any."""
+
+    def on_timer(self, now: float) -> int:
+        """No report for ``feedback_timeout_s``: cut by ``feedback_timeout_factor``, at most once
+        per timeout.  The first call only starts the clock (call it once media flows)."""
+        c = self.config
+        if self._last_feedback is None:
+            self._last_feedback = now
+            return self.bitrate_bps
+        quiet = now - self._last_feedback >= c.feedback_timeout_s
+        if quiet and (self._last_decrease is None or now - self._last_decrease >= c.feedback_timeout_s):
+            rate = self.bitrate_bps * c.feedback_timeout_factor
+            self.bitrate_bps = int(min(max(rate, c.min_bps), c.max_bps))
+            self._last_decrease = now
+        return self.bitrate_bps
 
     def on_report(self, fraction_lost: float, rtt_s: float | None, now: float) -> int:
         """One receiver report: ``fraction_lost`` in 0..1 (RFC 3550's 8-bit fraction / 256),
@@ -81,7 +104,7 @@ class BitrateController:
         c = self.config
         loss = min(max(fraction_lost, 0.0), 1.0)
         elapsed = 0.0 if self._last_report is None else max(0.0, now - self._last_report)
-        self._last_report = now
+        self._last_report = self._last_feedback = now
         inflated = False
         if rtt_s is not None and rtt_s >= 0:
             self._min_rtt = rtt_s if self._min_rtt is None else min(self._min_rtt, rtt_s)

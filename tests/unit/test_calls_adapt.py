@@ -84,3 +84,23 @@ def test_under_a_policer_the_adaptive_call_settles_below_capacity() -> None:
     assert fixed_loss > 0.25
     assert adaptive_loss < 0.05
     assert CONFIG.min_bps < rate < 40000 - 50 * 62 * 8 + 2000
+
+
+def test_no_reports_for_three_seconds_cuts_every_three_seconds() -> None:
+    c = BitrateController(CONFIG)
+    assert c.on_timer(10.0) == 32000  # media starts: the clock starts
+    assert c.on_timer(12.0) == 32000
+    assert c.on_timer(13.0) == 25600  # 3 s without a report: x 0.8
+    assert c.on_timer(14.0) == 25600  # once per timeout
+    assert c.on_timer(16.0) == 20480
+    # A report restarts the feedback clock (and, right after a cut, holds).
+    assert c.on_report(0.0, 0.01, now=16.5) == 20480
+    assert c.on_timer(18.0) == 20480
+
+
+def test_reports_keep_the_feedback_timeout_away() -> None:
+    c = BitrateController(CONFIG)
+    c.on_timer(0.0)
+    for t in range(1, 10):
+        c.on_report(0.0, 0.01, now=float(t))
+        assert c.on_timer(t + 0.5) == 32000
