@@ -194,6 +194,8 @@ class CallOptions:
                 f"audio_max_bitrate_bps <= 510000, got {self.audio_min_bitrate_bps} <= "
                 f"{self.audio_bitrate_bps} <= {self.audio_max_bitrate_bps}"
             )
+        if self.adapt and not (self.audio and self.audio_codec == "opus"):
+            raise ValueError("adapt adjusts the Opus bitrate: it needs audio with audio_codec 'opus'")
         if not (self.audio or self.video or self.data_channel):
             raise ValueError("a call needs at least one of audio, video, data_channel")
         if not isinstance(self.ice_servers, tuple) or not all(
