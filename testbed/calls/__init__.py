@@ -14,6 +14,7 @@ Modules, one per concept:
 * ``metrics``     -- endpoint statistics -> stream/transport results (sans-IO)
 * ``quality``     -- MOS (E-model), freezes, audio gaps, the per-second timeline (sans-IO)
 * ``verdict``     -- outcomes and ``expect:`` checks (sans-IO)
+* ``adapt``       -- AIMD on the Opus bitrate from RTCP receiver reports (sans-IO)
 * ``result``      -- :class:`CallResult` and its JSON contract (documented there)
 * ``session``     -- :func:`run_call`: unix-socket relay + the two endpoint processes
 * ``engine``      -- which WebRTC stack runs each end (``engine:``): the endpoint-process contract

@@ -16,6 +16,14 @@ The hooks:
   the DTLS transport's RTP router calls it for each packet after SRTP decryption.
 * ``aiortc.RTCIceTransport._connection._nominated`` (:func:`nominated_pair`).
 * ``aiortc.sdp.SessionDescription`` (an internal module) parses the answer (:func:`answer_codecs`).
+* ``aiortc.codecs.opus.OpusEncoder`` is subclassed (:class:`AppOpusEncoder`: its ``codec``,
+  ``resampler`` and ``first_packet_pts``) and put in place of the encoder aiortc would make,
+  through ``RTCRtpSender.__encoder`` (name-mangled), which ``_next_encoded_frame`` fills from
+  ``get_encoder`` only while it is ``None`` (:func:`install_audio_encoder`).  aiortc's own encoder
+  has a fixed 96 kbit/s, 20 ms frames and no FEC, and no way to change them.
+* ``aiortc.RTCRtpSender._handle_rtcp_packet`` is wrapped per sender and its smoothed RTT
+  ``RTCRtpSender.__rtt`` read (:func:`on_receiver_report`): each RTCP receiver report about the
+  sender's SSRC, for the bitrate controller (``testbed.calls.adapt``).
 
 :func:`read_stats` (public API: aiortc's stats dataclasses) converts ``getStats()`` into
 testbed's records, so the endpoint never handles an aiortc stats object itself.
@@ -34,8 +42,10 @@ import aioice
 import aioice.ice
 import aioice.turn
 import aiortc
-from aiortc import RTCIceTransport, RTCPeerConnection, RTCRtpReceiver
-from aiortc.rtp import RtpPacket
+import av
+from aiortc import RTCIceTransport, RTCPeerConnection, RTCRtpReceiver, RTCRtpSender
+from aiortc.codecs import opus as aiortc_opus
+from aiortc.rtp import RtcpRrPacket, RtcpSrPacket, RtpPacket
 from aiortc.sdp import SessionDescription
 from aiortc.stats import (
     RTCInboundRtpStreamStats,
@@ -141,6 +151,100 @@ def on_rtp_packet(receiver: RTCRtpReceiver, callback: Callable[[int, int], None]
         await original(packet, arrival_time_ms=arrival_time_ms)
 
     receiver._handle_rtp_packet = tracking  # type: ignore[method-assign]
+
+
+# -- the Opus encoder ---------------------------------------------------------------------------
+
+_ENCODER = "_RTCRtpSender__encoder"
+_RTT = "_RTCRtpSender__rtt"
+OPUS_RATE = 48000
+FEC_EXPECTED_LOSS_PCT = 10
+"""With FEC on, libopus only spends bits on it when told to expect loss (its ``packet_loss``);
+libwebrtc feeds it the measured loss, we fix it at 10 % (a policer or a lossy link)."""
+
+
+class AppOpusEncoder(aiortc_opus.OpusEncoder):
+    """aiortc's Opus encoder with a settable bitrate, frame size and in-band FEC.
+
+    libopus (through FFmpeg) reads the bitrate only when the codec opens, so a new bitrate opens a
+    new codec context at the next frame, as aiortc's own H.264 encoder does; packet timestamps
+    stay continuous (each packet's pts is its first sample's, minus the same encoder delay).
+    :meth:`set_bitrate` may be called from the event loop while :meth:`encode` runs in aiortc's
+    executor thread: it only stores an int, which ``encode`` reads.  (It is deliberately not
+    named ``target_bitrate``: aiortc assigns that on any encoder from REMB, a video estimate.)
+    """
+
+    def __init__(self, bitrate_bps: int, frame_ms: int, fec: bool) -> None:
+        super().__init__()
+        for attribute in ("codec", "resampler", "first_packet_pts"):
+            if not hasattr(self, attribute):
+                raise glue_error(f"aiortc.codecs.opus.OpusEncoder.{attribute}", "is gone")
+        self.frame_ms = frame_ms
+        self.fec = fec
+        self.bitrate_bps = bitrate_bps
+        self._wanted = bitrate_bps
+        self.reopened = 0
+        self.resampler = av.AudioResampler(
+            format="s16", layout="stereo", rate=OPUS_RATE, frame_size=OPUS_RATE * frame_ms // 1000
+        )
+        self.codec = self._open(bitrate_bps)
+
+    def _open(self, bitrate_bps: int) -> Any:
+        codec = av.CodecContext.create("libopus", "w")
+        codec.bit_rate = bitrate_bps
+        codec.format = "s16"
+        codec.layout = "stereo"
+        codec.sample_rate = OPUS_RATE
+        codec.time_base = aiortc_opus.TIME_BASE
+        codec.options = {
+            "application": "voip",
+            "frame_duration": str(self.frame_ms),
+            "fec": "1" if self.fec else "0",
+            "packet_loss": str(FEC_EXPECTED_LOSS_PCT if self.fec else 0),
+        }
+        return codec
+
+    def set_bitrate(self, bitrate_bps: int) -> None:
+        self._wanted = bitrate_bps
+
+    def encode(self, frame: av.frame.Frame, force_keyframe: bool = False) -> tuple[list[bytes], int]:
+        wanted = self._wanted
+        if wanted != self.bitrate_bps:
+            self.codec = self._open(wanted)
+            self.bitrate_bps = wanted
+            self.reopened += 1
+        payloads, timestamp = super().encode(frame, force_keyframe)
+        return payloads, timestamp
+
+
+def install_audio_encoder(sender: RTCRtpSender, encoder: AppOpusEncoder) -> None:
+    """Make ``sender`` encode with ``encoder`` instead of the one aiortc would create (call it
+    before media starts, with Opus negotiated)."""
+    if not hasattr(sender, _ENCODER):
+        raise glue_error(f"aiortc.RTCRtpSender.{_ENCODER}", "is gone")
+    if getattr(sender, _ENCODER) is not None:
+        raise glue_error(f"aiortc.RTCRtpSender.{_ENCODER}", "is set before media started")
+    setattr(sender, _ENCODER, encoder)
+
+
+def on_receiver_report(sender: RTCRtpSender, callback: Callable[[float, float | None], None]) -> None:
+    """Call ``callback(fraction_lost, rtt_s)`` for each RTCP receiver report block about
+    ``sender``'s SSRC (in an RR or SR), after aiortc has updated its RTT estimate from it.
+    ``fraction_lost`` is RFC 3550's 8-bit fraction as 0..1; ``rtt_s`` is aiortc's smoothed RTT,
+    ``None`` until it has one."""
+    original = _require(sender, "_handle_rtcp_packet", "aiortc.RTCRtpSender")
+    if not hasattr(sender, _RTT):
+        raise glue_error(f"aiortc.RTCRtpSender.{_RTT}", "is gone")
+
+    async def reporting(packet: Any) -> None:
+        await original(packet)
+        if isinstance(packet, RtcpRrPacket | RtcpSrPacket):
+            for report in packet.reports:
+                if report.ssrc == sender._ssrc:
+                    rtt = getattr(sender, _RTT)
+                    callback(report.fraction_lost / 256.0, float(rtt) if rtt is not None else None)
+
+    sender._handle_rtcp_packet = reporting  # type: ignore[method-assign]
 
 
 # -- the selected candidate pair ----------------------------------------------------------------

@@ -62,6 +62,7 @@ from testbed.calls.endpoint_report import (
     StatsType,
     busiest_transport,
 )
+from testbed.calls.adapt import AdaptConfig, BitrateController
 from testbed.calls.media import FrameSink, MovingBarTrack, ToneTrack
 from testbed.calls.metrics import Arrivals
 from testbed.calls.options import AUDIO_CODECS, VIDEO_CODECS, CallOptions
@@ -173,6 +174,11 @@ class Endpoint:
         self._snapshots: list[Snapshot] = []
         self._sampling = False
         self._hanging_up = False
+        # One controller for the whole call, so an ICE restart keeps what it learnt.
+        self._bitrate: BitrateController | None = None
+        self._bitrate_shown = 0
+        self._bitrate_encoder: aiortc_glue.AppOpusEncoder | None = None
+        self._feedback_watch = False
         self._closed = False
 
     async def __aenter__(self) -> Endpoint:
@@ -397,6 +403,7 @@ class Endpoint:
             self._emit(Layer.CONNECTION, pc.connectionState)
             if pc.connectionState == "connected":
                 self._start_stall_watch()
+                self._start_feedback_watch()
 
         pc.on("connectionstatechange", on_connection_state)
         pc.on(
@@ -513,6 +520,8 @@ class Endpoint:
     def _add_track(self, track: ToneTrack | MovingBarTrack, mime: str) -> None:
         self._tracks.append(track)
         sender = self.pc.addTrack(track)
+        if track.kind == "audio" and self.options.app_audio:
+            self._app_audio(sender)
         if self.role is Role.CALLER:
             # Offer exactly one codec (plus its RTX), so the negotiated clock rate is known.
             codecs = [
@@ -523,6 +532,48 @@ class Endpoint:
             for transceiver in self.pc.getTransceivers():
                 if transceiver.sender is sender:
                     transceiver.setCodecPreferences(codecs)
+
+    def _app_audio(self, sender: RTCRtpSender) -> None:
+        """The profile's Opus encoder (bitrate, frame size, FEC) and, with ``adapt``, the
+        bitrate controller fed by the peer's receiver reports (docs/calls.md, "Adaptive audio")."""
+        o = self.options
+        encoder = aiortc_glue.AppOpusEncoder(o.audio_bitrate_bps, o.audio_frame_ms, o.audio_fec)
+        aiortc_glue.install_audio_encoder(sender, encoder)
+        if not o.adapt:
+            return
+        if self._bitrate is None:
+            self._bitrate = BitrateController(
+                AdaptConfig(o.audio_bitrate_bps, o.audio_min_bitrate_bps, o.audio_max_bitrate_bps)
+            )
+            self._bitrate_shown = o.audio_bitrate_bps
+        controller = self._bitrate
+        self._bitrate_encoder = encoder
+        encoder.set_bitrate(controller.bitrate_bps)
+
+        def on_report(fraction_lost: float, rtt_s: float | None) -> None:
+            self._apply_bitrate(controller.on_report(fraction_lost, rtt_s, time.monotonic()))
+
+        aiortc_glue.on_receiver_report(sender, on_report)
+
+    def _apply_bitrate(self, rate: int) -> None:
+        if self._bitrate_encoder is not None:
+            self._bitrate_encoder.set_bitrate(rate)
+        # On the timeline only when it moved by 10 %: +1 kbit/s a second is not news.
+        if abs(rate - self._bitrate_shown) >= 0.1 * self._bitrate_shown:
+            self._bitrate_shown = rate
+            self._emit(Layer.MEDIA, f"audio-bitrate-{rate // 1000}k")
+
+    def _start_feedback_watch(self) -> None:
+        if self._bitrate is not None and not self._feedback_watch:
+            self._feedback_watch = True
+            self._spawn(self._feedback_timer())
+
+    async def _feedback_timer(self) -> None:
+        """Once a second while media flows: the controller cuts the bitrate if no receiver report
+        arrived for a while (they cross the same policer the other way)."""
+        while not self._hanging_up and not self._closed and self._bitrate is not None:
+            self._apply_bitrate(self._bitrate.on_timer(time.monotonic()))
+            await asyncio.sleep(1.0)
 
     async def dial(self) -> None:
         self.start_sampling()

@@ -139,6 +139,17 @@ class CallOptions:
     after it worked, both endpoints start a new ICE session once; the caller re-offers."""
     ice_restart_after_s: float = 3.0
     profile: str | None = None
+    audio_bitrate_bps: int = 96000
+    """Opus target bit/s at the start (throughout without ``adapt``); the defaults of the audio
+    fields are aiortc's own encoder, which a call then uses unchanged."""
+    audio_min_bitrate_bps: int = 6000
+    audio_max_bitrate_bps: int = 96000
+    audio_frame_ms: int = 20
+    """Opus frame (= RTP packet) duration: 10, 20, 40 or 60 ms."""
+    audio_fec: bool = False
+    """Opus in-band FEC (the encoder told to expect 10 % loss, so it spends bits on it)."""
+    adapt: bool = False
+    """Adapt the Opus bitrate to the peer's RTCP receiver reports (testbed.calls.adapt)."""
 
     def __post_init__(self) -> None:
         if not _NAME_RE.match(self.name):
@@ -175,6 +186,16 @@ class CallOptions:
                     raise ValueError
             except ValueError:
                 raise ValueError("stun_prelude entries are STUN messages in hex (>= 20 bytes)") from None
+        if self.audio_frame_ms not in (10, 20, 40, 60):
+            raise ValueError(f"audio_frame_ms must be 10, 20, 40 or 60, got {self.audio_frame_ms}")
+        if not 6000 <= self.audio_min_bitrate_bps <= self.audio_bitrate_bps <= self.audio_max_bitrate_bps <= 510000:
+            raise ValueError(
+                "Opus bitrates need 6000 <= audio_min_bitrate_bps <= audio_bitrate_bps <= "
+                f"audio_max_bitrate_bps <= 510000, got {self.audio_min_bitrate_bps} <= "
+                f"{self.audio_bitrate_bps} <= {self.audio_max_bitrate_bps}"
+            )
+        if self.adapt and not (self.audio and self.audio_codec == "opus"):
+            raise ValueError("adapt adjusts the Opus bitrate: it needs audio with audio_codec 'opus'")
         if not (self.audio or self.video or self.data_channel):
             raise ValueError("a call needs at least one of audio, video, data_channel")
         if not isinstance(self.ice_servers, tuple) or not all(
@@ -189,6 +210,16 @@ class CallOptions:
             s.is_turn for s in self.ice_servers
         ):
             raise ValueError("ice_transport_policy 'relay' needs a TURN server in ice_servers")
+
+    @property
+    def app_audio(self) -> bool:
+        """Whether the Opus encoder differs from aiortc's own (so the endpoint installs its own)."""
+        return self.audio and self.audio_codec == "opus" and (
+            self.adapt
+            or self.audio_fec
+            or self.audio_frame_ms != 20
+            or self.audio_bitrate_bps != 96000
+        )
 
     @property
     def turn_transport(self) -> str | None:

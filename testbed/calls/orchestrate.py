@@ -19,11 +19,11 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, TypedDict
 
 from testbed.calls.engine import Engine
 from testbed.calls.options import CallOptions, IceServer, IceTransportPolicy
-from testbed.calls.profiles import load_profile
+from testbed.calls.profiles import DEFAULT_AUDIO, Profile, load_profile
 from testbed.calls.result import CallResult
 from testbed.calls.session import run_call
 from testbed.calls.verdict import DEFAULT_THRESHOLDS, judged
@@ -101,6 +101,7 @@ def plan_calls(
         profile = load_profile(spec.profile) if spec.profile is not None else None
         kinds = spec.kinds
         data = spec.data
+        opus = audio_params(spec, profile)
         for i, name in enumerate(spec.instance_names, start=1):
             prelude = profile.prelude_messages(name) if profile is not None else ()
             options = CallOptions(
@@ -128,6 +129,7 @@ def plan_calls(
                 # The same silence that counts as a failure triggers the restart.
                 ice_restart_after_s=(thresholds or DEFAULT_THRESHOLDS).dead_after,
                 profile=spec.profile,
+                **opus,
             )
             out.append(
                 CallPlan(
@@ -166,6 +168,30 @@ def _with_host(url: str, host: str) -> str:
     scheme, _, rest = url.partition(":")
     _old_host, _, port_and_query = rest.partition(":")
     return f"{scheme}:{host}:{port_and_query}" if port_and_query else f"{scheme}:{host}"
+
+
+class OpusOptions(TypedDict):
+    audio_bitrate_bps: int
+    audio_min_bitrate_bps: int
+    audio_max_bitrate_bps: int
+    audio_frame_ms: int
+    audio_fec: bool
+    adapt: bool
+
+
+def audio_params(spec: CallSpec, profile: Profile | None) -> OpusOptions:
+    """The Opus encoder's CallOptions fields: the profile's (aiortc's own without one), the
+    scenario's ``audio.bitrate`` as the start (widening the range to include it) and ``adapt``."""
+    params = profile.audio if profile is not None else DEFAULT_AUDIO
+    start = int(spec.audio.bitrate) if spec.audio is not None and spec.audio.bitrate is not None else params.bitrate
+    return {
+        "audio_bitrate_bps": start,
+        "audio_min_bitrate_bps": min(params.min_bitrate, start),
+        "audio_max_bitrate_bps": max(params.max_bitrate, start),
+        "audio_frame_ms": params.frame_ms,
+        "audio_fec": params.fec,
+        "adapt": params.adapt if spec.adapt is None else spec.adapt,
+    }
 
 
 def _ice(

@@ -8,7 +8,9 @@ with :func:`load_profile`.  It says
 * ``ice_policy``: the default ``ice.policy`` (``relay`` makes all media cross the relay flow);
 * ``stun_prelude``: STUN-framed vendor messages each endpoint sends to its relay from the socket
   of its TURN allocation (so they share the media's 5-tuple), first once the allocation exists,
-  then every ``every_s`` seconds.
+  then every ``every_s`` seconds;
+* ``audio``: the Opus encoder's start bitrate, adaptation range, frame size and in-band FEC, and
+  whether the call adapts its bitrate to receiver reports by default (:class:`AudioParams`).
 
 Sans-IO: :meth:`Profile.prelude_messages` builds the bytes from a seeded generator.
 """
@@ -24,7 +26,7 @@ from typing import Annotated, Any
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
-__all__ = ["Profile", "ProfileError", "available_profiles", "load_profile"]
+__all__ = ["AudioParams", "DEFAULT_AUDIO", "Profile", "ProfileError", "available_profiles", "load_profile"]
 
 MAGIC_COOKIE = 0x2112A442
 _PACKAGE = "testbed.data"
@@ -90,12 +92,43 @@ class Relay(_Model):
     address_list: str | None = None
 
 
+OPUS_FRAME_MS = (10, 20, 40, 60)
+"""Frame sizes libopus encodes that RFC 7587 packetises one per RTP packet (2.5 and 5 ms are
+not call sizes; 80-120 ms need libopus >= 1.2 and no call app uses them)."""
+
+
+class AudioParams(_Model):
+    """How the app's Opus encoder runs (docs/calls.md, "Adaptive audio").  The defaults are
+    aiortc's own encoder: 96 kbit/s, 20 ms, no FEC, no adaptation."""
+
+    bitrate: int = Field(96000, ge=6000, le=510000)
+    """Target bit/s at the start (and throughout, without adaptation)."""
+    min_bitrate: int = Field(6000, ge=6000, le=510000)
+    max_bitrate: int = Field(96000, ge=6000, le=510000)
+    frame_ms: int = 20
+    fec: bool = False
+    """Opus in-band FEC (RFC 6716 2.1.7): each packet carries a low-rate copy of the previous one."""
+    adapt: bool = False
+    """Adapt the bitrate to RTCP receiver reports unless the call says ``adapt:``."""
+    source: str = ""
+    """Where the numbers come from (captures, documentation)."""
+
+    @model_validator(mode="after")
+    def _consistent(self) -> AudioParams:
+        if self.frame_ms not in OPUS_FRAME_MS:
+            raise ValueError(f"audio.frame_ms must be one of {OPUS_FRAME_MS}, got {self.frame_ms}")
+        if not self.min_bitrate <= self.bitrate <= self.max_bitrate:
+            raise ValueError("audio needs min_bitrate <= bitrate <= max_bitrate")
+        return self
+
+
 class Profile(_Model):
     name: str
     description: str = ""
     relay: Relay = Field(default_factory=lambda: Relay.model_validate({}))
     ice_policy: str | None = Field(None, pattern=r"^(all|relay)$")
     stun_prelude: Prelude | None = None
+    audio: AudioParams = Field(default_factory=lambda: AudioParams.model_validate({}))
 
     def relay_port_ok(self, port: int) -> bool:
         return self.relay.ports is None or self.relay.ports[0] <= port <= self.relay.ports[1]
@@ -129,6 +162,10 @@ def with_transaction_id(message: bytes, txid: bytes) -> bytes:
     if len(txid) != 12 or len(message) < 20:
         raise ValueError("a transaction id is 12 bytes, a STUN message at least 20")
     return message[:8] + txid + message[20:]
+
+
+DEFAULT_AUDIO = AudioParams.model_validate({})
+"""A call without a profile: aiortc's encoder as it ships."""
 
 
 def available_profiles() -> tuple[str, ...]:

@@ -83,6 +83,20 @@ class VideoCodec(str, Enum):
 
 class AudioSpec(_Frozen):
     codec: AudioCodec = AudioCodec.OPUS
+    bitrate: Rate | None = None
+    """Opus target at the start (throughout without ``adapt``); default the profile's (aiortc's
+    96 kbit/s without one)."""
+
+    @field_validator("bitrate")
+    @classmethod
+    def _opus_range(cls, value: float | None, info: ValidationInfo) -> float | None:
+        if value is None:
+            return value
+        if info.data.get("codec") is not AudioCodec.OPUS:
+            raise ValueError("bitrate is for opus (pcmu has one rate, 64 kbit/s); drop it or use codec: opus")
+        if not 6000 <= value <= 510000:
+            raise ValueError(f"Opus runs at 6kbit..510kbit, got {value:g} bit/s")
+        return value
 
 
 class VideoSpec(_Frozen):
@@ -177,6 +191,9 @@ class CallSpec(_Frozen):
     data: DataSpec | None = None
     ice: IceSpec = Field(default_factory=IceSpec)
     profile: str | None = None
+    adapt: bool | None = None
+    """Adapt the Opus bitrate to the peer's RTCP receiver reports (docs/calls.md, "Adaptive
+    audio"); default the profile's: on for whatsapp/telegram, off for webrtc and no profile."""
     start: Duration = 0.0
     """Seconds after the calls phase begins that this call (its first instance) is placed."""
     count: int = Field(1, ge=1, le=1000)
@@ -243,6 +260,18 @@ class CallSpec(_Frozen):
     def _known_profile(cls, value: str | None) -> str | None:
         if value is not None and value not in PROFILE_NAMES:
             raise ValueError(f"unknown app profile {value!r}; choose one of: {', '.join(PROFILE_NAMES)}")
+        return value
+
+    @field_validator("adapt")
+    @classmethod
+    def _adapt_needs_opus(cls, value: bool | None, info: ValidationInfo) -> bool | None:
+        if not value:
+            return value
+        media, audio = info.data.get("media"), info.data.get("audio")
+        if media is not None and Media.AUDIO not in media:
+            raise ValueError("adapt adjusts the audio bitrate: add audio to media, or drop adapt")
+        if audio is not None and audio.codec is not AudioCodec.OPUS:
+            raise ValueError("adapt adjusts the Opus bitrate (pcmu has one rate): use codec: opus, or drop adapt")
         return value
 
     @field_validator("concurrency")

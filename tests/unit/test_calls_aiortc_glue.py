@@ -334,3 +334,133 @@ def test_read_stats_keeps_every_counter() -> None:
     assert [(t.packets_sent, t.bytes_received, t.ice_role, t.dtls_state) for t in transports] == [
         (10, 900, "controlling", "connected")
     ]
+
+
+# -- the Opus encoder and receiver reports ------------------------------------------------------
+
+
+def _tone_frames(count: int) -> list[Any]:
+    """``count`` 20 ms mono s16 frames of a 440 Hz tone, as testbed's ToneTrack makes them."""
+    import array
+    import fractions
+    import math
+
+    import av
+
+    second = array.array("h", (int(8000 * math.sin(2 * math.pi * 440 * i / 48000)) for i in range(48000)))
+    data = second.tobytes()
+    frames = []
+    for i in range(count):
+        frame = av.AudioFrame(format="s16", layout="mono", samples=960)
+        offset = (i * 1920) % len(data)
+        frame.planes[0].update(data[offset : offset + 1920])
+        frame.pts = i * 960
+        frame.sample_rate = 48000
+        frame.time_base = fractions.Fraction(1, 48000)
+        frames.append(frame)
+    return frames
+
+
+def _encode_all(encoder: aiortc_glue.AppOpusEncoder, frames: list[Any]) -> list[tuple[int, int]]:
+    """(timestamp, payload bytes) of every packet."""
+    out = []
+    for frame in frames:
+        payloads, timestamp = encoder.encode(frame)
+        out.extend((timestamp, len(p)) for p in payloads)
+    return out
+
+
+def test_app_opus_encoder_runs_at_its_bitrate_frame_size_and_follows_set_bitrate() -> None:
+    """aiortc's OpusEncoder is fixed at 96 kbit/s and 20 ms; the subclass must really encode at
+    the profile's bitrate and frame size, change bitrate mid-stream, and keep timestamps going."""
+    encoder = aiortc_glue.AppOpusEncoder(bitrate_bps=32000, frame_ms=60, fec=True)
+    first = _encode_all(encoder, _tone_frames(150))  # 3 s
+    encoder.set_bitrate(12000)
+    second = _encode_all(encoder, _tone_frames(300)[150:])
+    assert len(first) == 50 and len(second) == 50, "60 ms frames: one packet per 3 input frames"
+    stamps = [t for t, _ in first + second]
+    assert {b - a for a, b in zip(stamps, stamps[1:])} == {2880}, "timestamps step 60 ms, across the change"
+    kbps_first = sum(n for _, n in first) * 8 / 3 / 1000
+    kbps_second = sum(n for _, n in second) * 8 / 3 / 1000
+    assert 24 < kbps_first < 40 and 8 < kbps_second < 16, (kbps_first, kbps_second)
+    assert encoder.reopened == 1
+
+
+def test_aiortc_default_opus_encoder_is_what_app_encoder_replaces() -> None:
+    """If aiortc's own encoder ever gets a settable bitrate or frame size, the subclass may be
+    unnecessary; if it changes its defaults, CallOptions' defaults (96 kbit/s, 20 ms) no longer
+    mean 'aiortc unchanged'."""
+    from aiortc.codecs.opus import SAMPLES_PER_FRAME, OpusEncoder
+
+    assert OpusEncoder().codec.bit_rate == 96000 and SAMPLES_PER_FRAME == 960, loudly("aiortc Opus defaults")
+
+
+def test_installed_encoder_is_the_one_the_sender_encodes_with() -> None:
+    from aiortc.rtcrtpparameters import RTCRtpCodecParameters
+
+    from testbed.calls.media import ToneTrack
+
+    class CountingEncoder(aiortc_glue.AppOpusEncoder):
+        calls = 0
+
+        def encode(self, frame: Any, force_keyframe: bool = False) -> tuple[list[bytes], int]:
+            type(self).calls += 1
+            return super().encode(frame, force_keyframe)
+
+    async def scenario() -> None:
+        pc = RTCPeerConnection()
+        try:
+            sender = pc.addTrack(ToneTrack())
+            encoder = CountingEncoder(bitrate_bps=16000, frame_ms=20, fec=False)
+            aiortc_glue.install_audio_encoder(sender, encoder)
+            codec = RTCRtpCodecParameters(mimeType="audio/opus", clockRate=48000, channels=2, payloadType=111)
+            try:
+                next_frame: Callable[..., Awaitable[Any]] = getattr(sender, "_next_encoded_frame")
+                for _ in range(3):
+                    await next_frame(codec)
+            except (AttributeError, TypeError) as exc:
+                pytest.fail(loudly(f"aiortc.RTCRtpSender._next_encoded_frame ({type(exc).__name__}: {exc})"))
+            assert getattr(sender, "_RTCRtpSender__encoder") is encoder, loudly("aiortc.RTCRtpSender.__encoder")
+        finally:
+            await pc.close()
+
+    asyncio.run(scenario())
+    assert CountingEncoder.calls == 3, loudly("aiortc.RTCRtpSender.__encoder (get_encoder only while None)")
+
+
+def test_on_receiver_report_sees_each_report_about_the_sender() -> None:
+    from aiortc.rtp import RtcpReceiverInfo, RtcpRrPacket
+
+    from testbed.calls.media import ToneTrack
+
+    seen: list[tuple[float, float | None]] = []
+
+    async def scenario() -> None:
+        pc = RTCPeerConnection()
+        try:
+            sender = pc.addTrack(ToneTrack())
+            aiortc_glue.on_receiver_report(sender, lambda loss, rtt: seen.append((loss, rtt)))
+
+            def block(ssrc: int, fraction: int) -> RtcpReceiverInfo:
+                return RtcpReceiverInfo(
+                    ssrc=ssrc, fraction_lost=fraction, packets_lost=10, highest_sequence=100,
+                    jitter=0, lsr=0, dlsr=0,
+                )
+
+            rr = RtcpRrPacket(ssrc=99, reports=[block(sender._ssrc, 128), block(sender._ssrc + 1, 255)])
+            handle: Callable[..., Awaitable[None]] = getattr(sender, "_handle_rtcp_packet")
+            await handle(rr)
+        finally:
+            await pc.close()
+
+    asyncio.run(scenario())
+    assert seen == [(0.5, None)], loudly("aiortc.RTCRtpSender._handle_rtcp_packet / __rtt")
+
+
+def test_moved_encoder_and_report_hooks_fail_loudly() -> None:
+    with pytest.raises(AiortcGlueError) as info:
+        aiortc_glue.install_audio_encoder(object(), None)  # type: ignore[arg-type]
+    assert VERSIONS in str(info.value) and "__encoder" in str(info.value)
+    with pytest.raises(AiortcGlueError) as info:
+        aiortc_glue.on_receiver_report(object(), lambda loss, rtt: None)  # type: ignore[arg-type]
+    assert "RTCRtpSender._handle_rtcp_packet" in str(info.value)

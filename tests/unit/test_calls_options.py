@@ -119,3 +119,16 @@ def test_relay_policy_needs_a_turn_server() -> None:
 def test_bad_ice_json(raw: dict[str, object]) -> None:
     with pytest.raises(ValueError):
         CallOptions.from_json({"name": "c", "duration_s": 1.0, **raw})
+
+
+def test_opus_options_round_trip_and_are_checked() -> None:
+    o = CallOptions(name="a", duration_s=1, audio_bitrate_bps=16000, audio_min_bitrate_bps=8000,
+                    audio_max_bitrate_bps=32000, audio_frame_ms=60, audio_fec=True, adapt=True)
+    assert CallOptions.from_json(o.to_json()) == o and o.app_audio
+    assert not CallOptions(name="a", duration_s=1).app_audio  # aiortc's encoder as it ships
+    with pytest.raises(ValueError, match="adapt adjusts the Opus bitrate"):
+        CallOptions(name="a", duration_s=1, audio_codec="pcmu", adapt=True)
+    with pytest.raises(ValueError, match="audio_frame_ms must be 10, 20, 40 or 60"):
+        CallOptions(name="a", duration_s=1, audio_frame_ms=30)
+    with pytest.raises(ValueError, match="audio_min_bitrate_bps <= audio_bitrate_bps"):
+        CallOptions(name="a", duration_s=1, audio_bitrate_bps=4000)

@@ -113,3 +113,43 @@ def test_counts_and_stagger() -> None:
 def test_a_relay_without_tls_is_a_clear_error() -> None:
     with pytest.raises(RunError, match="no tls listener"):
         _plan(name="c", ice={"turn": "tg", "transport": "tls"})
+
+
+# -- audio: the profile's Opus parameters -------------------------------------------------------
+
+
+def test_app_profiles_carry_app_like_opus() -> None:
+    """WhatsApp and Telegram: 8-32 kbit/s, 40-60 ms frames, in-band FEC, adapting by default (the
+    numbers and their sources are in the data files); webrtc is aiortc's own encoder, unchanged."""
+    for name in ("whatsapp", "telegram"):
+        audio = load_profile(name).audio
+        assert 16000 <= audio.bitrate <= 32000 and audio.min_bitrate >= 6000 and audio.max_bitrate <= 32000
+        assert audio.frame_ms in (40, 60) and audio.fec and audio.adapt and audio.source
+    assert load_profile("whatsapp").audio.frame_ms == 60  # 160 ms per packet in wa_voice.pcap
+    webrtc = load_profile("webrtc").audio
+    assert (webrtc.bitrate, webrtc.frame_ms, webrtc.fec, webrtc.adapt) == (96000, 20, False, False)
+
+
+def test_plan_carries_the_profiles_opus_and_the_calls_overrides() -> None:
+    (wa,) = _plan(name="w", profile="whatsapp", ice={"turn": "relay"})
+    o = wa.options
+    assert (o.audio_bitrate_bps, o.audio_frame_ms, o.audio_fec, o.adapt) == (16000, 60, True, True)
+    assert o.app_audio
+    (off,) = _plan(name="w", profile="whatsapp", ice={"turn": "relay"}, adapt=False, audio={"bitrate": "40kbit"})
+    assert off.options.adapt is False and off.options.audio_bitrate_bps == 40000
+    assert off.options.audio_max_bitrate_bps == 40000  # the range widens to the asked start
+    (plain,) = _plan(name="p")
+    assert not plain.options.app_audio and not plain.options.adapt  # aiortc's encoder, unchanged
+    (asked,) = _plan(name="p", adapt=True)
+    assert asked.options.adapt and asked.options.app_audio and asked.options.audio_bitrate_bps == 96000
+
+
+def test_bad_profile_audio_is_refused() -> None:
+    from pydantic import ValidationError
+
+    from testbed.calls.profiles import AudioParams
+
+    with pytest.raises(ValidationError, match="frame_ms"):
+        AudioParams.model_validate({"frame_ms": 30})
+    with pytest.raises(ValidationError, match="min_bitrate <= bitrate"):
+        AudioParams.model_validate({"bitrate": 8000, "min_bitrate": 16000})

@@ -63,6 +63,11 @@ def test_counted_calls_are_numbered() -> None:
         ({"name": "x", "data": {"rate": "fast"}}, ("data", "rate")),
         ({"name": "x", "audio": {"codec": "g729"}}, ("audio", "codec")),
         ({"name": "x", "nmae": "y"}, ("nmae",)),
+        ({"name": "x", "audio": {"codec": "pcmu", "bitrate": "32kbit"}}, ("audio", "bitrate")),
+        ({"name": "x", "audio": {"bitrate": "2kbit"}}, ("audio", "bitrate")),
+        ({"name": "x", "audio": "pcmu", "adapt": True}, ("adapt",)),
+        ({"name": "x", "media": ["data"], "adapt": True}, ("adapt",)),
+        ({"name": "x", "adapt": "sometimes"}, ("adapt",)),
     ],
 )
 def test_errors_point_at_the_key(entry: dict[str, Any], loc: tuple[Any, ...]) -> None:
@@ -137,3 +142,11 @@ def test_profiles_check_their_relay() -> None:
 
 def test_transport_enum_values() -> None:
     assert {t.value for t in IceTransport} == {"udp", "tcp", "tls"}
+
+
+def test_adapt_and_audio_bitrate_keys() -> None:
+    spec = CallSpec.model_validate({"name": "a", "adapt": True, "audio": {"bitrate": "24kbit"}})
+    assert spec.adapt is True and spec.audio is not None and spec.audio.bitrate == 24000
+    assert CallSpec.model_validate({"name": "a"}).adapt is None  # the profile decides
+    with pytest.raises(ValidationError, match="pcmu has one rate"):
+        CallSpec.model_validate({"name": "a", "audio": "pcmu", "adapt": True})
