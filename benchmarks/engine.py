@@ -43,7 +43,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import Session, load_note, percentile, session  # noqa: E402
+from _common import Session, load_note, percentile, session
 
 SERVER = "198.18.2.2"
 PORT = 5201

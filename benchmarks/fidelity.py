@@ -42,7 +42,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import Session, load_note, mean_std, python_in_nodes, session  # noqa: E402
+from _common import Session, load_note, mean_std, python_in_nodes, session
 
 SERVER = "198.18.2.2"  # link 2: the second node (server); the topology guarantees the plan
 NODES = {"caller": {"side": "inside"}, "server": {"side": "outside"}}

@@ -12,7 +12,7 @@ import asyncio
 import os
 import signal
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -25,15 +25,14 @@ if TYPE_CHECKING:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from testbed.net.privileges import require_privileges
+    from testbed.records.json import JsonObject
     from testbed.report.console import ProgressBoard, print_summary
     from testbed.report.html import write_html_report
     from testbed.report.json_report import write_json
     from testbed.report.junit import write_junit
+    from testbed.report.shard import Shard, ShardError, read_durations, select_items
     from testbed.runner import ScenarioResult, precheck, run_scenario
     from testbed.scenario.loader import discover, load_scenario
-
-    from testbed.records.json import JsonObject
-    from testbed.report.shard import Shard, ShardError, read_durations, select_items
 
     shard: Shard | None = None
     durations: dict[str, float] = {}

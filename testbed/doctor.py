@@ -62,7 +62,7 @@ def _package(module: str, dist: str) -> Callable[[], Check]:
         try:
             importlib.import_module(module)
             version = importlib.metadata.version(dist)
-        except Exception as exc:  # noqa: BLE001 - report any import failure
+        except Exception as exc:
             return Check(f"python package {dist}", False, f"{type(exc).__name__}: {exc}", SETUP_HINT)
         return Check(f"python package {dist}", True, version)
 

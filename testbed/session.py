@@ -28,8 +28,18 @@ from pathlib import Path
 from typing import IO, Any
 
 from testbed.errors import RunError, TestbedError, UsageError
-from testbed.lifecycle import RUN_DIR, Lifecycle, LiveRun, Parts, Purpose, RunPlan, Step, StepsFor
-from testbed.lifecycle import default_steps, insert_after
+from testbed.lifecycle import (
+    RUN_DIR,
+    Lifecycle,
+    LiveRun,
+    Parts,
+    Purpose,
+    RunPlan,
+    Step,
+    StepsFor,
+    default_steps,
+    insert_after,
+)
 from testbed.net import names
 from testbed.net.runs import owner_alive
 from testbed.records.app import AppInfo
@@ -273,7 +283,7 @@ def supervise(scenario_path: str, notify_fd: int, json_out: str | None) -> int:
         asyncio.run(main())
     except asyncio.CancelledError:
         return 0
-    except BaseException as exc:  # noqa: BLE001 - must be reported to `up`, whatever it is
+    except BaseException as exc:
         msg = str(exc) if isinstance(exc, TestbedError) else f"{type(exc).__name__}: {exc}"
         if not notify.closed:
             notify.write(json.dumps({"error": msg}) + "\n")
@@ -289,7 +299,7 @@ def up(scenario_path: str, json_out: str | None) -> SessionState:
     # network is for the user's own tools (calls and probes are not run by `up` anyway).
     load_scenario(scenario_path, idle_ok=True)
     read_fd, write_fd = os.pipe()
-    log = open(os.devnull, "wb")  # noqa: SIM115 - handed to the child
+    log = open(os.devnull, "wb")
     argv = [sys.executable, "-m", "testbed.session", str(Path(scenario_path).resolve()), str(write_fd)]
     if json_out:
         argv.append(str(Path(json_out).resolve()))

@@ -94,7 +94,7 @@ def strip_link_layer(linktype: int, frame: bytes) -> bytes | None:
 def read_capture(path: str) -> Iterator[CaptureRecord]:
     """Records of a pcap or pcapng file; raises ``CaptureError`` naming the file and offset."""
     try:
-        f = open(path, "rb")  # noqa: SIM115 - closed in finally; generator owns it
+        f = open(path, "rb")
     except FileNotFoundError:
         raise CaptureError("no such file", file=path) from None
     except IsADirectoryError:

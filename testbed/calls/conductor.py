@@ -52,7 +52,6 @@ from testbed.calls.signalling import (
 from testbed.records.timeline import CallState, Party, TimelineEntry
 
 
-
 @dataclass(frozen=True, slots=True)
 class Send:
     to: Role
@@ -209,7 +208,7 @@ class Conductor:
                 return self._hang_up(now, "duration reached", everyone=False)
             case Phase.RECONNECTING:
                 self._errors.append(
-                    f"not reconnected by the end of the call's duration after an ICE restart ("
+                    "not reconnected by the end of the call's duration after an ICE restart ("
                     + "; ".join(f"{r}: {self._describe(e)}" for r, e in self._endpoints.items())
                     + ")"
                 )

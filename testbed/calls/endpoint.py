@@ -51,6 +51,7 @@ from aiortc.mediastreams import MediaStreamTrack
 from aiortc.rtcconfiguration import RTCIceTransportPolicy
 
 from testbed.calls import aiortc_glue
+from testbed.calls.adapt import AdaptConfig, BitrateController
 from testbed.calls.endpoint_report import (
     Codec,
     Counters,
@@ -62,7 +63,6 @@ from testbed.calls.endpoint_report import (
     StatsType,
     busiest_transport,
 )
-from testbed.calls.adapt import AdaptConfig, BitrateController
 from testbed.calls.media import FrameSink, MovingBarTrack, ToneTrack
 from testbed.calls.metrics import Arrivals
 from testbed.calls.options import AUDIO_CODECS, VIDEO_CODECS, CallOptions

@@ -233,7 +233,7 @@ def capture(
                     f.flush()
                     last_flush = now
             # Whatever arrived before the signal is still in the socket buffers: keep it.
-            for fd, (iface, sock) in list(by_fd.items()):
+            for iface, sock in list(by_fd.values()):
                 _drain(sock, iface, writer, counters, writing, max_bytes, max_packets, snaplen)
                 counters.kernel_drops[ifnames[iface]] += _kernel_drops(sock)
             f.flush()

@@ -9,15 +9,14 @@ import sys
 from collections import deque
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 from testbed.censor.config import CensorConfig, PolicyConfig
 from testbed.errors import CensorError
+from testbed.net.process import netns_process, terminate
+from testbed.net.topology import TopologyPlan
 from testbed.records import censor_message
 from testbed.records.censor_message import CensorFinal, CensorReady, CensorStats
 from testbed.records.json import JsonObject, RecordError
-from testbed.net.process import netns_process, terminate
-from testbed.net.topology import TopologyPlan
 from testbed.scenario.model import CensorSpec
 
 READY_TIMEOUT_S = 20.0

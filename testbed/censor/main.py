@@ -27,11 +27,10 @@ import signal
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 from testbed.censor import firewall
-from testbed.censor.nfqueue import QueueAdapter
 from testbed.censor.config import CensorConfig, PolicyCompileError, build_policy
+from testbed.censor.nfqueue import QueueAdapter
 from testbed.core.classify import Classifier
 from testbed.core.engine import CensorEngine
 from testbed.records import censor_message

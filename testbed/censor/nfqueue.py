@@ -135,7 +135,7 @@ class QueueAdapter:
             return
         try:
             nfq.run(block=False)
-        except BaseException as exc:  # noqa: BLE001 - anything here must stop the censor
+        except BaseException as exc:
             if self._fd is not None:
                 self._loop.remove_reader(self._fd)
                 self._fd = None

@@ -28,7 +28,7 @@ async def terminate(proc: asyncio.subprocess.Process, grace_s: float = 3.0) -> N
         proc.send_signal(signal.SIGTERM)
     try:
         await asyncio.wait_for(proc.wait(), grace_s)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         with contextlib.suppress(ProcessLookupError):
             proc.kill()
         await proc.wait()

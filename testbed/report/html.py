@@ -319,7 +319,7 @@ details summary { cursor:pointer; color:var(--muted); margin:8px 0 4px; }
 
 
 def _page(title: str, body: str, *, crumbs: str = "") -> str:
-    generated = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    generated = _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     return (
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
         f"<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>{escape(title)}</title>"
@@ -883,7 +883,7 @@ def write_html_report(
     results: list[JsonObject],
     out_dir: Path,
     *,
-    pcaps: Mapping[str, Path] = {},  # noqa: B006 - read only
+    pcaps: Mapping[str, Path] = {},
     censor_offset_s: float = 0.0,
 ) -> Path:
     """Write ``index.html`` and one page per scenario into ``out_dir``; returns index.html's path.

@@ -18,8 +18,6 @@ from enum import Enum
 from typing import Annotated, Any
 
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
     ValidationInfo,
     field_validator,
@@ -28,10 +26,10 @@ from pydantic import (
 
 from testbed.scenario import template
 from testbed.scenario.app_schema import AppSpec, app_reference_problems, binary_problems
-from testbed.scenario.policy_schema import Lists, PolicySettings, Rules, policy_reference_problems
-from testbed.scenario.call_schema import CallSpec, Media, call_reference_problems
-from testbed.scenario.common import NODE_NAME_RE, Duration, Side, Timeout, _Frozen, parse_duration
+from testbed.scenario.call_schema import CallSpec, call_reference_problems
+from testbed.scenario.common import NODE_NAME_RE, Duration, Side, Timeout, _Frozen
 from testbed.scenario.expect_schema import Expectation, VerdictSettings
+from testbed.scenario.policy_schema import Lists, PolicySettings, Rules, policy_reference_problems
 from testbed.scenario.yamlsrc import format_path
 
 RESERVED_NODES = frozenset({"censor", "python"})  # python: the `{python}` probe word

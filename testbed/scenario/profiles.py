@@ -47,7 +47,7 @@ from testbed.errors import ScenarioError
 from testbed.files import MAX_SCENARIO_BYTES, InputFileError, read_text_file
 from testbed.scenario.common import _Frozen
 from testbed.scenario.model import CensorSpec
-from testbed.scenario.policy_schema import ListSpec, Lists, PolicySettings, Rules, RuleSpec, policy_reference_problems
+from testbed.scenario.policy_schema import Lists, ListSpec, PolicySettings, Rules, RuleSpec, policy_reference_problems
 from testbed.scenario.validation import translate_validation_error
 from testbed.scenario.yamlsrc import SourceMap, format_path, load_yaml
 
@@ -506,7 +506,7 @@ def describe_profile(profile: CensorProfile) -> str:
         entries = list(ls.entries) + ([f"file {ls.file}"] if ls.file else [])
         out.append(f"  list {name:<8} {', '.join(entries) or '(empty: the scenario points it at nodes)'}")
     out.append("  rules (in order; first match wins):")
-    for rule, data in zip(spec.rules, profile.rules_data or [None] * len(spec.rules)):
+    for rule, data in zip(spec.rules, profile.rules_data or [None] * len(spec.rules), strict=True):
         out.append(f"    {profile.prefixed(rule.name)}" + (f"  -- {rule.description}" if rule.description else ""))
         if isinstance(data, dict):
             for key in ("sticky", "match", "action"):

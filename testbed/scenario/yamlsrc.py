@@ -18,6 +18,7 @@ and are stated in README.md.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from itertools import pairwise
 from typing import Any
 
 import yaml
@@ -156,7 +157,7 @@ class _Converter:
     def _error(self, message: str, path: Path_) -> ScenarioError:
         """An expansion error at the first alias use on the way to ``path``, not at the anchor."""
         key, line = path, self.smap.line_of(path)
-        for (parent, parent_path), (child, child_path) in zip(self._stack, self._stack[1:]):
+        for (parent, parent_path), (child, child_path) in pairwise(self._stack):
             if not _within(child, parent):  # reached through an alias used inside ``parent``
                 key = child_path
                 # A mapping's value: the key's own line; a list item: the list's line.

@@ -21,7 +21,7 @@ def make_certificate(
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])])
     sans: list[x509.GeneralName] = [x509.DNSName(n) for n in names]
     sans += [x509.IPAddress(ipaddress.ip_address(a)) for a in addresses]
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     cert = (
         x509.CertificateBuilder()
         .subject_name(subject)

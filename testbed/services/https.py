@@ -122,16 +122,16 @@ class Handler(BaseHTTPRequestHandler):
         super().setup()
         self.connection.settimeout(self.server.limits.idle_timeout_s)
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+    def do_GET(self) -> None:
         self._answer(route("GET", self.path, MAX_BYTES), head=False)
 
-    def do_HEAD(self) -> None:  # noqa: N802
+    def do_HEAD(self) -> None:
         self._answer(route("HEAD", self.path, MAX_BYTES), head=True)
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         self._write_request("POST")
 
-    def do_PUT(self) -> None:  # noqa: N802
+    def do_PUT(self) -> None:
         self._write_request("PUT")
 
     def _write_request(self, method: str) -> None:
@@ -219,8 +219,8 @@ class Handler(BaseHTTPRequestHandler):
             self.wfile.write(chunk)
             n -= len(chunk)
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
-        sys.stderr.write("%s %s\n" % (self.address_string(), format % args))
+    def log_message(self, format: str, *args: object) -> None:
+        sys.stderr.write(f"{self.address_string()} {format % args}\n")
 
 
 def _log(client_address: Any, message: str) -> None:

@@ -291,7 +291,7 @@ def main(argv: Sequence[str]) -> int:
         print(f"quicget: {e}", file=sys.stderr)
         return EXIT_USAGE
     try:
-        sink = sys.stdout.buffer if opts.output == "-" else open(opts.output, "wb")  # noqa: SIM115
+        sink = sys.stdout.buffer if opts.output == "-" else open(opts.output, "wb")
     except OSError as e:
         print(f"quicget: cannot write {opts.output}: {e}", file=sys.stderr)
         return EXIT_USAGE

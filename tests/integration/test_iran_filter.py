@@ -15,11 +15,11 @@ from typing import Any
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit"))
-from test_policy_iran import HTTP_GET, JUNK, _dns_tcp_query, doc_recipe  # noqa: E402
+from test_policy_iran import HTTP_GET, JUNK, _dns_tcp_query, doc_recipe
 
-from testbed.core.classify import Classifier  # noqa: E402
-from testbed.core.packet import parse_ip  # noqa: E402
-from testbed.tools.updown import Session, python_in_nodes, session  # noqa: E402
+from testbed.core.classify import Classifier
+from testbed.core.packet import parse_ip
+from testbed.tools.updown import Session, python_in_nodes, session
 
 pytestmark = pytest.mark.netns
 

@@ -19,11 +19,11 @@ import pytest
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit"))
-from test_policy_conforms import IRAN  # noqa: E402  # the filter as measured: judged at the 2nd data packet
-from test_policy_fet import random_bytes  # noqa: E402
-from test_policy_iran import HTTP_GET  # noqa: E402
+from test_policy_conforms import IRAN  # the filter as measured: judged at the 2nd data packet
+from test_policy_fet import random_bytes
+from test_policy_iran import HTTP_GET
 
-from testbed.tools.updown import Session, python_in_nodes, session  # noqa: E402
+from testbed.tools.updown import Session, python_in_nodes, session
 
 pytestmark = pytest.mark.netns
 

@@ -24,6 +24,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[1]))
 
 from _dpi_helpers import tcp4, udp4  # noqa: E402
+
 from testbed.analysis.pcap import read_capture, strip_link_layer  # noqa: E402
 from testbed.core.classify import Classifier  # noqa: E402
 from testbed.core.flow import Flow  # noqa: E402

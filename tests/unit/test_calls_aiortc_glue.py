@@ -11,6 +11,7 @@ import asyncio
 import datetime
 import ssl
 from collections.abc import Awaitable, Callable, Iterator
+from itertools import pairwise
 from typing import Any
 
 import aioice.ice
@@ -379,7 +380,7 @@ def test_app_opus_encoder_runs_at_its_bitrate_frame_size_and_follows_set_bitrate
     second = _encode_all(encoder, _tone_frames(300)[150:])
     assert len(first) == 50 and len(second) == 50, "60 ms frames: one packet per 3 input frames"
     stamps = [t for t, _ in first + second]
-    assert {b - a for a, b in zip(stamps, stamps[1:])} == {2880}, "timestamps step 60 ms, across the change"
+    assert {b - a for a, b in pairwise(stamps)} == {2880}, "timestamps step 60 ms, across the change"
     kbps_first = sum(n for _, n in first) * 8 / 3 / 1000
     kbps_second = sum(n for _, n in second) * 8 / 3 / 1000
     assert 24 < kbps_first < 40 and 8 < kbps_second < 16, (kbps_first, kbps_second)

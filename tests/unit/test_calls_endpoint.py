@@ -17,8 +17,8 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from testbed.calls.endpoint import Endpoint, EndpointConfig
-from testbed.calls.endpoint_report import EndpointReport
 from testbed.calls.endpoint import run as endpoint_run
+from testbed.calls.endpoint_report import EndpointReport
 from testbed.calls.options import CallOptions
 from testbed.calls.signalling import (
     Decoder,

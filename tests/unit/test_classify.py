@@ -5,8 +5,8 @@ from __future__ import annotations
 import struct
 
 import pytest
-
 from _dpi_helpers import build_client_hello, stun_message, tcp4, tls_record, udp4
+
 from testbed.core.classify import Classifier
 from testbed.core.flow import Direction
 from testbed.core.labels import AddressList

@@ -8,8 +8,8 @@ import struct
 from pathlib import Path
 
 import pytest
-
 from _dpi_helpers import ether, stun_message, udp4, write_pcap, write_pcapng
+
 from testbed.analysis.classify import main
 from testbed.analysis.pcap import read_capture, strip_link_layer
 from testbed.errors import CaptureError

@@ -14,7 +14,6 @@ from functools import cache
 from typing import Any
 
 import pytest
-
 from _classify_golden import GOLDEN, SHARED_PCAPS, captures, snapshot
 
 pytestmark = pytest.mark.skipif(

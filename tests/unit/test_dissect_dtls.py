@@ -5,8 +5,8 @@ from __future__ import annotations
 import struct
 
 import pytest
-
 from _dpi_helpers import SHARED_PCAPS, build_client_hello
+
 from testbed.core.dissect.dtls import DtlsHandshakeAssembler, looks_like_dtls, parse_records
 
 

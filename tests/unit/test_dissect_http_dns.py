@@ -6,10 +6,10 @@ import random
 import struct
 
 import pytest
+from _dpi_helpers import SHARED_PCAPS, tcp4, udp4
 from hypothesis import given
 from hypothesis import strategies as st
 
-from _dpi_helpers import SHARED_PCAPS, tcp4, udp4
 from testbed.core.classify import Classifier
 from testbed.core.dissect.dns import parse_dns, parse_dns_tcp
 from testbed.core.dissect.http import parse_request, parse_status_line

@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from _dpi_helpers import SHARED_PCAPS, build_client_hello
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from _dpi_helpers import SHARED_PCAPS
 from testbed.core.dissect.quic import (
     QUIC_DRAFT29,
     QUIC_V1,
@@ -19,7 +19,6 @@ from testbed.core.dissect.quic import (
     parse_initial,
 )
 from testbed.core.dissect.tls import ExtType
-from _dpi_helpers import build_client_hello
 
 DCID = bytes.fromhex("8394c8f03e515708")
 

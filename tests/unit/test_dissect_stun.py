@@ -5,6 +5,7 @@ from __future__ import annotations
 import struct
 
 from _dpi_helpers import stun_message
+
 from testbed.core.dissect.stun import (
     StunAttr,
     StunClass,

@@ -6,6 +6,7 @@ import hashlib
 import struct
 
 from _dpi_helpers import build_client_hello, tls_record
+
 from testbed.core.dissect.tls import (
     TlsHelloAssembler,
     is_grease,

@@ -115,7 +115,7 @@ class FakeRulePolicy:
         return ACCEPT
 
     def flow_record(self, flow: object) -> dict[str, object]:
-        port = int(getattr(flow, "responder_port"))
+        port = int(flow.responder_port)
         return {"rule": "hit" if port in self.hit_ports else None}
 
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-
 from _dpi_helpers import tcp4, udp4
+
 from testbed.core.flow import Direction, EndReason, Flow, FlowKey, FlowTable
 from testbed.core.packet import parse_ip
 

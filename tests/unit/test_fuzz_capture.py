@@ -5,10 +5,10 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
+from _dpi_helpers import ether, stun_message, udp4, write_pcap, write_pcapng
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from _dpi_helpers import ether, stun_message, udp4, write_pcap, write_pcapng
 from testbed.analysis.pcap import read_capture
 from testbed.errors import CaptureError
 

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+from _dpi_helpers import udp4
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from _dpi_helpers import udp4
 from testbed.core.classify import Classifier
 from testbed.core.flow import Flow
 from testbed.core.packet import parse_ip

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import struct
 
+from _dpi_helpers import ipv4, tcp, udp
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from _dpi_helpers import ipv4, tcp, udp
 from testbed.core.classify import Classifier
 from testbed.core.dissect.dtls import DtlsHandshakeAssembler, parse_records
 from testbed.core.dissect.quic import parse_gquic, parse_initial

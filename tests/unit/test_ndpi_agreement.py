@@ -11,7 +11,6 @@ from __future__ import annotations
 from functools import cache
 
 import pytest
-
 from _dpi_helpers import SHARED_PCAPS, CaptureScore, score_capture, score_table, shared_captures
 
 pytestmark = pytest.mark.skipif(

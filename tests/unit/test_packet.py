@@ -5,8 +5,8 @@ from __future__ import annotations
 import struct
 
 import pytest
-
 from _dpi_helpers import ipv4, tcp, tcp4, udp, udp4
+
 from testbed.core.packet import MalformedPacket, format_addr, format_endpoint, parse_ip
 
 V6_SRC = bytes.fromhex("fd000000000000000000000000000001")

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import math
 import statistics
+from itertools import pairwise
 
 import pytest
 from _dpi_helpers import build_client_hello, tls_record
 from test_policy_support import (
     ACK,
     CALLEE,
+    CALLEE6,
     CALLER,
     CALLER6,
-    CALLEE6,
     PSHACK,
     RELAY,
     SYN,
@@ -231,11 +232,11 @@ def test_jitter_never_reorders_a_flow_by_default() -> None:
     for parity in (0, 1):
         untils = [v.until for i, v in enumerate(vs) if i % 2 == parity]
         assert all(u is not None for u in untils)
-        assert all(b > a_ for a_, b in zip(untils, untils[1:])), "released before an earlier packet"  # type: ignore[operator]
-        assert all(b - a_ >= ORDER_EPS * 0.999 for a_, b in zip(untils, untils[1:]))  # type: ignore[operator]
+        assert all(b > a_ for a_, b in pairwise(untils)), "released before an earlier packet"  # type: ignore[operator]
+        assert all(b - a_ >= ORDER_EPS * 0.999 for a_, b in pairwise(untils))  # type: ignore[operator]
     # With packets every 2 ms and +-40 ms jitter, the clamp must have pushed packets back.
     untils = [v.until or 0.0 for v in vs[::2]]
-    pushed = sum(1 for x, y in zip(untils, untils[1:]) if abs(y - x - ORDER_EPS) < 1e-9)
+    pushed = sum(1 for x, y in pairwise(untils) if abs(y - x - ORDER_EPS) < 1e-9)
     assert pushed > 100
 
 
@@ -243,7 +244,7 @@ def test_reorder_true_lets_packets_overtake() -> None:
     p = policy(rules_of("{name: j, action: {delay: {time: 50ms, jitter: 40ms, reorder: true}}}"))
     vs = play(engine(p), stream(2000, dt=0.002))
     untils = [v.until for v in vs]
-    assert any(b < a_ for a_, b in zip(untils, untils[1:]))  # type: ignore[operator]
+    assert any(b < a_ for a_, b in pairwise(untils))  # type: ignore[operator]
 
 
 def test_no_overtaking_when_a_rule_stops_matching_mid_flow() -> None:
@@ -515,7 +516,7 @@ def test_twitter_throttle_default_burst_reproduces_the_measured_pattern() -> Non
     passed = [t for v, (t, _) in zip(vs, pk, strict=True) if v.action is Action.ACCEPT]
     assert 16 <= sum(t < 0.1 for t in passed) <= 18
     assert len(passed) == pytest.approx(16 + 2 * 16.25, abs=2)
-    gaps = [b - a_ for a_, b in zip(passed[20:], passed[21:])]
+    gaps = [b - a_ for a_, b in pairwise(passed[20:])]
     assert statistics.mean(gaps) == pytest.approx(1000 / 16_250, rel=0.05)
 
 

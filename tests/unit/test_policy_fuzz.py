@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_policy_support import CALLEE, CALLER, CALLER6, CALLEE6, RELAY, a, engine, policy
+from test_policy_support import CALLEE, CALLEE6, CALLER, CALLER6, RELAY, a, engine, policy
 
 from testbed.core.craft import tcp_segment, udp_datagram
 from testbed.core.verdict import Action

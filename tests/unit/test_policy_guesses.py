@@ -9,8 +9,8 @@ pings, then died.
 from __future__ import annotations
 
 import pytest
-from test_policy_support import CALLEE, CALLER, engine, play, policy, spec, udp
 from pydantic import ValidationError
+from test_policy_support import CALLEE, CALLER, engine, play, policy, spec, udp
 
 from testbed.scenario.policy_schema import LabelsSpec
 

@@ -30,7 +30,7 @@ from test_policy_support import (
 from testbed.core.classify import Classifier
 from testbed.core.flow import Direction
 from testbed.core.packet import parse_ip
-from testbed.core.verdict import Action, Verdict
+from testbed.core.verdict import Verdict
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "policy.md"
 JUNK = random.Random(24).randbytes(64)  # what ncat, SSH or a fully encrypted proxy sends first

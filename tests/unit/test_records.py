@@ -12,7 +12,8 @@ import pytest
 from _dpi_helpers import build_client_hello, stun_message, tls_record, udp4, write_pcap
 from test_policy_support import CALLEE, CALLER, RELAY, SYN, engine, play, policy, tcp, udp
 
-from testbed.analysis.classify import flow_to_json, main as classify_main
+from testbed.analysis.classify import flow_to_json
+from testbed.analysis.classify import main as classify_main
 from testbed.core.classify import Classifier
 from testbed.core.engine import CensorEngine
 from testbed.records import censor_message

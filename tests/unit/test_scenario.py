@@ -8,8 +8,9 @@ import pytest
 
 from testbed.errors import ScenarioError
 from testbed.runner import precheck
+from testbed.scenario.call_schema import Media
+from testbed.scenario.common import Side, parse_duration
 from testbed.scenario.loader import discover, load_scenario, parse_scenario
-from testbed.scenario.model import Media, Side, parse_duration
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -43,7 +44,7 @@ def test_minimal_scenario_gets_default_nodes() -> None:
 
 def test_model_is_frozen() -> None:
     sc = parse_scenario("name: tiny\ncalls:\n  - name: c\n")
-    with pytest.raises(Exception):
+    with pytest.raises(ValueError):  # pydantic's ValidationError
         sc.name = "other"  # type: ignore[misc]
 
 

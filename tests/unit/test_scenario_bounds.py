@@ -14,9 +14,9 @@ from typing import TypeVar
 import pytest
 
 from testbed.errors import ScenarioError
+from testbed.files import MAX_LIST_FILE_BYTES, MAX_SCENARIO_BYTES, InputFileError, read_text_file
 from testbed.runner import precheck
 from testbed.scenario import yamlsrc
-from testbed.files import MAX_LIST_FILE_BYTES, MAX_SCENARIO_BYTES, InputFileError, read_text_file
 from testbed.scenario.loader import LoadedScenario, discover, load_scenario, parse_scenario
 
 T = TypeVar("T")

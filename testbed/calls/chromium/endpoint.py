@@ -139,7 +139,7 @@ class ChromiumEndpoint:
             script = PAGE_JS.read_text()
             html.write_text(f"<!doctype html><meta charset=utf-8><title>testbed</title><script>{script}</script>")
             await self._cmd("Page.navigate", {"url": html.as_uri()})
-            while not await self._eval("typeof window.tb === 'object'"):
+            while not await self._eval("typeof window.tb === 'object'"):  # noqa: ASYNC110 (polls the page)
                 await asyncio.sleep(0.05)
             self._offset_ms = await self._clock_offset_ms()
             await self._eval(f"tb.setup({json.dumps(self._page_config())}, {self._offset_ms!r})")

@@ -132,7 +132,7 @@ class Classifier:
         if flow.inspecting and packet.payload:
             try:
                 changed = self._inspect(flow, direction, packet, now) or changed
-            except Exception:  # noqa: BLE001 - rule 2: contain a dissector bug, never crash
+            except Exception:
                 self.dissector_errors += 1
                 flow.inspecting = False
                 flow.classifier_state = None

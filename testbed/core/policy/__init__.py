@@ -21,9 +21,9 @@ from testbed.core.policy.compile import (
     compile_policy,
     estimate_max_hold,
 )
-from testbed.core.policy_ir import PolicyIR, PolicyIRError
 from testbed.core.policy.runtime import ORDER_EPS, RulePolicy
 from testbed.core.policy.state import POLICY_STATE_KEY, SETTLED_KEY
+from testbed.core.policy_ir import PolicyIR, PolicyIRError
 
 __all__ = [
     "ORDER_EPS",

@@ -32,8 +32,6 @@ from testbed.core.policy.matchers.fingerprint import FingerprintMatch, GroupsMat
 from testbed.core.policy.matchers.logic import AllOf, AnyOf, Not
 from testbed.core.policy.matchers.names import AlpnMatch, EchMatch, LabelsMatch, SniMatch
 from testbed.core.policy.matchers.payload import BytesMatch
-from testbed.core.policy.matchers.quic import PortOrderMatch, WholeHelloInFirstInitialMatch
-from testbed.core.policy.matchers.syn import SynFromMatch
 from testbed.core.policy.matchers.progress import (
     AgeMatch,
     DataPacketMatch,
@@ -41,10 +39,12 @@ from testbed.core.policy.matchers.progress import (
     HandshakeMatch,
     PacketIndexMatch,
     PayloadSizeMatch,
-    SizeMatch,
     Range,
+    SizeMatch,
     TimeMatch,
 )
+from testbed.core.policy.matchers.quic import PortOrderMatch, WholeHelloInFirstInitialMatch
+from testbed.core.policy.matchers.syn import SynFromMatch
 from testbed.core.policy.rng import derive_seed
 from testbed.core.policy.rule import CompiledRule, CutPlan, RejectPlan, ResidualPlan, ThrottlePlan
 from testbed.core.policy.runtime import RulePolicy

@@ -28,8 +28,8 @@ from testbed.core.policy.loss import Bernoulli, GilbertElliott
 from testbed.core.policy.matchers import Expiring, Matcher, StaticMatcher
 from testbed.core.policy.rng import derive_rng
 from testbed.core.policy.state import Context, FlowFacts, RuleFlowState
-from testbed.core.verdict import Action, RejectKind, Verdict
 from testbed.core.policy_kinds import BlockKey, IcmpCode, RejectTo, RejectWith, ThrottleMode, ThrottlePer
+from testbed.core.verdict import Action, RejectKind, Verdict
 
 __all__ = ["CompiledRule", "CutPlan", "RejectPlan", "ResidualPlan", "ThrottlePlan", "reject_verdict"]
 

@@ -29,10 +29,10 @@ from testbed.core.flow import Direction, Flow
 from testbed.core.labels import AddressList
 from testbed.core.packet import IPProto, Packet, TCPFlag
 from testbed.core.policy.counters import EventLog, RuleCounters
+from testbed.core.policy.loss import Bernoulli, GilbertElliottState
 from testbed.core.policy.matchers import Matcher
 from testbed.core.policy.matchers.conforms import MAX_BYTES as CONFORMS_MAX_BYTES
 from testbed.core.policy.matchers.facts import reads_frozen_facts
-from testbed.core.policy.loss import Bernoulli, GilbertElliottState
 from testbed.core.policy.residual import ResidualBlock, ResidualBlocks
 from testbed.core.policy.rule import CompiledRule, RejectPlan, reject_verdict
 from testbed.core.policy.state import (
@@ -43,8 +43,8 @@ from testbed.core.policy.state import (
     FlowState,
     RuleFlowState,
 )
-from testbed.core.verdict import ACCEPT, Action, Verdict
 from testbed.core.policy_kinds import IcmpCode, RejectTo, RejectWith, ThrottleMode
+from testbed.core.verdict import Action, Verdict
 from testbed.records.censor_event import EventKind
 
 __all__ = ["ORDER_EPS", "RulePolicy"]
