@@ -59,6 +59,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
                 seed=args.seed,
                 progress=quiet if args.quiet else board.for_scenario(item.scenario.name),
                 capture_dir=capture_dir,
+                logs_dir=Path(args.report) / "logs" if args.report else None,
             )
         results[i] = result
         board.print_result(result.to_json(), sys.stdout)
@@ -154,6 +155,8 @@ def _print_up(state: SessionState) -> None:
         if svc.kind == "http":  # plain HTTP: any Host header, routes as https
             extra = f" url http://{svc.address}:{svc.port}/"
         print(f"  service {svc.kind} on {svc.node} {svc.address}:{svc.port}{extra}")
+    for app in state.apps:
+        print(f"  app {app.name} on {app.node} (pid {app.pid}), log {app.log}")
     print("run commands with `testbed exec NODE -- CMD...`; stop with `testbed down`")
 
 

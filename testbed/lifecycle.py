@@ -13,9 +13,9 @@ Each thing is a :class:`Step`: an async context manager that makes its part, rec
 the apps' supervisors) run in a ``TaskGroup`` around the body, so a censor that dies mid-run
 cancels the body and its ``CensorError`` is what the caller sees.
 
-Where the next thing plugs in: user processes in nodes ("apps", started after the services
-and the censor, before calls and probes) are one more step appended by :func:`default_steps`
-after ``SERVICES``; it adds each process to ``Parts.processes`` (a :class:`NodeProcess`) and its
+User processes in nodes ("apps", ``testbed/apps.py``, started after the services and the
+censor, before calls and probes) are the ``APPS`` step, appended by :func:`default_steps` after
+``SERVICES``; it adds each process to ``Parts.processes`` (a :class:`NodeProcess`) and its
 supervisor to ``Parts.watchers``, and both `run` and `up` get them with no other change.
 """
 
@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
@@ -31,6 +32,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Protocol
 
+from testbed.apps import RunningApp, running_apps
 from testbed.censor.capture import CaptureHandle, running_capture
 from testbed.censor.control import running_censor
 from testbed.censor.policy_setup import PolicyCompileError, PolicyConfig, build_policy, policy_config
@@ -38,12 +40,14 @@ from testbed.errors import ScenarioError, TestbedError
 from testbed.net.names import new_run_id
 from testbed.net.runs import registered_run
 from testbed.net.topology import Topology, TopologyPlan, build_topology, plan_topology
+from testbed.records.app import AppInfo, AppResult
 from testbed.records.json import JsonObject
 from testbed.scenario.loader import LoadedScenario
 from testbed.scenario.model import Scenario
 from testbed.services.run import RunningService, running_services
 
 __all__ = [
+    "APPS",
     "CAPTURE",
     "CENSOR",
     "RUN_DIR",
@@ -101,6 +105,8 @@ class RunPlan:
     """The censor's policy config (handed to the censor process)."""
     capture_dir: Path | None = None
     """Also write a pcapng of the censor's links here."""
+    logs_dir: Path | None = None
+    """Keep a copy of each app's log here (the run directory goes with the run)."""
 
     @classmethod
     def create(
@@ -111,13 +117,14 @@ class RunPlan:
         seed: int | None = None,
         capture_dir: Path | None = None,
         run_id: str | None = None,
+        logs_dir: Path | None = None,
     ) -> RunPlan:
         """Plan the run; raises ScenarioError (policy that does not compile) before anything exists."""
         rid = new_run_id() if run_id is None else run_id
         used_seed = loaded.scenario.seed if seed is None else seed
         topology = plan_topology(loaded.scenario, rid)
         policy = checked_policy_config(loaded.scenario, topology, loaded.path, used_seed)
-        return cls(loaded, rid, used_seed, purpose, topology, policy, capture_dir)
+        return cls(loaded, rid, used_seed, purpose, topology, policy, capture_dir, logs_dir)
 
     @property
     def scenario(self) -> Scenario:
@@ -139,14 +146,20 @@ class Censor(Protocol):
 
 
 class NodeProcess(Protocol):
-    """A process the lifecycle started in a node and supervises: the hook for the coming apps
-    (each has a name, runs in ``node``, and its supervisor is one of ``Parts.watchers``)."""
+    """A process the lifecycle started in a node and supervises (an app: ``testbed.apps``): it has
+    a name, runs in ``node``, and its supervisor is one of ``Parts.watchers``."""
 
     @property
     def name(self) -> str: ...
 
     @property
     def node(self) -> str: ...
+
+    def record(self) -> AppResult:
+        """What it did (the result's ``apps`` entry); complete once the run stopped it."""
+
+    def info(self) -> AppInfo:
+        """What ``testbed up`` lists: name, node, pid, log."""
 
 
 @dataclass(slots=True)
@@ -162,6 +175,8 @@ class Parts:
     censor: Censor | None = None
     services: list[RunningService] = field(default_factory=list)
     processes: list[NodeProcess] = field(default_factory=list)
+    apps_origin: float | None = None
+    """CLOCK_MONOTONIC when the apps step began (the apps' times count from it)."""
     watchers: list[Watcher] = field(default_factory=list)
 
     def live(self) -> LiveRun:
@@ -228,6 +243,7 @@ TOPOLOGY = "topology"
 CAPTURE = "capture"
 CENSOR = "censor"
 SERVICES = "services"
+APPS = "apps"
 
 
 @contextlib.asynccontextmanager
@@ -278,6 +294,25 @@ async def _services(parts: Parts) -> AsyncIterator[None]:
         yield
 
 
+@contextlib.asynccontextmanager
+async def _apps(parts: Parts) -> AsyncIterator[None]:
+    assert parts.workdir is not None
+    plan = parts.plan
+    names = [a.name for spec in plan.scenario.nodes.values() for a in spec.apps]
+    parts.progress(f"starting apps: {', '.join(names)}")
+    started: list[RunningApp] = []
+    # Each app is on `parts.processes` as soon as it starts: a run that fails while starting a
+    # later one still reports the earlier ones (and their logs).
+    parts.processes = started  # type: ignore[assignment]  # list is invariant; RunningApp is a NodeProcess
+    parts.apps_origin = origin = time.monotonic()
+    keep = None if plan.logs_dir is None else (plan.logs_dir, f"{plan.scenario.name}-{plan.run_id}-")
+    async with running_apps(
+        plan.scenario, plan.topology, parts.services, parts.workdir, started, origin, keep=keep
+    ) as apps:
+        parts.watchers.extend(a.watch for a in apps)
+        yield
+
+
 StepsFor = Callable[[RunPlan], Sequence[Step]]
 """How a caller chooses a plan's steps: ``default_steps``, or fakes in tests."""
 
@@ -290,7 +325,8 @@ def default_steps(plan: RunPlan) -> tuple[Step, ...]:
     steps.append(Step(CENSOR, _censor))
     if any(spec.services for spec in plan.scenario.nodes.values()):
         steps.append(Step(SERVICES, _services))
-    # Apps (user processes in nodes, after services and censor, before calls/probes) go here.
+    if any(spec.apps for spec in plan.scenario.nodes.values()):
+        steps.append(Step(APPS, _apps))
     return tuple(steps)
 
 

@@ -7,19 +7,21 @@ SNI twitter.com is reset", "a download of 1 MB through the throttle takes longer
 from __future__ import annotations
 
 import asyncio
-import re
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+from testbed.errors import RunError
 from testbed.net.process import netns_process, terminate
 from testbed.net.topology import TopologyPlan
+from testbed.records.probe import ProbeAttempt
+from testbed.scenario import template
 from testbed.scenario.model import ProbeSpec
 from testbed.services.run import RunningService
 
-_REF = re.compile(r"\{(cert:)?([a-z][a-z0-9_]*)\}")
 TAIL = 2000
 
 
@@ -29,18 +31,31 @@ class ProbeResult:
     node: str
     argv: tuple[str, ...]
     exit_code: int | None
-    """None when the probe ran out of time and was stopped."""
+    """None when the probe ran out of time and was stopped (a repeated probe: its last attempt)."""
     duration_s: float
     started_s: float
     stdout_tail: str
     stderr_tail: str
+    attempts: tuple[ProbeAttempt, ...] = ()
+    """A repeated probe's attempts, in order (empty for a one-shot probe)."""
 
     @property
     def timed_out(self) -> bool:
         return self.exit_code is None
 
+    @property
+    def success_pct(self) -> float | None:
+        if not self.attempts:
+            return None
+        return 100.0 * sum(a.ok for a in self.attempts) / len(self.attempts)
+
+    @property
+    def first_failure_s(self) -> float | None:
+        """When the first failed attempt started (the attempts' clock), or None."""
+        return next((a.t_s for a in self.attempts if not a.ok), None)
+
     def to_json(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "name": self.name,
             "node": self.node,
             "argv": list(self.argv),
@@ -51,45 +66,85 @@ class ProbeResult:
             "stdout_tail": self.stdout_tail,
             "stderr_tail": self.stderr_tail,
         }
+        if self.attempts:
+            pct = self.success_pct
+            first = self.first_failure_s
+            out["attempts"] = [a.to_json() for a in self.attempts]
+            out["success_pct"] = None if pct is None else round(pct, 2)
+            out["first_failure_s"] = None if first is None else round(first, 3)
+        return out
 
 
-def substitute(word: str, plan: TopologyPlan, services: Sequence[RunningService]) -> str:
-    def repl(m: re.Match[str]) -> str:
-        cert, node = m.group(1), m.group(2)
-        if not cert and node == "python":
-            # The interpreter testbed runs under, so probes can use testbed's tools
-            # (`{python} -m testbed.tools.quicget ...`) wherever testbed was started from.
-            return sys.executable
-        if cert:
-            for svc in services:
-                if svc.node == node and svc.kind in ("https", "quic") and svc.cert:
-                    return svc.cert
-            raise KeyError(f"{{cert:{node}}}: node {node!r} runs no https or quic service")
-        return plan.node(node).public_address
+def substitute(
+    word: str,
+    plan: TopologyPlan,
+    services: Sequence[RunningService],
+    variables: Mapping[str, str] | None = None,
+    rundir: Path | None = None,
+) -> str:
+    """``word`` with its placeholders (testbed.scenario.template) rendered for this run."""
+    certs: dict[str, tuple[str, str]] = {}
+    for svc in services:
+        if svc.kind in ("https", "quic") and svc.cert:
+            certs.setdefault(svc.node, (svc.cert, svc.key or ""))
+    value = template.lookup(
+        addresses={n.name: n.public_address for n in plan.nodes},
+        variables=variables or {},
+        certs=certs,
+        # The interpreter testbed runs under, so probes can use testbed's tools
+        # (`{python} -m testbed.tools.quicget ...`) wherever testbed was started from.
+        python=sys.executable,
+        rundir=str(rundir) if rundir is not None else "",
+    )
+    try:
+        return template.render(word, value)
+    except KeyError as exc:
+        raise RunError(f"probe word {word!r}: {exc.args[0]} cannot be filled in this run") from None
 
-    return _REF.sub(repl, word)
 
-
-async def run_probe(
-    spec: ProbeSpec, plan: TopologyPlan, services: Sequence[RunningService], *, origin: float
-) -> ProbeResult:
-    argv = tuple(substitute(w, plan, services) for w in spec.run)
-    netns = plan.censor_netns if spec.node == "censor" else plan.node(spec.node).netns
-    delay = origin + spec.start - time.monotonic()
-    if delay > 0:
-        await asyncio.sleep(delay)
+async def _attempt(netns: str, argv: Sequence[str], timeout: float) -> tuple[int | None, bytes, bytes, float]:
     started = time.monotonic()
-    async with netns_process(
-        netns, list(argv), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
-    ) as proc:
+    async with netns_process(netns, list(argv), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE) as proc:
         exit_code: int | None
         try:
-            out, err = await asyncio.wait_for(proc.communicate(), spec.timeout)
+            out, err = await asyncio.wait_for(proc.communicate(), timeout)
             exit_code = proc.returncode
         except TimeoutError:
             await terminate(proc, 2.0)
             out, err = b"", b""
             exit_code = None
+    return exit_code, out, err, time.monotonic() - started
+
+
+async def run_probe(
+    spec: ProbeSpec,
+    plan: TopologyPlan,
+    services: Sequence[RunningService],
+    *,
+    origin: float,
+    variables: Mapping[str, str] | None = None,
+    rundir: Path | None = None,
+) -> ProbeResult:
+    argv = tuple(substitute(w, plan, services, variables, rundir) for w in spec.run)
+    netns = plan.censor_netns if spec.node == "censor" else plan.node(spec.node).netns
+    delay = origin + spec.start - time.monotonic()
+    if delay > 0:
+        await asyncio.sleep(delay)
+    started = time.monotonic()
+    attempts: list[ProbeAttempt] = []
+    repeat = spec.repeat
+    while True:
+        t = time.monotonic()
+        exit_code, out, err, took = await _attempt(netns, argv, spec.timeout)
+        if repeat is None:
+            break
+        attempts.append(ProbeAttempt(t - origin, exit_code, took))
+        # The next tick after this attempt (attempts never overlap; a slow one skips ticks).
+        elapsed = time.monotonic() - started
+        ticks = int(elapsed // repeat.every) + 1
+        if ticks * repeat.every >= repeat.until - 1e-9:
+            break
+        await asyncio.sleep(max(0.0, started + ticks * repeat.every - time.monotonic()))
     return ProbeResult(
         name=spec.name,
         node=spec.node,
@@ -99,6 +154,7 @@ async def run_probe(
         started_s=started - origin,
         stdout_tail=out.decode(errors="replace")[-TAIL:],
         stderr_tail=err.decode(errors="replace")[-TAIL:],
+        attempts=tuple(attempts),
     )
 
 
@@ -106,6 +162,8 @@ def check_probe(spec: ProbeSpec, result: ProbeResult) -> list[tuple[str, bool, s
     """(what, passed, detail) for each of the probe's expectations."""
     exp = spec.expect
     out: list[tuple[str, bool, str]] = []
+    if spec.repeat is not None:
+        return check_attempts(spec, result)
     got = "timed out" if result.timed_out else f"exit {result.exit_code}"
     took = f"after {result.duration_s:.2f} s"
     if exp.exit == "nonzero":
@@ -124,3 +182,39 @@ def check_probe(spec: ProbeSpec, result: ProbeResult) -> list[tuple[str, bool, s
         ok = result.timed_out or result.duration_s >= exp.slower_than
         out.append((f"probe {spec.name}: slower than {exp.slower_than:g} s", ok, f"took {result.duration_s:.2f} s ({got})"))
     return out
+
+
+def check_attempts(spec: ProbeSpec, result: ProbeResult) -> list[tuple[str, bool, str]]:
+    """A repeated probe's expectations, over its attempts (an attempt succeeds when it exits 0)."""
+    exp = spec.expect
+    attempts = result.attempts
+    n = len(attempts)
+    ok_n = sum(a.ok for a in attempts)
+    pct = result.success_pct or 0.0
+    summary = f"{ok_n}/{n} attempts succeeded ({pct:.1f}%)"
+    out: list[tuple[str, bool, str]] = []
+    wanted = exp.success_pct.min if exp.success_pct is not None else (100.0 if exp.blocked_within is None else None)
+    if wanted is not None:
+        out.append((f"probe {spec.name}: success >= {wanted:g}%", n > 0 and pct >= wanted, _with_failure(summary, result)))
+    if exp.blocked_within is not None:
+        first = result.first_failure_s
+        if first is None:
+            out.append((f"probe {spec.name}: blocked within {exp.blocked_within:g} s", False, f"no attempt failed; {summary}"))
+        else:
+            since = first - result.started_s
+            late = [a for a in attempts if a.ok and a.t_s > first]
+            ok = since <= exp.blocked_within and not late
+            detail = f"first failure {since:.1f} s after the first attempt; {summary}"
+            if late:
+                detail += f"; {len(late)} attempt(s) succeeded after it (first at {late[0].t_s - result.started_s:.1f} s)"
+            out.append((f"probe {spec.name}: blocked within {exp.blocked_within:g} s", ok, detail))
+    return out
+
+
+def _with_failure(summary: str, result: ProbeResult) -> str:
+    if result.first_failure_s is None:
+        return summary
+    detail = f"{summary}; first failure at {result.first_failure_s - result.started_s:.1f} s"
+    if result.exit_code != 0 and result.stderr_tail.strip():
+        detail += f"; last stderr: {result.stderr_tail.strip()[-200:]}"
+    return detail

@@ -32,6 +32,7 @@ from testbed.lifecycle import (
     first_testbed_error,
 )
 from testbed.probes import ProbeResult, check_probe, run_probe
+from testbed.records.app import AppResult
 from testbed.records.json import JsonObject
 from testbed.records.result import SCHEMA_VERSION
 from testbed.scenario.loader import LoadedScenario
@@ -49,11 +50,13 @@ class ScenarioResult:
     expectations: list[ExpectationResult] = field(default_factory=list)
     calls: list[CallResult] = field(default_factory=list)
     probes: list[ProbeResult] = field(default_factory=list)
+    apps: list[AppResult] = field(default_factory=list)
     censor: JsonObject = field(default_factory=dict)
     error: str | None = None
     timeline_origin: dict[str, float] = field(default_factory=dict)
     """CLOCK_MONOTONIC instants the result's relative times count from: ``censor`` (the
-    censor's event times), ``calls_phase`` (probes' ``started_s`` and calls' ``start_s``)."""
+    censor's event times), ``calls_phase`` (probes' ``started_s`` and attempts, calls' ``start_s``),
+    ``apps`` (apps' ``started_s``/``ready_s``)."""
 
     def to_json(self) -> JsonObject:
         return {
@@ -70,6 +73,7 @@ class ScenarioResult:
             "expectations": [e.to_json() for e in self.expectations],
             "calls": [c.to_json() for c in self.calls],
             "probes": [p.to_json() for p in self.probes],
+            "apps": [a.to_json() for a in self.apps],
             "censor": self.censor,
             "timeline_origin": self.timeline_origin,
         }
@@ -85,12 +89,13 @@ async def run_scenario(
     progress: Progress | None = None,
     capture_dir: Path | None = None,
     steps: StepsFor = default_steps,
+    logs_dir: Path | None = None,
 ) -> ScenarioResult:
     """Run one scenario. ``capture_dir``: also write a pcapng of the censor's links there.
-    ``steps``: what the run owns (``testbed.lifecycle.default_steps``; tests pass fakes)."""
+    ``logs_dir``: keep a copy of each app's log there. ``steps``: what the run owns (``testbed.lifecycle.default_steps``; tests pass fakes)."""
     scenario = loaded.scenario
     say = progress or (lambda _msg: None)
-    plan = RunPlan.create(loaded, purpose=Purpose.RUN, seed=seed, capture_dir=capture_dir)
+    plan = RunPlan.create(loaded, purpose=Purpose.RUN, seed=seed, capture_dir=capture_dir, logs_dir=logs_dir)
     result = ScenarioResult(name=scenario.name, file=str(loaded.path), run_id=plan.run_id, seed=plan.seed)
     started = time.monotonic()
     try:
@@ -126,6 +131,10 @@ async def _run(plan: RunPlan, steps: Sequence[Step], result: ScenarioResult, say
     except BaseExceptionGroup as group:
         raise first_testbed_error(group) from None
     finally:
+        # Even when the run failed (then most useful): which apps ran, how they ended, their logs.
+        result.apps = [p.record() for p in lifecycle.parts.processes]
+        if lifecycle.parts.apps_origin is not None:
+            result.timeline_origin["apps"] = lifecycle.parts.apps_origin
         # Even when the run failed: the capture is a diagnostic, and most useful then.
         capture = lifecycle.parts.capture
         if capture is not None:
@@ -142,7 +151,12 @@ async def _workloads(live: LiveRun, result: ScenarioResult, say: Progress) -> No
     if live.censor.t0 is not None:
         result.timeline_origin["censor"] = live.censor.t0
     async with asyncio.TaskGroup() as tg:
-        probes = [tg.create_task(run_probe(p, plan, live.services, origin=origin)) for p in scenario.probes]
+        probes = [
+            tg.create_task(
+                run_probe(p, plan, live.services, origin=origin, variables=scenario.variables, rundir=live.workdir)
+            )
+            for p in scenario.probes
+        ]
         calls = tg.create_task(
             run_calls(
                 scenario.calls,

@@ -32,7 +32,8 @@ from testbed.lifecycle import RUN_DIR, Lifecycle, LiveRun, Parts, Purpose, RunPl
 from testbed.lifecycle import default_steps, insert_after
 from testbed.net import names
 from testbed.net.runs import owner_alive
-from testbed.records.json import JsonObject
+from testbed.records.app import AppInfo
+from testbed.records.json import JsonObject, RecordError
 from testbed.scenario.loader import LoadedScenario, load_scenario
 from testbed.services.run import RunningService
 
@@ -81,6 +82,8 @@ class SessionState:
     nodes: Mapping[str, NodeState]
     """``censor`` first, then the scenario's nodes."""
     services: tuple[RunningService, ...]
+    apps: tuple[AppInfo, ...] = ()
+    """The scenario's apps, running (their logs, for `tail -f`)."""
 
     @classmethod
     def of(cls, live: LiveRun, json_out: Path | None) -> SessionState:
@@ -97,6 +100,7 @@ class SessionState:
             json_out=str(json_out) if json_out is not None else None,
             nodes=nodes,
             services=live.services,
+            apps=tuple(p.info() for p in live.processes),
         )
 
     def to_json(self) -> dict[str, object]:
@@ -108,6 +112,7 @@ class SessionState:
             "json_out": self.json_out,
             "nodes": {name: n.to_json(censor=name == "censor") for name, n in self.nodes.items()},
             "services": [s.to_json() for s in self.services],
+            "apps": [a.to_json() for a in self.apps],
         }
 
     @classmethod
@@ -125,8 +130,9 @@ class SessionState:
                 json_out=None if json_out is None else str(json_out),
                 nodes={str(k): NodeState.from_json(v) for k, v in doc["nodes"].items()},
                 services=tuple(_service_from_json(s) for s in doc["services"]),
+                apps=tuple(AppInfo.from_json(a) for a in doc.get("apps") or ()),
             )
-        except (KeyError, TypeError, AttributeError) as exc:
+        except (KeyError, TypeError, AttributeError, RecordError) as exc:
             raise ValueError(f"not a session state: {exc!r}") from None
 
 
@@ -141,6 +147,7 @@ def _service_from_json(doc: Mapping[str, Any]) -> RunningService:
         urls=tuple(doc.get("urls") or ()),
         username=doc.get("username"),
         credential=doc.get("credential"),
+        key=doc.get("key"),
     )
 
 

@@ -13,5 +13,7 @@ included -- may use it.
     censor_event    CensorEvent: one entry of the censor's event log (``censor.events``)
     censor_message  CensorReady / CensorStats / CensorFinal: the censor process's stdout lines
     flow            FlowRecord: one flow, as the censor's result and ``testbed classify`` list it
+    app             AppResult: one app (user process in a node) of a run
+    probe           ProbeAttempt: one attempt of a repeated probe
     result          SCHEMA_VERSION of the ``--json`` result file
 """

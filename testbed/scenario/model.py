@@ -26,6 +26,8 @@ from pydantic import (
     model_validator,
 )
 
+from testbed.scenario import template
+from testbed.scenario.app_schema import AppSpec, app_reference_problems
 from testbed.scenario.policy_schema import Lists, PolicySettings, Rules, policy_reference_problems
 from testbed.scenario.call_schema import CallSpec, Media, call_reference_problems
 from testbed.scenario.common import NODE_NAME_RE, Duration, Side, Timeout, _Frozen, parse_duration
@@ -152,6 +154,8 @@ class NodeSpec(_Frozen):
     services: tuple[ServiceSpec, ...] = ()
     nat: NatSpec | None = None
     """Put the node behind its own NAT (a namespace between it and the censor)."""
+    apps: tuple[AppSpec, ...] = ()
+    """Your own programs, started after the services and the censor (docs/apps.md)."""
 
     @field_validator("nat", mode="before")
     @classmethod
@@ -205,6 +209,10 @@ class CensorSpec(_Frozen):
         return self
 
 
+class SuccessPct(_Frozen):
+    min: float = Field(ge=0, le=100)
+
+
 class ProbeExpect(_Frozen):
     exit: int | str = 0
     """The exit code the command must end with, or ``nonzero`` (it must fail: blocked)."""
@@ -212,6 +220,10 @@ class ProbeExpect(_Frozen):
     """It must also finish within this time (a throttle makes a download slow)."""
     slower_than: Duration | None = None
     """It must take at least this long (evidence of throttling or delay)."""
+    success_pct: SuccessPct | None = None
+    """Repeated probes: at least this share of the attempts exit 0 (``{min: 95}``)."""
+    blocked_within: Duration | None = None
+    """Repeated probes: an attempt fails within this time of the first one, and none succeeds after it."""
 
     @field_validator("exit")
     @classmethod
@@ -221,6 +233,22 @@ class ProbeExpect(_Frozen):
         if isinstance(value, int) and not 0 <= value <= 255:
             raise ValueError("exit codes are 0..255")
         return value
+
+
+class RepeatSpec(_Frozen):
+    """Run the probe again and again: an attempt every ``every``, until ``until`` after its start
+    (an attempt still running at the next tick is waited for: attempts never overlap)."""
+
+    every: Timeout
+    until: Timeout
+
+    @model_validator(mode="after")
+    def _order(self) -> RepeatSpec:
+        if self.until < self.every:
+            raise ValueError("until must be at least every (until: how long to keep repeating)")
+        if self.until / self.every > 100_000:
+            raise ValueError("at most 100000 attempts: make `every` longer or `until` shorter")
+        return self
 
 
 class ProbeSpec(_Frozen):
@@ -236,7 +264,27 @@ class ProbeSpec(_Frozen):
     start: Duration = 0.0
     """Seconds after the censor is ready (and services are up) before the command starts."""
     timeout: Timeout = 30.0
+    """Per attempt, for a repeated probe."""
+    repeat: RepeatSpec | None = None
     expect: ProbeExpect = Field(default_factory=ProbeExpect)
+
+    @model_validator(mode="after")
+    def _repeat_expectations(self) -> ProbeSpec:
+        exp = self.expect
+        over_time = exp.success_pct is not None or exp.blocked_within is not None
+        if over_time and self.repeat is None:
+            raise ValueError("success_pct and blocked_within need `repeat: {every: 1s, until: 20s}`")
+        if self.repeat is not None and (exp.within is not None or exp.slower_than is not None or exp.exit != 0):
+            raise ValueError(
+                "a repeated probe is checked over its attempts: use expect {success_pct: {min: N}} or "
+                "{blocked_within: T}, not exit/within/slower_than"
+            )
+        return self
+
+    @property
+    def span(self) -> float:
+        """From its start to the end of its last attempt, at most."""
+        return (self.repeat.until if self.repeat is not None else 0.0) + self.timeout
 
     @field_validator("run", mode="before")
     @classmethod
@@ -261,7 +309,9 @@ class Scenario(_Frozen):
     timeout: Timeout | None = None
     """Hard limit for the whole scenario; default: the longest call plus a margin."""
     nodes: dict[str, NodeSpec] = Field(default_factory=_default_nodes)
-    censor: CensorSpec = Field(default_factory=CensorSpec)
+    variables: dict[str, str] = Field(default_factory=dict, alias="vars")
+    """Values for ``{NAME}`` placeholders in apps and probes (``vars: {secret: s3cr3t}``)."""
+    censor: CensorSpec = Field(default_factory=lambda: CensorSpec.model_validate({}))
     calls: tuple[CallSpec, ...] = ()
     probes: tuple[ProbeSpec, ...] = ()
     expect: tuple[Expectation, ...] = ()
@@ -272,6 +322,23 @@ class Scenario(_Frozen):
     def _nodes_may_be_null(cls, value: Any) -> Any:
         if isinstance(value, dict):
             return {k: ({} if v is None else v) for k, v in value.items()}
+        return value
+
+    @field_validator("variables", mode="before")
+    @classmethod
+    def _var_values(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: str(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v for k, v in value.items()}
+        return value
+
+    @field_validator("variables")
+    @classmethod
+    def _var_names(cls, value: dict[str, str]) -> dict[str, str]:
+        for name in value:
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,63}", name):
+                raise ValueError(f"variable name {name!r}: letters, digits and '_', not starting with a digit")
+            if name in template.BUILTIN_WORDS:
+                raise ValueError(f"{{{name}}} is built in; choose another variable name")
         return value
 
     @field_validator("nodes")
@@ -317,8 +384,16 @@ class Scenario(_Frozen):
         if self.timeout is not None:
             return self.timeout
         longest = [c.latest_end() for c in self.calls]
-        longest += [p.start + p.timeout for p in self.probes]
-        return max(longest, default=0.0) + 30.0
+        longest += [p.start + p.span for p in self.probes]
+        # Apps start (in order) before the calls: each may take its ready_timeout.
+        apps = sum(a.ready_timeout for n in self.nodes.values() for a in n.apps)
+        return max(longest, default=0.0) + apps + 30.0
+
+
+def probe_names_for(scenario: Scenario, *, app: bool = False) -> template.Names:
+    """What placeholders may name in this scenario."""
+    tls = [n for n, spec in scenario.nodes.items() if any(s.https or s.quic for s in spec.services)]
+    return template.Names(nodes=set(scenario.nodes), vars=set(scenario.variables), tls_nodes=set(tls), app=app)
 
 
 def reference_problems(scenario: Scenario) -> list[tuple[tuple[str | int, ...], str, list[str]]]:
@@ -336,11 +411,15 @@ def reference_problems(scenario: Scenario) -> list[tuple[tuple[str | int, ...], 
             out.append((("probes", i, "name"), f"name {probe.name!r} is used twice", []))
         probe_names.add(probe.name)
         for j, word in enumerate(probe.run):
-            for cert, ref in re.findall(r"\{(cert:)?([a-z][a-z0-9_]*)\}", word):
-                if ref == "python" and not cert:
-                    continue
-                if ref not in scenario.nodes:
-                    out.append((("probes", i, "run", j), f"{{{ref}}} names no node", nodes))
+            out.extend((("probes", i, "run", j), msg, []) for msg in template.problems(word, probe_names_for(scenario)))
+    for name in scenario.variables:
+        if name in scenario.nodes:
+            out.append((("vars", name), f"{{{name}}} is a node's address; choose another variable name", []))
+    out.extend(
+        app_reference_problems(
+            {n: spec.apps for n, spec in scenario.nodes.items()}, probe_names_for(scenario, app=True)
+        )
+    )
     rule_names = [r.name for r in scenario.censor.rules]
     for i, exp in enumerate(scenario.expect):
         if exp.call is not None and exp.call not in names and exp.call not in instances:

@@ -36,6 +36,8 @@ class RunningService:
     """For a TURN relay: its ICE server URLs (RFC 7065)."""
     username: str | None = None
     credential: str | None = None
+    key: str | None = None
+    """The private key of ``cert`` (apps get it as ``{key:NODE}``)."""
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -48,6 +50,7 @@ class RunningService:
             "urls": list(self.urls),
             "username": self.username,
             "credential": self.credential,
+            "key": self.key,
         }
 
 
@@ -112,7 +115,7 @@ def _command(
             certs[web.names] = make_certificate(list(web.names), certdir, f"{node}-{index}", [address])
         cert, key = certs[web.names]
         argv = [sys.executable, "-m", f"testbed.services.{kind}", str(cert), str(key), str(web.port)]
-        return Launch(argv, RunningService(node, kind, address, web.port, web.names, str(cert)), b"ready")
+        return Launch(argv, RunningService(node, kind, address, web.port, web.names, str(cert), key=str(key)), b"ready")
     if svc.turn is not None:
         t = svc.turn
         argv = coturn_command(t, address, workdir, f"turn-{node}-{index}")

@@ -19,8 +19,8 @@ pytestmark = [
 ]
 
 CLI = [sys.executable, "-m", "testbed.cli"]
-# Probe words substitute {name}, so curl's write-out variables are spelled in capitals here
-# (%{HTTP_CODE}: curl matches them case-insensitively), which the substitution leaves alone.
+# Probe words substitute {name}; curl's write-out variables take the literal-brace escape
+# (%{{http_code}}, doubled again here by the f-string).
 
 
 def _run(tmp_path: Path, text: str) -> dict[str, Any]:
@@ -75,7 +75,7 @@ probes:
   - name: allowed
     node: caller
     start: 3s
-    run: [curl, -sS, --max-time, "40", --cacert, "{{cert:server}}", --resolve, "allowed.example:443:{{server}}", -w, " %{{HTTP_CODE}}", "https://allowed.example/"]
+    run: [curl, -sS, --max-time, "40", --cacert, "{{cert:server}}", --resolve, "allowed.example:443:{{server}}", -w, " %{{{{http_code}}}}", "https://allowed.example/"]
     expect: {{exit: 0}}
 """,
     )
@@ -114,24 +114,24 @@ censor:
 probes:
   - name: host-allowed
     node: caller
-    run: [curl, -sS, --max-time, "20", -H, "Host: allowed.example", -w, " %{{HTTP_CODE}}", "http://{{server}}/"]
+    run: [curl, -sS, --max-time, "20", -H, "Host: allowed.example", -w, " %{{{{http_code}}}}", "http://{{server}}/"]
   - name: host-blocked
     node: caller
     run: [curl, -sS, --max-time, "20", -H, "Host: blocked.example", "http://{{server}}/"]
     expect: {{exit: nonzero}}
   - name: download
     node: caller
-    run: [curl, -sS, --max-time, "20", -o, /dev/null, -w, "%{{HTTP_CODE}} %{{SIZE_DOWNLOAD}}", "http://{{server}}/bytes/12345"]
+    run: [curl, -sS, --max-time, "20", -o, /dev/null, -w, "%{{{{http_code}}}} %{{{{size_download}}}}", "http://{{server}}/bytes/12345"]
   - name: upload-throttled
     node: caller
     start: 1s
-    run: [sh, -c, "head -c {upload} /dev/zero | curl -sS --max-time 60 --data-binary @- -w ' %{{HTTP_CODE}} %{{SIZE_UPLOAD}} %{{SPEED_UPLOAD}}' http://{{server}}/upload"]
+    run: [sh, -c, "head -c {upload} /dev/zero | curl -sS --max-time 60 --data-binary @- -w ' %{{{{http_code}}}} %{{{{size_upload}}}} %{{{{speed_upload}}}}' http://{{server}}/upload"]
   - name: upload-chunked-tls
     node: caller
-    run: [sh, -c, "head -c 100000 /dev/zero | curl -sS --max-time 30 -T - --cacert {{cert:server}} --resolve upload.example:443:{{server}} -w ' %{{HTTP_CODE}}' https://upload.example/upload"]
+    run: [sh, -c, "head -c 100000 /dev/zero | curl -sS --max-time 30 -T - --cacert {{cert:server}} --resolve upload.example:443:{{server}} -w ' %{{{{http_code}}}}' https://upload.example/upload"]
   - name: wrong-method
     node: caller
-    run: [curl, -sS, --max-time, "20", -o, /dev/null, -w, "%{{HTTP_CODE}}", "http://{{server}}/upload"]
+    run: [curl, -sS, --max-time, "20", -o, /dev/null, -w, "%{{{{http_code}}}}", "http://{{server}}/upload"]
 """,
     )
     probes = _probes(sc)
