@@ -34,7 +34,7 @@ def _doctor(monkeypatch: pytest.MonkeyPatch) -> tuple[int, str]:
 
 def test_doctor_names_the_package_of_a_missing_vpn_binary(monkeypatch: pytest.MonkeyPatch) -> None:
     real_which = shutil.which
-    monkeypatch.setattr(doctor.shutil, "which", lambda name: None if name == "wg" else real_which(name))
+    monkeypatch.setattr(shutil, "which", lambda name: None if name == "wg" else real_which(name))
     code, out = _doctor(monkeypatch)
     assert code == 1
     line = next(ln for ln in out.splitlines() if "wg binary" in ln)
