@@ -117,14 +117,14 @@ class BoundedLog:
             return
         if self.total_bytes > self._head:
             kept = list(self._tail) + ([self._tail_partial] if self._tail_partial else [])
-            kept_bytes = sum(len(line) + 1 for line in kept)
-            self.dropped_bytes = max(0, self.total_bytes - self._head - kept_bytes)
+            body = b"\n".join(kept) + (b"" if self._tail_partial or not kept else b"\n")
+            self.dropped_bytes = max(0, self.total_bytes - self._head - len(body))
             if self.dropped_bytes:
-                note = f"\n[testbed: {self.dropped_bytes} bytes of output left out here; the last {len(kept)} lines follow]\n"
-                self._file.write(note.encode())
-                self._file.write(b"\n".join(kept))
-            else:
-                self._file.write(b"\n".join(kept))
+                note = (
+                    f"[testbed: {self.dropped_bytes} bytes of output left out here; the last {len(kept)} lines follow]"
+                )
+                self._file.write(b"\n" + note.encode() + b"\n")
+            self._file.write(body)
         self._file.close()
 
 
@@ -225,7 +225,14 @@ class RunningApp:
     """One app of a run (a ``testbed.lifecycle.NodeProcess``)."""
 
     def __init__(
-        self, spec: AppSpec, node: str, netns: str, launch: Launch, origin: float, *, keep: tuple[Path, str] | None = None
+        self,
+        spec: AppSpec,
+        node: str,
+        netns: str,
+        launch: Launch,
+        origin: float,
+        *,
+        keep: tuple[Path, str] | None = None,
     ) -> None:
         self._keep = keep
         self.kept_log: Path | None = None

@@ -168,7 +168,13 @@ def check_probe(spec: ProbeSpec, result: ProbeResult) -> list[tuple[str, bool, s
     took = f"after {result.duration_s:.2f} s"
     if exp.exit == "nonzero":
         ok = result.timed_out or result.exit_code != 0
-        out.append((f"probe {spec.name}: fails", ok, f"{got} {took}" + ("" if ok else f"; stdout: {result.stdout_tail[-200:]!r}")))
+        out.append(
+            (
+                f"probe {spec.name}: fails",
+                ok,
+                f"{got} {took}" + ("" if ok else f"; stdout: {result.stdout_tail[-200:]!r}"),
+            )
+        )
     else:
         ok = result.exit_code == exp.exit
         detail = f"expected exit {exp.exit}, got {got} {took}"
@@ -180,7 +186,9 @@ def check_probe(spec: ProbeSpec, result: ProbeResult) -> list[tuple[str, bool, s
         out.append((f"probe {spec.name}: within {exp.within:g} s", ok, f"took {result.duration_s:.2f} s ({got})"))
     if exp.slower_than is not None:
         ok = result.timed_out or result.duration_s >= exp.slower_than
-        out.append((f"probe {spec.name}: slower than {exp.slower_than:g} s", ok, f"took {result.duration_s:.2f} s ({got})"))
+        out.append(
+            (f"probe {spec.name}: slower than {exp.slower_than:g} s", ok, f"took {result.duration_s:.2f} s ({got})")
+        )
     return out
 
 
@@ -195,18 +203,24 @@ def check_attempts(spec: ProbeSpec, result: ProbeResult) -> list[tuple[str, bool
     out: list[tuple[str, bool, str]] = []
     wanted = exp.success_pct.min if exp.success_pct is not None else (100.0 if exp.blocked_within is None else None)
     if wanted is not None:
-        out.append((f"probe {spec.name}: success >= {wanted:g}%", n > 0 and pct >= wanted, _with_failure(summary, result)))
+        out.append(
+            (f"probe {spec.name}: success >= {wanted:g}%", n > 0 and pct >= wanted, _with_failure(summary, result))
+        )
     if exp.blocked_within is not None:
         first = result.first_failure_s
         if first is None:
-            out.append((f"probe {spec.name}: blocked within {exp.blocked_within:g} s", False, f"no attempt failed; {summary}"))
+            out.append(
+                (f"probe {spec.name}: blocked within {exp.blocked_within:g} s", False, f"no attempt failed; {summary}")
+            )
         else:
             since = first - result.started_s
             late = [a for a in attempts if a.ok and a.t_s > first]
             ok = since <= exp.blocked_within and not late
             detail = f"first failure {since:.1f} s after the first attempt; {summary}"
             if late:
-                detail += f"; {len(late)} attempt(s) succeeded after it (first at {late[0].t_s - result.started_s:.1f} s)"
+                detail += (
+                    f"; {len(late)} attempt(s) succeeded after it (first at {late[0].t_s - result.started_s:.1f} s)"
+                )
             out.append((f"probe {spec.name}: blocked within {exp.blocked_within:g} s", ok, detail))
     return out
 

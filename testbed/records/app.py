@@ -70,8 +70,6 @@ class AppResult:
         )
 
 
-
-
 @dataclass(frozen=True, slots=True)
 class AppInfo:
     """A running app, as ``testbed up`` lists it (in its ``state.json``)."""

@@ -80,12 +80,28 @@ def format_probe_table(result: Mapping[str, Any]) -> list[str]:
     rows = [("probe", "node", "exit", "time")]
     for p in probes:
         code = "timeout" if p.get("timed_out") else str(p.get("exit_code", "—"))
+        pct = p.get("success_pct")
+        if isinstance(pct, (int, float)):  # a repeated probe: its attempts, not its last exit
+            code = f"{pct:g}% of {len(p.get('attempts') or [])} ok"
         rows.append((str(p.get("name", "?")), str(p.get("node", "?")), code, fmt_num(p.get("duration_s"), " s", 2)))
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     return [
         (INDENT + "  ".join(c.rjust(widths[i]) if i >= 2 else c.ljust(widths[i]) for i, c in enumerate(r))).rstrip()
         for r in rows
     ]
+
+
+def format_app_lines(result: Mapping[str, Any]) -> list[str]:
+    """One line per app: node, ready or not, how it ended, its log."""
+    out = []
+    for a in result.get("apps") or []:
+        if not isinstance(a, Mapping):
+            continue
+        ready = "ready" if a.get("ready_s") is not None else "never ready"
+        end = "alive at end" if a.get("alive_at_end") else f"exit {a.get('exit_code')}"
+        dropped = f", {a['dropped_bytes']} bytes of output left out" if a.get("dropped_bytes") else ""
+        out.append(f"{INDENT}app {a.get('name', '?')} on {a.get('node', '?')}: {ready}, {end}{dropped}; log {a.get('log')}")
+    return out
 
 
 def _rules_line(censor: Mapping[str, Any]) -> str | None:
@@ -139,6 +155,8 @@ def print_result(result: Any, out: TextIO) -> None:
     for line in format_call_table(r):
         out.write(line + "\n")
     for line in format_probe_table(r):
+        out.write(line + "\n")
+    for line in format_app_lines(r):
         out.write(line + "\n")
     censor = r.get("censor")
     if isinstance(censor, Mapping):

@@ -4,7 +4,9 @@
 expectations) and one page per scenario with, for each call, bitrate, loss and RTT over time
 (inline SVG drawn by ``testbed.report.svg``; no JavaScript, nothing fetched), the censor's events
 marked on that timeline, the expectations, the streams, the censor's rules, events and flows, and
-a link to the pcap of the censor's links when one is given.
+a link to the pcap of the censor's links when one is given, the apps (with links to their logs,
+copied into ``logs/``) and the probes (a repeated probe's attempts as a strip on the probes'
+timeline, next to the censor's events).
 
 Input is the list of ``ScenarioResult.to_json()`` dicts (so a saved ``--json`` file renders the
 same), and every field that later versions add is optional here:
@@ -518,11 +520,16 @@ def _probes_timeline(
     event_numbers: Mapping[int, int],
     censor_offset_s: float,
 ) -> str:
-    """Each probe as a bar from its start to its end, with the censor's events on the same axis."""
+    """Each probe as a bar from its start to its end (a repeated probe: a strip of its attempts,
+    green when one exited 0), with the censor's events on the same axis."""
     bars = []
     for p in probes:
         start, took = _num(p.get("started_s")), _num(p.get("duration_s"))
         if start is None or took is None:
+            continue
+        attempts = [a for a in p.get("attempts") or [] if isinstance(a, Mapping)]
+        if attempts:
+            bars.extend(_attempt_bars(str(p.get("name", "?")), attempts))
             continue
         ok = p.get("exit_code") == 0 and not p.get("timed_out")
         code = "timed out" if p.get("timed_out") else f"exit {_value(p.get('exit_code'))}"
@@ -541,6 +548,73 @@ def _probes_timeline(
     return bar_timeline(bars, title="probes", markers=markers, x_label="seconds since the calls and probes started")
 
 
+def _attempt_bars(name: str, attempts: Sequence[Mapping[str, Any]]) -> list[Bar]:
+    out = []
+    for a in attempts:
+        t, took = _num(a.get("t_s")), _num(a.get("duration_s"))
+        if t is None or took is None:
+            continue
+        code = a.get("exit")
+        text = "timed out" if code is None else f"exit {_value(code)}"
+        out.append(Bar(name, t, t + took, "#2e9d5b" if code == 0 else "#c0392b", f"{name}: attempt at {t:.2f} s, {text}"))
+    return out
+
+
+def _apps_html(result: Mapping[str, Any], apps: Sequence[Mapping[str, Any]], links: Mapping[str, str]) -> str:
+    """The apps: when each started and was ready (on the probes' clock), how it ended, its log."""
+    origin = result.get("timeline_origin")
+    shift = 0.0
+    if isinstance(origin, Mapping):
+        a, c = _num(origin.get("apps")), _num(origin.get("calls_phase"))
+        if a is not None and c is not None:
+            shift = a - c  # the apps' clock -> seconds since the calls and probes started
+    rows, classes = [], []
+    for app in apps:
+        name = str(app.get("name", "?"))
+        started, ready = _num(app.get("started_s")), _num(app.get("ready_s"))
+        link = links.get(name)
+        log = f'<a href="{escape(link)}">{escape(Path(link).name)}</a>' if link else '<span class="muted">—</span>'
+        dropped = int(app.get("dropped_bytes") or 0)
+        if dropped:
+            log += f' <span class="muted">({dropped} bytes left out)</span>'
+        rows.append(
+            [
+                f"<b>{escape(name)}</b>",
+                escape(str(app.get("node", ""))),
+                fmt_num(None if started is None else started + shift, " s", 2),
+                fmt_num(None if ready is None else ready + shift, " s", 2) if ready is not None else "never",
+                escape(_value(app.get("exit_code"))),
+                "yes" if app.get("alive_at_end") else "no",
+                log,
+            ]
+        )
+        classes.append("" if ready is not None else "bad")
+    return (
+        '<p class="muted">Times in seconds since the calls and probes started (negative: before). '
+        "Exit code -15: stopped by the run's SIGTERM, -9: killed after the grace period.</p>"
+        + _table(["app", "node", "started", "ready", "exit", "alive at end", "log"], rows, numeric=(2, 3), row_classes=classes)
+    )
+
+
+def _place_logs(apps: Sequence[Mapping[str, Any]], out_dir: Path, slug: str) -> dict[str, str]:
+    """App name -> link to its log under ``out_dir`` (copied into ``logs/`` if it is elsewhere)."""
+    links: dict[str, str] = {}
+    for app in apps:
+        src = Path(str(app.get("log") or ""))
+        if not app.get("log") or not src.is_file():
+            continue
+        try:
+            links[str(app.get("name"))] = src.resolve().relative_to(out_dir.resolve()).as_posix()
+            continue
+        except ValueError:
+            pass
+        dest = out_dir / "logs" / f"{slug}-{app.get('name')}.log"
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src, dest)
+        links[str(app.get("name"))] = dest.relative_to(out_dir).as_posix()
+    return links
+
+
 def _probes_html(probes: Sequence[Mapping[str, Any]]) -> str:
     rows, classes = [], []
     for p in probes:
@@ -548,6 +622,10 @@ def _probes_html(probes: Sequence[Mapping[str, Any]]) -> str:
         if not isinstance(argv, list):
             argv = []
         code = "timed out" if p.get("timed_out") else _value(p.get("exit_code"))
+        pct = _num(p.get("success_pct"))
+        if pct is not None:
+            first = _num(p.get("first_failure_s"))
+            code = f"{pct:g}% of {len(p.get('attempts') or [])} ok" + (f", first failure {first:.2f} s" if first is not None else "")
         tail = "\n".join(str(p.get(k) or "").strip() for k in ("stdout_tail", "stderr_tail")).strip()
         rows.append(
             [
@@ -560,7 +638,8 @@ def _probes_html(probes: Sequence[Mapping[str, Any]]) -> str:
                 f'<span class="mono">{escape(tail[-300:])}</span>',
             ]
         )
-        classes.append("" if p.get("exit_code") == 0 and not p.get("timed_out") else "bad")
+        ok = p.get("exit_code") == 0 and not p.get("timed_out") if pct is None else pct == 100
+        classes.append("" if ok else "bad")
     return _table(["probe", "node", "command", "started", "took", "exit", "output (tail)"], rows, numeric=(3, 4), row_classes=classes)
 
 
@@ -687,7 +766,13 @@ def _censor_html(
     return "".join(parts)
 
 
-def _scenario_page(result: Mapping[str, Any], *, pcap_link: str | None, censor_offset_s: float) -> str:
+def _scenario_page(
+    result: Mapping[str, Any],
+    *,
+    pcap_link: str | None,
+    censor_offset_s: float,
+    log_links: Mapping[str, str] | None = None,
+) -> str:
     status = scenario_status(result)
     censor = mapping(result.get("censor"))
     events = censor_events(censor)
@@ -726,6 +811,9 @@ def _scenario_page(result: Mapping[str, Any], *, pcap_link: str | None, censor_o
             mine = _events_for_call(events, call, len(calls))
             mine_numbers = {j: event_numbers[i] for j, i in enumerate(mine) if i in event_numbers}
             body.append(_call_html(result, call, [events[i] for i in mine], mine_numbers, censor_offset_s, len(calls)))
+    apps = [a for a in result.get("apps") or [] if isinstance(a, Mapping)]
+    if apps:
+        body.append('<h2>Apps</h2><section class="card">' + _apps_html(result, apps, log_links or {}) + "</section>")
     probes = [p for p in result.get("probes") or [] if isinstance(p, Mapping)]
     if probes:
         body.append(
@@ -812,7 +900,9 @@ def write_html_report(
     for r, slug in zip(dicts, slugs, strict=True):
         src = pcaps.get(str(r.get("run_id"))) or pcaps.get(str(r.get("name"))) or _capture_file(r)
         link = _place_pcap(Path(src), out_dir, slug) if src is not None else None
-        _write(out_dir / f"{slug}.html", _scenario_page(r, pcap_link=link, censor_offset_s=censor_offset_s))
+        apps = [a for a in r.get("apps") or [] if isinstance(a, Mapping)]
+        logs = _place_logs(apps, out_dir, slug)
+        _write(out_dir / f"{slug}.html", _scenario_page(r, pcap_link=link, censor_offset_s=censor_offset_s, log_links=logs))
     index = out_dir / "index.html"
     _write(index, _index_page(dicts, slugs))
     return index

@@ -233,10 +233,12 @@ def bar_timeline(
     label_width: int = 160,
     x_label: str = "seconds",
 ) -> str:
-    """One horizontal bar per row (e.g. a probe from its start to its end) on a time axis, with
-    the same markers as :func:`line_chart`."""
+    """One horizontal row per label (e.g. a probe from its start to its end; bars with the same
+    label share its row: a repeated probe's attempts as a strip) on a time axis, with the same
+    markers as :func:`line_chart`."""
+    rows = list(dict.fromkeys(b.label for b in bars))
     top, bottom = 22, 30
-    height = top + bottom + row_height * max(len(bars), 1)
+    height = top + bottom + row_height * max(len(rows), 1)
     left, right = label_width, 14
     plot_w = width - left - right
     plot_h = height - top - bottom
@@ -257,11 +259,13 @@ def bar_timeline(
         out.append(f'<text class="tick" x="{x:.1f}" y="{top + plot_h + 15}" text-anchor="middle">{_fmt_tick(v)}</text>')
     out.append(f'<text class="tick" x="{left + plot_w}" y="{height - 2}" text-anchor="end">{escape(x_label)}</text>')
     out.append(f'<rect class="frame" x="{left}" y="{top}" width="{plot_w}" height="{plot_h}" fill="none"/>')
-    for i, b in enumerate(bars):
+    for i, label in enumerate(rows):
         y = top + i * row_height
+        out.append(f'<text class="tick" x="{left - 8}" y="{y + row_height / 2 + 4:.1f}" text-anchor="end">{escape(label)}</text>')
+    for b in bars:
+        y = top + rows.index(b.label) * row_height
         x0, x1 = px(b.start), px(b.end)
         out.append(
-            f'<text class="tick" x="{left - 8}" y="{y + row_height / 2 + 4:.1f}" text-anchor="end">{escape(b.label)}</text>'
             f'<rect x="{x0:.1f}" y="{y + 4}" width="{max(x1 - x0, 2):.1f}" height="{row_height - 8}" rx="3" '
             f'fill="{escape(b.color)}"><title>{escape(b.title or b.label)}</title></rect>'
         )

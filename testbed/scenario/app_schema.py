@@ -126,7 +126,12 @@ def _words(value: Any) -> Any:
     if isinstance(value, str):
         raise ValueError("give the command as a list of words: [socat, 'TCP-LISTEN:7000', ...] (no shell)")
     if isinstance(value, list):
-        return [str(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v for v in value]
+        for v in value:
+            if isinstance(v, bool):
+                raise ValueError(
+                    f'a word is {v!r}: YAML reads yes/no/on/off/true/false unquoted as booleans; quote it ("yes")'
+                )
+        return [str(v) if isinstance(v, (int, float)) else v for v in value]
     return value
 
 
@@ -149,7 +154,9 @@ class AppSpec(_Frozen):
     @classmethod
     def _env_values(cls, value: Any) -> Any:
         if isinstance(value, dict):
-            return {k: str(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v for k, v in value.items()}
+            return {
+                k: str(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v for k, v in value.items()
+            }
         return value
 
     @field_validator("env")
@@ -215,9 +222,7 @@ def _cycle(start: str, after: Mapping[str, tuple[str, ...]]) -> list[str] | None
     return None
 
 
-def app_reference_problems(
-    nodes: Mapping[str, Sequence[AppSpec]], names: template.Names
-) -> list[Problem]:
+def app_reference_problems(nodes: Mapping[str, Sequence[AppSpec]], names: template.Names) -> list[Problem]:
     """Unique names, known ``after`` names, no cycles, placeholders that render."""
     out: list[Problem] = []
     where: dict[str, tuple[str | int, ...]] = {}
@@ -225,7 +230,9 @@ def app_reference_problems(
         for i, app in enumerate(apps):
             base: tuple[str | int, ...] = ("nodes", node, "apps", i)
             if app.name in where:
-                out.append(((*base, "name"), f"app name {app.name!r} is used twice (apps' names are unique in a scenario)", []))
+                out.append(
+                    ((*base, "name"), f"app name {app.name!r} is used twice (apps' names are unique in a scenario)", [])
+                )
             where.setdefault(app.name, base)
             for path, text in app.templated:
                 out.extend(((*base, *path), msg, []) for msg in template.problems(text, names))
@@ -237,7 +244,9 @@ def app_reference_problems(
                 if dep not in after:
                     out.append((("nodes", node, "apps", i, "after", j), f"unknown app {dep!r}", sorted(after)))
                 elif dep == app.name:
-                    out.append((("nodes", node, "apps", i, "after", j), f"app {app.name!r} cannot start after itself", []))
+                    out.append(
+                        (("nodes", node, "apps", i, "after", j), f"app {app.name!r} cannot start after itself", [])
+                    )
             if app.name not in reported:
                 cycle = _cycle(app.name, after)
                 if cycle is not None and len(cycle) > 2:
@@ -288,6 +297,10 @@ def binary_problems(
             else:
                 fix = "install it (apt-file search bin/" + base + " finds the package), or give its full path"
             out.append(
-                ((("nodes", node, "apps", i, "run", 0)), f"app {app.name!r}: program {program!r} is not installed; {fix}", [])
+                (
+                    (("nodes", node, "apps", i, "run", 0)),
+                    f"app {app.name!r}: program {program!r} is not installed; {fix}",
+                    [],
+                )
             )
     return out

@@ -12,7 +12,6 @@ from pydantic import BaseModel, ValidationError
 
 from testbed.errors import ScenarioError
 from testbed.files import MAX_SCENARIO_BYTES, InputFileError, read_text_file
-from testbed.scenario.app_schema import binary_problems
 from testbed.scenario.model import Scenario, reference_problems
 from testbed.scenario.yamlsrc import SourceMap, format_path, load_yaml
 
@@ -49,8 +48,7 @@ def parse_scenario(text: str, file: str = "<scenario>", *, idle_ok: bool = False
         scenario = Scenario.model_validate(data, context={"defer_references": True, "idle_ok": idle_ok})
     except ValidationError as exc:
         raise _translate(exc, data, smap) from None
-    # Programs last: a typo in a name is reported as such, not as a missing program.
-    problems = reference_problems(scenario) or binary_problems({n: s.apps for n, s in scenario.nodes.items()})
+    problems = reference_problems(scenario)
     if problems:
         path, message, choices = problems[0]
         hint = f"choose one of: {', '.join(choices)}" if choices else None

@@ -27,7 +27,7 @@ from pydantic import (
 )
 
 from testbed.scenario import template
-from testbed.scenario.app_schema import AppSpec, app_reference_problems
+from testbed.scenario.app_schema import AppSpec, app_reference_problems, binary_problems
 from testbed.scenario.policy_schema import Lists, PolicySettings, Rules, policy_reference_problems
 from testbed.scenario.call_schema import CallSpec, Media, call_reference_problems
 from testbed.scenario.common import NODE_NAME_RE, Duration, Side, Timeout, _Frozen, parse_duration
@@ -309,13 +309,13 @@ class Scenario(_Frozen):
     timeout: Timeout | None = None
     """Hard limit for the whole scenario; default: the longest call plus a margin."""
     nodes: dict[str, NodeSpec] = Field(default_factory=_default_nodes)
-    variables: dict[str, str] = Field(default_factory=dict, alias="vars")
-    """Values for ``{NAME}`` placeholders in apps and probes (``vars: {secret: s3cr3t}``)."""
-    censor: CensorSpec = Field(default_factory=lambda: CensorSpec.model_validate({}))
+    censor: CensorSpec = Field(default_factory=CensorSpec)
     calls: tuple[CallSpec, ...] = ()
     probes: tuple[ProbeSpec, ...] = ()
     expect: tuple[Expectation, ...] = ()
     verdict: VerdictSettings = Field(default_factory=lambda: VerdictSettings.model_validate({}))
+    variables: dict[str, str] = Field(default_factory=dict, alias="vars")
+    """Values for ``{NAME}`` placeholders in apps and probes (``vars: {secret: s3cr3t}``)."""
 
     @field_validator("nodes", mode="before")
     @classmethod
@@ -415,11 +415,8 @@ def reference_problems(scenario: Scenario) -> list[tuple[tuple[str | int, ...], 
     for name in scenario.variables:
         if name in scenario.nodes:
             out.append((("vars", name), f"{{{name}}} is a node's address; choose another variable name", []))
-    out.extend(
-        app_reference_problems(
-            {n: spec.apps for n, spec in scenario.nodes.items()}, probe_names_for(scenario, app=True)
-        )
-    )
+    apps = {n: spec.apps for n, spec in scenario.nodes.items()}
+    out.extend(app_reference_problems(apps, probe_names_for(scenario, app=True)))
     rule_names = [r.name for r in scenario.censor.rules]
     for i, exp in enumerate(scenario.expect):
         if exp.call is not None and exp.call not in names and exp.call not in instances:
@@ -441,4 +438,7 @@ def reference_problems(scenario: Scenario) -> list[tuple[tuple[str | int, ...], 
             known_labels={str(label) for label in Label},
         )
     )
+    if not out:
+        # Programs last, and only then: a typo in a name is reported as such, not as a missing program.
+        out.extend(binary_problems(apps))
     return out

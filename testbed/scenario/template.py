@@ -48,7 +48,12 @@ class Kind(enum.Enum):
     """``{NODE}``: the node's address (the probes' spelling before ``{addr:NODE}``)."""
 
 
-_WITH_ARG = {Kind.ADDR.value: Kind.ADDR, Kind.ADDR6.value: Kind.ADDR6, Kind.CERT.value: Kind.CERT, Kind.KEY.value: Kind.KEY}
+_WITH_ARG = {
+    Kind.ADDR.value: Kind.ADDR,
+    Kind.ADDR6.value: Kind.ADDR6,
+    Kind.CERT.value: Kind.CERT,
+    Kind.KEY.value: Kind.KEY,
+}
 _BARE = {Kind.DIR.value: Kind.DIR, Kind.RUNDIR.value: Kind.RUNDIR, Kind.PYTHON.value: Kind.PYTHON}
 BUILTIN_WORDS = frozenset(_WITH_ARG) | frozenset(_BARE)
 """Names a scenario variable may not take."""
@@ -151,7 +156,9 @@ def problems(text: str, names: Names) -> list[str]:
         elif part.kind in (Kind.ADDR, Kind.CERT, Kind.KEY) and part.arg not in names.nodes:
             out.append(f"{part} names no node (nodes: {', '.join(sorted(names.nodes))})")
         elif part.kind in (Kind.CERT, Kind.KEY) and part.arg not in names.tls_nodes:
-            out.append(f"{part}: node {part.arg!r} runs no https or quic service (its certificate and key come from it)")
+            out.append(
+                f"{part}: node {part.arg!r} runs no https or quic service (its certificate and key come from it)"
+            )
         elif part.kind is Kind.DIR and not names.app:
             out.append("{dir} is an app's own directory; a probe has none (use {rundir})")
         elif part.kind is Kind.VAR and part.arg not in names.vars and part.arg not in names.nodes:

@@ -178,3 +178,78 @@ def test_bad_scenario_is_exit_2_without_traceback(tmp_path: Path, unchanged_host
     assert proc.returncode == 2
     assert f"{bad}:4" in proc.stderr and "did you mean 'duration'" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def _apps_scenario(tmp_path: Path, marker: int) -> Path:
+    """A run with apps that would outlive it if they could: one ignores SIGTERM and has a child."""
+    p = tmp_path / "apps.yaml"
+    p.write_text(
+        "name: long-apps\n"
+        "nodes:\n  caller: {side: inside}\n  server:\n    apps:\n"
+        f"      - {{name: stubborn, run: [sh, -c, 'trap \"\" TERM; sleep {marker}'], ready: {{after: 0.2s}}}}\n"
+        f"      - {{name: echo, run: [socat, 'TCP-LISTEN:{marker},fork', 'EXEC:cat'], ready: {{tcp: {marker}}}}}\n"
+        "probes: [{name: wait, node: caller, run: [sleep, '60']}]\n"
+    )
+    return p
+
+
+def _processes_with(marker: str) -> list[int]:
+    out = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                cmd = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            if marker in cmd and "pytest" not in cmd:
+                out.append(int(entry))
+    return out
+
+
+def _wait_for_app(marker: str, timeout_s: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while len(_processes_with(marker)) < 2:  # sh + sleep, socat
+        assert time.monotonic() < deadline, "the apps never started"
+        time.sleep(0.1)
+
+
+def test_sigkill_with_apps_then_clean_leaves_no_app(tmp_path: Path, unchanged_host: dict[str, str]) -> None:
+    marker = "7421"
+    proc = subprocess.Popen(
+        [*CLI, "run", str(_apps_scenario(tmp_path, int(marker))), "-q"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        _wait_for_netns(proc.pid, "-server")
+        _wait_for_app(marker)
+        time.sleep(1.0)  # both apps ready, the probe running
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        clean = subprocess.run([*CLI, "clean"], capture_output=True, text=True, timeout=60)
+    assert clean.returncode == 0, clean.stdout + clean.stderr
+    # The apps' leaders die with the runner (PDEATHSIG); the shell's child is found by namespace.
+    assert _processes_with(f"sleep {marker}") == [] and _processes_with(f"TCP-LISTEN:{marker}") == []
+
+
+def test_sigterm_with_apps_stops_them_all(tmp_path: Path, unchanged_host: dict[str, str]) -> None:
+    marker = "7422"
+    proc = subprocess.Popen(
+        [*CLI, "run", str(_apps_scenario(tmp_path, int(marker))), "-q"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        _wait_for_netns(proc.pid, "-server")
+        _wait_for_app(marker)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 143, err
+    assert _processes_with(f"sleep {marker}") == [] and _processes_with(f"TCP-LISTEN:{marker}") == []
