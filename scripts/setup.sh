@@ -37,6 +37,8 @@ debs+=(shadowsocks-libev obfs4proxy stunnel4 socat)
 if [[ "$("$PYTHON" -c 'import sys; print(sys.prefix)')" == /usr ]]; then
     debs+=(python3-venv python3-dev)
 fi
+# VPNs run by scenarios/tools/ (testbed/doctor.py's VPN_BINARIES checks the same list).
+debs+=(wireguard-go wireguard-tools openvpn)
 missing=()
 for d in "${debs[@]}"; do
     dpkg-query -W -f='${Status}' "$d" 2>/dev/null | grep -q "install ok installed" || missing+=("$d")

@@ -12,6 +12,7 @@ import subprocess
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TextIO
 
 from testbed.net import names
@@ -166,6 +167,25 @@ async def _probe() -> list[Check]:
     return checks
 
 
+# VPNs the scenarios under scenarios/tools/ run as apps: (binary, Debian package). WireGuard runs in
+# userspace (wireguard-go on the kernel's TUN), so the kernel module is not needed. scripts/setup.sh
+# installs the same packages (tests/unit/test_doctor_vpns.py keeps them in step).
+VPN_BINARIES: tuple[tuple[str, str], ...] = (
+    ("wireguard-go", "wireguard-go"),
+    ("wg", "wireguard-tools"),
+    ("openvpn", "openvpn"),
+)
+
+TUN_DEVICE = Path("/dev/net/tun")
+
+
+def _tun() -> Check:
+    """wireguard-go and openvpn open the kernel's TUN device; namespaces share the host's /dev."""
+    ok = TUN_DEVICE.is_char_device()
+    detail = "character device" if ok else ("not a character device" if TUN_DEVICE.exists() else "missing")
+    return Check(f"TUN device {TUN_DEVICE}", ok, detail, "modprobe tun (needed by VPN apps: WireGuard, OpenVPN)")
+
+
 def run_doctor(out: TextIO) -> int:
     checks: list[Check] = [_linux(), _python(), _privileges()]
     for module, dist in (
@@ -179,6 +199,9 @@ def run_doctor(out: TextIO) -> int:
     ):
         checks.append(_package(module, dist)())
     checks.append(_binary("iptables", "iptables")())
+    # Needed only by scenarios/tools/ (WireGuard, OpenVPN).
+    checks.extend(_binary(name, package)() for name, package in VPN_BINARIES)
+    checks.append(_tun())
     # Needed only by scenarios that declare these node services (turn, iperf3).
     checks.append(_binary("turnserver", "coturn")())
     checks.append(_binary("iperf3", "iperf3")())

@@ -1,7 +1,7 @@
 """pytest plugin: scenario files as test items, so CI can run ``pytest scenarios/``.
 
-A YAML file is collected when it lies in a directory named ``scenarios`` or is named on the
-command line.  Each scenario is one item, marked ``netns`` (it needs root); a failed expectation
+A YAML file is collected when it lies under a directory named ``scenarios`` (subdirectories
+included: ``scenarios/tools/``) or is named on the command line.  Each scenario is one item, marked ``netns`` (it needs root); a failed expectation
 fails the item with the expected-vs-measured lines, a run error with its message.
 """
 
@@ -24,7 +24,7 @@ def pytest_collect_file(parent: pytest.Collector, file_path: Path) -> pytest.Col
     if file_path.suffix not in SCENARIO_SUFFIXES:
         return None
     explicit = any(Path(a).resolve() == file_path.resolve() for a in parent.config.args)
-    if file_path.parent.name != "scenarios" and not explicit:
+    if "scenarios" not in file_path.parent.parts and not explicit:
         return None
     return ScenarioFile.from_parent(parent, path=file_path)
 
