@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -156,13 +157,17 @@ def test_up_lists_the_http_service_and_exec_reaches_it(tmp_path: Path, unchanged
         "probes:\n  - {name: p, node: caller, run: [\"true\"]}\n"
     )
     up = subprocess.run([*CLI, "up", str(scenario)], capture_output=True, text=True, timeout=120)
+    # Name the run: other sessions may be up on the same host (parallel tests, a user's own).
+    rid = re.search(r"\(run ([0-9a-f]{6})\)", up.stdout)
+    run = ["--run", rid.group(1)] if rid else []
     try:
         assert up.returncode == 0, up.stdout + up.stderr
+        assert run, up.stdout
         line = next(ln for ln in up.stdout.splitlines() if "service http" in ln)
         assert ":8080" in line and "url http://" in line
         url = line.split("url ", 1)[1].strip() + "upload"
         got = subprocess.run(
-            [*CLI, "exec", "caller", "--", "curl", "-sS", "--max-time", "20", "--data-binary", "hello", "-w", " %{http_code}", url],
+            [*CLI, "exec", *run, "caller", "--", "curl", "-sS", "--max-time", "20", "--data-binary", "hello", "-w", " %{http_code}", url],
             capture_output=True,
             text=True,
             timeout=60,
@@ -170,5 +175,5 @@ def test_up_lists_the_http_service_and_exec_reaches_it(tmp_path: Path, unchanged
         assert got.returncode == 0, got.stderr
         assert got.stdout == "5\n 200"
     finally:
-        down = subprocess.run([*CLI, "down"], capture_output=True, text=True, timeout=120)
+        down = subprocess.run([*CLI, "down", *run], capture_output=True, text=True, timeout=120)
         assert down.returncode == 0, down.stdout + down.stderr
