@@ -78,20 +78,43 @@ async def _calls(
     engine: Engine, n: int, seconds: float, video: bool, a: str, b: str, workdir: Path
 ) -> list[dict[str, object]]:
     engines = {Role.CALLER: engine, Role.CALLEE: engine}
-    results = await asyncio.gather(*(
-        run_call(CallOptions(name=f"c{i}", duration_s=seconds, audio=True, video=video, data_channel=False,
-                             connect_timeout_s=60.0), caller_netns=a, callee_netns=b, workdir=workdir,
-                 engines=engines, start_timeout_s=120.0)
-        for i in range(n)
-    ))
+    results = await asyncio.gather(
+        *(
+            run_call(
+                CallOptions(
+                    name=f"c{i}",
+                    duration_s=seconds,
+                    audio=True,
+                    video=video,
+                    data_channel=False,
+                    connect_timeout_s=60.0,
+                ),
+                caller_netns=a,
+                callee_netns=b,
+                workdir=workdir,
+                engines=engines,
+                start_timeout_s=120.0,
+            )
+            for i in range(n)
+        )
+    )
     out = []
     for r in results:
         r = judged(r)
         recv = [s for s in r.streams if s.kind == "audio" and s.direction == "recv"]
         ratio = [s.packets_received / s.packets_sent for s in recv if s.packets_sent and s.packets_received is not None]
         gap = max((s.audio_gap_max_ms or 0.0 for s in r.streams), default=None)
-        out.append({"outcome": r.outcome, "setup_ms": r.setup_ms, "mos": r.mos, "media_s": r.media_s,
-                    "audio_rx_ratio": min(ratio) if ratio else None, "gap_ms": gap, "jitter_ms": r.jitter_ms})
+        out.append(
+            {
+                "outcome": r.outcome,
+                "setup_ms": r.setup_ms,
+                "mos": r.mos,
+                "media_s": r.media_s,
+                "audio_rx_ratio": min(ratio) if ratio else None,
+                "gap_ms": gap,
+                "jitter_ms": r.jitter_ms,
+            }
+        )
     return out
 
 

@@ -110,7 +110,10 @@ def flood(s: Session, seconds: float) -> dict[str, Any]:
         cmd = ["taskset", "-c", "0", *cmd]
     out = s.run("caller", cmd, timeout=seconds + 30)
     end = json.loads(out.stdout)["end"]["sum"]
-    return {"sent_pps": end["packets"] / end["seconds"], "recv_pps": (end["packets"] - end["lost_packets"]) / end["seconds"]}
+    return {
+        "sent_pps": end["packets"] / end["seconds"],
+        "recv_pps": (end["packets"] - end["lost_packets"]) / end["seconds"],
+    }
 
 
 def engine_pps(censor: dict[str, Any]) -> list[float]:
@@ -232,7 +235,9 @@ def main(argv: list[str] | None = None) -> int:
     print("|---|---|---|---|---|")
     for name in pps:
         runs = ", ".join(f"{x / 1000:.1f}k" for x in pps[name])
-        print(f"| {name} | {med[name]:,.0f} | {runs} | {statistics.median(recv[name]):,.0f} | {statistics.median(sent[name]):,.0f} |")
+        print(
+            f"| {name} | {med[name]:,.0f} | {runs} | {statistics.median(recv[name]):,.0f} | {statistics.median(sent[name]):,.0f} |"
+        )
     print(f"\n20 rules / accept-only: {frac * 100:.0f}% (target >= 60%: {'PASS' if frac >= 0.6 else 'MISS'})")
     rows_checked = {n: c.get("rules", []) for n, c in censors.items()}
     late = next((r for r in rows_checked["20 rules"] if r["name"] == "r20-late"), None)

@@ -115,7 +115,12 @@ def _iperf_case(s: Session, *, port: int, udp: bool, rate_bps: float, quick: boo
     c = json.loads(counter.stdout)
     ip_bps = c["delta"].get("IpExt.InOctets", 0) * 8 / c["seconds"]
     good_bps = json.loads(sout)["end"]["sum_received"]["bits_per_second"]
-    return {"ip_bps": ip_bps, "goodput_bps": good_bps, "window_s": c["seconds"], "packets": c["delta"].get("Ip.InReceives", 0)}
+    return {
+        "ip_bps": ip_bps,
+        "goodput_bps": good_bps,
+        "window_s": c["seconds"],
+        "packets": c["delta"].get("Ip.InReceives", 0),
+    }
 
 
 def run_throttle(quick: bool, rows: list[Row], notes: list[str]) -> None:
@@ -383,15 +388,21 @@ def _censor_note(censor: dict[str, Any], notes: list[str], group: str, **extra: 
     )
     notes.append(
         f"{group}: censor kernel queue_dropped={k.get('queue_dropped')} user_dropped={k.get('user_dropped')}; "
-        f"held peak {censor.get('held', {}).get('peak')}; rules: {rules}"
-        + (f"; {extra}" if extra else "")
+        f"held peak {censor.get('held', {}).get('peak')}; rules: {rules}" + (f"; {extra}" if extra else "")
     )
 
 
 def print_table(rows: list[Row]) -> None:
     head = ("case", "configured", "achieved", "error", "target", "result")
     table = [head] + [
-        (r.case, r.configured, r.achieved, "" if r.error_pct is None else f"{r.error_pct:+.2f}%", r.target, "PASS" if r.ok else "MISS")
+        (
+            r.case,
+            r.configured,
+            r.achieved,
+            "" if r.error_pct is None else f"{r.error_pct:+.2f}%",
+            r.target,
+            "PASS" if r.ok else "MISS",
+        )
         for r in rows
     ]
     widths = [max(len(t[i]) for t in table) for i in range(len(head))]
@@ -435,7 +446,9 @@ def main(argv: list[str] | None = None) -> int:
     for n in notes:
         print("  " + n)
     if args.json:
-        Path(args.json).write_text(json.dumps({"rows": [asdict(r) for r in rows], "notes": notes, "load": load_note()}, indent=2) + "\n")
+        Path(args.json).write_text(
+            json.dumps({"rows": [asdict(r) for r in rows], "notes": notes, "load": load_note()}, indent=2) + "\n"
+        )
     return 0 if all(r.ok for r in rows) else 1
 
 

@@ -137,7 +137,9 @@ async def _probe() -> list[Check]:
                     )
                 checks.append(Check("veth pairs between namespaces", True, "ok"))
             except OSError as exc:
-                checks.append(Check("veth pairs between namespaces", False, str(exc), "load the veth module: modprobe veth"))
+                checks.append(
+                    Check("veth pairs between namespaces", False, str(exc), "load the veth module: modprobe veth")
+                )
             probe = (
                 "import sys\n"
                 "from testbed.censor import firewall\n"
@@ -146,7 +148,9 @@ async def _probe() -> list[Check]:
                 "    q = NetfilterQueue(); q.bind(0, lambda p: p.accept()); q.unbind()\n"
                 "print('ok')\n"
             )
-            async with netns_process(b, [sys.executable, "-c", probe], stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE) as proc:
+            async with netns_process(
+                b, [sys.executable, "-c", probe], stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+            ) as proc:
                 out, err = await asyncio.wait_for(proc.communicate(), 30)
             if proc.returncode == 0:
                 checks.append(Check("iptables NFQUEUE target + queue binding", True, "ok"))

@@ -197,5 +197,3 @@ def evaluate(
     )
     out.extend(check_censor(scenario.expect, censor or {}))
     return out
-
-

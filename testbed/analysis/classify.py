@@ -112,9 +112,7 @@ def _gtp_inner(p: Packet) -> bytes | None:
     return inner if inner and inner[0] >> 4 in (4, 6) else None
 
 
-def classify_capture(
-    path: str, classifier: Classifier, *, decapsulate_gtp: bool = True
-) -> CaptureSummary:
+def classify_capture(path: str, classifier: Classifier, *, decapsulate_gtp: bool = True) -> CaptureSummary:
     """Feed a capture through ``classifier``; returns counts of what could not be used."""
     summary = CaptureSummary(path)
     observe = classifier.observe
@@ -126,9 +124,7 @@ def classify_capture(
             continue
         try:
             packet = parse_ip(ip)
-            if decapsulate_gtp and packet.proto == 17 and (
-                packet.dport == GTP_U_PORT or packet.sport == GTP_U_PORT
-            ):
+            if decapsulate_gtp and packet.proto == 17 and (packet.dport == GTP_U_PORT or packet.sport == GTP_U_PORT):
                 inner = _gtp_inner(packet)
                 if inner is not None:
                     packet = parse_ip(inner)

@@ -104,9 +104,7 @@ def read_capture(path: str) -> Iterator[CaptureRecord]:
     try:
         magic = f.read(4)
         if len(magic) < 4:
-            raise CaptureError(
-                "too short to be a capture (no pcap/pcapng magic number)", file=path, offset=0
-            )
+            raise CaptureError("too short to be a capture (no pcap/pcapng magic number)", file=path, offset=0)
         f.seek(0)
         if magic == b"\x0a\x0d\x0d\x0a":
             yield from _read_pcapng(f, path)
@@ -127,9 +125,7 @@ _PCAP_MAGICS = {
 def _read_pcap(f: BinaryIO, path: str, magic: bytes) -> Iterator[CaptureRecord]:
     fmt = _PCAP_MAGICS.get(magic)
     if fmt is None:
-        raise CaptureError(
-            f"not a pcap or pcapng file (magic number {magic.hex()})", file=path, offset=0
-        )
+        raise CaptureError(f"not a pcap or pcapng file (magic number {magic.hex()})", file=path, offset=0)
     endian, scale = fmt
     hdr = f.read(24)
     if len(hdr) < 24:
@@ -146,19 +142,13 @@ def _read_pcap(f: BinaryIO, path: str, magic: bytes) -> Iterator[CaptureRecord]:
         if not h:
             return
         if len(h) < 16:
-            raise CaptureError(
-                f"truncated record header ({len(h)} of 16 bytes)", file=path, offset=offset
-            )
+            raise CaptureError(f"truncated record header ({len(h)} of 16 bytes)", file=path, offset=offset)
         sec, frac, caplen, _origlen = rec.unpack(h)
         if caplen > 0x40000:  # 256 KiB: larger than any snaplen tcpdump/wireshark write
-            raise CaptureError(
-                f"corrupt record: captured length {caplen} is implausible", file=path, offset=offset
-            )
+            raise CaptureError(f"corrupt record: captured length {caplen} is implausible", file=path, offset=offset)
         data = read(caplen)
         if len(data) < caplen:
-            raise CaptureError(
-                f"truncated record: {len(data)} of {caplen} bytes", file=path, offset=offset
-            )
+            raise CaptureError(f"truncated record: {len(data)} of {caplen} bytes", file=path, offset=offset)
         yield CaptureRecord(sec + frac * scale, linktype, data, offset)
         offset += 16 + caplen
 
@@ -191,9 +181,7 @@ def _read_pcapng(f: BinaryIO, path: str) -> Iterator[CaptureRecord]:
             elif bom == b"\x1a\x2b\x3c\x4d":
                 endian = ">"
             else:
-                raise CaptureError(
-                    f"bad pcapng byte-order magic {bom.hex()}", file=path, offset=offset + 8
-                )
+                raise CaptureError(f"bad pcapng byte-order magic {bom.hex()}", file=path, offset=offset + 8)
             ifaces = []  # interface ids are per section
         btype, blen = struct.unpack(endian + "II", head[:8])
         if blen < 12 or blen % 4 or blen > 0x1000000:

@@ -214,12 +214,9 @@ class Conductor:
                 )
                 return self._hang_up(now, "not reconnected", everyone=True)
             case Phase.HANGING_UP:
-                stuck = [
-                    str(r) for r, e in self._endpoints.items() if e.ready and not (e.done or e.lost)
-                ]
+                stuck = [str(r) for r, e in self._endpoints.items() if e.ready and not (e.done or e.lost)]
                 self._errors.append(
-                    f"{' and '.join(stuck)} did not finish hanging up within "
-                    f"{self._teardown_timeout_s:g} s"
+                    f"{' and '.join(stuck)} did not finish hanging up within {self._teardown_timeout_s:g} s"
                 )
                 return self._finish(now)
             case Phase.FINISHED:
@@ -249,9 +246,7 @@ class Conductor:
             if on
         ]
         transports = tuple(metrics.build_transport(role, reports[role]) for role in Role)
-        pair = next(
-            (t.selected_candidate_pair for t in transports if t.selected_candidate_pair), None
-        )
+        pair = next((t.selected_candidate_pair for t in transports if t.selected_candidate_pair), None)
         base = CallResult(
             name=self.options.name,
             connected=connected,
@@ -277,9 +272,7 @@ class Conductor:
 
     # -- internals ----------------------------------------------------------------------------
 
-    def _state_change(
-        self, role: Role, me: _Endpoint, t: float, layer: Layer, state: str, now: float
-    ) -> list[Action]:
+    def _state_change(self, role: Role, me: _Endpoint, t: float, layer: Layer, state: str, now: float) -> list[Action]:
         me.states[layer] = state
         self._log(t, role.party, layer, state)
         if layer is Layer.SIGNALLING and state == "offer-sent" and me.offer_sent_at is None:
@@ -292,16 +285,12 @@ class Conductor:
             me.session_connected = True
             if me.connected_at is None:
                 me.connected_at = t
-            if self.phase is Phase.DIALLING and all(
-                e.connected_at is not None for e in self._endpoints.values()
-            ):
+            if self.phase is Phase.DIALLING and all(e.connected_at is not None for e in self._endpoints.values()):
                 self.phase = Phase.CONNECTED
                 self._media_start = now
                 self._deadline = now + self.options.duration_s
                 self._log(now, Party.RELAY, Layer.CALL, CallState.CONNECTED)
-            elif self.phase is Phase.RECONNECTING and all(
-                e.session_connected for e in self._endpoints.values()
-            ):
+            elif self.phase is Phase.RECONNECTING and all(e.session_connected for e in self._endpoints.values()):
                 self.phase = Phase.CONNECTED
                 self._log(now, Party.RELAY, Layer.CALL, CallState.RECONNECTED)
             return []
@@ -339,9 +328,7 @@ class Conductor:
         self._deadline = now + self.options.drain_s + self._teardown_timeout_s
         self._log(now, Party.RELAY, Layer.SIGNALLING, CallState.HANGUP)
         actions: list[Action] = []
-        targets = (
-            list(Role) if everyone or not self._endpoints[Role.CALLER].alive else [Role.CALLER]
-        )
+        targets = list(Role) if everyone or not self._endpoints[Role.CALLER].alive else [Role.CALLER]
         for role in targets:
             endpoint = self._endpoints[role]
             if endpoint.alive and not endpoint.hung_up:

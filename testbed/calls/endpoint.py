@@ -410,9 +410,7 @@ class Endpoint:
             "iceconnectionstatechange",
             lambda: self._emit(Layer.ICE_CONNECTION, pc.iceConnectionState),
         )
-        pc.on(
-            "icegatheringstatechange", lambda: self._emit(Layer.ICE_GATHERING, pc.iceGatheringState)
-        )
+        pc.on("icegatheringstatechange", lambda: self._emit(Layer.ICE_GATHERING, pc.iceGatheringState))
         pc.on("track", self._on_track)
         pc.on("datachannel", self._on_datachannel)
 
@@ -581,9 +579,7 @@ class Endpoint:
         if self.options.data_channel:
             reliable = self.options.data_reliable
             self._wire_channel(
-                self.pc.createDataChannel(
-                    DATA_CHANNEL_LABEL, ordered=reliable, maxRetransmits=None if reliable else 0
-                )
+                self.pc.createDataChannel(DATA_CHANNEL_LABEL, ordered=reliable, maxRetransmits=None if reliable else 0)
             )
         self._hook_transports()
         await self.pc.setLocalDescription(await self.pc.createOffer())  # gathers all candidates
@@ -655,9 +651,7 @@ class Endpoint:
 
     async def report(self) -> EndpointReport:
         rtp, transports = aiortc_glue.read_stats(await self.pc.getStats())
-        by_ssrc = {
-            ssrc: self._arrivals[kind] for ssrc, kind in self._ssrc_kind.items() if kind in self._arrivals
-        }
+        by_ssrc = {ssrc: self._arrivals[kind] for ssrc, kind in self._ssrc_kind.items() if kind in self._arrivals}
         frames_received = self._frames_received()
         arrivals = {ssrc: times for ssrc, a in by_ssrc.items() if (times := a.times()) is not None}
         return EndpointReport(
@@ -683,9 +677,7 @@ class Endpoint:
             gaps={Kind(kind): tuple(g.gaps) for kind, g in self._gaps.items()},
             silences=tuple(self._silences.gaps),
             last_arrival=self._silences.last,
-            freezes={
-                Kind(kind): tuple(f.freezes) for kind, f in self._freezes.items() if kind in frames_received
-            },
+            freezes={Kind(kind): tuple(f.freezes) for kind, f in self._freezes.items() if kind in frames_received},
         )
 
     def _with_carry(self, entry: RtpStats) -> RtpStats:
@@ -805,9 +797,7 @@ async def _negotiate_in_order(
         await _negotiate(endpoint, await steps.get(), send)
 
 
-async def _negotiate(
-    endpoint: Endpoint, message: Message, send: Callable[[Message], Awaitable[None]]
-) -> None:
+async def _negotiate(endpoint: Endpoint, message: Message, send: Callable[[Message], Awaitable[None]]) -> None:
     """Carry out one offer/answer step; report what fails (the relay then hangs up, and the
     hang-up still reports statistics)."""
     try:
@@ -829,9 +819,7 @@ async def _negotiate(
             await send(Failure(f"{type(exc).__name__}: {exc}"))
 
 
-async def _hang_up(
-    endpoint: Endpoint, message: Bye | HangUp, send: Callable[[Message], Awaitable[None]]
-) -> None:
+async def _hang_up(endpoint: Endpoint, message: Bye | HangUp, send: Callable[[Message], Awaitable[None]]) -> None:
     try:
         if isinstance(message, Bye):
             await endpoint.on_bye(message.reason)

@@ -456,9 +456,7 @@ class EndpointReport:
             frames_received=_kind_counts(frames.get("received")),
             data=DataCounts.from_json(raw.get("data")),
             candidate_pair=candidate_pair_from_json(raw.get("candidate_pair")),
-            snapshots=tuple(
-                s for s in (Snapshot.from_json(x) for x in as_list(raw.get("snapshots"))) if s is not None
-            ),
+            snapshots=tuple(s for s in (Snapshot.from_json(x) for x in as_list(raw.get("snapshots"))) if s is not None),
             gaps=_intervals_by_kind(raw.get("gaps")),
             freezes=_intervals_by_kind(raw.get("freezes")),
             silences=_intervals(silences) if isinstance(silences, list) else None,
@@ -506,9 +504,7 @@ def _intervals(raw: object) -> tuple[Interval, ...]:
 
 
 def _intervals_by_kind(raw: object) -> dict[Kind, tuple[Interval, ...]]:
-    return {
-        kind: _intervals(items) for name, items in as_dict(raw).items() if (kind := _kind(name)) is not None
-    }
+    return {kind: _intervals(items) for name, items in as_dict(raw).items() if (kind := _kind(name)) is not None}
 
 
 def _kind_counts(value: object) -> dict[Kind, int]:

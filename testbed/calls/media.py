@@ -64,10 +64,7 @@ class ToneTrack(_PacedTrack):
         peak = int(32767 * amplitude)
         second = array.array(
             "h",
-            (
-                int(peak * math.sin(2 * math.pi * frequency_hz * i / AUDIO_RATE))
-                for i in range(AUDIO_RATE)
-            ),
+            (int(peak * math.sin(2 * math.pi * frequency_hz * i / AUDIO_RATE)) for i in range(AUDIO_RATE)),
         )
         self._second = second.tobytes()
         self._frame_bytes = AUDIO_SAMPLES * 2

@@ -138,9 +138,7 @@ def build_streams(
             if kind is Kind.DATA:
                 out.append(_data_stream(role, Direction.SEND, mine, peer))
                 recv = _data_stream(role, Direction.RECV, mine, peer)
-                out.append(
-                    _with_arrivals(recv, mine.data.arrivals if mine and mine.data else None, t0)
-                )
+                out.append(_with_arrivals(recv, mine.data.arrivals if mine and mine.data else None, t0))
             else:
                 out.append(_send_stream(role, kind, mine, peer))
                 recv = _recv_stream(role, kind, mine, peer)
@@ -149,9 +147,7 @@ def build_streams(
     return tuple(out)
 
 
-def _with_arrivals(
-    stream: StreamResult, times: ArrivalTimes | None, t0: float | None
-) -> StreamResult:
+def _with_arrivals(stream: StreamResult, times: ArrivalTimes | None, t0: float | None) -> StreamResult:
     if times is None or t0 is None:
         return stream
     # Per-second counts only mean "since the call started" if the endpoint counted from t0.
@@ -165,9 +161,7 @@ def _with_arrivals(
     )
 
 
-def _send_stream(
-    role: Role, kind: Kind, mine: EndpointReport | None, peer: EndpointReport | None
-) -> StreamResult:
+def _send_stream(role: Role, kind: Kind, mine: EndpointReport | None, peer: EndpointReport | None) -> StreamResult:
     base = StreamResult(endpoint=role.value, kind=kind, direction=Direction.SEND)
     if mine is None:
         return base
@@ -196,18 +190,14 @@ def _send_stream(
         bytes=out.bytes_sent,
         packets_lost=measured.packets_lost if measured else None,
         jitter_ms=_ms(jitter, mine.clock_rate(kind)),
-        round_trip_time_ms=_round(rtcp.round_trip_time * 1000.0)
-        if rtcp and rtcp.round_trip_time is not None
-        else None,
+        round_trip_time_ms=_round(rtcp.round_trip_time * 1000.0) if rtcp and rtcp.round_trip_time is not None else None,
         ssrc=out.ssrc,
         codec=codec.mime_type if codec else None,
         frames=mine.frames_sent.get(kind),
     )
 
 
-def _recv_stream(
-    role: Role, kind: Kind, mine: EndpointReport | None, peer: EndpointReport | None
-) -> StreamResult:
+def _recv_stream(role: Role, kind: Kind, mine: EndpointReport | None, peer: EndpointReport | None) -> StreamResult:
     base = StreamResult(endpoint=role.value, kind=kind, direction=Direction.RECV)
     peer_out = peer.find(StatsType.OUTBOUND_RTP, kind) if peer else None
     if mine is None:
@@ -314,13 +304,9 @@ def with_quality(
     ``testbed.calls.quality``).  ``media_start``/``media_end`` are CLOCK_MONOTONIC."""
     from testbed.calls import quality
 
-    snapshots = {
-        role.value: [s.to_json() for s in r.snapshots] for role, r in reports.items() if r is not None
-    }
+    snapshots = {role.value: [s.to_json() for s in r.snapshots] for role, r in reports.items() if r is not None}
     rates = {
-        role.value: {k.value: r.clock_rate(k) for k in MEDIA_KINDS}
-        for role, r in reports.items()
-        if r is not None
+        role.value: {k.value: r.clock_rate(k) for k in MEDIA_KINDS} for role, r in reports.items() if r is not None
     }
     gaps = {role.value: r.gaps.get(Kind.AUDIO, ()) for role, r in reports.items() if r is not None}
     freezes = {role.value: r.freezes.get(Kind.VIDEO, ()) for role, r in reports.items() if r is not None}
@@ -345,9 +331,7 @@ def with_quality(
                     audio_gap_max_ms=_round(max((length for _, length in g), default=0.0) * 1000.0)
                     if st.endpoint in gaps
                     else None,
-                    audio_gap_total_ms=_round(
-                        sum(max(0.0, length - 0.020) for _, length in g) * 1000.0
-                    )
+                    audio_gap_total_ms=_round(sum(max(0.0, length - 0.020) for _, length in g) * 1000.0)
                     if st.endpoint in gaps
                     else None,
                 )
@@ -370,12 +354,12 @@ def with_quality(
                     throughput_kbps=_round((st.bytes or 0) * 8 / 1000.0 / media_s)
                     if media_s > 0 and st.bytes is not None
                     else None,
-                    message_loss_pct=_round(100.0 * max(0, sent - (got or 0)) / sent)
-                    if sent
-                    else None,
+                    message_loss_pct=_round(100.0 * max(0, sent - (got or 0)) / sent) if sent else None,
                 )
             )
-    exact = {st.endpoint: st.message_loss_pct for st in streams if st.kind is Kind.DATA and st.direction is Direction.RECV}
+    exact = {
+        st.endpoint: st.message_loss_pct for st in streams if st.kind is Kind.DATA and st.direction is Direction.RECV
+    }
     for who, loss in exact.items():
         # Over the whole call, messages sent vs received is exact (a window only approximates it:
         # messages in flight at its edges).
@@ -400,9 +384,7 @@ def with_quality(
         result,
         streams=tuple(streams),
         samples=tuple(samples),
-        quality={
-            name: {k: v for k, v in dataclasses.asdict(q).items()} for name, q in per_endpoint.items()
-        },
+        quality={name: {k: v for k, v in dataclasses.asdict(q).items()} for name, q in per_endpoint.items()},
         mos=min(moses) if moses else None,
         mos_r0=quality.R0 if moses else None,
         loss_pct=_worst([q.loss_pct for q in per_endpoint.values()]),

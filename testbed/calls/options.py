@@ -58,16 +58,12 @@ class IceServer:
             try:
                 ipaddress.ip_address(match["host"].strip("[]"))
             except ValueError:
-                raise ValueError(
-                    f"ICE server URL {url!r}: {match['host']} is not an IP address"
-                ) from None
+                raise ValueError(f"ICE server URL {url!r}: {match['host']} is not an IP address") from None
             if match["port"] is not None and not 0 < int(match["port"]) < 65536:
                 raise ValueError(f"ICE server URL {url!r}: port out of range")
             if match["scheme"].startswith("stun") and match["transport"]:
                 raise ValueError(f"ICE server URL {url!r}: stun URLs take no transport (RFC 7064)")
-            if match["scheme"].startswith("turn") and (
-                self.username is None or self.credential is None
-            ):
+            if match["scheme"].startswith("turn") and (self.username is None or self.credential is None):
                 raise ValueError(f"TURN server {url!r} needs a username and a credential")
 
     @property
@@ -87,9 +83,7 @@ class IceServer:
         unknown = set(data) - {"urls", "username", "credential"}
         if unknown:
             raise ValueError(f"unknown ICE server key(s): {', '.join(sorted(unknown))}")
-        return cls(
-            urls=tuple(urls), username=data.get("username"), credential=data.get("credential")
-        )
+        return cls(urls=tuple(urls), username=data.get("username"), credential=data.get("credential"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,27 +192,20 @@ class CallOptions:
             raise ValueError("adapt adjusts the Opus bitrate: it needs audio with audio_codec 'opus'")
         if not (self.audio or self.video or self.data_channel):
             raise ValueError("a call needs at least one of audio, video, data_channel")
-        if not isinstance(self.ice_servers, tuple) or not all(
-            isinstance(s, IceServer) for s in self.ice_servers
-        ):
+        if not isinstance(self.ice_servers, tuple) or not all(isinstance(s, IceServer) for s in self.ice_servers):
             raise ValueError("ice_servers must be a tuple of IceServer")
         if not isinstance(self.ice_transport_policy, IceTransportPolicy):
-            raise ValueError(
-                f"ice_transport_policy must be one of {[p.value for p in IceTransportPolicy]}"
-            )
-        if self.ice_transport_policy is IceTransportPolicy.RELAY and not any(
-            s.is_turn for s in self.ice_servers
-        ):
+            raise ValueError(f"ice_transport_policy must be one of {[p.value for p in IceTransportPolicy]}")
+        if self.ice_transport_policy is IceTransportPolicy.RELAY and not any(s.is_turn for s in self.ice_servers):
             raise ValueError("ice_transport_policy 'relay' needs a TURN server in ice_servers")
 
     @property
     def app_audio(self) -> bool:
         """Whether the Opus encoder differs from aiortc's own (so the endpoint installs its own)."""
-        return self.audio and self.audio_codec == "opus" and (
-            self.adapt
-            or self.audio_fec
-            or self.audio_frame_ms != 20
-            or self.audio_bitrate_bps != 96000
+        return (
+            self.audio
+            and self.audio_codec == "opus"
+            and (self.adapt or self.audio_fec or self.audio_frame_ms != 20 or self.audio_bitrate_bps != 96000)
         )
 
     @property
@@ -250,9 +237,7 @@ class CallOptions:
         values = dict(data)
         if "ice_servers" in values:
             servers = values["ice_servers"]
-            if not isinstance(servers, list | tuple) or not all(
-                isinstance(s, Mapping) for s in servers
-            ):
+            if not isinstance(servers, list | tuple) or not all(isinstance(s, Mapping) for s in servers):
                 raise ValueError("ice_servers must be a list of {urls, username, credential}")
             values["ice_servers"] = tuple(IceServer.from_json(s) for s in servers)
         if "stun_prelude" in values:

@@ -306,12 +306,13 @@ async def run_calls(
                 engines=plan.engines,
             )
         result = judged(
-            replace(
-                result, spec=plan.spec, instance=plan.instance, start_s=started, engines=plan.engine_names()
-            ),
+            replace(result, spec=plan.spec, instance=plan.instance, start_s=started, engines=plan.engine_names()),
             settings,
         )
-        say(f"call {name}: {result.outcome}" + (f" ({'; '.join(result.outcome_reasons)})" if result.outcome_reasons else ""))
+        say(
+            f"call {name}: {result.outcome}"
+            + (f" ({'; '.join(result.outcome_reasons)})" if result.outcome_reasons else "")
+        )
         return result
 
     async with asyncio.TaskGroup() as tg:

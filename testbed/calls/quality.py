@@ -156,7 +156,9 @@ def build_samples(
                         "bytes": size,
                         "bitrate_kbps": round(size * 8 / 1000.0 / dt, 3),
                         "lost": lost,
-                        "loss_pct": _loss_pct(lost, packets if direction == "recv" else cur_delta_expected(cur, old, packets)),
+                        "loss_pct": _loss_pct(
+                            lost, packets if direction == "recv" else cur_delta_expected(cur, old, packets)
+                        ),
                         "jitter_ms": None if jitter is None or not rate else round(jitter * 1000.0 / rate, 3),
                         "rtt_ms": rtt_ms if kind != "data" else None,
                         "frames": _delta(cur, old, "frames") if cur.get("frames") is not None else None,
@@ -174,7 +176,9 @@ def build_samples(
                         sample["freezes"] = sum(1 for s, _ in freezes.get(endpoint, ()) if start <= s < t_end)
                     if direction == "recv" and kind == "audio":
                         sample["audio_gap_ms"] = round(
-                            1000.0 * silence_between(gaps.get(endpoint, ()) if gaps else (), start, t_end, audio_ptime_s), 3
+                            1000.0
+                            * silence_between(gaps.get(endpoint, ()) if gaps else (), start, t_end, audio_ptime_s),
+                            3,
                         )
                         if packets or lost:
                             sample["mos"] = mos(rtt_ms, sample["jitter_ms"], sample["loss_pct"])
@@ -284,9 +288,7 @@ def receive_stats(samples: Sequence[Mapping[str, Any]], endpoint: str) -> Window
         bitrate_kbps=bitrate,
         audio_gap_ms=round(sum(gaps), 3) if gaps else None,
         freezes=sum(s["freezes"] or 0 for s in video) if video else None,
-        message_loss_pct=round(100.0 * max(0, sent_msgs - got_msgs) / sent_msgs, 3)
-        if has_data and sent_msgs
-        else None,
+        message_loss_pct=round(100.0 * max(0, sent_msgs - got_msgs) / sent_msgs, 3) if has_data and sent_msgs else None,
         seconds=seconds,
     )
 
@@ -311,9 +313,7 @@ def time_to_failure(
                 run_start = i
             if i + 1 - run_start >= dead_after_s:
                 ttf = round(max(0.0, run_start - connected_s), 3)
-                recovered = any(
-                    (received_per_s[j] if j < len(received_per_s) else 0) > 0 for j in range(i + 1, last)
-                )
+                recovered = any((received_per_s[j] if j < len(received_per_s) else 0) > 0 for j in range(i + 1, last))
                 return ttf, recovered
         else:
             run_start = None
@@ -330,12 +330,7 @@ def common_silences(
     current = [(s, s + n) for s, n in per_endpoint[0]]
     for other in per_endpoint[1:]:
         spans = [(s, s + n) for s, n in other]
-        current = [
-            (max(a0, b0), min(a1, b1))
-            for a0, a1 in current
-            for b0, b1 in spans
-            if min(a1, b1) > max(a0, b0)
-        ]
+        current = [(max(a0, b0), min(a1, b1)) for a0, a1 in current for b0, b1 in spans if min(a1, b1) > max(a0, b0)]
     return sorted((a, b - a) for a, b in current)
 
 

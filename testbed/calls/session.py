@@ -138,9 +138,7 @@ async def run_call(
             await relay.wait_exited(EXIT_WAIT_S)
     if isinstance(outcome, Abort):
         roles = [outcome.role] if outcome.role else list(Role)
-        tails = "".join(
-            f"\n--- {role} endpoint log ({logs[role]}) ---\n{_tail(logs[role])}" for role in roles
-        )
+        tails = "".join(f"\n--- {role} endpoint log ({logs[role]}) ---\n{_tail(logs[role])}" for role in roles)
         raise CallError(f"call {options.name!r}: {outcome.reason}{tails}")
     return conductor.result(wall_s=time.monotonic() - started)
 
@@ -248,9 +246,7 @@ class _Relay:
                 for message in decoder.feed(data):
                     if role is None:
                         if not isinstance(message, Hello) or message.role in self._writers:
-                            self._inbox.put_nowait(
-                                _Violation(f"an endpoint connection began with {message.type}")
-                            )
+                            self._inbox.put_nowait(_Violation(f"an endpoint connection began with {message.type}"))
                             return
                         role = message.role
                         self._writers[role] = writer

@@ -105,7 +105,9 @@ def _with_breakage(
     return ttf, recovered
 
 
-def _reasons(result: CallResult, thresholds: VerdictSettings, ttf: float | None, recovered: bool | None) -> tuple[str, list[str]]:
+def _reasons(
+    result: CallResult, thresholds: VerdictSettings, ttf: float | None, recovered: bool | None
+) -> tuple[str, list[str]]:
     if not result.connected:
         return Outcome.BLOCKED.value, [f"never connected: {result.error or 'no reason given'}"]
     if ttf is not None and not recovered:
@@ -127,7 +129,9 @@ def _reasons(result: CallResult, thresholds: VerdictSettings, ttf: float | None,
         out.append(f"MOS {result.mos:g} below {t.min_mos:g}")
     for st in result.streams:
         if st.audio_gap_max_ms is not None and st.audio_gap_max_ms > t.max_audio_gap * 1000.0:
-            out.append(f"{st.endpoint} heard no audio for {st.audio_gap_max_ms:g} ms (> {t.max_audio_gap * 1000.0:g} ms)")
+            out.append(
+                f"{st.endpoint} heard no audio for {st.audio_gap_max_ms:g} ms (> {t.max_audio_gap * 1000.0:g} ms)"
+            )
         if st.freeze_count is not None and st.freeze_count > t.max_freezes:
             out.append(f"{st.endpoint} video froze {st.freeze_count} times (> {t.max_freezes})")
     return (Outcome.DEGRADED.value if out else Outcome.OK.value), out
@@ -184,7 +188,9 @@ def evaluate(
     return out
 
 
-def _check(exp: Expectation, name: str, call: CallResult | None, thresholds: VerdictSettings) -> list[ExpectationResult]:
+def _check(
+    exp: Expectation, name: str, call: CallResult | None, thresholds: VerdictSettings
+) -> list[ExpectationResult]:
     out: list[ExpectationResult] = []
     scope = f" in {exp.window.describe()}" if exp.window is not None else ""
     who = f" ({exp.endpoint.value})" if exp.endpoint is not None else ""
@@ -222,7 +228,11 @@ def _check(exp: Expectation, name: str, call: CallResult | None, thresholds: Ver
         if call is None:
             missing(what)
         elif call.setup_ms is None:
-            add(what, False, f"expected setup {exp.setup.describe(' s')}, measured: never connected ({call.error or 'no reason given'})")
+            add(
+                what,
+                False,
+                f"expected setup {exp.setup.describe(' s')}, measured: never connected ({call.error or 'no reason given'})",
+            )
         else:
             s = call.setup_ms / 1000.0
             split = ""
@@ -307,7 +317,9 @@ def _window_stats(call: CallResult, exp: Expectation) -> Mapping[str, quality.Wi
 _HIGHER_IS_BETTER = {"mos", "bitrate_kbps"}
 
 
-def _pick(stats: Mapping[str, quality.WindowStats], key: str, bound: Bound, exp: Expectation) -> tuple[float | None, str]:
+def _pick(
+    stats: Mapping[str, quality.WindowStats], key: str, bound: Bound, exp: Expectation
+) -> tuple[float | None, str]:
     if exp.endpoint is not None:
         return getattr(stats[exp.endpoint.value], key), ""
     values = [(getattr(s, key), who) for who, s in stats.items() if getattr(s, key) is not None]

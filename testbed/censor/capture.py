@@ -295,9 +295,7 @@ def _drain(
             counters.limit = "max_bytes"
             return False
         pkttype = addr[2] if len(addr) > 2 else 0
-        writer.write_packet(
-            iface, _timestamp_ns(ancdata), frame, outbound=pkttype == PACKET_OUTGOING, pkttype=pkttype
-        )
+        writer.write_packet(iface, _timestamp_ns(ancdata), frame, outbound=pkttype == PACKET_OUTGOING, pkttype=pkttype)
         counters.packets += 1
         counters.bytes += len(frame)
     return writing
@@ -363,9 +361,7 @@ async def running_capture(
     ]  # fmt: skip
     handle = CaptureHandle(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    async with netns_process(
-        netns, argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
-    ) as proc:
+    async with netns_process(netns, argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE) as proc:
         assert proc.stdout is not None and proc.stderr is not None
         ready = asyncio.Event()
         stdout, stderr = proc.stdout, proc.stderr
@@ -409,8 +405,7 @@ async def running_capture(
                     else f"within {READY_TIMEOUT_S:.0f} s"
                 )
                 raise CensorError(
-                    f"the packet capture of the censor's links ({', '.join(ifnames)}) did not start "
-                    f"{how}:\n    {said}"
+                    f"the packet capture of the censor's links ({', '.join(ifnames)}) did not start {how}:\n    {said}"
                 )
             yield handle
             died_early = proc.returncode is not None

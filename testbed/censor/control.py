@@ -107,8 +107,7 @@ class CensorHandle:
         return CensorError(
             f"the censor engine exited unexpectedly {while_} (exit code {self.proc.returncode}). "
             "Its queue is bound without bypass, so forwarded traffic was being dropped from that "
-            f"moment: this run's results cannot be trusted.\n  censor output:\n    "
-            + tail.replace("\n", "\n    ")
+            f"moment: this run's results cannot be trusted.\n  censor output:\n    " + tail.replace("\n", "\n    ")
         )
 
     async def watch(self) -> None:
@@ -158,7 +157,9 @@ async def running_censor(
             try:
                 ready = tg.create_task(handle.ready.wait())
                 exited = tg.create_task(proc.wait())
-                done, _ = await asyncio.wait({ready, exited}, timeout=READY_TIMEOUT_S, return_when=asyncio.FIRST_COMPLETED)
+                done, _ = await asyncio.wait(
+                    {ready, exited}, timeout=READY_TIMEOUT_S, return_when=asyncio.FIRST_COMPLETED
+                )
                 ready.cancel()
                 exited.cancel()
                 if not handle.ready.is_set():

@@ -41,7 +41,9 @@ def check_censor(expectations: Iterable[Expectation], censor: Mapping[str, Any])
                 out.append(ExpectationResult(what, False, f"the censor reported no {name!r}", bound.describe(), None))
                 continue
             ok = bound.holds(got)
-            out.append(ExpectationResult(what, ok, f"expected {bound.describe()}, measured {got}", bound.describe(), got))
+            out.append(
+                ExpectationResult(what, ok, f"expected {bound.describe()}, measured {got}", bound.describe(), got)
+            )
     return out
 
 

@@ -21,7 +21,9 @@ class FirewallError(Exception):
 def _iptables() -> str:
     path = shutil.which("iptables")
     if path is None:
-        raise FirewallError("iptables is not installed; run the setup command from the README (apt-get install iptables)")
+        raise FirewallError(
+            "iptables is not installed; run the setup command from the README (apt-get install iptables)"
+        )
     return path
 
 

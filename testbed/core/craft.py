@@ -63,17 +63,13 @@ def _pseudo_header(src: bytes, dst: bytes, proto: int, length: int) -> bytes:
     return src + dst + struct.pack("!IxxxB", length, proto)  # RFC 8200 §8.1
 
 
-def ip_packet(
-    src: bytes, dst: bytes, proto: int, l4: bytes, *, ttl: int = DEFAULT_TTL, ident: int = 0
-) -> bytes:
+def ip_packet(src: bytes, dst: bytes, proto: int, l4: bytes, *, ttl: int = DEFAULT_TTL, ident: int = 0) -> bytes:
     """An IPv4 (4-byte addresses) or IPv6 (16-byte) packet around a finished transport message."""
     if len(src) != len(dst) or len(src) not in (4, 16):
         raise ValueError("src and dst must both be 4 (IPv4) or 16 (IPv6) packed bytes")
     if len(src) == 4:
         total = 20 + len(l4)
-        hdr = struct.pack(
-            "!BBHHHBBH4s4s", 0x45, 0, total, ident & 0xFFFF, 0, ttl, proto, 0, src, dst
-        )
+        hdr = struct.pack("!BBHHHBBH4s4s", 0x45, 0, total, ident & 0xFFFF, 0, ttl, proto, 0, src, dst)
         hdr = hdr[:10] + struct.pack("!H", checksum(hdr)) + hdr[12:]
         return hdr + l4
     return struct.pack("!IHBB16s16s", 0x6 << 28, len(l4), proto, ttl, src, dst) + l4
@@ -209,9 +205,7 @@ def packet_bytes(packet: Packet) -> bytes:
             packet.src, packet.dst, packet.sport, packet.dport, packet.payload,
             ttl=packet.ttl, ident=packet.frag_id,
         )  # fmt: skip
-    return ip_packet(
-        packet.src, packet.dst, packet.proto, packet.payload, ttl=packet.ttl, ident=packet.frag_id
-    )
+    return ip_packet(packet.src, packet.dst, packet.proto, packet.payload, ttl=packet.ttl, ident=packet.frag_id)
 
 
 def icmp_unreachable(

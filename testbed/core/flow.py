@@ -80,9 +80,7 @@ class FlowKey:
         return format_endpoint(self.a_addr, self.a_port), format_endpoint(self.b_addr, self.b_port)
 
 
-def _canonical(
-    proto: int, src: bytes, sport: int, dst: bytes, dport: int
-) -> tuple[int, bytes, int, bytes, int]:
+def _canonical(proto: int, src: bytes, sport: int, dst: bytes, dport: int) -> tuple[int, bytes, int, bytes, int]:
     if (src, sport) <= (dst, dport):
         return proto, src, sport, dst, dport
     return proto, dst, dport, src, sport
@@ -236,9 +234,7 @@ class FlowTable:
     def get(self, packet: Packet) -> Flow | None:
         """The flow a packet belongs to, without creating or touching it."""
         table = self._tcp if packet.proto == 6 else self._other
-        return table.get(
-            _canonical(packet.proto, packet.src, packet.sport, packet.dst, packet.dport)
-        )
+        return table.get(_canonical(packet.proto, packet.src, packet.sport, packet.dst, packet.dport))
 
     def lookup(self, packet: Packet, now: float) -> tuple[Flow, Direction, bool]:
         """The packet's flow (created if new), its direction, and whether the flow is new.
@@ -315,9 +311,7 @@ class FlowTable:
         front_other = next(iter(self._other.values()), None)
         if front_tcp is None and front_other is None:
             return
-        if front_other is None or (
-            front_tcp is not None and front_tcp.last_seen <= front_other.last_seen
-        ):
+        if front_other is None or (front_tcp is not None and front_tcp.last_seen <= front_other.last_seen):
             self._tcp.popitem(last=False)
             victim = front_tcp
         else:

@@ -133,8 +133,6 @@ def shipped_address_lists() -> dict[str, AddressList]:
         pkg = resources.files("testbed.data")
         for name, filename in _SHIPPED.items():
             text = pkg.joinpath(filename).read_text(encoding="utf-8")
-            source = next(
-                (ln[1:].strip() for ln in text.splitlines() if ln.startswith("# Source")), ""
-            )
+            source = next((ln[1:].strip() for ln in text.splitlines() if ln.startswith("# Source")), "")
             _cache[name] = AddressList.from_text(name, text, source)
     return dict(_cache)

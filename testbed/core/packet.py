@@ -159,9 +159,7 @@ def _parse_ipv4(data: bytes) -> Packet:
     frag_offset = (frag & 0x1FFF) * 8
     more = bool(frag & 0x2000)
     is_frag = more or frag_offset != 0
-    return _parse_l4(
-        4, src, dst, proto, data, ihl, end, total, ttl, is_frag, frag_offset, more, ident
-    )
+    return _parse_l4(4, src, dst, proto, data, ihl, end, total, ttl, is_frag, frag_offset, more, ident)
 
 
 def _parse_ipv6(data: bytes) -> Packet:
@@ -286,7 +284,7 @@ def format_addr(addr: bytes) -> str:
 
 
 def format_endpoint(addr: bytes, port: int) -> str:
-    """"1.2.3.4:5" or "[fd00::1]:5" (RFC 3986 §3.2.2 brackets for IPv6)."""
+    """ "1.2.3.4:5" or "[fd00::1]:5" (RFC 3986 §3.2.2 brackets for IPv6)."""
     if len(addr) == 16:
         return f"[{format_addr(addr)}]:{port}"
     return f"{format_addr(addr)}:{port}"

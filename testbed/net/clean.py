@@ -94,5 +94,3 @@ def clean(*, run_id: str | None = None) -> CleanReport:
                 report.removed_dirs.append(str(d))
     report.live_runs = sorted(live)
     return report
-
-

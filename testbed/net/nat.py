@@ -29,7 +29,20 @@ def rules(nat_type: str, outer_if: str, outer_addr: str, inner_host: str) -> lis
     if nat_type == "endpoint-independent":
         return [
             snat,
-            ["-t", "nat", "-A", "PREROUTING", "-i", outer_if, "-d", outer_addr, "-j", "DNAT", "--to-destination", inner_host],
+            [
+                "-t",
+                "nat",
+                "-A",
+                "PREROUTING",
+                "-i",
+                outer_if,
+                "-d",
+                outer_addr,
+                "-j",
+                "DNAT",
+                "--to-destination",
+                inner_host,
+            ],
         ]
     raise ValueError(f"unknown NAT type {nat_type!r}")
 

@@ -20,7 +20,11 @@ def effective_caps() -> int:
 
 def missing_caps() -> list[str]:
     caps = effective_caps()
-    return [name for bit, name in ((CAP_NET_ADMIN, "CAP_NET_ADMIN"), (CAP_SYS_ADMIN, "CAP_SYS_ADMIN")) if not caps >> bit & 1]
+    return [
+        name
+        for bit, name in ((CAP_NET_ADMIN, "CAP_NET_ADMIN"), (CAP_SYS_ADMIN, "CAP_SYS_ADMIN"))
+        if not caps >> bit & 1
+    ]
 
 
 def require_privileges(what: str = "build network namespaces") -> None:

@@ -117,8 +117,12 @@ class TopologyPlan:
                 out.append(LinkPlan(n.netns, n.ifname, n.address, n.nat.netns, n.nat.inner_ifname, n.nat.inner_address))
                 out.append(
                     LinkPlan(
-                        n.nat.netns, n.nat.outer_ifname, n.nat.outer_address,
-                        self.censor_netns, n.censor_ifname, n.censor_address,
+                        n.nat.netns,
+                        n.nat.outer_ifname,
+                        n.nat.outer_address,
+                        self.censor_netns,
+                        n.censor_ifname,
+                        n.censor_address,
                     )
                 )
         return tuple(out)
@@ -235,8 +239,13 @@ def _remove_netns(name: str) -> None:
 
 async def _make_link(link: LinkPlan) -> None:
     async with AsyncIPRoute(netns=link.a_netns) as ipr:
-        await ipr.link("add", ifname=link.a_ifname, kind="veth", peer={"ifname": link.b_ifname, "net_ns_fd": link.b_netns})
-    for ns, ifname, address in ((link.a_netns, link.a_ifname, link.a_address), (link.b_netns, link.b_ifname, link.b_address)):
+        await ipr.link(
+            "add", ifname=link.a_ifname, kind="veth", peer={"ifname": link.b_ifname, "net_ns_fd": link.b_netns}
+        )
+    for ns, ifname, address in (
+        (link.a_netns, link.a_ifname, link.a_address),
+        (link.b_netns, link.b_ifname, link.b_address),
+    ):
         async with AsyncIPRoute(netns=ns) as ipr:
             (idx,) = await ipr.link_lookup(ifname=ifname)
             await ipr.addr("add", index=idx, address=address, prefixlen=link.prefixlen)
@@ -263,7 +272,9 @@ async def _configure_nat(node: NodePlan) -> None:
     async with netns_process(nat.netns, argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT) as proc:
         out, _ = await asyncio.wait_for(proc.communicate(), 30)
     if proc.returncode != 0:
-        raise TopologyError(f"could not set up the {nat.type.value} NAT for {node.name}: {out.decode(errors='replace').strip()}")
+        raise TopologyError(
+            f"could not set up the {nat.type.value} NAT for {node.name}: {out.decode(errors='replace').strip()}"
+        )
 
 
 def _disable_offloads(ns: str, ifname: str) -> dict[str, bool]:

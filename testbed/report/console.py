@@ -100,7 +100,9 @@ def format_app_lines(result: Mapping[str, Any]) -> list[str]:
         ready = "ready" if a.get("ready_s") is not None else "never ready"
         end = "alive at end" if a.get("alive_at_end") else f"exit {a.get('exit_code')}"
         dropped = f", {a['dropped_bytes']} bytes of output left out" if a.get("dropped_bytes") else ""
-        out.append(f"{INDENT}app {a.get('name', '?')} on {a.get('node', '?')}: {ready}, {end}{dropped}; log {a.get('log')}")
+        out.append(
+            f"{INDENT}app {a.get('name', '?')} on {a.get('node', '?')}: {ready}, {end}{dropped}; log {a.get('log')}"
+        )
     return out
 
 

@@ -148,9 +148,7 @@ def call_loss_pct(call: Mapping[str, Any]) -> float | None:
     return _loss_from_streams(streams) if isinstance(streams, list) else None
 
 
-def call_expectations(
-    call_name: str, expectations: Sequence[Mapping[str, Any]]
-) -> list[Mapping[str, Any]]:
+def call_expectations(call_name: str, expectations: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
     """The expectations about one call (their ``what`` starts with ``"<call>: "``, or names it)."""
     out = []
     for e in expectations:

@@ -112,7 +112,9 @@ def _event_color(name: str) -> str:
 # -- data -> chart series ----------------------------------------------------------------------
 
 
-def _sample_series(samples: Sequence[Mapping[str, Any]], field: str, *, recv_only: bool, send_dashed: bool) -> list[Series]:
+def _sample_series(
+    samples: Sequence[Mapping[str, Any]], field: str, *, recv_only: bool, send_dashed: bool
+) -> list[Series]:
     """One series per media flow and direction (bitrate, loss), or per endpoint and kind (RTT)."""
     per_endpoint = field == "rtt_ms"  # the same RTT is repeated on an endpoint's send and recv entries
     groups: dict[tuple[str, str, str], dict[float, float | None]] = {}
@@ -321,10 +323,10 @@ details summary { cursor:pointer; color:var(--muted); margin:8px 0 4px; }
 def _page(title: str, body: str, *, crumbs: str = "") -> str:
     generated = _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     return (
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-        f"<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>{escape(title)}</title>"
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f'<meta name="viewport" content="width=device-width, initial-scale=1"><title>{escape(title)}</title>'
         f"<style>{_CSS}</style></head><body>"
-        f"<header class=\"top\"><h1>testbed report</h1><span class=\"meta\">testbed {escape(__version__)} · "
+        f'<header class="top"><h1>testbed report</h1><span class="meta">testbed {escape(__version__)} · '
         f"generated {generated}</span>{crumbs}</header><main>{body}</main></body></html>\n"
     )
 
@@ -344,8 +346,12 @@ def _badge(text: str) -> str:
     return f'<span class="badge b-{escape(re.sub(r"[^a-z]", "", text.lower()))}">{escape(text)}</span>'
 
 
-def _table(head: Sequence[str], rows: Sequence[Sequence[str]], *, numeric: Sequence[int] = (), row_classes: Sequence[str] = ()) -> str:
-    th = "".join(f'<th class="n">{escape(h)}</th>' if i in numeric else f"<th>{escape(h)}</th>" for i, h in enumerate(head))
+def _table(
+    head: Sequence[str], rows: Sequence[Sequence[str]], *, numeric: Sequence[int] = (), row_classes: Sequence[str] = ()
+) -> str:
+    th = "".join(
+        f'<th class="n">{escape(h)}</th>' if i in numeric else f"<th>{escape(h)}</th>" for i, h in enumerate(head)
+    )
     body = []
     for r_i, row in enumerate(rows):
         cls = f' class="{row_classes[r_i]}"' if r_i < len(row_classes) and row_classes[r_i] else ""
@@ -456,9 +462,9 @@ def _call_html(
     )
     pair = call.get("selected_candidate_pair")
     pair_text = (
-        f'{escape(str(pair.get("local_address")))}:{pair.get("local_port")} ({escape(str(pair.get("local_type")))}) → '
-        f'{escape(str(pair.get("remote_address")))}:{pair.get("remote_port")} ({escape(str(pair.get("remote_type")))}) '
-        f'over {escape(str(pair.get("protocol")))}'
+        f"{escape(str(pair.get('local_address')))}:{pair.get('local_port')} ({escape(str(pair.get('local_type')))}) → "
+        f"{escape(str(pair.get('remote_address')))}:{pair.get('remote_port')} ({escape(str(pair.get('remote_type')))}) "
+        f"over {escape(str(pair.get('protocol')))}"
         if isinstance(pair, Mapping)
         else "—"
     )
@@ -493,7 +499,19 @@ def _call_html(
     streams_html = (
         "<details><summary>streams</summary>"
         + _table(
-            ["endpoint", "kind", "dir", "sent", "received", "lost", "bytes", "jitter ms", "RTT ms", "max gap ms", "codec"],
+            [
+                "endpoint",
+                "kind",
+                "dir",
+                "sent",
+                "received",
+                "lost",
+                "bytes",
+                "jitter ms",
+                "RTT ms",
+                "max gap ms",
+                "codec",
+            ],
             stream_rows,
             numeric=range(3, 10),
         )
@@ -533,15 +551,26 @@ def _probes_timeline(
             continue
         ok = p.get("exit_code") == 0 and not p.get("timed_out")
         code = "timed out" if p.get("timed_out") else f"exit {_value(p.get('exit_code'))}"
-        bars.append(Bar(str(p.get("name", "?")), start, start + took, "#2e9d5b" if ok else "#c0392b",
-                        f"{p.get('name')}: {start:.2f}-{start + took:.2f} s, {code}"))
+        bars.append(
+            Bar(
+                str(p.get("name", "?")),
+                start,
+                start + took,
+                "#2e9d5b" if ok else "#c0392b",
+                f"{p.get('name')}: {start:.2f}-{start + took:.2f} s, {code}",
+            )
+        )
     if not bars:
         return ""
     # Probes' started_s count from the start of the calls phase, like a call with start_s = 0.
     offset = _origin_offset(result, {}, censor_offset_s)
     markers = [
-        Marker(e.t - offset, str(event_numbers[i]), f"#{event_numbers[i]} at {e.t - offset:.2f} s: {_event_text(e)}",
-               _event_color(e.event))
+        Marker(
+            e.t - offset,
+            str(event_numbers[i]),
+            f"#{event_numbers[i]} at {e.t - offset:.2f} s: {_event_text(e)}",
+            _event_color(e.event),
+        )
         for i, e in enumerate(events)
         if i in event_numbers
     ]
@@ -556,7 +585,9 @@ def _attempt_bars(name: str, attempts: Sequence[Mapping[str, Any]]) -> list[Bar]
             continue
         code = a.get("exit")
         text = "timed out" if code is None else f"exit {_value(code)}"
-        out.append(Bar(name, t, t + took, "#2e9d5b" if code == 0 else "#c0392b", f"{name}: attempt at {t:.2f} s, {text}"))
+        out.append(
+            Bar(name, t, t + took, "#2e9d5b" if code == 0 else "#c0392b", f"{name}: attempt at {t:.2f} s, {text}")
+        )
     return out
 
 
@@ -592,7 +623,12 @@ def _apps_html(result: Mapping[str, Any], apps: Sequence[Mapping[str, Any]], lin
     return (
         '<p class="muted">Times in seconds since the calls and probes started (negative: before). '
         "Exit code -15: stopped by the run's SIGTERM, -9: killed after the grace period.</p>"
-        + _table(["app", "node", "started", "ready", "exit", "alive at end", "log"], rows, numeric=(2, 3), row_classes=classes)
+        + _table(
+            ["app", "node", "started", "ready", "exit", "alive at end", "log"],
+            rows,
+            numeric=(2, 3),
+            row_classes=classes,
+        )
     )
 
 
@@ -625,7 +661,9 @@ def _probes_html(probes: Sequence[Mapping[str, Any]]) -> str:
         pct = _num(p.get("success_pct"))
         if pct is not None:
             first = _num(p.get("first_failure_s"))
-            code = f"{pct:g}% of {len(p.get('attempts') or [])} ok" + (f", first failure {first:.2f} s" if first is not None else "")
+            code = f"{pct:g}% of {len(p.get('attempts') or [])} ok" + (
+                f", first failure {first:.2f} s" if first is not None else ""
+            )
         tail = "\n".join(str(p.get(k) or "").strip() for k in ("stdout_tail", "stderr_tail")).strip()
         rows.append(
             [
@@ -640,7 +678,12 @@ def _probes_html(probes: Sequence[Mapping[str, Any]]) -> str:
         )
         ok = p.get("exit_code") == 0 and not p.get("timed_out") if pct is None else pct == 100
         classes.append("" if ok else "bad")
-    return _table(["probe", "node", "command", "started", "took", "exit", "output (tail)"], rows, numeric=(3, 4), row_classes=classes)
+    return _table(
+        ["probe", "node", "command", "started", "took", "exit", "output (tail)"],
+        rows,
+        numeric=(3, 4),
+        row_classes=classes,
+    )
 
 
 def _capture_file(result: Mapping[str, Any]) -> Path | None:
@@ -663,9 +706,18 @@ def _censor_html(
         ("bytes", fmt_num(censor.get("bytes"))),
         ("flows", str(len(censor.get("flows") or []))),
         *((f"{k}", fmt_num(v)) for k, v in sorted(actions.items())),
-        ("kernel drops", fmt_num((_num(kernel.get("queue_dropped")) or 0) + (_num(kernel.get("user_dropped")) or 0)) if kernel else "—"),
+        (
+            "kernel drops",
+            fmt_num((_num(kernel.get("queue_dropped")) or 0) + (_num(kernel.get("user_dropped")) or 0))
+            if kernel
+            else "—",
+        ),
     ]
-    parts.append('<div class="summary">' + "".join(f'<div><div class="k">{escape(k)}</div><div class="v">{v}</div></div>' for k, v in stats) + "</div>")
+    parts.append(
+        '<div class="summary">'
+        + "".join(f'<div><div class="k">{escape(k)}</div><div class="v">{v}</div></div>' for k, v in stats)
+        + "</div>"
+    )
     if pcap_link:
         cap = mapping(censor.get("capture"))
         notes = []
@@ -705,7 +757,13 @@ def _censor_html(
                 ]
             )
         parts.append('<h2>Rules</h2><section class="card">')
-        parts.append(_table(["rule", "action", "flows", "packets", "accepted", "dropped", "delayed", "rejected", "why dropped"], rows, numeric=range(2, 8)))
+        parts.append(
+            _table(
+                ["rule", "action", "flows", "packets", "accepted", "dropped", "delayed", "rejected", "why dropped"],
+                rows,
+                numeric=range(2, 8),
+            )
+        )
         parts.append("</section>")
 
     if events:
@@ -725,14 +783,20 @@ def _censor_html(
                 ]
             )
         more = len(events) - MAX_EVENT_ROWS
-        dropped = _num(censor.get("events_dropped")) or _num((censor.get("policy") or {}).get("events_dropped") if isinstance(censor.get("policy"), Mapping) else None)
+        dropped = _num(censor.get("events_dropped")) or _num(
+            (censor.get("policy") or {}).get("events_dropped") if isinstance(censor.get("policy"), Mapping) else None
+        )
         note = ""
         if more > 0:
             note += f" {more} more not shown."
         if dropped:
             note += f" The censor left out {int(dropped)} events (its log is bounded)."
         parts.append('<h2>Censor events</h2><section class="card">')
-        parts.append('<p class="muted">Numbered events are marked on the call charts; t is seconds since the censor started.' + escape(note) + "</p>")
+        parts.append(
+            '<p class="muted">Numbered events are marked on the call charts; t is seconds since the censor started.'
+            + escape(note)
+            + "</p>"
+        )
         parts.append(_table(["#", "t (s)", "event", "rule", "flow", "details"], rows, numeric=(1,)))
         parts.append("</section>")
 
@@ -744,7 +808,7 @@ def _censor_html(
             eps = f.get("endpoints") or []
             verdicts = mapping(f.get("verdicts"))
             labels = "".join(f"<span>{escape(str(lb))}</span>" for lb in f.get("labels") or [])
-            sni = f" <span class=\"muted\">SNI {escape(str(f['sni']))}</span>" if f.get("sni") else ""
+            sni = f' <span class="muted">SNI {escape(str(f["sni"]))}</span>' if f.get("sni") else ""
             rows.append(
                 [
                     escape(str(f.get("transport", ""))),
@@ -758,8 +822,34 @@ def _censor_html(
                 ]
             )
         if len(flows) > MAX_FLOW_ROWS:
-            rows.append(["", f'<span class="muted">{len(flows) - MAX_FLOW_ROWS} more flows not shown</span>', "", "", "", "", "", ""])
-        parts.append(_table(["proto", "endpoints (initiator first)", "labels", "verdicts", "pkts orig / reply", "bytes", "seen (s)", "rule"], rows, numeric=(4, 5, 6)))
+            rows.append(
+                [
+                    "",
+                    f'<span class="muted">{len(flows) - MAX_FLOW_ROWS} more flows not shown</span>',
+                    "",
+                    "",
+                    "",
+                    "",
+                    "",
+                    "",
+                ]
+            )
+        parts.append(
+            _table(
+                [
+                    "proto",
+                    "endpoints (initiator first)",
+                    "labels",
+                    "verdicts",
+                    "pkts orig / reply",
+                    "bytes",
+                    "seen (s)",
+                    "rule",
+                ],
+                rows,
+                numeric=(4, 5, 6),
+            )
+        )
     else:
         parts.append('<p class="muted">No flows recorded.</p>')
     parts.append("</section>")
@@ -800,7 +890,7 @@ def _scenario_page(
     if result.get("error"):
         body.append(f'<p><b>The run itself broke:</b></p><div class="error">{escape(str(result["error"]))}</div>')
     body.append("</section>")
-    body.append(f"<h2>Expectations</h2><section class=\"card\">{_expectations_html(expectations)}</section>")
+    body.append(f'<h2>Expectations</h2><section class="card">{_expectations_html(expectations)}</section>')
     if calls:
         body.append("<h2>Calls</h2>")
         body.append(
@@ -817,9 +907,11 @@ def _scenario_page(
     probes = [p for p in result.get("probes") or [] if isinstance(p, Mapping)]
     if probes:
         body.append(
-            "<h2>Probes</h2>" + '<section class="card">'
+            "<h2>Probes</h2>"
+            + '<section class="card">'
             + _probes_timeline(result, probes, events, event_numbers, censor_offset_s)
-            + _probes_html(probes) + "</section>"
+            + _probes_html(probes)
+            + "</section>"
         )
     if censor:
         body.append(_censor_html(censor, events, event_numbers, pcap_link))
@@ -849,7 +941,7 @@ def _index_page(results: Sequence[Mapping[str, Any]], slugs: Sequence[str]) -> s
                 fmt_num(r.get("duration_s"), " s", 1),
                 # A call failing as the scenario expected is not why anything failed: muted.
                 f'<span class="{"muted" if r.get("passed") else "why"}">'
-                f'{escape(str(why).splitlines()[0] if why else "")}</span>',
+                f"{escape(str(why).splitlines()[0] if why else '')}</span>",
             ]
         )
         classes.append("" if r.get("passed") else "bad")
@@ -860,7 +952,19 @@ def _index_page(results: Sequence[Mapping[str, Any]], slugs: Sequence[str]) -> s
         f'<div><div class="k">failed</div><div class="v" style="color:var(--fail)">{failed}</div></div>'
         "</div></section>"
         '<section class="card">'
-        + _table(["", "scenario", "calls", "expectations", "duration", "why it failed (or, if it passed, what failed as expected)"], rows, numeric=(3, 4), row_classes=classes)
+        + _table(
+            [
+                "",
+                "scenario",
+                "calls",
+                "expectations",
+                "duration",
+                "why it failed (or, if it passed, what failed as expected)",
+            ],
+            rows,
+            numeric=(3, 4),
+            row_classes=classes,
+        )
         + f'</section><p class="muted">{passed} passed, {failed} failed</p>'
     )
     return _page("testbed report", body)
@@ -902,7 +1006,9 @@ def write_html_report(
         link = _place_pcap(Path(src), out_dir, slug) if src is not None else None
         apps = [a for a in r.get("apps") or [] if isinstance(a, Mapping)]
         logs = _place_logs(apps, out_dir, slug)
-        _write(out_dir / f"{slug}.html", _scenario_page(r, pcap_link=link, censor_offset_s=censor_offset_s, log_links=logs))
+        _write(
+            out_dir / f"{slug}.html", _scenario_page(r, pcap_link=link, censor_offset_s=censor_offset_s, log_links=logs)
+        )
     index = out_dir / "index.html"
     _write(index, _index_page(dicts, slugs))
     return index

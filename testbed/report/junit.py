@@ -59,7 +59,9 @@ def _properties(parent: ET.Element, props: Iterable[tuple[str, Any]]) -> None:
         ET.SubElement(el, "property", name=_text(name), value=_text(value))
 
 
-def _call_for(what: str, expectation: Mapping[str, Any], calls: Mapping[str, Mapping[str, Any]]) -> Mapping[str, Any] | None:
+def _call_for(
+    what: str, expectation: Mapping[str, Any], calls: Mapping[str, Mapping[str, Any]]
+) -> Mapping[str, Any] | None:
     name = expectation.get("call")
     if isinstance(name, str) and name in calls:
         return calls[name]

@@ -260,4 +260,3 @@ def _copy_pcaps(pcaps: Mapping[str, Path], dest: Path) -> dict[str, Path]:
             shutil.copyfile(src, target)
         out[name] = target
     return out
-

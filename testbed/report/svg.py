@@ -181,9 +181,7 @@ def line_chart(
     out.append(
         f'<text class="tick" x="{f.left + f.plot_w}" y="{height - 2}" text-anchor="end">seconds since call start</text>'
     )
-    out.append(
-        f'<rect class="frame" x="{f.left}" y="{f.top}" width="{f.plot_w}" height="{f.plot_h}" fill="none"/>'
-    )
+    out.append(f'<rect class="frame" x="{f.left}" y="{f.top}" width="{f.plot_w}" height="{f.plot_h}" fill="none"/>')
     if not ys:
         out.append(
             f'<text class="empty" x="{f.left + f.plot_w / 2:.1f}" y="{f.top + f.plot_h / 2 + 4:.1f}" '
@@ -261,7 +259,9 @@ def bar_timeline(
     out.append(f'<rect class="frame" x="{left}" y="{top}" width="{plot_w}" height="{plot_h}" fill="none"/>')
     for i, label in enumerate(rows):
         y = top + i * row_height
-        out.append(f'<text class="tick" x="{left - 8}" y="{y + row_height / 2 + 4:.1f}" text-anchor="end">{escape(label)}</text>')
+        out.append(
+            f'<text class="tick" x="{left - 8}" y="{y + row_height / 2 + 4:.1f}" text-anchor="end">{escape(label)}</text>'
+        )
     for b in bars:
         y = top + rows.index(b.label) * row_height
         x0, x1 = px(b.start), px(b.end)

@@ -221,8 +221,7 @@ class CallSpec(_Frozen):
         profile = info.data.get("profile")
         if profile in _AIORTC_ONLY_PROFILES:
             raise ValueError(
-                f"the {profile} profile's STUN signature needs the aiortc engine; use engine: aiortc "
-                "or profile: webrtc"
+                f"the {profile} profile's STUN signature needs the aiortc engine; use engine: aiortc or profile: webrtc"
             )
         return value
 
@@ -354,14 +353,22 @@ def call_reference_problems(
                     lo, hi = profile.relay.ports or (port, port)
                     want = str(lo) if lo == hi else f"{lo}-{hi}"
                     out.append(
-                        (where, f"{call.profile}'s relay listens on port {want}; the turn service on "
-                         f"{call.ice.turn!r} uses {port} (set the service's port)", [])
+                        (
+                            where,
+                            f"{call.profile}'s relay listens on port {want}; the turn service on "
+                            f"{call.ice.turn!r} uses {port} (set the service's port)",
+                            [],
+                        )
                     )
                 if not profile.realm_ok(turn.realm):
                     out.append(
-                        (where, f"{call.profile}'s relay has a REALM containing "
-                         f"{profile.relay.realm_contains!r}; set `realm:` of the turn service on "
-                         f"{call.ice.turn!r} (e.g. {profile.relay.realm_contains}.org)", [])
+                        (
+                            where,
+                            f"{call.profile}'s relay has a REALM containing "
+                            f"{profile.relay.realm_contains!r}; set `realm:` of the turn service on "
+                            f"{call.ice.turn!r} (e.g. {profile.relay.realm_contains}.org)",
+                            [],
+                        )
                     )
     return out
 

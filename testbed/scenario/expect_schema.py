@@ -219,7 +219,8 @@ class CensorCheck(_Frozen):
             raise ValueError("`flows` counts every flow the censor saw; for one rule write `matched_flows`")
         if self.flows is None and not self.drops and all(getattr(self, n) is None for n in RULE_COUNTERS):
             raise ValueError(
-                "a censor check needs at least one counter: " + ", ".join((*RULE_COUNTERS, "drops", "flows"))
+                "a censor check needs at least one counter: "
+                + ", ".join((*RULE_COUNTERS, "drops", "flows"))
                 + " (e.g. `rewritten: {min: 1}`)"
             )
         return self
@@ -327,7 +328,8 @@ class Expectation(_Frozen):
             return self
         if all(getattr(self, name) is None for name in _CHECKS):
             raise ValueError(
-                "an expectation needs at least one check: " + ", ".join(_CHECKS)
+                "an expectation needs at least one check: "
+                + ", ".join(_CHECKS)
                 + " (e.g. `connected: true`), or `censor:` for the censor's counters"
             )
         return self

@@ -42,7 +42,9 @@ _HOSTNAME_RE = r"^([A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9_]
 class HttpsService(_Frozen):
     """An HTTPS server whose certificate carries ``names`` (clients pick the SNI the censor sees)."""
 
-    names: tuple[Annotated[str, Field(pattern=_HOSTNAME_RE, max_length=253)], ...] = Field(("example.com",), min_length=1)
+    names: tuple[Annotated[str, Field(pattern=_HOSTNAME_RE, max_length=253)], ...] = Field(
+        ("example.com",), min_length=1
+    )
     port: Port = 443
 
 
@@ -55,7 +57,9 @@ class HttpService(_Frozen):
 class QuicService(_Frozen):
     """An HTTP/3 server (QUIC, UDP) whose certificate carries ``names``, like ``https``."""
 
-    names: tuple[Annotated[str, Field(pattern=_HOSTNAME_RE, max_length=253)], ...] = Field(("example.com",), min_length=1)
+    names: tuple[Annotated[str, Field(pattern=_HOSTNAME_RE, max_length=253)], ...] = Field(
+        ("example.com",), min_length=1
+    )
     port: Port = 443
 
 
@@ -335,7 +339,9 @@ class Scenario(_Frozen):
     @classmethod
     def _var_values(cls, value: Any) -> Any:
         if isinstance(value, dict):
-            return {k: str(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v for k, v in value.items()}
+            return {
+                k: str(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v for k, v in value.items()
+            }
         return value
 
     @field_validator("variables")

@@ -101,8 +101,7 @@ def _match(m: MatchSpec) -> MatchIR:
         alpn=tuple(m.alpn),
         ech=m.ech,
         fingerprint=(
-            None if m.fingerprint is None
-            else FingerprintIR(m.fingerprint.ja3, m.fingerprint.ja4, m.fingerprint.ja3s)
+            None if m.fingerprint is None else FingerprintIR(m.fingerprint.ja3, m.fingerprint.ja4, m.fingerprint.ja3s)
         ),  # fmt: skip
         groups=None if m.groups is None else GroupsIR(tuple(m.groups.order), m.groups.hello),
         payload=tuple(BytesIR(b.hex, b.offset, b.mask, b.within) for b in m.payload),
@@ -155,12 +154,14 @@ def _action(a: ActionSpec) -> ActionIR:
         ignore=a.ignore,
         reject=_reject(a.reject),
         throttle=(
-            None if t is None
+            None
+            if t is None
             else ThrottleIR(t.rate, t.effective_burst, t.mode, t.per, t.effective_backlog, t.backlog_packets)
         ),  # fmt: skip
         delay=None if d is None else DelayIR(d.time, d.jitter, d.distribution, d.reorder),
         loss=(
-            None if ls is None
+            None
+            if ls is None
             else LossIR(ls.model, ls.p, ls.effective_r, ls.effective_loss_bad, ls.effective_loss_good)
         ),  # fmt: skip
         cut=None if c is None else CutIR(c.after_packets, c.after_bytes, c.after_seconds, c.count_from, c.then),

@@ -145,9 +145,7 @@ def parse_size(value: Any) -> Any:
         if m and m["unit"] in _SIZE_UNITS:
             return int(round(finite_number(float(m["num"]) * _SIZE_UNITS[m["unit"]], "a size")))
         if m and m["unit"].lower() in ("kb", "mb", "gb", "kbit", "mbit", "bit"):
-            raise ValueError(
-                f"{value!r}: sizes are bytes; write 'KB' (1000 bytes) or 'KiB' (1024 bytes)"
-            )
+            raise ValueError(f"{value!r}: sizes are bytes; write 'KB' (1000 bytes) or 'KiB' (1024 bytes)")
     raise ValueError(f"{value!r} is not a size; write e.g. 1500, '1500B', '16KB' or '16KiB'")
 
 
@@ -864,8 +862,7 @@ class ThrottleSpec(_Frozen):
     def _burst_fits_a_packet(cls, value: int | None) -> int | None:
         if value is not None and value < 1500:
             raise ValueError(
-                f"burst {value} B is smaller than one full-size packet (1500 B): such packets "
-                "could never pass"
+                f"burst {value} B is smaller than one full-size packet (1500 B): such packets could never pass"
             )
         return value
 
@@ -1069,8 +1066,7 @@ class ActionSpec(_Frozen):
             for other in ("accept", "drop", "ignore", "reject"):
                 if info.data.get(other):
                     raise ValueError(
-                        f"{info.field_name} cannot be combined with {other}; "
-                        f"{other} already decides every packet"
+                        f"{info.field_name} cannot be combined with {other}; {other} already decides every packet"
                     )
         return value
 
@@ -1084,12 +1080,18 @@ class ActionSpec(_Frozen):
     @model_validator(mode="after")
     def _something(self) -> ActionSpec:
         if not (
-            self.accept or self.drop or self.ignore or self.reject or self.throttle or self.delay
-            or self.loss or self.cut or self.block_after
+            self.accept
+            or self.drop
+            or self.ignore
+            or self.reject
+            or self.throttle
+            or self.delay
+            or self.loss
+            or self.cut
+            or self.block_after
         ):
             raise ValueError(
-                "empty action; write accept, drop, reject, ignore, or give throttle, delay, "
-                "loss, cut or block_after"
+                "empty action; write accept, drop, reject, ignore, or give throttle, delay, loss, cut or block_after"
             )
         return self
 
@@ -1114,9 +1116,7 @@ class RuleSpec(_Frozen):
     @classmethod
     def _yaml_words(cls, value: Any) -> Any:
         if isinstance(value, bool) or value is None:
-            raise ValueError(
-                f"YAML read this name as {value!r} (yes/no/on/off/null are special); quote it"
-            )
+            raise ValueError(f"YAML read this name as {value!r} (yes/no/on/off/null are special); quote it")
         return value
 
     description: str = ""

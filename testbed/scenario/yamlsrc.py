@@ -36,7 +36,9 @@ MAX_VALUES = 200_000
 scalars has about this many; billion laughs needs 10**9)."""
 
 _MERGE_TAG = "tag:yaml.org,2002:merge"
-_ALIAS_HINT = "YAML aliases (*name) are copied wherever they are used; write the values out or use fewer levels of aliases"
+_ALIAS_HINT = (
+    "YAML aliases (*name) are copied wherever they are used; write the values out or use fewer levels of aliases"
+)
 
 
 @dataclass

@@ -68,7 +68,9 @@ class Launch:
 
 
 @contextlib.asynccontextmanager
-async def running_services(plan: TopologyPlan, scenario: Scenario, workdir: Path) -> AsyncIterator[list[RunningService]]:
+async def running_services(
+    plan: TopologyPlan, scenario: Scenario, workdir: Path
+) -> AsyncIterator[list[RunningService]]:
     out: list[RunningService] = []
     logdir = workdir / "logs"
     logdir.mkdir(exist_ok=True)
@@ -101,7 +103,12 @@ async def running_services(plan: TopologyPlan, scenario: Scenario, workdir: Path
 
 
 def _command(
-    svc: ServiceSpec, node: str, address: str, workdir: Path, index: int, certs: dict[tuple[str, ...], tuple[Path, Path]]
+    svc: ServiceSpec,
+    node: str,
+    address: str,
+    workdir: Path,
+    index: int,
+    certs: dict[tuple[str, ...], tuple[Path, Path]],
 ) -> Launch:
     if svc.http is not None:
         argv = [sys.executable, "-m", "testbed.services.https", "--plain", str(svc.http.port)]
@@ -145,13 +152,17 @@ async def _wait_marker(proc: asyncio.subprocess.Process, marker: bytes, what: st
         async with asyncio.timeout_at(deadline):
             while marker not in seen:
                 if len(seen) > _MARKER_SCAN_LIMIT:
-                    raise RunError(f"service {what} printed {len(seen)} bytes without its ready marker {marker.decode()!r}: {_tail(seen)}")
+                    raise RunError(
+                        f"service {what} printed {len(seen)} bytes without its ready marker {marker.decode()!r}: {_tail(seen)}"
+                    )
                 chunk = await proc.stdout.read(65536)
                 if not chunk:
                     raise RunError(f"service {what} exited before it was ready: {_tail(seen)}")
                 seen += chunk
     except TimeoutError:
-        raise RunError(f"service {what} did not become ready within {READY_TIMEOUT_S:.0f} s: {_tail(seen) or 'no output'}") from None
+        raise RunError(
+            f"service {what} did not become ready within {READY_TIMEOUT_S:.0f} s: {_tail(seen) or 'no output'}"
+        ) from None
     finally:
         log.write_bytes(bytes(seen))
 

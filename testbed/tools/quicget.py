@@ -178,9 +178,13 @@ async def fetch(opts: Options, sink: IO[bytes], progress: list[str]) -> tuple[Re
             if isinstance(event, ProtocolNegotiated):
                 self.alpn = event.alpn_protocol
             elif isinstance(event, ConnectionTerminated):
-                self.terminated = f"error 0x{event.error_code:x}" + (f": {event.reason_phrase}" if event.reason_phrase else "")
+                self.terminated = f"error 0x{event.error_code:x}" + (
+                    f": {event.reason_phrase}" if event.reason_phrase else ""
+                )
                 if not self.done.done():
-                    self.done.set_exception(FetchError(EXIT_RECV, f"connection closed during the transfer ({self.terminated})"))
+                    self.done.set_exception(
+                        FetchError(EXIT_RECV, f"connection closed during the transfer ({self.terminated})")
+                    )
             for h3_event in self.h3.handle_event(event):
                 self._h3_event(h3_event)
 
@@ -213,7 +217,9 @@ async def fetch(opts: Options, sink: IO[bytes], progress: list[str]) -> tuple[Re
     sock = socket.socket(family, socket.SOCK_DGRAM)
     try:
         sock.bind(("0.0.0.0", 0) if family == socket.AF_INET else ("::", 0))
-        transport, proto = await loop.create_datagram_endpoint(lambda: Client(QuicConnection(configuration=config)), sock=sock)
+        transport, proto = await loop.create_datagram_endpoint(
+            lambda: Client(QuicConnection(configuration=config)), sock=sock
+        )
     except OSError as e:
         sock.close()
         raise FetchError(EXIT_CONNECT, f"cannot open a UDP socket: {e}") from None
@@ -224,7 +230,9 @@ async def fetch(opts: Options, sink: IO[bytes], progress: list[str]) -> tuple[Re
             client.connect(addr)
             await client.wait_connected()
         except ConnectionError:
-            raise FetchError(EXIT_HANDSHAKE, f"QUIC handshake with {addr[0]}:{port} failed ({client.terminated or 'closed'})") from None
+            raise FetchError(
+                EXIT_HANDSHAKE, f"QUIC handshake with {addr[0]}:{port} failed ({client.terminated or 'closed'})"
+            ) from None
         except OSError as e:  # e.g. no route: the kernel refuses the first datagram
             raise FetchError(EXIT_CONNECT, f"cannot send to {addr[0]}:{port}: {e}") from None
         handshake_s = time.monotonic() - started

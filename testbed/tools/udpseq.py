@@ -279,7 +279,12 @@ def main(argv: list[str] | None = None) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda signum, frame: stop.append(signum))
         summary = receive(
-            args.port, bind=args.bind, count=args.count, idle=args.idle, timeout=args.timeout, stopped=lambda: bool(stop)
+            args.port,
+            bind=args.bind,
+            count=args.count,
+            idle=args.idle,
+            timeout=args.timeout,
+            stopped=lambda: bool(stop),
         )
     else:
         if args.size < MIN_SIZE or args.size > 65507:

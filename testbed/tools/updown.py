@@ -59,7 +59,9 @@ class Session:
     def argv(self, node: str, cmd: Sequence[str]) -> list[str]:
         return [*testbed_cmd(), "exec", "--run", self.run_id, node, "--", *cmd]
 
-    def run(self, node: str, cmd: Sequence[str], *, timeout: float, check: bool = True) -> subprocess.CompletedProcess[str]:
+    def run(
+        self, node: str, cmd: Sequence[str], *, timeout: float, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
         proc = subprocess.run(self.argv(node, cmd), capture_output=True, text=True, timeout=timeout, check=False)
         if check and proc.returncode != 0:
             raise RuntimeError(f"{node}: {' '.join(cmd)} exited {proc.returncode}: {proc.stderr.strip()[-500:]}")
@@ -135,7 +137,9 @@ class Session:
             )
             if done.returncode != 0:
                 # `down` exits non-zero when the counters were not written (it says why).
-                raise RuntimeError(f"testbed down --run {self.run_id} failed ({done.returncode}): {done.stderr.strip()}")
+                raise RuntimeError(
+                    f"testbed down --run {self.run_id} failed ({done.returncode}): {done.stderr.strip()}"
+                )
             self.censor = dict(json.loads(self.json_out.read_text())["censor"])
         return self.censor
 

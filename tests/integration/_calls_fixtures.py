@@ -52,9 +52,7 @@ def namespace_pair() -> Iterator[NamespacePair]:
             netns.create(name)
             created.append(name)
         with IPRoute(netns=pair.a) as ipr:
-            ipr.link(
-                "add", ifname="veth0", kind="veth", peer={"ifname": "veth0", "net_ns_fd": pair.b}
-            )
+            ipr.link("add", ifname="veth0", kind="veth", peer={"ifname": "veth0", "net_ns_fd": pair.b})
         _configure(pair.a, "veth0", pair.address_a)
         _configure(pair.b, "veth0", pair.address_b)
         yield pair
@@ -117,9 +115,7 @@ async def censored_network(scenario_yaml: str) -> AsyncIterator[CensoredNetwork]
         plan = plan_topology(scenario, run_id)
         await stack.enter_async_context(build_topology(plan))
         policy = policy_config(scenario, plan, Path.cwd())
-        censor = await stack.enter_async_context(
-            running_censor(plan, scenario.censor, workdir, seed=0, policy=policy)
-        )
+        censor = await stack.enter_async_context(running_censor(plan, scenario.censor, workdir, seed=0, policy=policy))
         services: list[Any] = []
         if any(spec.services for spec in scenario.nodes.values()):
             services = await stack.enter_async_context(running_services(plan, scenario, workdir))

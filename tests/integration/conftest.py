@@ -55,9 +55,7 @@ def host_state() -> dict[str, str]:
         "routes4": run("ip", "route", "show", "table", "all"),
         "routes6": run("ip", "-6", "route", "show", "table", "all"),
         "iptables": iptables,
-        "run_dirs": "\n".join(
-            sorted(d for d in os.listdir("/run/testbed") if not owner_alive(names.run_dir(d)))
-        )
+        "run_dirs": "\n".join(sorted(d for d in os.listdir("/run/testbed") if not owner_alive(names.run_dir(d))))
         if os.path.isdir("/run/testbed")
         else "",
     }

@@ -43,10 +43,7 @@ def test_adaptive_call_keeps_its_packets_under_a_policer_and_the_fixed_one_does_
     assert result.error is None, result.error
     doc = result.to_json()
     policed = {r["name"]: r["drops"].get("policed", 0) for r in doc["censor"]["rules"]}
-    sent = {
-        c["name"]: sum(s["packets_sent"] for s in c["streams"] if s["direction"] == "send")
-        for c in doc["calls"]
-    }
+    sent = {c["name"]: sum(s["packets_sent"] for s in c["streams"] if s["direction"] == "send") for c in doc["calls"]}
     assert all(c["connected"] for c in doc["calls"]), [c["outcome_reasons"] for c in doc["calls"]]
     # aiortc's fixed encoder sends ~120 kbit/s into a 48 kbit/s policer: measured ~2/3 dropped.
     assert policed["police-fixed"] > 0.4 * sent["fixed"], (policed, sent)

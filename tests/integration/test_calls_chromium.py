@@ -60,8 +60,7 @@ def _wait_gone(needle: str, timeout_s: float = 15.0) -> list[int]:
 
 
 def test_chromium_call_connects_and_reports_samples(netns_pair: NamespacePair, tmp_path: Path) -> None:
-    options = CallOptions(name="cc", duration_s=4.0, audio=True, video=True, data_channel=True,
-                          connect_timeout_s=30.0)
+    options = CallOptions(name="cc", duration_s=4.0, audio=True, video=True, data_channel=True, connect_timeout_s=30.0)
     result = asyncio.run(
         run_call(options, caller_netns=netns_pair.a, callee_netns=netns_pair.b, workdir=tmp_path, engines=BOTH)
     )
@@ -81,8 +80,11 @@ def test_chromium_call_connects_and_reports_samples(netns_pair: NamespacePair, t
         # Both ends share CLOCK_MONOTONIC: one-way delay on a veth is small and never negative
         # by more than the clock-offset error.
         assert data.latency_ms_median is not None and -20 < data.latency_ms_median < 500
-        seconds = [s for s in result.samples if s["endpoint"] == endpoint and s["kind"] == "audio"
-                   and s["direction"] == "recv" and s["packets"] > 0]
+        seconds = [
+            s
+            for s in result.samples
+            if s["endpoint"] == endpoint and s["kind"] == "audio" and s["direction"] == "recv" and s["packets"] > 0
+        ]
         assert len(seconds) >= 3
         assert all(s["mos"] is not None and s["mos"] > 4.0 for s in seconds)
         assert any(s["rtt_ms"] is not None for s in result.samples if s["endpoint"] == endpoint)
@@ -105,8 +107,14 @@ def test_browser_killed_mid_call_fails_the_call_with_its_log(netns_pair: Namespa
 
     async def scenario() -> CallResult:
         call = asyncio.create_task(
-            run_call(options, caller_netns=netns_pair.a, callee_netns=netns_pair.b, workdir=tmp_path,
-                     engines=BOTH, observer=watch)
+            run_call(
+                options,
+                caller_netns=netns_pair.a,
+                callee_netns=netns_pair.b,
+                workdir=tmp_path,
+                engines=BOTH,
+                observer=watch,
+            )
         )
         await asyncio.wait_for(connected.wait(), 60)
         await asyncio.sleep(1.5)
@@ -147,8 +155,14 @@ def test_endpoint_killed_takes_its_browser_with_it(netns_pair: NamespacePair, tm
 
     async def scenario() -> CallResult:
         call = asyncio.create_task(
-            run_call(options, caller_netns=netns_pair.a, callee_netns=netns_pair.b, workdir=tmp_path,
-                     engines=BOTH, observer=watch)
+            run_call(
+                options,
+                caller_netns=netns_pair.a,
+                callee_netns=netns_pair.b,
+                workdir=tmp_path,
+                engines=BOTH,
+                observer=watch,
+            )
         )
         await asyncio.wait_for(connected.wait(), 60)
         assert _pids_with(profile), "the browser is running"
@@ -170,8 +184,13 @@ def test_chromium_call_that_never_connects_times_out(netns_pair: NamespacePair, 
         ipr.route("add", dst=f"{netns_pair.address_b}/32", type="blackhole")
     options = CallOptions(name="never", duration_s=5.0, audio=True, data_channel=False, connect_timeout_s=4.0)
     result = asyncio.run(
-        run_call(options, caller_netns=netns_pair.a, callee_netns=netns_pair.b, workdir=tmp_path,
-                 engines={Role.CALLER: Engine.CHROMIUM, Role.CALLEE: Engine.AIORTC})
+        run_call(
+            options,
+            caller_netns=netns_pair.a,
+            callee_netns=netns_pair.b,
+            workdir=tmp_path,
+            engines={Role.CALLER: Engine.CHROMIUM, Role.CALLEE: Engine.AIORTC},
+        )
     )
     assert not result.connected
     assert result.error is not None and "not connected within 4 s" in result.error

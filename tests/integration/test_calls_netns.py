@@ -41,9 +41,7 @@ def _host_state() -> tuple[list[str], list[str]]:
     if shutil.which("ip") is None:
         return ([], [])
     netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
-    veth = subprocess.run(
-        ["ip", "-o", "link", "show", "type", "veth"], capture_output=True, text=True
-    ).stdout
+    veth = subprocess.run(["ip", "-o", "link", "show", "type", "veth"], capture_output=True, text=True).stdout
     # namespace_pair() names its pair tbt<6 hex>a / tbt<6 hex>b; other suites use tbt* too.
     ours = re.compile(rf"^{NAME_PREFIX}[0-9a-f]{{6}}[ab]\b")
     ours_ns = [line for line in netns.splitlines() if ours.match(line)]
@@ -108,7 +106,9 @@ def test_baseline_audio_and_data_call(netns_pair: NamespacePair, tmp_path: Path)
         assert recv.last_received_t_s is not None and abs(recv.last_received_t_s - hangup) < 2.0
         assert recv.received_per_s is not None
         assert sum(recv.received_per_s) == recv.packets_received
-        assert max(recv.received_per_s) <= AUDIO_PACKETS_PER_S * 1.5  # paced, not dumped (catch-up after a stall allowed)
+        assert (
+            max(recv.received_per_s) <= AUDIO_PACKETS_PER_S * 1.5
+        )  # paced, not dumped (catch-up after a stall allowed)
         data = result.stream(endpoint, Kind.DATA, "recv")
         assert data.messages is not None and data.messages >= duration / 0.1 * 0.9
     pair = result.selected_candidate_pair
@@ -186,16 +186,12 @@ def test_callee_killed_mid_call(netns_pair: NamespacePair, tmp_path: Path) -> No
     _assert_no_endpoints_left(tmp_path, "killed")
 
 
-def test_unreachable_callee_is_a_measured_connect_timeout(
-    netns_pair: NamespacePair, tmp_path: Path
-) -> None:
+def test_unreachable_callee_is_a_measured_connect_timeout(netns_pair: NamespacePair, tmp_path: Path) -> None:
     # Black-hole the callee's address in the caller's namespace: ICE checks cannot complete.
     with IPRoute(netns=netns_pair.a) as ipr:
         ipr.route("add", dst=f"{netns_pair.address_b}/32", type="blackhole")
     started = time.monotonic()
-    result = _call(
-        netns_pair, CallOptions(name="blocked", duration_s=5.0, connect_timeout_s=2.0), tmp_path
-    )
+    result = _call(netns_pair, CallOptions(name="blocked", duration_s=5.0, connect_timeout_s=2.0), tmp_path)
     assert time.monotonic() - started < 8.0
     assert not result.connected and result.setup_ms is None
     assert result.error is not None and result.error.startswith("not connected within 2 s")
@@ -209,9 +205,7 @@ def test_endpoint_that_cannot_start_is_a_call_error(tmp_path: Path, deep: bool) 
     # A workdir too deep for sun_path (107 bytes) puts the socket in a private temporary dir.
     workdir = tmp_path / ("d" * 120) if deep else tmp_path
     private_dirs = set(Path(tempfile.gettempdir()).glob("testbed-sig-*"))
-    with pytest.raises(
-        CallError, match=r"(?s)endpoint exited with code 126 before it was ready.*nsexec"
-    ):
+    with pytest.raises(CallError, match=r"(?s)endpoint exited with code 126 before it was ready.*nsexec"):
         asyncio.run(
             run_call(
                 CallOptions(name="nostart", duration_s=1.0),

@@ -48,9 +48,7 @@ def root() -> None:
 def _run(entries: list[dict[str, Any]], network: str = NETWORK) -> tuple[list[CallResult], dict[str, Any]]:
     async def go() -> tuple[list[CallResult], dict[str, Any]]:
         async with censored_network(network) as net:
-            results = await run_calls(
-                call_specs(*entries), nodes=net.nodes, services=net.services, workdir=net.workdir
-            )
+            results = await run_calls(call_specs(*entries), nodes=net.nodes, services=net.services, workdir=net.workdir)
             return results, await net.censor.stop()
 
     return asyncio.run(go())
@@ -67,8 +65,13 @@ def test_direct_turn_tls_443_stun_through_nat_and_symmetric_nat() -> None:
         [
             {"name": "direct", "duration": 2},
             {"name": "tls443", "duration": 2, "ice": {"turn": "relay", "transport": "tls", "policy": "relay"}},
-            {"name": "natted", "from": "phone", "to": "laptop", "duration": 2,
-             "ice": {"stun": "relay", "turn": "relay"}},
+            {
+                "name": "natted",
+                "from": "phone",
+                "to": "laptop",
+                "duration": 2,
+                "ice": {"stun": "relay", "turn": "relay"},
+            },
             {"name": "srflx", "from": "home", "to": "office", "duration": 2, "ice": {"stun": "relay"}},
             {"name": "tcp", "duration": 2, "ice": {"turn": "relay", "transport": "tcp", "policy": "relay"}},
         ]  # fmt: skip
@@ -118,7 +121,9 @@ def test_whatsapp_and_telegram_profiles_are_labelled_by_the_censor() -> None:
 
 
 def test_ten_concurrent_calls() -> None:
-    results, censor = _run([{"name": "load", "count": 10, "duration": 2, "media": ["audio"]}], "name: t\ncalls: [{name: x}]\n")
+    results, censor = _run(
+        [{"name": "load", "count": 10, "duration": 2, "media": ["audio"]}], "name: t\ncalls: [{name: x}]\n"
+    )
     assert [r.name for r in results] == [f"load#{i}" for i in range(1, 11)]
     _expect(results, call="load", connected=True, outcome=["ok", "degraded"])
     starts = [r.start_s for r in results]

@@ -38,7 +38,9 @@ def _netns_of(run_id: str) -> list[str]:
 
 
 @contextlib.contextmanager
-def network(name: str, rules: list[dict[str, Any]], *, nodes: dict[str, Any] | None = None, **censor: Any) -> Iterator[Session]:
+def network(
+    name: str, rules: list[dict[str, Any]], *, nodes: dict[str, Any] | None = None, **censor: Any
+) -> Iterator[Session]:
     scenario = {"name": name, "nodes": nodes or NODES, "censor": {"rules": rules, **censor}, "probes": NOOP}
     with session(scenario) as s:
         assert _netns_of(s.run_id), "testbed up left no namespaces to work in"
@@ -53,7 +55,9 @@ def rule(s: Session, name: str) -> dict[str, Any]:
     return next(r for r in s.censor["rules"] if r["name"] == name)
 
 
-def udp(s: Session, port: int, *, count: int, rate: float, size: int = 64, idle: float = 1.0) -> tuple[dict[str, Any], dict[str, Any]]:
+def udp(
+    s: Session, port: int, *, count: int, rate: float, size: int = 64, idle: float = 1.0
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """udpseq from caller to server: (sender's report, receiver's report). The sender starts
     once the receiver has printed its ready line (its socket is bound)."""
     rx = s.popen("server", [PY, "-m", "testbed.tools.udpseq", "recv", str(port), "--count", str(count),
@@ -81,7 +85,9 @@ def curl(s: Session, path: str, *, max_time: float = 10, port: int = 443) -> tup
     return p.returncode, time.monotonic() - started, p.stdout + p.stderr
 
 
-def ping(s: Session, *, count: int, interval: float, size: int = 56, to: str = "server", wait: float = 2) -> dict[int, float]:
+def ping(
+    s: Session, *, count: int, interval: float, size: int = 56, to: str = "server", wait: float = 2
+) -> dict[int, float]:
     """icmp_seq -> RTT ms, in the order the replies arrived (dicts keep insertion order)."""
     p = s.run("caller", ["ping", "-n", "-c", str(count), "-i", str(interval), "-s", str(size), "-W", str(wait), s.address(to)],
               timeout=count * interval + wait + 20, check=False)  # fmt: skip
@@ -92,7 +98,9 @@ def ping(s: Session, *, count: int, interval: float, size: int = 56, to: str = "
 
 
 def test_accept_lets_everything_through_and_settles_the_flow() -> None:
-    with network("act-accept", [{"name": "allow", "match": {"transport": "udp", "dst_port": 9000}, "action": "accept"}]) as s:
+    with network(
+        "act-accept", [{"name": "allow", "match": {"transport": "udp", "dst_port": 9000}, "action": "accept"}]
+    ) as s:
         tx, rx = udp(s, 9000, count=500, rate=1000)
     assert rx["unique"] == 500 and rx["lost"] == 0 and rx["duplicates"] == 0
     r = rule(s, "allow")
@@ -101,7 +109,9 @@ def test_accept_lets_everything_through_and_settles_the_flow() -> None:
 
 
 def test_drop_is_silent_and_selective() -> None:
-    with network("act-drop", [{"name": "drop-udp", "match": {"transport": "udp", "dst_port": 9000}, "action": "drop"}]) as s:
+    with network(
+        "act-drop", [{"name": "drop-udp", "match": {"transport": "udp", "dst_port": 9000}, "action": "drop"}]
+    ) as s:
         tx, rx = udp(s, 9000, count=300, rate=1000, idle=0.5)
         replies = ping(s, count=3, interval=0.2)  # other traffic to the same server is untouched
     assert rx["unique"] == 0 and tx["send_errors"] == 0  # silent: no ICMP error came back
@@ -123,8 +133,16 @@ def test_reject_tcp_with_rst_fails_fast() -> None:
 
 def test_reject_with_icmp_reaches_the_sender() -> None:
     rules = [
-        {"name": "icmp-port", "match": {"transport": "udp", "dst_port": 9000}, "action": {"reject": {"with": "icmp", "icmp": "port"}}},
-        {"name": "icmp-admin", "match": {"transport": "tcp", "dst_port": 443}, "action": {"reject": {"with": "icmp", "icmp": "admin"}}},
+        {
+            "name": "icmp-port",
+            "match": {"transport": "udp", "dst_port": 9000},
+            "action": {"reject": {"with": "icmp", "icmp": "port"}},
+        },
+        {
+            "name": "icmp-admin",
+            "match": {"transport": "tcp", "dst_port": 443},
+            "action": {"reject": {"with": "icmp", "icmp": "admin"}},
+        },
     ]
     with network("act-reject-icmp", rules, nodes=HTTPS_NODES) as s:
         before = s.snmp("caller")
@@ -206,7 +224,9 @@ def test_delay_adds_the_configured_time() -> None:
     # How *late* held packets leave (sub-millisecond since the censor's loop runs on select(2))
     # is a timing figure: benchmarks/fidelity.py measures it. Here: the delay is applied to every
     # matching packet, never early, and only to them.
-    rules = [{"name": "fixed", "match": {"transport": "icmp", "size": {"min": 600, "max": 700}}, "action": {"delay": "20ms"}}]
+    rules = [
+        {"name": "fixed", "match": {"transport": "icmp", "size": {"min": 600, "max": 700}}, "action": {"delay": "20ms"}}
+    ]
     with network("act-delay-late", rules) as s:
         base = ping(s, count=100, interval=0.01)
         held = ping(s, count=200, interval=0.01, size=600)
@@ -249,7 +269,11 @@ def test_loss_gilbert_elliott_comes_in_bursts() -> None:
 def test_cut_by_packets_and_bytes_is_exact() -> None:
     rules = [
         {"name": "cut-pkts", "match": {"transport": "udp", "dst_port": 9001}, "action": {"cut": {"after_packets": 25}}},
-        {"name": "cut-bytes", "match": {"transport": "udp", "dst_port": 9002}, "action": {"cut": {"after_bytes": "16KB"}}},
+        {
+            "name": "cut-bytes",
+            "match": {"transport": "udp", "dst_port": 9002},
+            "action": {"cut": {"after_bytes": "16KB"}},
+        },
         {"name": "cut-tcp", "match": {"transport": "tcp", "dst_port": 443}, "action": {"cut": {"after_packets": 20}}},
     ]
     with network("act-cut", rules, nodes=HTTPS_NODES) as s:
@@ -266,7 +290,9 @@ def test_cut_by_packets_and_bytes_is_exact() -> None:
     assert rule(s, "cut-bytes")["drops"] == {"cut": 44}
     assert s.censor is not None
     cuts = {e["rule"]: e for e in s.censor["events"] if e["event"] == "cut"}
-    assert cuts["cut-pkts"]["packets"] == 25 and cuts["cut-bytes"]["bytes"] == 16_000 and cuts["cut-tcp"]["packets"] == 20
+    assert (
+        cuts["cut-pkts"]["packets"] == 25 and cuts["cut-bytes"]["bytes"] == 16_000 and cuts["cut-tcp"]["packets"] == 20
+    )
 
 
 def test_cut_then_reject_resets_both_ends() -> None:
@@ -365,7 +391,9 @@ def test_ignore_and_inspection_limit() -> None:
 
 
 def test_time_window_blocks_periodically() -> None:
-    rules = [{"name": "window", "match": {"transport": "udp", "time": {"every": "2s", "active": "1s"}}, "action": "drop"}]
+    rules = [
+        {"name": "window", "match": {"transport": "udp", "time": {"every": "2s", "active": "1s"}}, "action": "drop"}
+    ]
     with network("act-window", rules) as s:
         _, rx = udp(s, 9000, count=400, rate=100, idle=1.5)  # 4 s: two on/off cycles
     assert 0.25 < rx["loss_rate"] < 0.75, rx

@@ -66,7 +66,9 @@ def _session_of(scenario: str) -> dict[str, Any]:
 
 
 def _up(scenario: Path, json_out: Path) -> str:
-    proc = subprocess.run([*CLI, "up", str(scenario), "--json", str(json_out)], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [*CLI, "up", str(scenario), "--json", str(json_out)], capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 0, proc.stderr
     return str(_session_of(scenario.stem)["run_id"])
 

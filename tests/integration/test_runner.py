@@ -78,16 +78,18 @@ def test_baseline_call_connects_through_the_censor(tmp_path: Path, unchanged_hos
     assert call["connected"] is True
     assert call["setup_ms"] > 0
     for endpoint in ("caller", "callee"):
-        (rx,) = [s for s in call["streams"] if s["endpoint"] == endpoint and s["kind"] == "audio" and s["direction"] == "recv"]
+        (rx,) = [
+            s
+            for s in call["streams"]
+            if s["endpoint"] == endpoint and s["kind"] == "audio" and s["direction"] == "recv"
+        ]
         # 5 s of 20 ms Opus frames is 250 packets; allow for start-up and drain.
         assert rx["packets_received"] > 150, rx
     censor = sc["censor"]
     assert censor["packets"] > 0
     assert censor["kernel"].get("queue_dropped", 0) == 0
     # Every media packet crossed the censor, so it saw at least what the endpoints received.
-    audio_rx = sum(
-        s["packets_received"] for s in call["streams"] if s["kind"] == "audio" and s["direction"] == "recv"
-    )
+    audio_rx = sum(s["packets_received"] for s in call["streams"] if s["kind"] == "audio" and s["direction"] == "recv")
     assert censor["packets"] >= audio_rx
     flows = censor["flows"]
     assert any(f["transport"] == "udp" and f["packets_orig"] > 0 and f["packets_reply"] > 0 for f in flows)
@@ -216,7 +218,9 @@ def _wait_for_app(marker: str, timeout_s: float = 60.0) -> None:
 def test_sigkill_with_apps_then_clean_leaves_no_app(tmp_path: Path, unchanged_host: dict[str, str]) -> None:
     marker = "7421"
     proc = subprocess.Popen(
-        [*CLI, "run", str(_apps_scenario(tmp_path, int(marker))), "-q"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        [*CLI, "run", str(_apps_scenario(tmp_path, int(marker))), "-q"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         _wait_for_netns(proc.pid, "-server")

@@ -5,8 +5,8 @@ uploads counted by the server through a throttle."""
 from __future__ import annotations
 
 import json
-import shutil
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -107,7 +107,7 @@ nodes:
 censor:
   rules:
     - name: host-block
-      match: {{transport: tcp, dst_port: [80], payload: {{offset: {HOST_AT}, hex: "{b'blocked.example'.hex()}"}}}}
+      match: {{transport: tcp, dst_port: [80], payload: {{offset: {HOST_AT}, hex: "{b"blocked.example".hex()}"}}}}
       action: {{reject: {{with: rst, to: both}}}}
     - name: upload-throttle
       match: {{transport: tcp, dst_port: [80]}}
@@ -154,7 +154,7 @@ def test_up_lists_the_http_service_and_exec_reaches_it(tmp_path: Path, unchanged
     scenario = tmp_path / "up.yaml"
     scenario.write_text(
         "name: http-up\nnodes:\n  caller: {side: inside}\n  server:\n    services: [{http: {port: 8080}}]\n"
-        "probes:\n  - {name: p, node: caller, run: [\"true\"]}\n"
+        'probes:\n  - {name: p, node: caller, run: ["true"]}\n'
     )
     up = subprocess.run([*CLI, "up", str(scenario)], capture_output=True, text=True, timeout=120)
     # Name the run: other sessions may be up on the same host (parallel tests, a user's own).
@@ -167,7 +167,22 @@ def test_up_lists_the_http_service_and_exec_reaches_it(tmp_path: Path, unchanged
         assert ":8080" in line and "url http://" in line
         url = line.split("url ", 1)[1].strip() + "upload"
         got = subprocess.run(
-            [*CLI, "exec", *run, "caller", "--", "curl", "-sS", "--max-time", "20", "--data-binary", "hello", "-w", " %{http_code}", url],
+            [
+                *CLI,
+                "exec",
+                *run,
+                "caller",
+                "--",
+                "curl",
+                "-sS",
+                "--max-time",
+                "20",
+                "--data-binary",
+                "hello",
+                "-w",
+                " %{http_code}",
+                url,
+            ],
             capture_output=True,
             text=True,
             timeout=60,

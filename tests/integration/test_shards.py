@@ -46,15 +46,28 @@ def _outcomes(doc: dict[str, object]) -> dict[str, bool]:
 
 def _shard_argv(suite: Path, out: Path, k: int) -> list[str]:
     d = out / f"shard-{k}"
-    return [*CLI, "run", str(suite), "-q", "--shard", f"{k}/2",
-            "--json", str(d / "results.json"), "--junit", str(d / "junit.xml"), "--report", str(d / "html")]
+    return [
+        *CLI,
+        "run",
+        str(suite),
+        "-q",
+        "--shard",
+        f"{k}/2",
+        "--json",
+        str(d / "results.json"),
+        "--junit",
+        str(d / "junit.xml"),
+        "--report",
+        str(d / "html"),
+    ]
 
 
 def test_two_shards_merged_give_the_results_of_one_run(tmp_path: Path, unchanged_host: dict[str, str]) -> None:
     suite = _suite(tmp_path)
     single = tmp_path / "single.json"
-    one = subprocess.run([*CLI, "run", str(suite), "-q", "--json", str(single)], capture_output=True, text=True,
-                         timeout=600)
+    one = subprocess.run(
+        [*CLI, "run", str(suite), "-q", "--json", str(single)], capture_output=True, text=True, timeout=600
+    )
     assert one.returncode == 1, one.stdout + one.stderr  # shard-c-fails
     expected = _outcomes(json.loads(single.read_text()))
     assert expected == {"shard-a": True, "shard-b": True, "shard-c-fails": False}
@@ -62,8 +75,10 @@ def test_two_shards_merged_give_the_results_of_one_run(tmp_path: Path, unchanged
     for k in (1, 2):
         (tmp_path / f"shard-{k}").mkdir()
     # The two jobs at once, as a CI matrix would (on one machine here): their runs must not collide.
-    procs = [subprocess.Popen(_shard_argv(suite, tmp_path, k), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True) for k in (1, 2)]
+    procs = [
+        subprocess.Popen(_shard_argv(suite, tmp_path, k), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for k in (1, 2)
+    ]
     try:
         outs = [p.communicate(timeout=600) for p in procs]
     finally:
@@ -78,8 +93,12 @@ def test_two_shards_merged_give_the_results_of_one_run(tmp_path: Path, unchanged
         assert p.returncode == (1 if "shard-c-fails" in share else 0), out + err
 
     merged = tmp_path / "merged"
-    proc = subprocess.run([*CLI, "report", "merge", str(merged), str(tmp_path / "shard-1"), str(tmp_path / "shard-2")],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [*CLI, "report", "merge", str(merged), str(tmp_path / "shard-1"), str(tmp_path / "shard-2")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 1, proc.stdout + proc.stderr  # the merged suite has a failure, as the single run
     assert "2 passed, 1 failed" in proc.stdout
     doc = json.loads((merged / "results.json").read_text())

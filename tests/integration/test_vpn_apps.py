@@ -43,8 +43,12 @@ def _tunnel_scenario(tmp_path: Path, *, hold_s: int) -> Path:
             "server": {"side": "outside", "apps": nodes["server"]["apps"]},
         },
         "probes": [
-            {"name": "ping-through-tunnel", "node": "caller", "timeout": f"{hold_s + 10}s",
-             "run": ["ping", "-n", "-c", str(hold_s * 2), "-i", "0.5", "198.19.200.1"]},
+            {
+                "name": "ping-through-tunnel",
+                "node": "caller",
+                "timeout": f"{hold_s + 10}s",
+                "run": ["ping", "-n", "-c", str(hold_s * 2), "-i", "0.5", "198.19.200.1"],
+            },
         ],  # fmt: skip
     }
     path = tmp_path / "wg-recipe.yaml"

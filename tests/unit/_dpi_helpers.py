@@ -35,9 +35,7 @@ NDPI_TO_LABEL = {
 }
 CALL_LABELS = frozenset({"whatsapp-call", "telegram-call"})
 
-_LINE = re.compile(
-    r"^\s*\d+\s+(?P<l4>UDP|TCP)\s+(?P<a>\S+)\s+(?:<->|->)\s+(?P<b>\S+)\s+\[proto:\s*(?P<proto>[^\]]+)\]"
-)
+_LINE = re.compile(r"^\s*\d+\s+(?P<l4>UDP|TCP)\s+(?P<a>\S+)\s+(?:<->|->)\s+(?P<b>\S+)\s+\[proto:\s*(?P<proto>[^\]]+)\]")
 
 
 @dataclass(frozen=True)
@@ -62,9 +60,7 @@ def parse_ndpi_out(path: Path) -> list[NdpiFlow]:
         if ":" in proto.split("/")[0]:  # "GTP:30/DTLS": tunnelled, inner flow named
             proto = proto.split(":", 1)[1]
         names = tuple(proto.split("/", 1)[1].split(".")) if "/" in proto else ()
-        flows.append(
-            NdpiFlow(m["l4"].lower(), frozenset({m["a"], m["b"]}), names, line.strip())
-        )
+        flows.append(NdpiFlow(m["l4"].lower(), frozenset({m["a"], m["b"]}), names, line.strip()))
     return flows
 
 
@@ -90,9 +86,7 @@ def score_capture(pcap: Path) -> CaptureScore:
     flows, _ = run(str(pcap))
     ours: dict[tuple[str, frozenset[str]], set[str]] = {}
     for f in flows:
-        ours.setdefault((f.transport, frozenset({f.initiator, f.responder})), set()).update(
-            f.labels
-        )
+        ours.setdefault((f.transport, frozenset({f.initiator, f.responder})), set()).update(f.labels)
     score = CaptureScore(pcap.name)
     for nf in ref:
         got = ours.get((nf.transport, nf.endpoints))
@@ -146,17 +140,14 @@ def score_table(scores: list[CaptureScore]) -> str:
     ]
     for s in scores:
         lines.append(
-            f"| {s.capture} | {s.scored} | {s.agreed} | {s.percent:.1f} | {s.by_port} |"
-            f" {s.false_call_labels} |"
+            f"| {s.capture} | {s.scored} | {s.agreed} | {s.percent:.1f} | {s.by_port} | {s.false_call_labels} |"
         )
     total = sum(s.scored for s in scores)
     agreed = sum(s.agreed for s in scores)
     by_port = sum(s.by_port for s in scores)
     false = sum(s.false_call_labels for s in scores)
     pct = 100.0 * agreed / total if total else 100.0
-    lines.append(
-        f"| **total** | **{total}** | **{agreed}** | **{pct:.1f}** | **{by_port}** | **{false}** |"
-    )
+    lines.append(f"| **total** | **{total}** | **{agreed}** | **{pct:.1f}** | **{by_port}** | **{false}** |")
     return "\n".join(lines)
 
 
@@ -172,9 +163,7 @@ def _csum(data: bytes) -> int:
     return ~s & 0xFFFF
 
 
-def ipv4(
-    src: str, dst: str, proto: int, l4: bytes, *, ident: int = 1, frag: int = 0, ttl: int = 64
-) -> bytes:
+def ipv4(src: str, dst: str, proto: int, l4: bytes, *, ident: int = 1, frag: int = 0, ttl: int = 64) -> bytes:
     s = bytes(int(x) for x in src.split("."))
     d = bytes(int(x) for x in dst.split("."))
     hdr = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(l4), ident, frag, ttl, proto, 0, s, d)
@@ -277,9 +266,7 @@ def write_pcap(
     path.write_bytes(out)
 
 
-def write_pcapng(
-    path: Path, frames: list[tuple[float, bytes]], *, linktype: int = 1, big_endian: bool = False
-) -> None:
+def write_pcapng(path: Path, frames: list[tuple[float, bytes]], *, linktype: int = 1, big_endian: bool = False) -> None:
     e = ">" if big_endian else "<"
 
     def block(btype: int, body: bytes) -> bytes:

@@ -12,7 +12,9 @@ from testbed.scenario.loader import parse_scenario
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "apps.md"
 SCENARIOS = [
-    b for b in re.findall(r"```yaml\n(.*?)```", DOC.read_text(encoding="utf-8"), flags=re.DOTALL) if b.startswith("name:")
+    b
+    for b in re.findall(r"```yaml\n(.*?)```", DOC.read_text(encoding="utf-8"), flags=re.DOTALL)
+    if b.startswith("name:")
 ]
 
 

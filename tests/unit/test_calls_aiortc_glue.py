@@ -53,9 +53,7 @@ class FakeDatagramTransport(asyncio.DatagramTransport):
         return self.closing
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return {"sockname": ("198.18.0.1", 50000), "related_address": ("198.18.1.2", 40000)}.get(
-            name, default
-        )
+        return {"sockname": ("198.18.0.1", 50000), "related_address": ("198.18.1.2", 40000)}.get(name, default)
 
 
 class FakeStreamTransport(asyncio.Transport):
@@ -179,9 +177,7 @@ def test_turn_allocation_over_tcp_sends_framed() -> None:
     transport = FakeStreamTransport()
     inner.connection_made(transport)
     aiortc_glue.TurnAllocation(inner).send(b"\x00\x01\x00\x00abc")
-    assert b"".join(transport.written).startswith(b"\x00\x01\x00\x00abc"), loudly(
-        "TurnClientTcpProtocol._send"
-    )
+    assert b"".join(transport.written).startswith(b"\x00\x01\x00\x00abc"), loudly("TurnClientTcpProtocol._send")
 
 
 def test_a_moved_turn_attribute_fails_loudly() -> None:
@@ -237,9 +233,7 @@ class FakePairProtocol:
 
 
 def _candidate(host: str, port: int, type_: str) -> Candidate:
-    return Candidate(
-        foundation="1", component=1, transport="UDP", priority=1, host=host, port=port, type=type_
-    )
+    return Candidate(foundation="1", component=1, transport="UDP", priority=1, host=host, port=port, type=type_)
 
 
 def test_nominated_pair_reads_aioice_connection() -> None:
@@ -309,8 +303,12 @@ def test_read_stats_keeps_every_counter() -> None:
     now = datetime.datetime(2025, 1, 1, tzinfo=datetime.UTC)
     report = RTCStatsReport()
     common: dict[str, Any] = {"timestamp": now, "ssrc": 7, "kind": "audio", "transportId": "t1"}
-    report.add(RTCOutboundRtpStreamStats(type="outbound-rtp", id="o", packetsSent=5, bytesSent=500, trackId="x", **common))
-    report.add(RTCInboundRtpStreamStats(type="inbound-rtp", id="i", packetsReceived=4, packetsLost=1, jitter=9, **common))
+    report.add(
+        RTCOutboundRtpStreamStats(type="outbound-rtp", id="o", packetsSent=5, bytesSent=500, trackId="x", **common)
+    )
+    report.add(
+        RTCInboundRtpStreamStats(type="inbound-rtp", id="i", packetsReceived=4, packetsLost=1, jitter=9, **common)
+    )
     report.add(
         RTCRemoteInboundRtpStreamStats(
             type="remote-inbound-rtp", id="r", packetsReceived=3, packetsLost=2, jitter=8,
@@ -444,8 +442,13 @@ def test_on_receiver_report_sees_each_report_about_the_sender() -> None:
 
             def block(ssrc: int, fraction: int) -> RtcpReceiverInfo:
                 return RtcpReceiverInfo(
-                    ssrc=ssrc, fraction_lost=fraction, packets_lost=10, highest_sequence=100,
-                    jitter=0, lsr=0, dlsr=0,
+                    ssrc=ssrc,
+                    fraction_lost=fraction,
+                    packets_lost=10,
+                    highest_sequence=100,
+                    jitter=0,
+                    lsr=0,
+                    dlsr=0,
                 )
 
             rr = RtcpRrPacket(ssrc=99, reports=[block(sender._ssrc, 128), block(sender._ssrc + 1, 255)])

@@ -101,9 +101,7 @@ def test_endpoint_exits_when_the_relay_goes_away(tmp_path: Path) -> None:
     sock, config = _config(tmp_path)
 
     async def scenario() -> int:
-        async def hello_then_hang_up(
-            reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-        ) -> None:
+        async def hello_then_hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             line = await reader.readline()
             assert decode_line(line.rstrip(b"\n")) == Hello(role=Role.CALLER, pid=os.getpid())
 
@@ -158,9 +156,7 @@ def test_hang_up_during_negotiation_still_reports_and_exits(tmp_path: Path) -> N
     received: list[Message] = []
 
     async def scenario() -> int:
-        async def dial_then_hang_up(
-            reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-        ) -> None:
+        async def dial_then_hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             decoder = Decoder()
             writer.write(encode(Dial()) + encode(HangUp(reason="changed my mind")))
             while data := await reader.read(65536):

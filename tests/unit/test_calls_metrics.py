@@ -172,9 +172,7 @@ def test_no_reports_at_all() -> None:
 
 
 def test_data_channel_streams() -> None:
-    caller = parse_report(
-        report(A_SSRC, B_SSRC, sent=1, received=1, data=data(50, 49, [0.5, 0.2, 3.0]))
-    )
+    caller = parse_report(report(A_SSRC, B_SSRC, sent=1, received=1, data=data(50, 49, [0.5, 0.2, 3.0])))
     callee = parse_report(report(B_SSRC, A_SSRC, sent=1, received=1, data=data(49, 50, [])))
     streams = build_streams({CALLER: caller, CALLEE: callee}, [Kind.DATA])
     send, recv, peer_send, peer_recv = streams
@@ -206,11 +204,7 @@ def test_kinds_are_ordered_and_filtered() -> None:
 
 
 def test_video_jitter_uses_the_90khz_clock_by_default() -> None:
-    raw = {
-        "stats": [
-            rtp("inbound-rtp", 5, kind="video", packetsReceived=10, packetsLost=0, jitter=900)
-        ]
-    }
+    raw = {"stats": [rtp("inbound-rtp", 5, kind="video", packetsReceived=10, packetsLost=0, jitter=900)]}
     (_, recv) = build_streams({CALLEE: parse_report(raw)}, [Kind.VIDEO])[2:]
     assert recv.jitter_ms == pytest.approx(10.0)
 
@@ -225,9 +219,7 @@ def test_transport_and_candidate_pair() -> None:
         8000,
     )
     assert (t.ice_role, t.dtls_state) == ("controlling", "connected")
-    assert t.selected_candidate_pair == CandidatePair(
-        "udp", "198.18.250.1", 5000, "host", "198.18.250.2", 6000, "host"
-    )
+    assert t.selected_candidate_pair == CandidatePair("udp", "198.18.250.1", 5000, "host", "198.18.250.2", 6000, "host")
     assert build_transport(CALLEE, None).to_json()["packets_sent"] is None
 
 

@@ -122,8 +122,16 @@ def test_bad_ice_json(raw: dict[str, object]) -> None:
 
 
 def test_opus_options_round_trip_and_are_checked() -> None:
-    o = CallOptions(name="a", duration_s=1, audio_bitrate_bps=16000, audio_min_bitrate_bps=8000,
-                    audio_max_bitrate_bps=32000, audio_frame_ms=60, audio_fec=True, adapt=True)
+    o = CallOptions(
+        name="a",
+        duration_s=1,
+        audio_bitrate_bps=16000,
+        audio_min_bitrate_bps=8000,
+        audio_max_bitrate_bps=32000,
+        audio_frame_ms=60,
+        audio_fec=True,
+        adapt=True,
+    )
     assert CallOptions.from_json(o.to_json()) == o and o.app_audio
     assert not CallOptions(name="a", duration_s=1).app_audio  # aiortc's encoder as it ships
     with pytest.raises(ValueError, match="adapt adjusts the Opus bitrate"):

@@ -125,9 +125,9 @@ def test_reference_checks() -> None:
     assert _problems({"name": "ok", "ice": {"turn": "relay", "transport": "tls"}}) == []
     assert _problems({"name": "a", "ice": {"turn": "callee"}})[0][0] == ("calls", 0, "ice", "turn")
     assert _problems({"name": "a", "ice": {"stun": "nowhere"}})[0][0] == ("calls", 0, "ice", "stun")
-    (path, msg), = _problems({"name": "a", "ice": {"turn": "plain", "transport": "tls"}})
+    ((path, msg),) = _problems({"name": "a", "ice": {"turn": "plain", "transport": "tls"}})
     assert path == ("calls", 0, "ice", "transport") and "tls_port" in msg
-    (path, msg), = _problems({"name": "a", "count": 2}, {"name": "a"})
+    ((path, msg),) = _problems({"name": "a", "count": 2}, {"name": "a"})
     assert "used twice" in msg
 
 
@@ -135,7 +135,7 @@ def test_profiles_check_their_relay() -> None:
     assert _problems({"name": "tg", "profile": "telegram", "ice": {"turn": "tg"}}) == []
     msgs = [m for _, m in _problems({"name": "tg", "profile": "telegram", "ice": {"turn": "relay"}})]
     assert any("590-1400" in m for m in msgs) and any("REALM" in m for m in msgs)
-    (path, msg), = _problems({"name": "wa", "profile": "whatsapp"})
+    ((path, msg),) = _problems({"name": "wa", "profile": "whatsapp"})
     assert path == ("calls", 0, "profile") and "ice.turn" in msg
     assert _problems({"name": "wa", "profile": "whatsapp", "ice": {"turn": "relay"}}) == []
 

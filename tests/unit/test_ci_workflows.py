@@ -29,7 +29,10 @@ def test_the_file_is_valid_for_its_ci_schema(path: Path, schema: str) -> None:
     pytest.importorskip("check_jsonschema")
     proc = subprocess.run(
         [sys.executable, "-m", "check_jsonschema", "--builtin-schema", schema, str(path)],
-        capture_output=True, text=True, timeout=120, check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
@@ -41,7 +44,10 @@ def test_the_schema_check_catches_a_broken_workflow(tmp_path: Path) -> None:
     broken.write_text(GITHUB.read_text().replace("runs-on:", "run-on:", 1))
     proc = subprocess.run(
         [sys.executable, "-m", "check_jsonschema", "--builtin-schema", "vendor.github-workflows", str(broken)],
-        capture_output=True, text=True, timeout=120, check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     assert proc.returncode == 1
 
@@ -108,4 +114,3 @@ def test_docs_show_the_shipped_file_verbatim(path: Path) -> None:
     doc = (DOCS / "ci.md").read_text()
     blocks = re.findall(r"```yaml\n(.*?)```", doc, flags=re.S)
     assert path.read_text() in blocks, f"docs/ci.md must show {path.name} as shipped"
-

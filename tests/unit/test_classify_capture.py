@@ -47,7 +47,9 @@ def test_pcap_variants(tmp_path: Path, nano: bool, big: bool) -> None:
 @pytest.mark.parametrize("big", [False, True])
 def test_pcapng_ethernet_vlan(tmp_path: Path, big: bool) -> None:
     p = tmp_path / "a.pcapng"
-    write_pcapng(p, [(10.0, ether(STUN, vlan=5)), (10.5, ether(V6_STUN)), (11.0, b"\xff" * 14 + b"\x08\x06arp")], big_endian=big)
+    write_pcapng(
+        p, [(10.0, ether(STUN, vlan=5)), (10.5, ether(V6_STUN)), (11.0, b"\xff" * 14 + b"\x08\x06arp")], big_endian=big
+    )
     doc = run_json(p)
     assert len(doc["flows"]) == 2 and doc["capture"]["non_ip_frames"] == 1
     assert abs(list(read_capture(str(p)))[1].timestamp - 10.5) < 1e-6

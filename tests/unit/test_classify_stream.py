@@ -247,9 +247,7 @@ def test_jsonl_reader_going_away_is_not_an_error(tmp_path: Path) -> None:
         (["--max-flows", "0"], "--max-flows must be >= 1"),
     ],
 )
-def test_cli_option_errors(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], message: str
-) -> None:
+def test_cli_option_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], message: str) -> None:
     from testbed.cli import main as cli_main
 
     pcap = _sized_capture(tmp_path / "s.pcap")
@@ -266,9 +264,7 @@ def test_cli_json_and_jsonl_are_exclusive(tmp_path: Path) -> None:
     assert ei.value.code == 2
 
 
-def test_jsonl_corrupt_capture_exits_2_without_summary(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_jsonl_corrupt_capture_exits_2_without_summary(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from testbed.cli import main as cli_main
 
     pcap = _write_capture(tmp_path / "c.pcap", 300)

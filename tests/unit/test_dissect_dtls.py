@@ -19,7 +19,12 @@ def dtls_handshake(msg_type: int, body: bytes, *, seq: int = 0, frag: tuple[int,
 
 
 def dtls_record(fragment: bytes, *, ctype: int = 22, version: int = 0xFEFD, epoch: int = 0, seq: int = 0) -> bytes:
-    return struct.pack("!BHH", ctype, version, epoch) + seq.to_bytes(6, "big") + struct.pack("!H", len(fragment)) + fragment
+    return (
+        struct.pack("!BHH", ctype, version, epoch)
+        + seq.to_bytes(6, "big")
+        + struct.pack("!H", len(fragment))
+        + fragment
+    )
 
 
 def pion_like_server_hello() -> bytes:

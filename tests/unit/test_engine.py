@@ -16,8 +16,16 @@ def _ipv4_udp(src: str, sport: int, dst: str, dport: int, payload: bytes) -> byt
     total = 20 + len(udp)
     hdr = struct.pack(
         "!BBHHHBBH4s4s",
-        0x45, 0, total, 1, 0, 64, 17, 0,
-        bytes(map(int, src.split("."))), bytes(map(int, dst.split("."))),
+        0x45,
+        0,
+        total,
+        1,
+        0,
+        64,
+        17,
+        0,
+        bytes(map(int, src.split("."))),
+        bytes(map(int, dst.split("."))),
     )
     return hdr + udp
 

@@ -93,7 +93,12 @@ def test_flows_no_rule_can_touch_are_settled_at_once() -> None:
 
 
 def test_an_unconditional_accept_settles_after_its_first_match() -> None:
-    p = policy(rules_of("{name: relay-ok, match: {addr: relay}, action: accept}", "{name: rest, match: {labels: [stun]}, action: drop}"))
+    p = policy(
+        rules_of(
+            "{name: relay-ok, match: {addr: relay}, action: accept}",
+            "{name: rest, match: {labels: [stun]}, action: drop}",
+        )
+    )
     e = engine(p)
     vs = play(e, [(i * 0.01, udp(CALLER, 1, RELAY, 2)) for i in range(5)])
     assert {v.rule for v in vs} == {"relay-ok"}
@@ -188,9 +193,9 @@ def test_police_long_run_rate_through_the_engine() -> None:
 
 
 def test_shape_holds_at_the_rate_and_drops_beyond_the_backlog() -> None:
-    p = policy(rules_of(
-        "{name: shaper, action: {throttle: {rate: 80kbit, burst: 1500, mode: shape, backlog: 5KB}}}"
-    ))  # 10 KB/s
+    p = policy(
+        rules_of("{name: shaper, action: {throttle: {rate: 80kbit, burst: 1500, mode: shape, backlog: 5KB}}}")
+    )  # 10 KB/s
     vs = play(engine(p), stream(10, dt=0.0))
     held = [v for v in vs if v.action is Action.HOLD]
     assert vs[0].action is Action.ACCEPT
@@ -250,7 +255,10 @@ def test_reorder_true_lets_packets_overtake() -> None:
 def test_no_overtaking_when_a_rule_stops_matching_mid_flow() -> None:
     # The delay rule ends at t=1 s; a packet at 1.0 s must still wait for the one held until 1.09.
     p = policy(rules_of("{name: d, match: {time: {until: 1s}}, action: {delay: 100ms}}"))
-    vs = play(engine(p), [(0.99, udp(CALLER, 1, CALLEE, 2)), (1.0, udp(CALLER, 1, CALLEE, 2)), (2.0, udp(CALLER, 1, CALLEE, 2))])
+    vs = play(
+        engine(p),
+        [(0.99, udp(CALLER, 1, CALLEE, 2)), (1.0, udp(CALLER, 1, CALLEE, 2)), (2.0, udp(CALLER, 1, CALLEE, 2))],
+    )
     assert vs[0].until == pytest.approx(1.09)
     assert vs[1].action is Action.HOLD and vs[1].rule is None and vs[1].until == pytest.approx(1.09 + ORDER_EPS)
     assert vs[2].action is Action.ACCEPT
@@ -331,7 +339,9 @@ def test_cut_from_match_passes_n_more_packets_sni_2() -> None:
 
 def test_cut_then_reject_sends_resets() -> None:
     p = policy(rules_of("{name: c, action: {cut: {after_packets: 4, then: reject}}}"))
-    pk = handshake(CALLER, 1, CALLEE, 80) + [(0.1 + i / 100, tcp(CALLER, 1, CALLEE, 80, payload=b"x")) for i in range(3)]
+    pk = handshake(CALLER, 1, CALLEE, 80) + [
+        (0.1 + i / 100, tcp(CALLER, 1, CALLEE, 80, payload=b"x")) for i in range(3)
+    ]
     vs = play(engine(p), pk)
     assert actions(vs) == ["accept"] * 4 + ["reject"] * 2
     assert all(len(v.inject) == 2 for v in vs[4:])

@@ -46,10 +46,13 @@ def test_connections_older_than_the_window_do_not_count() -> None:
 
 def test_the_key_parts_subnet_and_sni() -> None:
     e = engine(policy(rules_of(RULE)))
-    flows = [hello_flow(10, 0.0), hello_flow(11, 0.1, client="10.0.1.77"),  # same /24
-             hello_flow(12, 0.2, client="10.0.7.2"),  # another /24: its own count
-             hello_flow(13, 0.3, sni="www.site.example"),  # another SNI: its own count
-             hello_flow(14, 0.4, client="10.0.1.200")]  # the same /24 and SNI: the 3rd
+    flows = [
+        hello_flow(10, 0.0),
+        hello_flow(11, 0.1, client="10.0.1.77"),  # same /24
+        hello_flow(12, 0.2, client="10.0.7.2"),  # another /24: its own count
+        hello_flow(13, 0.3, sni="www.site.example"),  # another SNI: its own count
+        hello_flow(14, 0.4, client="10.0.1.200"),
+    ]  # the same /24 and SNI: the 3rd
     assert [last_two(actions(play(e, f)))[0] for f in flows] == ["accept"] * 5
     assert last_two(actions(play(e, hello_flow(15, 0.5))))[0] == "drop"  # the 4th
 
@@ -58,8 +61,9 @@ def test_flows_the_rest_of_the_match_refuses_are_not_counted() -> None:
     e = engine(policy(rules_of(RULE)))
     for i in range(5):
         play(e, hello_flow(10 + i, 0.1 * i, sni="other.example"))
-    assert [last_two(actions(play(e, hello_flow(20 + i, 1 + 0.1 * i))))[0] for i in range(4)] == \
-        ["accept"] * 3 + ["drop"]
+    assert [last_two(actions(play(e, hello_flow(20 + i, 1 + 0.1 * i))))[0] for i in range(4)] == ["accept"] * 3 + [
+        "drop"
+    ]
 
 
 def test_the_table_is_bounded() -> None:

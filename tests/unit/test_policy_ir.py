@@ -111,8 +111,11 @@ def _bad(path: list[Any], value: Any) -> dict[str, Any]:
 @pytest.mark.parametrize(
     ("path", "value", "message"),
     [
-        (["rules", 1, "action", "reject", "icmp"], "bogus",
-         "policy.rules[1].action.reject.icmp: 'bogus' is not one of"),  # fmt: skip
+        (
+            ["rules", 1, "action", "reject", "icmp"],
+            "bogus",
+            "policy.rules[1].action.reject.icmp: 'bogus' is not one of",
+        ),  # fmt: skip
         (["rules", 0, "name"], KeyError, "policy.rules[0]: missing key 'name'"),
         (["rules", 0, "match", "size", "min"], "100", "policy.rules[0].match.size.min: expected float"),
         (["rules", 0, "match", "payload", 0, "hex"], "zz", "policy.rules[0].match.payload[0].hex: expected hex bytes"),

@@ -62,7 +62,10 @@ def test_labels_any_of() -> None:
 
 def test_first_match_wins_in_rule_order() -> None:
     text = rules_of("{name: first, match: {transport: udp}, action: accept}", "{name: second, action: drop}")
-    assert decided(text, [(0, udp(CALLER, 1, CALLEE, 2)), (0, tcp(CALLER, 1, CALLEE, 2, flags=SYN))]) == ["first", "second"]
+    assert decided(text, [(0, udp(CALLER, 1, CALLEE, 2)), (0, tcp(CALLER, 1, CALLEE, 2, flags=SYN))]) == [
+        "first",
+        "second",
+    ]
 
 
 def test_transport_and_ports() -> None:
@@ -82,7 +85,9 @@ def test_transport_and_ports() -> None:
 
 def test_src_dst_are_the_flows_ends_so_replies_match_too() -> None:
     text = rules_of("{name: to-relay, match: {dst: relay}, action: accept}")
-    got = decided(text, [(0, udp(CALLER, 1, RELAY, 2)), (0.1, udp(RELAY, 2, CALLER, 1)), (0.2, udp(RELAY, 3, CALLER, 1))])
+    got = decided(
+        text, [(0, udp(CALLER, 1, RELAY, 2)), (0.1, udp(RELAY, 2, CALLER, 1)), (0.2, udp(RELAY, 3, CALLER, 1))]
+    )
     # The third flow was started by the relay: its responder is the caller.
     assert got == ["to-relay", "to-relay", None]
 
@@ -210,7 +215,12 @@ def test_groups_order_in_a_dtls_server_hello_snowflake_2021() -> None:
     pion = udp(CALLER, 6000, CALLEE, 5000, dtls_server_hello((29, 23, 24)))
     fixed = udp(CALLER, 6001, CALLEE, 5001, dtls_server_hello((23, 29, 24)))
     later = udp(CALLER, 6000, CALLEE, 5000, b"\x17\xfe\xfd" + bytes(40))
-    assert decided(text, [(0, client_first), (0.1, pion), (0.2, later), (0.3, fixed)]) == [None, "snowflake", "snowflake", None]
+    assert decided(text, [(0, client_first), (0.1, pion), (0.2, later), (0.3, fixed)]) == [
+        None,
+        "snowflake",
+        "snowflake",
+        None,
+    ]
 
 
 def test_groups_order_in_a_client_hello_from_the_ja3_string() -> None:
@@ -221,8 +231,10 @@ def test_groups_order_in_a_client_hello_from_the_ja3_string() -> None:
 
 def test_bytes_at_offset_quic_2022_rule() -> None:
     # Outbound UDP to :443, payload >= 1001 B, bytes 1-4 = 00 00 00 01 (C.10), then the 5-tuple.
-    text = rules_of("{name: quic, sticky: true, match: {transport: udp, dst_port: 443, direction: original, "
-                    "payload_size: {min: 1001}, payload: {offset: 1, hex: '00000001'}}, action: drop}")
+    text = rules_of(
+        "{name: quic, sticky: true, match: {transport: udp, dst_port: 443, direction: original, "
+        "payload_size: {min: 1001}, payload: {offset: 1, hex: '00000001'}}, action: drop}"
+    )
     initial = b"\xc3\x00\x00\x00\x01" + bytes(1200)
     short = b"\xc3\x00\x00\x00\x01" + bytes(500)
     other = b"\xc3\xff\x00\x00\x1d" + bytes(1200)
@@ -316,4 +328,6 @@ def test_nested_static_matchers_work_inside_not() -> None:
 def test_verdict_actions_for_matches() -> None:
     e = engine(policy(rules_of("{name: d, match: {dst: relay}, action: drop}")))
     assert [v.action for v in play(e, [(0, udp(CALLER, 1, RELAY, 2)), (0, udp(CALLER, 1, CALLEE, 2))])] == [
-        Action.DROP, Action.ACCEPT]
+        Action.DROP,
+        Action.ACCEPT,
+    ]

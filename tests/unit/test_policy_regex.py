@@ -60,7 +60,7 @@ def test_unsupported_constructs_are_named_with_a_fix(pattern: str, construct: st
 def test_scenario_with_a_backreference_is_an_error_at_its_line() -> None:
     text = (
         "name: x\n"
-        "probes: [{name: p, node: caller, run: [\"true\"]}]\n"
+        'probes: [{name: p, node: caller, run: ["true"]}]\n'
         "censor:\n"
         "  rules:\n"
         "    - name: r\n"

@@ -152,7 +152,12 @@ def test_example_reads_naturally() -> None:
     assert spec.rules[2].match.dst is not None and spec.rules[2].match.dst.lists == ("hosting",)
     a = spec.rules[3].action
     assert a.loss is not None and a.loss.model is LossModel.GILBERT_ELLIOTT
-    assert (a.loss.p, a.loss.effective_r, a.loss.effective_loss_bad, a.loss.effective_loss_good) == (0.01, 0.3, 1.0, 0.0)
+    assert (a.loss.p, a.loss.effective_r, a.loss.effective_loss_bad, a.loss.effective_loss_good) == (
+        0.01,
+        0.3,
+        1.0,
+        0.0,
+    )
     assert a.delay is not None and a.delay.distribution is Distribution.NORMAL and a.delay.time == 0.05
     assert a.effective_direction is PacketDirection.BOTH
     q = spec.rules[4]
@@ -207,7 +212,11 @@ rules:
         (rule({"loss": {"model": "gilbert-elliott", "p": "1%", "r": 0}}), ("rules", 0, "action", "loss", "r"), "r > 0"),
         (rule({"throttle": {"rate": "100kbps"}}), ("rules", 0, "action", "throttle", "rate"), "ambiguous"),
         (rule({"throttle": {"rate": "1Mbit", "burst": 100}}), ("rules", 0, "action", "throttle", "burst"), "1500"),
-        (rule({"throttle": {"rate": "1Mbit", "backlog": "10KB"}}), ("rules", 0, "action", "throttle", "backlog"), "shape"),
+        (
+            rule({"throttle": {"rate": "1Mbit", "backlog": "10KB"}}),
+            ("rules", 0, "action", "throttle", "backlog"),
+            "shape",
+        ),
         (rule("drop", {"time": {"every": "10s", "active": "20s"}}), ("rules", 0, "match", "time", "active"), "between"),
         (rule("drop", {"time": {"from": "10s", "until": "5s"}}), ("rules", 0, "match", "time", "until"), "after"),
         (rule({"cut": {"then": "drop"}}), ("rules", 0, "action", "cut", "then"), "after_packets"),

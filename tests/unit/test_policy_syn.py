@@ -83,8 +83,10 @@ def test_udp_uses_the_initiators_side() -> None:
 
 def test_syn_from_outside() -> None:
     e = engine(policy(rules_of("{name: o, match: {syn_from: outside}, action: drop}")))
-    assert actions(play(e, [remote_syn(1, 0.0), (0.1, tcp(CALLER, 2, CALLEE, 443, flags=SYN, seq=1, ack=0))])) == \
-        ["drop", "accept"]
+    assert actions(play(e, [remote_syn(1, 0.0), (0.1, tcp(CALLER, 2, CALLEE, 443, flags=SYN, seq=1, ack=0))])) == [
+        "drop",
+        "accept",
+    ]
 
 
 def test_bad_value_is_a_load_error() -> None:

@@ -458,8 +458,6 @@ def test_parse_scenario_resolves_paths_from_base_dir(tmp_path: Path) -> None:
     assert [r.name for r in parse_scenario(text, "x.yaml", base_dir=tmp_path).censor.rules] == ["mine/r"]
 
 
-
-
 # --- `testbed profiles` ---------------------------------------------------------------------------
 
 
@@ -498,8 +496,10 @@ def test_cli_shows_a_profile_file(tmp_path: Path, capsys: pytest.CaptureFixture[
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["profiles", "show", "tspu-2022-sn"],
-         "unknown censor profile 'tspu-2022-sn'\n  hint: did you mean 'tspu-2022-sni'?"),
+        (
+            ["profiles", "show", "tspu-2022-sn"],
+            "unknown censor profile 'tspu-2022-sn'\n  hint: did you mean 'tspu-2022-sni'?",
+        ),
         (["profiles", "show"], "needs a profile name"),
         (["profiles", "show", "/"], "is a directory; only regular files are read"),
     ],

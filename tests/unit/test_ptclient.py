@@ -27,7 +27,7 @@ def test_reads_the_method_obfs4proxy_offers() -> None:
 
 def test_ipv6_address_and_informational_lines() -> None:
     p = CmethodParser()
-    assert not p.feed("LOG SEVERITY=notice MESSAGE=\"hello\"")
+    assert not p.feed('LOG SEVERITY=notice MESSAGE="hello"')
     assert not p.feed("CMETHOD meek_lite socks5 [::1]:9050")
     assert p.feed("CMETHODS DONE")
     assert p.method("meek_lite") == ClientMethod("meek_lite", "socks5", "::1", 9050)

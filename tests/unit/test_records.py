@@ -37,8 +37,10 @@ FLOW = FlowRecord(
 ROUND_TRIPS: list[tuple[Any, Any]] = [
     (TimelineEntry(0.5, Party.RELAY, Layer.CALL, CallState.CONNECTED), TimelineEntry.from_json),
     (TimelineEntry(1.25, Party.CALLER, Layer.ICE_CONNECTION, "checking"), TimelineEntry.from_json),
-    (CensorEvent(1.5, EventKind.MATCH, "r", ("198.18.1.2:1", "198.18.2.2:2"), {"sni": None, "labels": ["tls"]}),
-     CensorEvent.from_json),
+    (
+        CensorEvent(1.5, EventKind.MATCH, "r", ("198.18.1.2:1", "198.18.2.2:2"), {"sni": None, "labels": ["tls"]}),
+        CensorEvent.from_json,
+    ),
     (CensorEvent(2.0, "window-open", None, None), CensorEvent.from_json),
     (FLOW, FlowRecord.from_json),
     (FlowRecord("tcp", "[fd00::1]:5", "[fd00::2]:443", 0, 0, 0, 0, 0.0, 0.0, 0.0, 0.0), FlowRecord.from_json),
@@ -89,7 +91,9 @@ def test_a_bad_timeline_entry_is_a_record_error(raw: object) -> None:
 
 
 def test_censor_events_are_written_as_records_and_keep_the_flow_string() -> None:
-    p = policy("rules:\n  - {name: sni-4, match: {sni: blocked.example}, action: {drop: true, block_after: {for: 40s}}}\n")
+    p = policy(
+        "rules:\n  - {name: sni-4, match: {sni: blocked.example}, action: {drop: true, block_after: {for: 40s}}}\n"
+    )
     e = engine(p)
     ch = tls_record(build_client_hello(sni="blocked.example"))
     play(e, [(1.0, tcp(CALLER, 40000, CALLEE, 443, payload=ch)), (2.0, tcp(CALLER, 40001, CALLEE, 443, flags=SYN))])

@@ -103,7 +103,10 @@ def test_loss_prefers_samples_then_streams() -> None:
     call["loss_pct"] = 12.5
     assert call_loss_pct(call) == 12.5
     # Negative RTCP cumulative loss (duplicates) is not a gain.
-    assert call_loss_pct({"streams": [{"direction": "recv", "kind": "audio", "packets_received": 10, "packets_lost": -2}]}) == 0.0
+    assert (
+        call_loss_pct({"streams": [{"direction": "recv", "kind": "audio", "packets_received": 10, "packets_lost": -2}]})
+        == 0.0
+    )
     assert call_loss_pct({"streams": []}) is None
 
 
@@ -152,7 +155,7 @@ def test_tick_redraws_only_live_boards() -> None:
         for _ in range(3):
             await asyncio.sleep(0)
         task.cancel()
-        return out.getvalue()[len(before):]
+        return out.getvalue()[len(before) :]
 
     assert asyncio.run(run(live=True)).endswith("\x1b[1F\x1b[J  ..  a    3.0 s  starting\n")
     assert asyncio.run(run(live=False)) == ""

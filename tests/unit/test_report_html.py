@@ -42,7 +42,12 @@ def test_index_and_pages_are_static_offline_and_linked(tmp_path: Path) -> None:
     index = write_html_report(all_results(), tmp_path / "report", pcaps={"a1b2c3": pcap})
     out = index.parent
     assert index == out / "index.html"
-    assert sorted(p.name for p in out.glob("*.html")) == ["baseline.html", "censor-dies.html", "dtls-cut.html", "index.html"]
+    assert sorted(p.name for p in out.glob("*.html")) == [
+        "baseline.html",
+        "censor-dies.html",
+        "dtls-cut.html",
+        "index.html",
+    ]
     assert (out / "pcap" / "dtls-cut.pcapng").read_bytes() == pcap.read_bytes()
     for page in out.glob("*.html"):
         parsed = _parse(page)
@@ -83,8 +88,18 @@ def test_rich_page_plots_samples_and_marks_censor_events(tmp_path: Path) -> None
     assert "failed at 4.00 s (3.7 s after connecting)" in titles
     # The window is shaded between its on and off events.
     assert bitrate.findall(f"{ns}rect[@class='band']")
-    for word in ("kbit/s", "packet loss", "round-trip time", "Censor events", "Rules", "Flows seen by the censor",
-                 "cut after 3.5 s", "after_s=3.5", "loss 58.0% &gt; 5%", "blocked"):
+    for word in (
+        "kbit/s",
+        "packet loss",
+        "round-trip time",
+        "Censor events",
+        "Rules",
+        "Flows seen by the censor",
+        "cut after 3.5 s",
+        "after_s=3.5",
+        "loss 58.0% &gt; 5%",
+        "blocked",
+    ):
         assert word in text, word
 
 
@@ -120,7 +135,9 @@ def test_timeline_origin_moves_censor_events_onto_the_call_axis(tmp_path: Path) 
     r["timeline_origin"] = {"censor": 100.0, "calls": {"video-call": 101.5}}
     text = (write_html_report([r], tmp_path).parent / "dtls-cut.html").read_text(encoding="utf-8")
     assert "#3 at 2.70 s: cut" in text  # 4.2 s after the censor started = 2.7 s into the call
-    text = (write_html_report([rich_result()], tmp_path, censor_offset_s=0.2).parent / "dtls-cut.html").read_text(encoding="utf-8")
+    text = (write_html_report([rich_result()], tmp_path, censor_offset_s=0.2).parent / "dtls-cut.html").read_text(
+        encoding="utf-8"
+    )
     assert "#3 at 4.00 s: cut" in text
     r = rich_result()
     r["timeline_origin"] = {"censor": 100.0, "calls_phase": 100.5}
@@ -130,7 +147,9 @@ def test_timeline_origin_moves_censor_events_onto_the_call_axis(tmp_path: Path) 
 
 
 def test_tolerates_missing_everything(tmp_path: Path) -> None:
-    out = write_html_report([{"name": "bare"}, {"calls": [{"name": "c", "samples": [{"t_s": 1}]}], "censor": {"events": "no"}}], tmp_path)
+    out = write_html_report(
+        [{"name": "bare"}, {"calls": [{"name": "c", "samples": [{"t_s": 1}]}], "censor": {"events": "no"}}], tmp_path
+    )
     assert out.exists()
 
 
@@ -145,7 +164,9 @@ def test_chart_breaks_lines_at_gaps_and_escapes() -> None:
     svg = ET.fromstring(
         line_chart(
             [Series("a<b", [(0, 1.0), (1, 2.0), (2, None), (3, 1.0), (4, 1.5)], "#123456", dashed=True)],
-            title="t&t", unit="ms", markers=[Marker(2.5, "1", "cut <now>")],
+            title="t&t",
+            unit="ms",
+            markers=[Marker(2.5, "1", "cut <now>")],
         )
     )
     ns = "{http://www.w3.org/2000/svg}"

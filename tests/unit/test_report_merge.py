@@ -26,15 +26,28 @@ def _one_run() -> list[dict[str, Any]]:
     return sorted([legacy_result(), rich_result(), error_result()], key=lambda r: r["file"])
 
 
-def _shard(root: Path, name: str, results: list[dict[str, Any]], *, split: tuple[int, int] | None = None,
-           version: int = 1, given: list[str] | None = None) -> Path:
+def _shard(
+    root: Path,
+    name: str,
+    results: list[dict[str, Any]],
+    *,
+    split: tuple[int, int] | None = None,
+    version: int = 1,
+    given: list[str] | None = None,
+) -> Path:
     d = root / name
     d.mkdir()
-    doc: dict[str, Any] = {"testbed_version": "0.1.0", "schema_version": version,
-                           "passed": all(r["passed"] for r in results)}
+    doc: dict[str, Any] = {
+        "testbed_version": "0.1.0",
+        "schema_version": version,
+        "passed": all(r["passed"] for r in results),
+    }
     if split is not None:
-        doc["shard"] = {"index": split[0], "total": split[1],
-                        "scenarios": given if given is not None else [r["name"] for r in results]}
+        doc["shard"] = {
+            "index": split[0],
+            "total": split[1],
+            "scenarios": given if given is not None else [r["name"] for r in results],
+        }
     doc["scenarios"] = results
     (d / "results.json").write_text(json.dumps(doc))
     return d
@@ -108,15 +121,23 @@ def test_a_results_file_may_be_named_instead_of_its_directory(tmp_path: Path) ->
 @pytest.mark.parametrize(
     ("make", "message"),
     [
-        (lambda t: [_shard(t, "a", [legacy_result()]), _shard(t, "b", [legacy_result()])],
-         r"scenario 'baseline' is in .*a and .*b: merge each shard once"),
-        (lambda t: [_shard(t, "a", [legacy_result()], version=1), _shard(t, "b", [rich_result()], version=2)],
-         r"schema versions differ \(.*a has 1, .*b has 2\)"),
+        (
+            lambda t: [_shard(t, "a", [legacy_result()]), _shard(t, "b", [legacy_result()])],
+            r"scenario 'baseline' is in .*a and .*b: merge each shard once",
+        ),
+        (
+            lambda t: [_shard(t, "a", [legacy_result()], version=1), _shard(t, "b", [rich_result()], version=2)],
+            r"schema versions differ \(.*a has 1, .*b has 2\)",
+        ),
         (lambda t: [_shard(t, "a", [legacy_result()], version=99)], r"schema_version 99 is newer than this testbed"),
-        (lambda t: [_shard(t, "a", [legacy_result()], split=(1, 2)), _shard(t, "b", [rich_result()], split=(2, 3))],
-         r"shards of different splits"),
-        (lambda t: [_shard(t, "a", [legacy_result()], split=(1, 2)), _shard(t, "b", [rich_result()], split=(1, 2))],
-         r"both shard 1/2"),
+        (
+            lambda t: [_shard(t, "a", [legacy_result()], split=(1, 2)), _shard(t, "b", [rich_result()], split=(2, 3))],
+            r"shards of different splits",
+        ),
+        (
+            lambda t: [_shard(t, "a", [legacy_result()], split=(1, 2)), _shard(t, "b", [rich_result()], split=(1, 2))],
+            r"both shard 1/2",
+        ),
         (lambda t: [t / "empty"], r"empty: no results.json; run each shard with `--json"),
     ],
 )
@@ -136,9 +157,13 @@ def test_a_scenario_with_another_schema_version_than_its_file_is_refused(tmp_pat
 
 @pytest.mark.parametrize(
     ("text", "message"),
-    [("{", "not JSON"), ("[]", "no 'scenarios' list"), ('{"scenarios": []}', "no integer 'schema_version'"),
-     ('{"schema_version": 1, "scenarios": [{"name": "x"}]}', "has no 'name' and 'passed'"),
-     ('{"schema_version": 1, "shard": {"index": 3, "total": 2, "scenarios": []}, "scenarios": []}', "not a shard")],
+    [
+        ("{", "not JSON"),
+        ("[]", "no 'scenarios' list"),
+        ('{"scenarios": []}', "no integer 'schema_version'"),
+        ('{"schema_version": 1, "scenarios": [{"name": "x"}]}', "has no 'name' and 'passed'"),
+        ('{"schema_version": 1, "shard": {"index": 3, "total": 2, "scenarios": []}, "scenarios": []}', "not a shard"),
+    ],
 )
 def test_files_that_are_not_results_are_refused(tmp_path: Path, text: str, message: str) -> None:
     (tmp_path / "results.json").write_text(text)
@@ -158,16 +183,19 @@ def test_a_missing_shard_or_an_early_stop_is_merged_but_marked_failed(tmp_path: 
 
 def test_cli_merge_exit_codes_and_messages(tmp_path: Path) -> None:
     s1, s2 = _two_shards(tmp_path)
-    proc = subprocess.run([*CLI, "report", "merge", str(tmp_path / "out"), str(s1), str(s2)],
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [*CLI, "report", "merge", str(tmp_path / "out"), str(s1), str(s2)], capture_output=True, text=True, timeout=60
+    )
     assert proc.returncode == 1, proc.stderr  # censor-dies and dtls-cut failed, as in their shards
     assert "1 passed, 2 failed" in proc.stdout and "merged 2 shard(s)" in proc.stderr
     good = _shard(tmp_path, "good", [legacy_result()], split=(1, 2))
-    proc = subprocess.run([*CLI, "report", "merge", str(tmp_path / "out2"), str(good)],
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [*CLI, "report", "merge", str(tmp_path / "out2"), str(good)], capture_output=True, text=True, timeout=60
+    )
     assert proc.returncode == 1 and "no results from shard 2/2" in proc.stderr
-    proc = subprocess.run([*CLI, "report", "merge", str(tmp_path / "out3"), str(s1), str(s1)],
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [*CLI, "report", "merge", str(tmp_path / "out3"), str(s1), str(s1)], capture_output=True, text=True, timeout=60
+    )
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr, proc.stderr
     assert "is in" in proc.stderr and "(twice)" in proc.stderr
     proc = subprocess.run([*CLI, "report", "merge", str(s1), str(s1)], capture_output=True, text=True, timeout=60)

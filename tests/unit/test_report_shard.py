@@ -32,22 +32,28 @@ def test_bad_shard_is_refused(text: str) -> None:
 @pytest.mark.parametrize("value", ["0/2", "3/2", "x/y"])
 def test_bad_shard_on_the_command_line_is_a_one_line_usage_error(value: str, tmp_path: Path) -> None:
     # Refused before any scenario is read (the path does not even exist) and before root is needed.
-    proc = subprocess.run([*CLI, "run", str(tmp_path / "none"), "--shard", value], capture_output=True, text=True,
-                          timeout=60)
+    proc = subprocess.run(
+        [*CLI, "run", str(tmp_path / "none"), "--shard", value], capture_output=True, text=True, timeout=60
+    )
     assert proc.returncode == 2
     assert proc.stderr.count("\n") == 1 and proc.stderr.startswith(f"testbed: error: --shard '{value}'"), proc.stderr
 
 
 def test_durations_without_shard_is_a_usage_error(tmp_path: Path) -> None:
-    proc = subprocess.run([*CLI, "run", str(tmp_path), "--durations-from", "x.json"], capture_output=True, text=True,
-                          timeout=60)
+    proc = subprocess.run(
+        [*CLI, "run", str(tmp_path), "--durations-from", "x.json"], capture_output=True, text=True, timeout=60
+    )
     assert proc.returncode == 2 and "add --shard" in proc.stderr and "Traceback" not in proc.stderr
 
 
-@given(n=st.integers(1, 9), keys=st.lists(st.text(min_size=1, max_size=8), unique=True, max_size=30),
-       weights=st.dictionaries(st.text(min_size=1, max_size=8), st.floats(0, 1e4)))
-def test_partition_is_complete_disjoint_and_independent_of_order(n: int, keys: list[str],
-                                                                 weights: dict[str, float]) -> None:
+@given(
+    n=st.integers(1, 9),
+    keys=st.lists(st.text(min_size=1, max_size=8), unique=True, max_size=30),
+    weights=st.dictionaries(st.text(min_size=1, max_size=8), st.floats(0, 1e4)),
+)
+def test_partition_is_complete_disjoint_and_independent_of_order(
+    n: int, keys: list[str], weights: dict[str, float]
+) -> None:
     shards = partition(keys, n, weights)
     assert len(shards) == n
     flat = [k for s in shards for k in s]
@@ -97,9 +103,12 @@ def test_longest_first_is_within_graham_bound(weights: list[float], n: int) -> N
 def test_durations_come_from_a_result_file_by_name() -> None:
     doc = {"schema_version": 1, "scenarios": [{"name": "a", "duration_s": 4.5}, {"name": "b", "duration_s": 0}]}
     assert durations_from_result(doc) == {"a": 4.5, "b": 0.0}
-    for bad, what in [({}, "no 'scenarios'"), ({"scenarios": [{"duration_s": 1}]}, "no 'name'"),
-                      ({"scenarios": [{"name": "a", "duration_s": "1"}]}, "finite number"),
-                      ({"scenarios": [{"name": "a", "duration_s": -1}]}, "negative")]:
+    for bad, what in [
+        ({}, "no 'scenarios'"),
+        ({"scenarios": [{"duration_s": 1}]}, "no 'name'"),
+        ({"scenarios": [{"name": "a", "duration_s": "1"}]}, "finite number"),
+        ({"scenarios": [{"name": "a", "duration_s": -1}]}, "negative"),
+    ]:
         with pytest.raises(ShardError, match=what):
             durations_from_result(bad)
 
@@ -108,8 +117,12 @@ def test_bad_durations_file_is_a_usage_error(tmp_path: Path) -> None:
     (tmp_path / "s.yaml").write_text("name: s\n")
     bad = tmp_path / "d.json"
     bad.write_text(json.dumps({"scenarios": [{"name": "s", "duration_s": "slow"}]}))
-    proc = subprocess.run([*CLI, "run", str(tmp_path / "s.yaml"), "--shard", "1/2", "--durations-from", str(bad)],
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [*CLI, "run", str(tmp_path / "s.yaml"), "--shard", "1/2", "--durations-from", str(bad)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 2 and proc.stderr.startswith(f"testbed: error: --durations-from {bad}:"), proc.stderr
     assert "Traceback" not in proc.stderr
 
@@ -118,10 +131,13 @@ def test_items_are_split_by_path_and_weighed_by_scenario_name() -> None:
     # (path, scenario name): the durations came from a run in another directory, so only names match.
     items = [(f"/ci/job/{k}", f"name-{i}") for i, k in enumerate(KEYS[:4])]
     durations = {"name-0": 50.0, "name-2": 50.0, "name-1": 1.0, "name-3": 1.0}
-    picked = [select_items(items, Shard(k, 2), key=lambda it: it[0], name=lambda it: it[1], durations=durations)
-              for k in (1, 2)]
+    picked = [
+        select_items(items, Shard(k, 2), key=lambda it: it[0], name=lambda it: it[1], durations=durations)
+        for k in (1, 2)
+    ]
     assert [[n for _, n in p] for p in picked] == [["name-0", "name-1"], ["name-2", "name-3"]]
     # Without durations: sorted round-robin over the paths.
-    plain = [select_items(items, Shard(k, 2), key=lambda it: it[0], name=lambda it: it[1], durations={})
-             for k in (1, 2)]
+    plain = [
+        select_items(items, Shard(k, 2), key=lambda it: it[0], name=lambda it: it[1], durations={}) for k in (1, 2)
+    ]
     assert [[n for _, n in p] for p in plain] == [["name-0", "name-2"], ["name-1", "name-3"]]

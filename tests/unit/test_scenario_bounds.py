@@ -255,7 +255,9 @@ def test_list_file_size_limit(tmp_path: Path) -> None:
     with big.open("wb") as f:
         f.truncate(MAX_LIST_FILE_BYTES + 1)  # sparse: no disk used
     err = _precheck_error(_list_scenario(tmp_path, "big.txt"))
-    assert f"big.txt: is {MAX_LIST_FILE_BYTES + 1} bytes, more than the limit of {MAX_LIST_FILE_BYTES}" in err.bare_message
+    assert (
+        f"big.txt: is {MAX_LIST_FILE_BYTES + 1} bytes, more than the limit of {MAX_LIST_FILE_BYTES}" in err.bare_message
+    )
 
 
 def test_list_file_within_limits_loads(tmp_path: Path) -> None:

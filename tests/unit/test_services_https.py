@@ -214,10 +214,20 @@ def test_route_table(method: str, target: str, kind: RouteKind, status: int) -> 
 
 
 @pytest.mark.parametrize(
-    "argv", [[], ["a", "b"], ["--plain"], ["--plain", "a", "b", "80"], ["--plain", "99999"], ["--plain", "--max-connections", "0", "80"]]
+    "argv",
+    [
+        [],
+        ["a", "b"],
+        ["--plain"],
+        ["--plain", "a", "b", "80"],
+        ["--plain", "99999"],
+        ["--plain", "--max-connections", "0", "80"],
+    ],
 )
 def test_bad_arguments_exit_2(argv: list[str]) -> None:
-    proc = subprocess.run([sys.executable, "-m", "testbed.services.https", *argv], capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "testbed.services.https", *argv], capture_output=True, text=True, timeout=60
+    )
     assert proc.returncode == 2, proc.stderr
     assert "Traceback" not in proc.stderr
 

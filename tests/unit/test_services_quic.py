@@ -57,7 +57,9 @@ def _free_udp_port() -> int:
         return int(s.getsockname()[1])
 
 
-async def _requests(tmp_path: Path, requests: list[tuple[bytes, bytes, list[bytes]]], *, junk: bool = False) -> list[tuple[int, bytes]]:
+async def _requests(
+    tmp_path: Path, requests: list[tuple[bytes, bytes, list[bytes]]], *, junk: bool = False
+) -> list[tuple[int, bytes]]:
     cert, key = make_certificate(["example.com"], tmp_path, "srv", ["127.0.0.1"])
     port = _free_udp_port()
     server = await quic_server.start(str(cert), str(key), port, host="127.0.0.1")

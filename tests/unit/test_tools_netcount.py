@@ -41,7 +41,11 @@ def test_delta_keeps_changed_counters() -> None:
 
 def test_cli_reads_this_namespace() -> None:
     out = subprocess.run(
-        [sys.executable, "-m", "testbed.tools.netcount", "--window", "0.05"], capture_output=True, text=True, timeout=10, check=True
+        [sys.executable, "-m", "testbed.tools.netcount", "--window", "0.05"],
+        capture_output=True,
+        text=True,
+        timeout=10,
+        check=True,
     )
     doc = json.loads(out.stdout)
     assert doc["seconds"] >= 0.05

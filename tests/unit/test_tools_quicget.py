@@ -125,7 +125,9 @@ async def _fetch_from_server(tmp_path: Path, argv: list[str]) -> tuple[int, byte
 
 def test_loopback_fetch(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, body = asyncio.run(
-        _fetch_from_server(tmp_path, ["--sni", "example.com", "--cacert", "{cert}", "https://127.0.0.1:{port}/bytes/70000"])
+        _fetch_from_server(
+            tmp_path, ["--sni", "example.com", "--cacert", "{cert}", "https://127.0.0.1:{port}/bytes/70000"]
+        )
     )
     assert code == 0 and body == bytes(70000)
     err = capsys.readouterr().err
@@ -133,7 +135,9 @@ def test_loopback_fetch(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
 
 
 def test_loopback_wrong_name_fails_the_handshake(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code, body = asyncio.run(_fetch_from_server(tmp_path, ["--sni", "other.example", "--cacert", "{cert}", "https://127.0.0.1:{port}/"]))
+    code, body = asyncio.run(
+        _fetch_from_server(tmp_path, ["--sni", "other.example", "--cacert", "{cert}", "https://127.0.0.1:{port}/"])
+    )
     assert code == quicget.EXIT_HANDSHAKE and body == b""
     err = capsys.readouterr().err
     assert "QUIC handshake with 127.0.0.1" in err and "other.example" in err

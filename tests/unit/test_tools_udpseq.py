@@ -107,10 +107,18 @@ def _cli(*args: str) -> list[str]:
 
 
 def test_cli_receiver_stops_after_count() -> None:
-    with subprocess.Popen(_cli("recv", "0", "--bind", "127.0.0.1", "--count", "10", "--timeout", "20"), stdout=subprocess.PIPE, text=True) as proc:
+    with subprocess.Popen(
+        _cli("recv", "0", "--bind", "127.0.0.1", "--count", "10", "--timeout", "20"), stdout=subprocess.PIPE, text=True
+    ) as proc:
         assert proc.stdout is not None
         port = json.loads(proc.stdout.readline())["ready"]
-        send = subprocess.run(_cli("send", "127.0.0.1", str(port), "--count", "10", "--rate", "0"), capture_output=True, text=True, timeout=10, check=True)
+        send = subprocess.run(
+            _cli("send", "127.0.0.1", str(port), "--count", "10", "--rate", "0"),
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        )
         assert json.loads(send.stdout)["sent"] == 10
         summary = json.loads(proc.stdout.readline())
         assert proc.wait(10) == 0
@@ -118,7 +126,9 @@ def test_cli_receiver_stops_after_count() -> None:
 
 
 def test_cli_receiver_reports_on_sigterm() -> None:
-    with subprocess.Popen(_cli("recv", "0", "--bind", "127.0.0.1", "--timeout", "20"), stdout=subprocess.PIPE, text=True) as proc:
+    with subprocess.Popen(
+        _cli("recv", "0", "--bind", "127.0.0.1", "--timeout", "20"), stdout=subprocess.PIPE, text=True
+    ) as proc:
         assert proc.stdout is not None
         json.loads(proc.stdout.readline())  # ready: the handler is installed before this line
         proc.terminate()

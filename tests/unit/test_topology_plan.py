@@ -60,7 +60,9 @@ def test_nat_node_sits_behind_its_own_namespace() -> None:
 
 def test_nat_rules_per_rfc4787_type() -> None:
     sym = rules("symmetric", "o1", "198.18.1.2", "198.19.1.2")
-    assert sym == [["-t", "nat", "-A", "POSTROUTING", "-o", "o1", "-j", "SNAT", "--to-source", "198.18.1.2", "--random-fully"]]
+    assert sym == [
+        ["-t", "nat", "-A", "POSTROUTING", "-o", "o1", "-j", "SNAT", "--to-source", "198.18.1.2", "--random-fully"]
+    ]
     assert len(rules("port-restricted", "o1", "198.18.1.2", "198.19.1.2")) == 1
     eif = rules("endpoint-independent", "o1", "198.18.1.2", "198.19.1.2")
     assert eif[1][-2:] == ["--to-destination", "198.19.1.2"]

@@ -43,9 +43,7 @@ def find_chromium() -> str:
         path = name if os.path.isabs(name) else shutil.which(name)
         if path and os.access(path, os.X_OK):
             return path
-    raise ChromiumMissing(
-        f"engine chromium needs Chromium: apt-get install {DEBIAN_PACKAGE} (or run scripts/setup.sh)"
-    )
+    raise ChromiumMissing(f"engine chromium needs Chromium: apt-get install {DEBIAN_PACKAGE} (or run scripts/setup.sh)")
 
 
 def chromium_flags(*, user_data_dir: Path, fake_audio: Path | None, extra: tuple[str, ...] = ()) -> list[str]:
@@ -153,7 +151,15 @@ async def launch(binary: str, flags: list[str], *, log: Path) -> Browser:
     # there (dash cannot name fds above 9), then becomes nsexec, which becomes Chromium.
     me = os.getpid()
     nsexec = [
-        sys.executable, "-m", "testbed.net.nsexec", "--parent", str(me), f"/proc/{me}/ns/net", "--", binary, *flags,
+        sys.executable,
+        "-m",
+        "testbed.net.nsexec",
+        "--parent",
+        str(me),
+        f"/proc/{me}/ns/net",
+        "--",
+        binary,
+        *flags,
     ]
     mover = (
         "import os, sys; "
@@ -163,7 +169,10 @@ async def launch(binary: str, flags: list[str], *, log: Path) -> Browser:
     log_file = _log_file(log)
     try:
         process = await asyncio.create_subprocess_exec(
-            sys.executable, "-c", mover, *nsexec,
+            sys.executable,
+            "-c",
+            mover,
+            *nsexec,
             stdin=asyncio.subprocess.DEVNULL,
             stdout=log_file,
             stderr=log_file,

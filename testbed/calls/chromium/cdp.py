@@ -72,9 +72,7 @@ class CdpPipe:
     its fd 3).  :meth:`run` reads until EOF; every command still waiting then fails with
     :class:`BrowserGone`."""
 
-    def __init__(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, on_event: EventHandler
-    ) -> None:
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, on_event: EventHandler) -> None:
         self._reader = reader
         self._writer = writer
         self._on_event = on_event

@@ -162,9 +162,7 @@ class ChromiumEndpoint:
     def _page_config(self) -> dict[str, Any]:
         o = self.options
         return {
-            "ice_servers": [
-                {k: v for k, v in s.to_json().items() if v is not None} for s in o.ice_servers
-            ],
+            "ice_servers": [{k: v for k, v in s.to_json().items() if v is not None} for s in o.ice_servers],
             "ice_transport_policy": o.ice_transport_policy.value,
             "audio": o.audio,
             "video": o.video,

@@ -269,7 +269,8 @@ def snapshot(t: float, poll: Poll, *, data_channel: bool) -> Snapshot:
                 lost=rtcp.packets_lost if rtcp else None,
                 reported_received=rtcp.packets_received if rtcp else None,
                 jitter=float(rtcp.jitter) if rtcp and rtcp.jitter is not None else None,
-                frames=poll.frames_encoded.get(kind, out_rtp.packets_sent or 0) if kind is Kind.VIDEO
+                frames=poll.frames_encoded.get(kind, out_rtp.packets_sent or 0)
+                if kind is Kind.VIDEO
                 else out_rtp.packets_sent or 0,
             )
         in_ = None

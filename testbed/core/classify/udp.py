@@ -80,9 +80,7 @@ class UdpInspector:
             wireguard(flow, payload, st)
             return
         if 20 <= b0 <= 63:
-            if (b0 in RESET_FIRST_BYTES or st.openvpn is not None) and openvpn(
-                flow, payload, original, st, tcp=False
-            ):
+            if (b0 in RESET_FIRST_BYTES or st.openvpn is not None) and openvpn(flow, payload, original, st, tcp=False):
                 return
             self._dtls(flow, payload, st)
             return

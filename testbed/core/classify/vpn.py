@@ -111,4 +111,3 @@ def _reset_shaped(body: bytes) -> bool:
 # First bytes of an OpenVPN hard reset over UDP (opcode in the top 5 bits, key id 0-7 below):
 # worth trying OpenVPN on, as is any later packet of a flow that already carried one.
 RESET_FIRST_BYTES = frozenset(b for b in range(256) if b >> 3 in CLIENT_RESETS or b >> 3 in SERVER_RESETS)
-

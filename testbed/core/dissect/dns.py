@@ -70,9 +70,7 @@ def parse_dns(data: bytes) -> DnsMessage | None:
     if others * _MIN_RR > len(data) - pos:
         return None
     assert first is not None
-    return DnsMessage(
-        (data[0] << 8) | data[1], bool(flags & 0x8000), opcode, rcode, first[0], first[1], qd
-    )
+    return DnsMessage((data[0] << 8) | data[1], bool(flags & 0x8000), opcode, rcode, first[0], first[1], qd)
 
 
 def parse_dns_tcp(segment: bytes) -> DnsMessage | None:

@@ -17,9 +17,7 @@ from dataclasses import dataclass
 
 __all__ = ["HTTP_METHODS", "HttpRequest", "parse_request", "parse_status_line"]
 
-HTTP_METHODS = frozenset(
-    {b"GET", b"HEAD", b"POST", b"PUT", b"DELETE", b"CONNECT", b"OPTIONS", b"TRACE", b"PATCH"}
-)
+HTTP_METHODS = frozenset({b"GET", b"HEAD", b"POST", b"PUT", b"DELETE", b"CONNECT", b"OPTIONS", b"TRACE", b"PATCH"})
 # The request line must end within this many bytes: servers commonly refuse longer ones (RFC 9112
 # §3 recommends supporting at least 8000 octets), and a segment is at most ~64 KiB anyway.
 _MAX_LINE = 8192

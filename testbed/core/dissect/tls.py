@@ -90,7 +90,6 @@ class ClientHello(_Extensions):
     extensions: tuple[tuple[int, bytes], ...]  # (type, data), wire order
     raw: bytes
 
-
     @property
     def sni(self) -> str | None:
         """The first host_name in server_name (RFC 6066 §3)."""
@@ -160,7 +159,6 @@ class ServerHello(_Extensions):
     compression_method: int
     extensions: tuple[tuple[int, bytes], ...]
     raw: bytes
-
 
     @property
     def selected_version(self) -> int:

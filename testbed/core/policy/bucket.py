@@ -21,9 +21,7 @@ __all__ = ["TokenBucket"]
 class TokenBucket:
     __slots__ = ("rate", "burst", "tokens", "last", "max_backlog", "max_packets", "_queued")
 
-    def __init__(
-        self, rate: float, burst: float, *, max_backlog: float = 0.0, max_packets: int = 0
-    ) -> None:
+    def __init__(self, rate: float, burst: float, *, max_backlog: float = 0.0, max_packets: int = 0) -> None:
         if rate <= 0 or burst <= 0:
             raise ValueError("a token bucket needs rate > 0 and burst > 0")
         self.rate = float(rate)

@@ -316,9 +316,7 @@ class _Compiler:
                 rule.loss = GilbertElliott(ls.p, ls.r, ls.loss_bad, ls.loss_good)
         if a.throttle is not None:
             t = a.throttle
-            rule.throttle = ThrottlePlan(
-                t.rate, float(t.burst), t.mode, t.per, float(t.backlog), t.backlog_packets
-            )
+            rule.throttle = ThrottlePlan(t.rate, float(t.burst), t.mode, t.per, float(t.backlog), t.backlog_packets)
         if a.delay is not None:
             rule.delay = DelaySampler(a.delay.time, a.delay.jitter, a.delay.distribution)
             rule.reorder = a.delay.reorder

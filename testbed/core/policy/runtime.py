@@ -180,9 +180,7 @@ class RulePolicy:
             self._release_due(now)
         out: dict[str, Any] = {
             "seed": self.seed,
-            "rules": [
-                {"name": r.name, "action": r.describe, **r.counters.as_dict()} for r in self.rules
-            ],
+            "rules": [{"name": r.name, "action": r.describe, **r.counters.as_dict()} for r in self.rules],
             "default": self.default.as_dict(),
             "flows_evaluated": self.flows,
             "settled": {"flows": self.settled_flows, "packets": self.settled_packets},

@@ -46,6 +46,4 @@ class BytesMatch:
         if self.scope is PayloadScope.PACKET:
             return _at(ctx.packet.payload, self.offset, self.want, self.mask)
         kind = "client" if self.scope is PayloadScope.CLIENT_HELLO else "server"
-        return any(
-            k == kind and _at(body, self.offset, self.want, self.mask) for k, body, _ in hellos(ctx)
-        )
+        return any(k == kind and _at(body, self.offset, self.want, self.mask) for k, body, _ in hellos(ctx))
