@@ -94,9 +94,9 @@ class CensorEngine:
         # the names are spelled out only in summary().
         action = verdict.action
         stats.actions[action] += 1
-        counts: Counter[Action] | None = obs.flow.policy_state.get("verdicts")
+        counts = obs.flow.verdicts
         if counts is None:
-            counts = obs.flow.policy_state["verdicts"] = Counter()
+            counts = obs.flow.verdicts = Counter()
         counts[action] += 1
         return verdict
 
@@ -128,7 +128,7 @@ class CensorEngine:
 
     def flow_record(self, flow: Flow) -> FlowRecord:
         """The flow as the result lists it (the same record ``testbed classify`` writes)."""
-        verdicts: Counter[Action] = flow.policy_state.get("verdicts", Counter())
+        verdicts: Counter[Action] = flow.verdicts or Counter()
         policy_record = getattr(self.policy, "flow_record", None)
         facts: Mapping[str, object] = policy_record(flow) if callable(policy_record) else {}
         rule, rules, settled, held = facts.get("rule"), facts.get("rules"), facts.get("settled"), facts.get("held")

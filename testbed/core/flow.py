@@ -16,13 +16,17 @@ import enum
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from testbed.core.dissect.tls import ClientHello, ServerHello
 from testbed.core.packet import Packet, format_endpoint
 
-if TYPE_CHECKING:  # classify imports this module; the state type is only an annotation here
+if TYPE_CHECKING:  # classify and policy import this module; their state types are annotations here
+    from collections import Counter
+
     from testbed.core.classify.state import ClassifierState
+    from testbed.core.policy.state import FlowState
+    from testbed.core.verdict import Action
 
 __all__ = [
     "DEFAULT_MAX_FLOWS",
@@ -127,8 +131,11 @@ class Flow:
     # The classifier's inspection state (core/classify/state.py): created at the first inspected
     # packet, dropped when inspection ends, so a flow past its budget carries none.
     classifier_state: ClassifierState | None = None
-    # Opaque per-flow state for the policy engine.
-    policy_state: dict[str, Any] = field(default_factory=dict)
+    # The policy's state for this flow (core/policy/state.py), made at its first packet; its
+    # ``settled`` says every later packet will be accepted untouched (an adapter may offload it).
+    policy: FlowState | None = None
+    # What the engine decided for this flow's packets, by action (the flow record's `verdicts`).
+    verdicts: Counter[Action] | None = None
     ended: EndReason | None = None
 
     @property

@@ -27,7 +27,7 @@ from test_policy_support import (
 )
 
 from testbed.core.packet import TCPFlag, parse_ip
-from testbed.core.policy import ORDER_EPS, SETTLED_KEY
+from testbed.core.policy import ORDER_EPS
 from testbed.core.verdict import Action, RejectKind, Verdict
 
 
@@ -75,7 +75,7 @@ def test_ignore_stops_inspection_for_good() -> None:
     vs = play(e, junk)
     assert [(v.action, v.rule) for v in vs] == [(Action.ACCEPT, "junk-first"), (Action.ACCEPT, "junk-first")]
     flow = next(iter(e.classifier.flows()))
-    assert p.is_settled(flow) and flow.policy_state[SETTLED_KEY] is True
+    assert p.is_settled(flow) and flow.policy is not None and flow.policy.settled
     # The same ClientHello first is blocked.
     vs = play(engine(p), [(0.0, tcp(CALLER, 2, CALLEE, 443, payload=ch))])
     assert vs[0].action is Action.DROP

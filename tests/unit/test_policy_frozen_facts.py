@@ -10,7 +10,6 @@ from typing import Any
 from testbed.core.classify import Classifier
 from testbed.core.engine import CensorEngine
 from testbed.core.policy import RulePolicy, compile_policy
-from testbed.core.policy.state import POLICY_STATE_KEY
 from testbed.scenario.policy_ir import policy_ir
 from testbed.scenario.policy_schema import PolicySpec
 
@@ -73,7 +72,7 @@ def test_rules_with_false_frozen_facts_leave_the_candidates() -> None:
     for i in range(30):  # past both inspection budgets (classifier 8, policy 20 packets)
         engine.handle(_udp("198.18.1.2", 40000, "198.18.2.2", 5000, b"x" * 100), i * 0.001)
     (flow,) = list(engine.classifier.flows())
-    st = flow.policy_state[POLICY_STATE_KEY]
+    st = flow.policy
     assert isinstance(engine.policy, RulePolicy)
     names = {r.name for r in st.candidates[0]}
     # Labels and SNI can no longer appear; "not stun" and per-packet matchers stay.

@@ -127,7 +127,7 @@ def test_data_packet_rule_is_pruned_once_past_its_range() -> None:
     e = engine(p)
     play(e, [(i * 0.1, udp(CALLER, 1, CALLEE, 9, b"x" * 20)) for i in range(3)])
     flow = next(iter(e.classifier.table))
-    st = flow.policy_state["policy"]
+    st = flow.policy
     assert st.candidates == [(), ()]
 
 

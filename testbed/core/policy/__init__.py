@@ -22,13 +22,10 @@ from testbed.core.policy.compile import (
     estimate_max_hold,
 )
 from testbed.core.policy.runtime import ORDER_EPS, RulePolicy
-from testbed.core.policy.state import POLICY_STATE_KEY, SETTLED_KEY
 from testbed.core.policy_ir import PolicyIR, PolicyIRError
 
 __all__ = [
     "ORDER_EPS",
-    "POLICY_STATE_KEY",
-    "SETTLED_KEY",
     "PolicyCompileError",
     "PolicyIR",
     "PolicyIRError",

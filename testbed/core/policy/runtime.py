@@ -36,8 +36,6 @@ from testbed.core.policy.matchers.facts import reads_frozen_facts
 from testbed.core.policy.residual import ResidualBlock, ResidualBlocks
 from testbed.core.policy.rule import CompiledRule, RejectPlan, reject_verdict
 from testbed.core.policy.state import (
-    POLICY_STATE_KEY,
-    SETTLED_KEY,
     Context,
     FlowFacts,
     FlowState,
@@ -105,7 +103,7 @@ class RulePolicy:
 
     def decide(self, packet: Packet, obs: Observation, now: float) -> Verdict:
         flow = obs.flow
-        st: FlowState | None = flow.policy_state.get(POLICY_STATE_KEY)
+        st = flow.policy
         if st is None:
             st = self._new_flow(flow)
         if st.settled:
@@ -155,13 +153,13 @@ class RulePolicy:
 
     def is_settled(self, flow: Flow) -> bool:
         """True when every later packet of ``flow`` will be accepted untouched: the adapter may
-        offload it (the same flag is ``flow.policy_state["settled"]``)."""
-        st: FlowState | None = flow.policy_state.get(POLICY_STATE_KEY)
+        offload it (``flow.policy.settled``)."""
+        st = flow.policy
         return st is not None and st.settled
 
     def flow_record(self, flow: Flow) -> dict[str, Any]:
         """Policy facts about one flow, to merge into the engine's flow record."""
-        st: FlowState | None = flow.policy_state.get(POLICY_STATE_KEY)
+        st = flow.policy
         if st is None:
             return {"rule": None, "rules": {}, "settled": False}
         return {
@@ -212,7 +210,7 @@ class RulePolicy:
         )
         st = FlowState(facts)
         st.candidates = [self._candidates(facts, ORIGINAL), self._candidates(facts, Direction.REPLY)]
-        flow.policy_state[POLICY_STATE_KEY] = st
+        flow.policy = st
         self.flows += 1
         if not self._may_block_later:
             self._settle_if_clear(flow, st, self.start)
@@ -269,7 +267,6 @@ class RulePolicy:
                     return
                 st.settled_by[d] = first
         st.settled = True
-        flow.policy_state[SETTLED_KEY] = True
         self.settled_flows += 1
 
     def _pass(

@@ -1,4 +1,4 @@
-"""Per-flow policy state, kept in ``Flow.policy_state`` under one key.
+"""Per-flow policy state, kept in ``Flow.policy``.
 
 ``FlowFacts`` are what never changes for a flow (its endpoints, transport, which side is
 inside); rules are filtered on them once per flow and direction, so the per-packet path of a
@@ -19,12 +19,8 @@ if TYPE_CHECKING:
     from testbed.core.policy.loss import GilbertElliottState
     from testbed.core.policy.rule import CompiledRule
 
-__all__ = ["POLICY_STATE_KEY", "SETTLED_KEY", "Context", "FlowFacts", "FlowState", "RuleFlowState"]
+__all__ = ["Context", "FlowFacts", "FlowState", "RuleFlowState"]
 
-POLICY_STATE_KEY = "policy"
-# Set to True in ``Flow.policy_state`` once every later packet of the flow will be accepted
-# untouched: an adapter may offload such a flow to the kernel (e.g. a conntrack mark).
-SETTLED_KEY = "settled"
 
 ORIGINAL = Direction.ORIGINAL
 
