@@ -12,11 +12,11 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from testbed.errors import RunError
 from testbed.net.process import netns_process, terminate
 from testbed.net.topology import TopologyPlan
+from testbed.records.json import JsonObject
 from testbed.records.probe import ProbeAttempt
 from testbed.scenario import template
 from testbed.scenario.model import ProbeSpec
@@ -54,8 +54,8 @@ class ProbeResult:
         """When the first failed attempt started (the attempts' clock), or None."""
         return next((a.t_s for a in self.attempts if not a.ok), None)
 
-    def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
+    def to_json(self) -> JsonObject:
+        out: JsonObject = {
             "name": self.name,
             "node": self.node,
             "argv": list(self.argv),

@@ -88,6 +88,7 @@ from testbed.calls.signalling import (
     Stats,
     encode,
 )
+from testbed.records.json import JsonObject
 
 # Different tones per side make a capture easy to read (and would show a loop-back).
 TONE_HZ = {Role.CALLER: 440, Role.CALLEE: 660}
@@ -119,7 +120,7 @@ class EndpointConfig:
             t0=float(raw["t0"]) if raw.get("t0") is not None else None,
         )
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> JsonObject:
         return {
             "role": self.role.value,
             "socket": str(self.socket),
@@ -687,7 +688,7 @@ class Endpoint:
         if not carry or spec is None:
             return entry
         direction, fields = spec
-        changes: dict[str, Any] = {
+        changes: dict[str, Any] = {  # keyword arguments for dataclasses.replace
             stat: value + carry.get(direction, {}).get(counter, 0)
             for stat, counter in fields
             if isinstance(value := getattr(entry, stat), int)

@@ -39,6 +39,7 @@ from enum import StrEnum
 from typing import Any, TypeGuard
 
 from testbed.calls.result import CandidatePair, Kind
+from testbed.records.json import JsonObject
 
 MEDIA_KINDS = (Kind.AUDIO, Kind.VIDEO)
 # RTP clock rates fixed by the payload formats: RFC 7587 section 4.1 (Opus always 48 kHz),
@@ -69,7 +70,7 @@ class ArrivalTimes:
     origin: float | None = None
     per_s: tuple[int, ...] = ()
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> JsonObject:
         return {
             "first": self.first,
             "last": self.last,
@@ -120,8 +121,8 @@ class RtpStats:
     track_id: str | None = None
     remote_timestamp: float | None = None
 
-    def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"type": self.type.value, "kind": self.kind.value, "ssrc": self.ssrc}
+    def to_json(self) -> JsonObject:
+        out: JsonObject = {"type": self.type.value, "kind": self.kind.value, "ssrc": self.ssrc}
         for name, key in _RTP_KEYS:
             value = getattr(self, name)
             if value is not None:
@@ -181,8 +182,8 @@ class TransportStats:
     ice_role: str | None = None
     dtls_state: str | None = None
 
-    def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"type": StatsType.TRANSPORT.value}
+    def to_json(self) -> JsonObject:
+        out: JsonObject = {"type": StatsType.TRANSPORT.value}
         for name, key in _TRANSPORT_KEYS:
             value = getattr(self, name)
             if value is not None:
@@ -230,7 +231,7 @@ class Codec:
     mime_type: str
     clock_rate: int
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> JsonObject:
         return {"mimeType": self.mime_type, "clockRate": self.clock_rate}
 
 
@@ -243,7 +244,7 @@ class DataCounts:
     delays_ms: tuple[float, ...] = ()
     arrivals: ArrivalTimes | None = None
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> JsonObject:
         return {
             "messages_sent": self.messages_sent,
             "bytes_sent": self.bytes_sent,
@@ -285,7 +286,7 @@ class Counters:
     frames: int | None = None
     messages: int | None = None
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> JsonObject:
         return {name: value for name in _COUNTER_NAMES if (value := getattr(self, name)) is not None}
 
     @classmethod
@@ -317,8 +318,8 @@ class KindSnapshot:
     """The sender's congestion-control estimate of the path (libwebrtc's
     availableOutgoingBitrate); ``None`` for engines without congestion control (aiortc)."""
 
-    def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {}
+    def to_json(self) -> JsonObject:
+        out: JsonObject = {}
         if self.out is not None:
             out["out"] = self.out.to_json()
         if self.in_ is not None:
@@ -347,8 +348,8 @@ class Snapshot:
     t: float
     kinds: Mapping[Kind, KindSnapshot] = field(default_factory=dict)
 
-    def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"t": self.t}
+    def to_json(self) -> JsonObject:
+        out: JsonObject = {"t": self.t}
         for kind in Kind:  # a fixed order: the JSON does not depend on insertion order
             if kind in self.kinds:
                 out[kind.value] = self.kinds[kind].to_json()
@@ -393,7 +394,7 @@ class EndpointReport:
     """Intervals of > 1 s in which nothing at all arrived: (start, length)."""
     last_arrival: float | None = None
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> JsonObject:
         stats = [entry.to_json() for entry in self.rtp]
         if self.transport is not None:
             stats.append(self.transport.to_json())

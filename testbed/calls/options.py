@@ -14,6 +14,8 @@ from dataclasses import dataclass, fields
 from enum import StrEnum
 from typing import Any
 
+from testbed.records.json import JsonObject
+
 # Call names end up in file names (endpoint logs) and in result JSON keys.
 # ``#<i>``: the instance number of a call placed ``count`` times.
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}(#[0-9]{1,4})?$")
@@ -70,7 +72,7 @@ class IceServer:
     def is_turn(self) -> bool:
         return any(url.startswith("turn") for url in self.urls)
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> JsonObject:
         return {"urls": list(self.urls), "username": self.username, "credential": self.credential}
 
     @classmethod
@@ -221,7 +223,7 @@ class CallOptions:
                 return match["transport"] or "udp"
         return None
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> JsonObject:
         out = {f.name: getattr(self, f.name) for f in fields(self)}
         out["ice_servers"] = [s.to_json() for s in self.ice_servers]
         out["stun_prelude"] = list(self.stun_prelude)

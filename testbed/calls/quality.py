@@ -24,6 +24,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from testbed.records.json import JsonObject
+
 R0 = 93.2
 R0_SOURCE = "ITU-T G.107 (06/2015) default R (all parameters at defaults); Ie = 0"
 FREEZE_WINDOW = 30  # W3C webrtc-stats freezeCount: average over the last 30 rendered frames
@@ -111,7 +113,7 @@ def build_samples(
     gaps: Mapping[str, Sequence[tuple[float, float]]] | None = None,
     freezes: Mapping[str, Sequence[tuple[float, float]]] | None = None,
     audio_ptime_s: float = 0.020,
-) -> list[dict[str, Any]]:
+) -> list[JsonObject]:
     """Per-second samples from each endpoint's cumulative snapshots.
 
     ``snapshots[endpoint]`` is a list of ``{"t": monotonic, "<kind>": {"out": {...}, "in":
@@ -119,7 +121,7 @@ def build_samples(
     ``t_s`` (seconds since ``t0``) and holds what happened in it.  ``gaps``/``freezes`` (by
     endpoint) are the received audio's silences and the received video's freezes.
     """
-    out: list[dict[str, Any]] = []
+    out: list[JsonObject] = []
     for endpoint in ("caller", "callee"):
         series = [s for s in snapshots.get(endpoint, ()) if isinstance(s.get("t"), int | float)]
         prev: Mapping[str, Any] | None = None
@@ -147,7 +149,7 @@ def build_samples(
                     if lost is not None:
                         lost = max(0, lost)  # RTCP's cumulative loss can go down (duplicates)
                     jitter = _num(cur.get("jitter"))
-                    sample: dict[str, Any] = {
+                    sample: JsonObject = {
                         "t_s": round(t_end - t0, 3),
                         "endpoint": endpoint,
                         "kind": kind,

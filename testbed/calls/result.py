@@ -62,7 +62,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
 
 from testbed.records.json import JsonObject
 from testbed.records.timeline import TimelineEntry
@@ -246,9 +245,9 @@ class CallResult:
     loss_pct: float | None = None
     jitter_ms: float | None = None
     rtt_ms: float | None = None
-    quality: dict[str, dict[str, Any]] | None = None
+    quality: dict[str, JsonObject] | None = None
     """Per endpoint: received loss_pct, jitter_ms, rtt_ms, mos, bitrate_kbps, ... over the call."""
-    samples: tuple[dict[str, Any], ...] = ()
+    samples: tuple[JsonObject, ...] = ()
     """The per-second timeline (see ``quality.SAMPLE_KEYS``)."""
     silences: dict[str, list[list[float]]] | None = None
     """Per endpoint, ``[start_s, length_s]`` intervals (> 1 s, since the call was placed) in

@@ -31,6 +31,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, ClassVar
 
+from testbed.records.json import JsonObject
+
 # Re-exported: a timeline entry's enums are records (testbed.records.timeline).
 from testbed.records.timeline import Layer as Layer
 from testbed.records.timeline import Role as Role
@@ -112,7 +114,7 @@ class StateChange:
 @dataclass(frozen=True, slots=True)
 class Stats:
     t: float
-    report: dict[str, Any] = field(default_factory=dict)
+    report: JsonObject = field(default_factory=dict)
     type: ClassVar[MessageType] = MessageType.STATS
 
 
@@ -133,8 +135,8 @@ PEER_MESSAGES: tuple[type[Message], ...] = (Offer, Answer, Bye)
 """Messages an endpoint addresses to its peer; the relay forwards them unchanged."""
 
 
-def to_json(message: Message) -> dict[str, Any]:
-    out: dict[str, Any] = {"type": message.type.value}
+def to_json(message: Message) -> JsonObject:
+    out: JsonObject = {"type": message.type.value}
     match message:
         case Hello(role=role, pid=pid):
             out.update(role=role.value, pid=pid)
@@ -204,7 +206,7 @@ def from_json(obj: object) -> Message:
             return Done()
 
 
-def _get(obj: dict[str, Any], key: str, kind: type) -> Any:
+def _get(obj: JsonObject, key: str, kind: type) -> Any:
     value = obj.get(key)
     # bool is an int in Python, never in this protocol.
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
@@ -212,7 +214,7 @@ def _get(obj: dict[str, Any], key: str, kind: type) -> Any:
     return value
 
 
-def _get_number(obj: dict[str, Any], key: str) -> float:
+def _get_number(obj: JsonObject, key: str) -> float:
     value = obj.get(key)
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         raise SignallingProtocolError(f"{obj.get('type')}: {key!r} must be a finite number")

@@ -45,6 +45,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from testbed.records.json import JsonObject
+
 __all__ = [
     "DEFAULT_MAX_BYTES",
     "DEFAULT_MAX_PACKETS",
@@ -331,7 +333,7 @@ class CaptureHandle:
     """A running capture; after the ``running_capture`` block, ``summary`` says what it wrote."""
 
     path: Path
-    summary: dict[str, Any] = field(default_factory=dict)
+    summary: JsonObject = field(default_factory=dict)
     stderr_tail: deque[str] = field(default_factory=lambda: deque(maxlen=20))
 
 

@@ -15,12 +15,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from testbed.core.labels import AddressList, Label
 from testbed.core.policy import PolicyCompileError, RulePolicy, compile_policy
 from testbed.core.policy_ir import PolicyIR, PolicyIRError
 from testbed.files import MAX_LIST_FILE_BYTES, read_text_file
+from testbed.records.json import JsonObject
 
 __all__ = ["CensorConfig", "CensorConfigError", "PolicyConfig", "PolicyCompileError", "build_policy"]
 
@@ -60,7 +61,7 @@ class PolicyConfig:
     inside: tuple[str, ...]  # addresses of the censored side
     scenario_dir: str  # relative list files are read from here
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> JsonObject:
         return {
             "ir": self.ir.to_json(),
             "nodes": {name: list(addrs) for name, addrs in self.nodes.items()},
@@ -97,7 +98,7 @@ class CensorConfig:
     max_flows: int
     reassemble_tls: bool
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> JsonObject:
         return {
             "policy": self.policy.to_json(),
             "run_id": self.run_id,

@@ -29,7 +29,7 @@ import ipaddress
 import types
 import typing
 from dataclasses import dataclass
-from typing import Any, TypeVar, get_args, get_origin, get_type_hints
+from typing import TypeVar, get_args, get_origin, get_type_hints
 
 from testbed.core.policy_kinds import (
     BlockDirection,
@@ -48,6 +48,7 @@ from testbed.core.policy_kinds import (
     ThrottlePer,
     Transport,
 )
+from testbed.records.json import JsonObject
 
 __all__ = [
     "ActionIR",
@@ -353,7 +354,7 @@ class PolicyIR:
     lists: tuple[ListIR, ...]  # the scenario's lists, in its order
     settings: SettingsIR
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> JsonObject:
         out = _encode(self)
         assert isinstance(out, dict)
         return out

@@ -140,7 +140,7 @@ def _strings(obj: Mapping[str, Any], key: str) -> tuple[str, ...]:
     return tuple(value)
 
 
-def _mapping(obj: Mapping[str, Any], key: str, kind: type) -> dict[str, Any]:
+def _mapping(obj: Mapping[str, Any], key: str, kind: type) -> JsonObject:
     value = obj.get(key, {})
     if not isinstance(value, Mapping) or not all(
         isinstance(v, kind) and not isinstance(v, bool) for v in value.values()

@@ -28,6 +28,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from testbed.records.json import JsonObject
 from testbed.report.digest import as_dict, call_digest, mapping
 
 __all__ = ["build_junit", "write_junit"]
@@ -161,7 +162,7 @@ def build_junit(results: Sequence[Any]) -> ET.Element:
     return root
 
 
-def write_junit(results: list[dict[str, Any]], path: Path) -> None:
+def write_junit(results: list[JsonObject], path: Path) -> None:
     """Write the JUnit XML for ``results`` to ``path`` (atomically: a temp file, then rename)."""
     root = build_junit(results)
     ET.indent(root)

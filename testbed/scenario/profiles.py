@@ -370,7 +370,7 @@ def merged_lists(own: Mapping[str, ListSpec], profiles: Sequence[CensorProfile])
 
 
 def _merged_policy(own: PolicySettings, profiles: Sequence[CensorProfile]) -> PolicySettings:
-    update: dict[str, Any] = {}
+    update: dict[str, object] = {}
     for key in PolicySettings.model_fields:
         if key in own.model_fields_set:
             continue

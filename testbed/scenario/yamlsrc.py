@@ -24,6 +24,7 @@ from typing import Any
 import yaml
 
 from testbed.errors import ScenarioError
+from testbed.records.json import JsonObject
 
 Path_ = tuple[str | int, ...]
 
@@ -177,7 +178,7 @@ class _Converter:
                 # Only aliases get here: the composer already bounds the nesting of the text itself.
                 raise self._error(f"nested more than {MAX_DEPTH} levels deep once YAML aliases are expanded", path)
             if isinstance(node, yaml.MappingNode):
-                out: dict[str, Any] = {}
+                out: JsonObject = {}
                 merged, explicit = self._pairs(node, path, depth)
                 for key, key_node, value_node in merged:
                     if key in explicit or key in out:

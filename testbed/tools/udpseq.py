@@ -30,6 +30,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from testbed.records.json import JsonObject
+
 MAGIC = b"UDSQ"
 HEADER = struct.Struct("!4sIQ")
 MIN_SIZE = HEADER.size  # 16
@@ -88,7 +90,7 @@ class Receiver:
         self.sizes.append(len(data))
         return True
 
-    def summary(self, expected: int | None = None) -> dict[str, Any]:
+    def summary(self, expected: int | None = None) -> JsonObject:
         return summarize(self.seqs, self.times, self.sizes, expected, foreign=self.foreign)
 
 
@@ -99,7 +101,7 @@ def summarize(
     expected: int | None = None,
     *,
     foreign: int = 0,
-) -> dict[str, Any]:
+) -> JsonObject:
     """The receiver's report. ``expected`` (how many were sent) defaults to the highest sequence
     number seen + 1, which cannot see losses at the tail."""
     unique = set(seqs)
@@ -160,7 +162,7 @@ def schedule(count: int, rate: float, start: float) -> Iterable[float]:
         yield start + i * gap
 
 
-def send(host: str, port: int, *, count: int, rate: float, size: int, src_port: int = 0) -> dict[str, Any]:
+def send(host: str, port: int, *, count: int, rate: float, size: int, src_port: int = 0) -> JsonObject:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_DGRAM)
     try:
@@ -210,7 +212,7 @@ def receive(
     timeout: float = 60.0,
     out: Any = None,
     stopped: Callable[[], bool] = lambda: False,
-) -> dict[str, Any]:
+) -> JsonObject:
     """Receive until ``count`` datagrams, ``idle`` seconds of silence after the first one,
     ``timeout``, or ``stopped()`` (polled every 50 ms); prints the ready line on ``out``."""
     out = out if out is not None else sys.stdout

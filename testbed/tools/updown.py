@@ -23,9 +23,10 @@ import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
 
 import yaml
+
+from testbed.records.json import JsonObject
 
 __all__ = ["Session", "python_in_nodes", "session", "testbed_cmd"]
 
@@ -53,7 +54,7 @@ class Session:
         self.state_text = state_text
         self.workdir = workdir
         self.json_out = json_out
-        self.censor: dict[str, Any] | None = None
+        self.censor: JsonObject | None = None
         self.procs: list[subprocess.Popen[str]] = []
 
     def argv(self, node: str, cmd: Sequence[str]) -> list[str]:
@@ -73,7 +74,7 @@ class Session:
         return proc
 
     @property
-    def state(self) -> dict[str, Any]:
+    def state(self) -> JsonObject:
         """The session's ``state.json``: nodes, addresses, services (certificates)."""
         return dict(json.loads((RUN_ROOT / self.run_id / "state.json").read_text()))
 
@@ -124,7 +125,7 @@ class Session:
                         out[f"{prefix}.{k}"] = int(v)
         return out
 
-    def down(self) -> dict[str, Any]:
+    def down(self) -> JsonObject:
         for proc in self.procs:
             if proc.poll() is None:
                 proc.kill()
@@ -145,7 +146,7 @@ class Session:
 
 
 @contextlib.contextmanager
-def session(scenario: dict[str, Any], workdir: Path | None = None) -> Iterator[Session]:
+def session(scenario: JsonObject, workdir: Path | None = None) -> Iterator[Session]:
     """``testbed up`` the scenario (a dict, written as YAML), yield the session, always ``down``.
     Without ``workdir`` the scenario file and the counters live in a temporary directory that
     is removed afterwards (``Session.censor`` keeps the counters)."""

@@ -18,7 +18,8 @@ import asyncio
 import contextlib
 import json
 from collections.abc import Callable
-from typing import Any
+
+from testbed.records.json import JsonObject
 
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 """A getStats reply is tens of KB; Chromium itself caps pipe messages far below this."""
@@ -39,9 +40,9 @@ class MessageSplitter:
         self._buffer = bytearray()
         self._max = max_bytes
 
-    def feed(self, data: bytes) -> list[dict[str, Any]]:
+    def feed(self, data: bytes) -> list[JsonObject]:
         self._buffer += data
-        out: list[dict[str, Any]] = []
+        out: list[JsonObject] = []
         while (end := self._buffer.find(b"\0")) >= 0:
             raw = bytes(self._buffer[:end])
             del self._buffer[: end + 1]
@@ -56,14 +57,14 @@ class MessageSplitter:
         return out
 
 
-def encode(message_id: int, method: str, params: dict[str, Any] | None, session_id: str | None) -> bytes:
-    message: dict[str, Any] = {"id": message_id, "method": method, "params": params or {}}
+def encode(message_id: int, method: str, params: JsonObject | None, session_id: str | None) -> bytes:
+    message: JsonObject = {"id": message_id, "method": method, "params": params or {}}
     if session_id is not None:
         message["sessionId"] = session_id
     return json.dumps(message, separators=(",", ":")).encode() + b"\0"
 
 
-EventHandler = Callable[[str, dict[str, Any], str | None], None]
+EventHandler = Callable[[str, JsonObject, str | None], None]
 """on_event(method, params, session_id)."""
 
 
@@ -77,7 +78,7 @@ class CdpPipe:
         self._writer = writer
         self._on_event = on_event
         self._next_id = 0
-        self._pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        self._pending: dict[int, asyncio.Future[JsonObject]] = {}
         self._splitter = MessageSplitter()
         self.closed = asyncio.Event()
 
@@ -95,7 +96,7 @@ class CdpPipe:
                     future.set_exception(BrowserGone("the browser closed its DevTools pipe"))
             self._pending.clear()
 
-    def _dispatch(self, message: dict[str, Any]) -> None:
+    def _dispatch(self, message: JsonObject) -> None:
         message_id = message.get("id")
         if isinstance(message_id, int):
             future = self._pending.pop(message_id, None)
@@ -115,13 +116,11 @@ class CdpPipe:
                 method, params if isinstance(params, dict) else {}, session if isinstance(session, str) else None
             )
 
-    async def send(
-        self, method: str, params: dict[str, Any] | None = None, *, session_id: str | None = None
-    ) -> dict[str, Any]:
+    async def send(self, method: str, params: JsonObject | None = None, *, session_id: str | None = None) -> JsonObject:
         if self.closed.is_set():
             raise BrowserGone("the browser closed its DevTools pipe")
         self._next_id += 1
-        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[JsonObject] = asyncio.get_running_loop().create_future()
         self._pending[self._next_id] = future
         try:
             self._writer.write(encode(self._next_id, method, params, session_id))

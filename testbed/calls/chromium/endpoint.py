@@ -59,6 +59,7 @@ from testbed.calls.signalling import (
     Stats,
     encode,
 )
+from testbed.records.json import JsonObject
 
 PAGE_JS = Path(__file__).with_name("page.js")
 START_TIMEOUT_S = 20.0  # browser start + page load; the relay waits 30 s for Hello
@@ -159,7 +160,7 @@ class ChromiumEndpoint:
         assert best is not None
         return best[1]
 
-    def _page_config(self) -> dict[str, Any]:
+    def _page_config(self) -> JsonObject:
         o = self.options
         return {
             "ice_servers": [{k: v for k, v in s.to_json().items() if v is not None} for s in o.ice_servers],
@@ -177,7 +178,7 @@ class ChromiumEndpoint:
             "data_message_bytes": o.data_message_bytes,
         }
 
-    async def _cmd(self, method: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
+    async def _cmd(self, method: str, params: JsonObject | None = None) -> JsonObject:
         assert self.cdp is not None
         return await self.cdp.send(method, params, session_id=self._session)
 
@@ -191,7 +192,7 @@ class ChromiumEndpoint:
             raise PageError(str(text).splitlines()[0])
         return reply.get("result", {}).get("value")
 
-    def _on_event(self, method: str, params: dict[str, Any], session: str | None) -> None:
+    def _on_event(self, method: str, params: JsonObject, session: str | None) -> None:
         if method != "Runtime.bindingCalled" or params.get("name") != BINDING:
             return
         try:

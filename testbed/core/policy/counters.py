@@ -8,10 +8,9 @@ cannot grow the censor's memory without bound and a reader knows something is mi
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 from testbed.records.censor_event import CensorEvent, EventKind
-from testbed.records.json import JsonValue
+from testbed.records.json import JsonObject, JsonValue
 
 __all__ = ["EventLog", "RuleCounters"]
 
@@ -39,7 +38,7 @@ class RuleCounters:
         self.rejected += 1
         self.drops[cause] = self.drops.get(cause, 0) + 1
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self) -> JsonObject:
         return {
             "matched_flows": self.matched_flows,
             "packets": self.packets,

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Sequence
-from typing import Any
 
 from testbed.core.classify import Observation
 from testbed.core.craft import rst_in_place_of
@@ -44,6 +43,7 @@ from testbed.core.policy.state import (
 from testbed.core.policy_kinds import IcmpCode, RejectTo, RejectWith, ThrottleMode
 from testbed.core.verdict import Action, Verdict
 from testbed.records.censor_event import EventKind
+from testbed.records.json import JsonObject
 
 __all__ = ["ORDER_EPS", "RulePolicy"]
 
@@ -157,7 +157,7 @@ class RulePolicy:
         st = flow.policy
         return st is not None and st.settled
 
-    def flow_record(self, flow: Flow) -> dict[str, Any]:
+    def flow_record(self, flow: Flow) -> JsonObject:
         """Policy facts about one flow, to merge into the engine's flow record."""
         st = flow.policy
         if st is None:
@@ -169,14 +169,14 @@ class RulePolicy:
             "held": st.held,
         }
 
-    def summary(self, now: float | None = None) -> dict[str, Any]:
+    def summary(self, now: float | None = None) -> JsonObject:
         """The policy part of the result's ``censor`` section (JSON-ready). Its keys are merged
         into the engine's summary, so none of them may be one of the engine's (``flows``...).
         ``now`` (the end of the run) retires the held packets released by then, so ``held.now``
         is the count at that moment, not at the last hold."""
         if now is not None:
             self._release_due(now)
-        out: dict[str, Any] = {
+        out: JsonObject = {
             "seed": self.seed,
             "rules": [{"name": r.name, "action": r.describe, **r.counters.as_dict()} for r in self.rules],
             "default": self.default.as_dict(),
