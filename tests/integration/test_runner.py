@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from testbed.net import names
-from testbed.net.clean import _pids_in_netns
+from testbed.net.strays import pids_in_netns as _pids_in_netns
 
 pytestmark = pytest.mark.netns
 

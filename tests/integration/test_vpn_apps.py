@@ -21,7 +21,7 @@ import pytest
 import yaml
 
 from testbed.net import names
-from testbed.net.clean import _pids_in_netns
+from testbed.net.strays import pids_in_netns as _pids_in_netns
 
 pytestmark = pytest.mark.netns
 

@@ -20,7 +20,7 @@ SCENARIOS = [
 
 def test_the_tutorial_has_its_steps() -> None:
     assert len(SCENARIOS) == 4
-    assert "name: socat-censored" in SCENARIOS[-1]  # the final one, run by tests/integration/test_apps_docs.py
+    assert "name: socat-censored" in SCENARIOS[-1]  # the final one, run by tests/integration/test_apps_docs_netns.py
 
 
 @pytest.mark.skipif(shutil.which("socat") is None, reason="the tutorial's tool: apt-get install socat")
