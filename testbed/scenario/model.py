@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import difflib
 import re
+from dataclasses import replace
 from enum import Enum
 from typing import Annotated, Any
 
@@ -425,9 +426,11 @@ def reference_problems(scenario: Scenario) -> list[tuple[tuple[str | int, ...], 
         probe_names.add(probe.name)
         for j, word in enumerate(probe.run):
             out.extend((("probes", i, "run", j), msg, []) for msg in template.problems(word, probe_names_for(scenario)))
-    for name in scenario.variables:
+    var_names = replace(probe_names_for(scenario), vars=())  # a variable's value uses no variables
+    for name, text in scenario.variables.items():
         if name in scenario.nodes:
             out.append((("vars", name), f"{{{name}}} is a node's address; choose another variable name", []))
+        out.extend((("vars", name), msg, []) for msg in template.problems(text, var_names))
     apps = {n: spec.apps for n, spec in scenario.nodes.items()}
     out.extend(app_reference_problems(apps, probe_names_for(scenario, app=True)))
     rule_names = [r.name for r in scenario.censor.rules]

@@ -8,7 +8,8 @@ One grammar for both (pure: no I/O)::
     {dir}         the app's own directory in the run directory (apps only)
     {rundir}      the run directory (/run/testbed/<rid>)
     {python}      the interpreter testbed runs under ({python} -m testbed.tools.quicget ...)
-    {NAME}        a scenario-level variable (``vars: {NAME: value}``)
+    {NAME}        a scenario-level variable (``vars: {NAME: value}``); its value may itself use the
+                  placeholders above except {dir} (``vars: {ca: "{rundir}/ca.pem"}``), not other variables
     {{ and }}     a literal brace (curl's ``-w '%{{http_code}}'``, JSON in a file)
 
 Anything else between braces, or a lone brace, is an error found when the scenario is loaded, so a
@@ -189,7 +190,7 @@ def lookup(
     """The ``value`` function of :func:`render` for a run; raises KeyError for what a loaded
     scenario cannot contain (checked by :func:`problems`)."""
 
-    def value(ref: Ref) -> str:
+    def builtin(ref: Ref) -> str:
         if ref.kind is Kind.ADDR:
             return addresses[ref.arg]
         if ref.kind is Kind.CERT:
@@ -202,10 +203,14 @@ def lookup(
             return rundir
         if ref.kind is Kind.DIR and appdir is not None:
             return appdir
-        if ref.kind is Kind.VAR:
-            if ref.arg in variables:
-                return variables[ref.arg]
+        if ref.kind is Kind.VAR:  # {NODE}: a variable is taken first, by value() below
             return addresses[ref.arg]
         raise KeyError(str(ref))
+
+    def value(ref: Ref) -> str:
+        if ref.kind is Kind.VAR and ref.arg in variables:
+            # One level: a variable's value may use the built-in placeholders, not variables.
+            return render(variables[ref.arg], builtin)
+        return builtin(ref)
 
     return value

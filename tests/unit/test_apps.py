@@ -4,6 +4,7 @@ programs, the bounded log, the socket check, the attempts' expectations, the rec
 from __future__ import annotations
 
 import os
+import re
 import socket
 from pathlib import Path
 
@@ -314,3 +315,25 @@ def test_blocked_within_0s_holds_when_the_first_attempt_fails() -> None:
     ((_, ok, detail),) = check_probe(spec, r)
     assert ok, detail
     assert not check_probe(spec, result([0, 1, 1]))[0][1]
+
+
+def test_a_variable_may_use_the_builtin_placeholders() -> None:
+    value = template.lookup(
+        addresses={"server": "198.18.0.2"},
+        variables={"ca": "{rundir}/ca.pem", "peer": "{addr:server}:51820"},
+        certs={},
+        python="/py",
+        rundir="/run/testbed/x",
+    )
+    assert template.render("--ca {ca} --peer {peer}", value) == "--ca /run/testbed/x/ca.pem --peer 198.18.0.2:51820"
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [("{nope}/x", "unknown placeholder {nope}"), ("{other}", "unknown placeholder {other}"), ("{dir}", "{dir}")],
+)
+def test_a_variable_with_a_bad_placeholder_is_an_error_at_its_line(value: str, expected: str) -> None:
+    text = f"name: v\nvars:\n  other: o\n  bad: '{value}'\nprobes: [{{name: p, node: caller, run: ['true']}}]\n"
+    with pytest.raises(ScenarioError, match=re.escape(expected)) as err:
+        parse_scenario(text)
+    assert err.value.line == 4, str(err.value)
