@@ -7,6 +7,7 @@ SNI twitter.com is reset", "a download of 1 MB through the throttle takes longer
 from __future__ import annotations
 
 import asyncio
+import signal
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from testbed.errors import RunError
-from testbed.net.process import netns_process, terminate
+from testbed.net.process import netns_process, signal_group, terminate
 from testbed.net.topology import TopologyPlan
 from testbed.records.json import JsonObject
 from testbed.records.probe import ProbeAttempt
@@ -110,7 +111,10 @@ async def _attempt(netns: str, argv: Sequence[str], timeout: float) -> tuple[int
             out, err = await asyncio.wait_for(proc.communicate(), timeout)
             exit_code = proc.returncode
         except TimeoutError:
+            # The whole group: a probe's pipeline or background child must not outlive it.
+            signal_group(proc, signal.SIGTERM)
             await terminate(proc, 2.0)
+            signal_group(proc, signal.SIGKILL)
             out, err = b"", b""
             exit_code = None
     return exit_code, out, err, time.monotonic() - started

@@ -38,6 +38,13 @@ async def terminate(proc: asyncio.subprocess.Process, grace_s: float = 3.0) -> N
         raise
 
 
+def signal_group(proc: asyncio.subprocess.Process, sig: signal.Signals) -> None:
+    """Send ``sig`` to the process group ``proc`` leads (``netns_process`` starts each child in
+    a session of its own): a shell's pipeline and background children go with it."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, sig)
+
+
 @contextlib.asynccontextmanager
 async def netns_process(
     netns: str,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -49,3 +50,27 @@ def test_an_unreaped_owner_counts_as_gone(tmp_path: Path) -> None:
     finally:
         child.kill()
         child.wait()
+
+
+def test_a_probe_that_times_out_takes_its_pipeline_with_it(tmp_path: Path) -> None:
+    # `sleep | cat` under sh: the probe's timeout must end the sleep too, not only the shell. A
+    # second probe, later in the same run, looks for it (strays are also ended when the run's
+    # namespaces go, so looking after the run would prove nothing).
+    marker = f"sleep 4711{os.getpid() % 1000}"
+    scenario = tmp_path / "probe-group.yaml"
+    scenario.write_text(
+        "name: probe-group\n"
+        "probes:\n"
+        f"  - {{name: slow, node: caller, timeout: 1s, run: [sh, -c, '{marker} | cat'], expect: {{exit: nonzero}}}}\n"
+        # "[s]leep": the pattern must not match the looking shell's own command line
+        f"  - {{name: look, node: caller, start: 4s, run: [sh, -c, '! pgrep -f \"[s]{marker[1:]}\"']}}\n"
+    )
+    out = tmp_path / "out.json"
+    p = subprocess.run(
+        [sys.executable, "-m", "testbed.cli", "run", str(scenario), "--json", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert _running(marker) == []
