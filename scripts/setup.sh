@@ -29,16 +29,15 @@ if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null
     exit 1
 fi
 
-debs=(iptables libnetfilter-queue-dev libnfnetlink-dev pkg-config gcc iperf3 iputils-ping curl coturn chromium)
+debs=(iptables libnetfilter-queue-dev libnfnetlink-dev pkg-config gcc iperf3 iputils-ping curl coturn)
 # chromium: the libwebrtc call engine (`engine: chromium`); driven headless, no browser download.
-# Proxies run by scenarios/tools/ (testbed/doctor.py's PROXY_BINARIES checks the same list).
-debs+=(shadowsocks-libev obfs4proxy stunnel4 socat)
+debs+=(chromium)
+# Real tools run by scenarios/tools/ (testbed/doctor.py's VPN_BINARIES and PROXY_BINARIES check them).
+debs+=(wireguard-go wireguard-tools openvpn shadowsocks-libev obfs4proxy stunnel4 socat)
 # Debian's own python3 needs its venv and header packages; a self-built Python has both.
 if [[ "$("$PYTHON" -c 'import sys; print(sys.prefix)')" == /usr ]]; then
     debs+=(python3-venv python3-dev)
 fi
-# VPNs run by scenarios/tools/ (testbed/doctor.py's VPN_BINARIES checks the same list).
-debs+=(wireguard-go wireguard-tools openvpn)
 missing=()
 for d in "${debs[@]}"; do
     dpkg-query -W -f='${Status}' "$d" 2>/dev/null | grep -q "install ok installed" || missing+=("$d")
