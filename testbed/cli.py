@@ -406,7 +406,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--json", metavar="FILE", help="write the matrix as JSON to FILE")
     p.add_argument("--junit", metavar="FILE", help="write JUnit XML to FILE (one testcase per cell)")
-    p.add_argument("--report", metavar="DIR", help="write the HTML grid to DIR, each run's report in DIR/SCENARIO/CENSOR/")
+    p.add_argument(
+        "--report", metavar="DIR", help="write the HTML grid to DIR, each run's report in DIR/SCENARIO/CENSOR/"
+    )
     p.add_argument("--seed", type=int, default=None, help="override every scenario's seed")
     p.add_argument("-j", "--jobs", type=int, default=1, metavar="N", help="run up to N runs at once (default 1)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress messages on stderr")

@@ -482,11 +482,21 @@ def _matrix_problems(
     """``expect_matrix`` keys: censors that exist, workloads the scenario has."""
     if not scenario.expect_matrix:
         return []
-    # Lazily: profiles imports this module (CensorSpec).
-    from testbed.scenario.profiles import is_profile_path, shipped_profile_names
+    from importlib import resources
+
+    # As testbed.scenario.profiles spells them (shipped_profile_names, is_profile_path), read here
+    # directly: that module imports this one.
+    shipped = sorted(
+        p.name.removesuffix(".yaml")
+        for p in resources.files("testbed.data").joinpath("censors").iterdir()
+        if p.name.endswith(".yaml")
+    )
+
+    def is_profile_path(ref: str) -> bool:
+        return "/" in ref or ref.endswith((".yaml", ".yml"))
 
     out: list[tuple[tuple[str | int, ...], str, list[str]]] = []
-    censors = ["none", *shipped_profile_names()]
+    censors = ["none", *shipped]
     workloads = sorted(dict.fromkeys([*names, *probes]))
     for censor, want in scenario.expect_matrix.items():
         # A path names the user's own profile file (read when the matrix runs, relative to the
