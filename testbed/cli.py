@@ -131,6 +131,84 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0 if all(r.passed for r in done) and len(done) == len(loaded) else 1
 
 
+def _cmd_matrix(args: argparse.Namespace) -> int:
+    """Every scenario x every censor column (``testbed.matrix``)."""
+    from testbed.matrix import build_matrix, expect_aliases, format_table, matrix_json, parse_censors, run_matrix
+    from testbed.matrix import write_junit as write_matrix_junit
+    from testbed.net.privileges import require_privileges
+    from testbed.report.html import _slug, write_html_report
+    from testbed.report.json_report import write_document
+    from testbed.report.matrix_html import write_matrix_html
+    from testbed.runner import ScenarioResult, precheck, run_scenario
+    from testbed.scenario.loader import LoadedScenario, discover, load_scenario
+    from testbed.scenario.model import Scenario
+
+    if args.jobs < 1:
+        raise UsageError("-j/--jobs must be at least 1")
+    # Everything is read and checked before the first run: a typo must not cost a matrix.
+    columns = parse_censors(args.censors, base_dir=Path.cwd())
+    loaded = [load_scenario(p) for p in discover(args.paths)]
+    names = [item.scenario.name for item in loaded]
+    if len(set(names)) != len(names):
+        raise UsageError("two scenario files share a name; names label the matrix's rows, make them unique")
+    aliases = expect_aliases(loaded)
+    from testbed.matrix import scenario_variant
+
+    for item in loaded:
+        for column in columns:
+            precheck(scenario_variant(item, column))
+    require_privileges()
+    report = Path(args.report) if args.report else None
+
+    async def run_one(variant: LoadedScenario, scenario: str, censor: str) -> ScenarioResult:
+        where = report / scenario / censor if report is not None else None
+        if not args.quiet:
+            print(f"matrix: {scenario} under {censor} ...", file=sys.stderr)
+        result = await run_scenario(
+            variant,
+            seed=args.seed,
+            capture_dir=where / "pcap" if where is not None else None,
+            logs_dir=where / "logs" if where is not None else None,
+        )
+        if where is not None:
+            write_html_report([result.to_json()], where)
+        if not args.quiet:
+            status = f"error: {result.error}" if result.error else f"done in {result.duration_s:.1f} s"
+            print(f"matrix: {scenario} under {censor}: {status}", file=sys.stderr)
+        return result
+
+    async def run_all() -> dict[tuple[str, str], dict[str, object]]:
+        task = asyncio.current_task()
+        assert task is not None
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+        return await run_matrix(loaded, columns, jobs=args.jobs, run_one=run_one)
+
+    try:
+        results = asyncio.run(run_all())
+    except asyncio.CancelledError:
+        print("testbed: terminated; everything the run created was removed", file=sys.stderr)
+        return 143
+    censors = [c.name for c in columns]
+    links = (
+        {(s, c): f"{s}/{c}/{_slug({'name': s}, {'index'})}.html" for s in names for c in censors}
+        if report is not None
+        else {}
+    )
+    per: list[tuple[Scenario, dict[str, dict[str, object]]]] = [
+        (item.scenario, {c: results[(item.scenario.name, c)] for c in censors if (item.scenario.name, c) in results})
+        for item in loaded
+    ]
+    matrix = build_matrix(per, censors, links=links, aliases=aliases)
+    print(format_table(matrix))
+    if args.json:
+        write_document(matrix_json(matrix), Path(args.json))
+    if args.junit:
+        write_matrix_junit(matrix, Path(args.junit))
+    if report is not None:
+        print(f"report: {write_matrix_html(matrix, report)}", file=sys.stderr)
+    return 0 if matrix.passed else 1
+
+
 def _cmd_report_merge(args: argparse.Namespace) -> int:
     from testbed.report.console import print_summary
     from testbed.report.merge import HTML_DIR, JSON_FILE, JUNIT_FILE, write_merged
@@ -314,6 +392,27 @@ def build_parser() -> argparse.ArgumentParser:
         help="balance --shard by the scenario durations in JSON (a previous --json result, or a merged one)",
     )
     p.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser(
+        "matrix", help="run scenarios once per censor profile (and with none): which censors block which workload"
+    )
+    p.add_argument("paths", nargs="+", metavar="SCENARIO", help="scenario file or directory")
+    p.add_argument(
+        "--censors",
+        required=True,
+        metavar="NAME,NAME|all",
+        help="profiles to cross (shipped names or profile files, comma-separated; `all`: every shipped one); "
+        "the `none` control column is always run, first",
+    )
+    p.add_argument("--json", metavar="FILE", help="write the matrix as JSON to FILE")
+    p.add_argument("--junit", metavar="FILE", help="write JUnit XML to FILE (one testcase per cell)")
+    p.add_argument(
+        "--report", metavar="DIR", help="write the HTML grid to DIR, each run's report in DIR/SCENARIO/CENSOR/"
+    )
+    p.add_argument("--seed", type=int, default=None, help="override every scenario's seed")
+    p.add_argument("-j", "--jobs", type=int, default=1, metavar="N", help="run up to N runs at once (default 1)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress messages on stderr")
+    p.set_defaults(func=_cmd_matrix)
 
     p = sub.add_parser("report", help="work on result files (merge the shards of a CI matrix)")
     report_sub = p.add_subparsers(dest="report_command", required=True, metavar="REPORT_COMMAND")

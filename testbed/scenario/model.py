@@ -247,6 +247,20 @@ class ProbeExpect(_Frozen):
         return value
 
 
+class MatrixOutcome(str, Enum):
+    """A cell of ``testbed matrix`` (``testbed.matrix.Outcome`` has the same values)."""
+
+    OK = "ok"
+    DEGRADED = "degraded"
+    BLOCKED = "blocked"
+    BROKEN = "broken"
+
+
+MatrixOutcomes = MatrixOutcome | tuple[MatrixOutcome, ...]
+MatrixExpect = MatrixOutcomes | dict[str, MatrixOutcomes]
+"""``blocked`` / ``[ok, degraded]`` for every workload, or ``{my-call: blocked, web: ok}``."""
+
+
 class RepeatSpec(_Frozen):
     """Run the probe again and again: an attempt every ``every``, until ``until`` after its start
     (an attempt still running at the next tick is waited for: attempts never overlap)."""
@@ -328,6 +342,10 @@ class Scenario(_Frozen):
     verdict: VerdictSettings = Field(default_factory=lambda: VerdictSettings.model_validate({}))
     variables: dict[str, str] = Field(default_factory=dict, alias="vars")
     """Values for ``{NAME}`` placeholders in apps and probes (``vars: {secret: s3cr3t}``)."""
+    expect_matrix: dict[str, MatrixExpect] = Field(default_factory=dict, max_length=64)
+    """What ``testbed matrix`` must measure (docs/profiles.md, "Matrix"): censor (``none``, a
+    shipped profile's name, or a profile file's path) -> outcome(s) for every workload, or
+    -> {workload: outcome(s)}. ``testbed run`` ignores it."""
 
     @field_validator("nodes", mode="before")
     @classmethod
@@ -444,6 +462,7 @@ def reference_problems(scenario: Scenario) -> list[tuple[tuple[str | int, ...], 
             if not rule_names:
                 guess = " (the censor has no rules; omit `rule` to check the whole censor)"
             out.append((("expect", i, "censor", "rule"), f"unknown rule {rule!r}{guess}", rule_names))
+    out.extend(_matrix_problems(scenario, names=[*names, *instances], probes=[p.name for p in scenario.probes]))
     from testbed.core.labels import Label  # the classifier's vocabulary, for rules' label matchers
 
     out.extend(
@@ -457,4 +476,45 @@ def reference_problems(scenario: Scenario) -> list[tuple[tuple[str | int, ...], 
     if not out:
         # Programs last, and only then: a typo in a name is reported as such, not as a missing program.
         out.extend(binary_problems(apps))
+    return out
+
+
+def _matrix_problems(
+    scenario: Scenario, *, names: list[str], probes: list[str]
+) -> list[tuple[tuple[str | int, ...], str, list[str]]]:
+    """``expect_matrix`` keys: censors that exist, workloads the scenario has."""
+    if not scenario.expect_matrix:
+        return []
+    from importlib import resources
+
+    # As testbed.scenario.profiles spells them (shipped_profile_names, is_profile_path), read here
+    # directly: that module imports this one.
+    shipped = sorted(
+        p.name.removesuffix(".yaml")
+        for p in resources.files("testbed.data").joinpath("censors").iterdir()
+        if p.name.endswith(".yaml")
+    )
+
+    def is_profile_path(ref: str) -> bool:
+        return "/" in ref or ref.endswith((".yaml", ".yml"))
+
+    out: list[tuple[tuple[str | int, ...], str, list[str]]] = []
+    censors = ["none", *shipped]
+    workloads = sorted(dict.fromkeys([*names, *probes]))
+    for censor, want in scenario.expect_matrix.items():
+        # A path names the user's own profile file (read when the matrix runs, relative to the
+        # scenario's directory, like `censor.profiles`); a bare name must be a known column.
+        if censor not in censors and not is_profile_path(censor):
+            close = difflib.get_close_matches(censor, censors, n=1, cutoff=0.5)
+            guess = f" (did you mean {close[0]!r}?)" if close else ""
+            msg = f"unknown censor {censor!r}{guess}; name `none`, a shipped profile, or the path of a profile file"
+            out.append((("expect_matrix", censor), msg, censors))
+        if isinstance(want, dict):
+            for workload in want:
+                if workload not in workloads:
+                    close = difflib.get_close_matches(workload, workloads, n=1)
+                    guess = f" (did you mean {close[0]!r}?)" if close else ""
+                    out.append(
+                        (("expect_matrix", censor, workload), f"unknown workload {workload!r}{guess}", workloads)
+                    )
     return out
