@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from testbed.core.policy_regex import Regex, compile_regex
-from testbed.errors import RunError
+from testbed.errors import AppNotReadyError, RunError
 from testbed.net.process import netns_argv
 from testbed.net.topology import TopologyPlan
 from testbed.records.app import AppInfo, AppResult
@@ -358,7 +358,7 @@ class RunningApp:
                     code = self._exited.result()
                     await self._drained()
                     if code != ready.exit:
-                        raise RunError(f"{self.what} {self._exit_text(code)}, not {ready.exit}; {self._tail()}")
+                        raise AppNotReadyError(f"{self.what} {self._exit_text(code)}, not {ready.exit}; {self._tail()}")
                     self._done = True
                     self.ready_at = time.monotonic()
                     return
@@ -371,14 +371,14 @@ class RunningApp:
                         return
                 if self._exited.done():
                     await self._drained()
-                    raise RunError(
+                    raise AppNotReadyError(
                         f"{self.what} {self._exit_text(self._exited.result())} before it was ready "
                         f"({ready.describe() if ready else 'started'}); {self._tail()}"
                     )
             left = deadline - time.monotonic()
             if left <= 0:
                 want = ready.describe() if ready is not None else "started"
-                raise RunError(
+                raise AppNotReadyError(
                     f"{self.what} was not ready ({want}) within its ready_timeout of "
                     f"{self.spec.ready_timeout:g} s (raise `ready_timeout:` if it is slow); {self._tail()}"
                 )

@@ -85,6 +85,14 @@ class TopologyError(RunError):
     pass
 
 
+class AppNotReadyError(RunError):
+    """An app never became ready (exited first, or its ready check timed out). Often the
+    censor's doing: a VPN client is ready once its tunnel is up, through the censor."""
+
+    kind = "app-not-ready"
+    """The result's ``error_kind``."""
+
+
 class CensorError(RunError):
     pass
 

@@ -38,7 +38,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, TextIO
 
-from testbed.errors import ScenarioError, UsageError
+from testbed.errors import AppNotReadyError, ScenarioError, UsageError
 from testbed.records.json import JsonObject
 from testbed.scenario.loader import LoadedScenario
 from testbed.scenario.model import MatrixOutcome, Scenario
@@ -368,6 +368,15 @@ def _rule_for(cell: Cell, censor: Mapping[str, Any], call: Mapping[str, Any] | N
     return "?"
 
 
+def _blocked_before_start(result: Mapping[str, Any], control: Mapping[str, Any] | None) -> bool:
+    return (
+        control is not None
+        and not control.get("error")
+        and bool(result.get("error"))
+        and result.get("error_kind") == AppNotReadyError.kind
+    )
+
+
 def derive_cells(
     result: Mapping[str, Any],
     workloads: Sequence[Workload],
@@ -375,10 +384,17 @@ def derive_cells(
 ) -> dict[str, Cell]:
     """One run's cells, by workload name. ``control``: the ``none`` run of the same scenario
     (for a probe's "slower than without a censor"); None when this is that run."""
-    if result.get("error"):
-        return {w.name: Cell(Outcome.ERROR, detail=str(result["error"])) for w in workloads}
     censor = result.get("censor") if isinstance(result.get("censor"), Mapping) else {}
     assert isinstance(censor, Mapping)
+    if _blocked_before_start(result, control):
+        # An app that was ready without a censor never became ready under this one (a VPN
+        # client whose tunnel never came up): everything the run would have measured is blocked.
+        acting = _acting_rules(censor, delays=False)
+        decided = acting[0] if len(acting) == 1 else "?"
+        detail = f"never started: {result['error']}"
+        return {w.name: Cell(Outcome.BLOCKED, None, decided, detail=detail) for w in workloads}
+    if result.get("error"):
+        return {w.name: Cell(Outcome.ERROR, detail=str(result["error"])) for w in workloads}
     calls, probes = _by_name(result.get("calls")), _by_name(result.get("probes"))
     ctrl_probes = _by_name(control.get("probes")) if control is not None else {}
     out: dict[str, Cell] = {}
@@ -464,7 +480,7 @@ def build_matrix(
             if result is None:
                 per[censor] = {w.name: Cell(Outcome.ERROR, detail="not run") for w in workloads}
                 continue
-            if result.get("error"):
+            if result.get("error") and not _blocked_before_start(result, control):
                 errors.append((scenario.name, censor, str(result["error"])))
             cells = derive_cells(result, workloads, None if censor == CONTROL else control)
             link = links.get((scenario.name, censor))

@@ -20,7 +20,7 @@ from typing import Any
 from testbed.calls import CallResult, ExpectationResult, run_calls
 from testbed.calls import evaluate as evaluate_calls
 from testbed.censor.expect import check_censor
-from testbed.errors import RunError, TestbedError
+from testbed.errors import AppNotReadyError, RunError, TestbedError
 from testbed.lifecycle import (
     Lifecycle,
     LiveRun,
@@ -53,6 +53,9 @@ class ScenarioResult:
     apps: list[AppResult] = field(default_factory=list)
     censor: JsonObject = field(default_factory=dict)
     error: str | None = None
+    error_kind: str | None = None
+    """What kind of error (``app-not-ready``: an app never became ready), when it is one a
+    reader may act on; None otherwise."""
     timeline_origin: dict[str, float] = field(default_factory=dict)
     """CLOCK_MONOTONIC instants the result's relative times count from: ``censor`` (the
     censor's event times), ``calls_phase`` (probes' ``started_s`` and attempts, calls' ``start_s``),
@@ -70,6 +73,7 @@ class ScenarioResult:
             "passed": self.passed,
             "duration_s": round(self.duration_s, 3),
             "error": self.error,
+            "error_kind": self.error_kind,
             "expectations": [e.to_json() for e in self.expectations],
             "calls": [c.to_json() for c in self.calls],
             "probes": [p.to_json() for p in self.probes],
@@ -104,6 +108,8 @@ async def run_scenario(
         if not isinstance(exc, RunError):
             raise
         result.error = str(exc)
+        if isinstance(exc, AppNotReadyError):
+            result.error_kind = AppNotReadyError.kind
     finally:
         result.duration_s = time.monotonic() - started
     result.expectations = evaluate(scenario, result.calls, result.probes, result.censor) if result.error is None else []

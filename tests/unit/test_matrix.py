@@ -172,6 +172,20 @@ def test_run_error_is_error_cell() -> None:
     assert {c.outcome for c in cells.values()} == {Outcome.ERROR}
 
 
+def test_an_app_that_never_got_ready_under_a_censor_is_blocked_not_an_error() -> None:
+    # A VPN client is ready once its tunnel is up; a censor that blocks the tunnel stops the run
+    # before any workload starts. Ready without a censor: blocked (by the one rule that acted).
+    failed = _result(error="app 'vpn' on caller was not ready ...", error_kind="app-not-ready")
+    failed["censor"] = {"rules": [_rule("vpn", dropped=12), _rule("idle")]}
+    cells = derive_cells(failed, _wl(), control=_ok_result())
+    assert {c.outcome for c in cells.values()} == {Outcome.BLOCKED}
+    assert {c.rule for c in cells.values()} == {"vpn"}
+    # Not ready even without a censor: the run is broken, an error (nothing to compare with).
+    assert {c.outcome for c in derive_cells(failed, _wl()).values()} == {Outcome.ERROR}
+    other = _result(error="the censor died", error_kind=None)
+    assert {c.outcome for c in derive_cells(other, _wl(), control=_ok_result()).values()} == {Outcome.ERROR}
+
+
 # --- the matrix ----------------------------------------------------------------------------------
 
 
