@@ -17,6 +17,15 @@ node is 198.19.i.2 and the NAT's inside 198.19.i.1.  Nodes route only 198.18.0.0
 gateway and have no default route, and no namespace has a link to the host, so nothing a run does
 can reach the host's uplink.
 
+IPv6 (``ip: v6`` or ``dual``; planned, the namespace side is not wired yet, so
+``build_topology`` refuses such a plan): one ULA /48 per run (RFC 4193: ``fd`` + a 40-bit global
+ID), the global ID being the first 40 bits of SHA-256 of ``testbed-ula:<run id>``, so a run's
+prefix is stable for its id and two runs almost never share one.  Link *i* is subnet *i* (hex)
+of it, a /64, with the censor at ::1 and the node (or its NAT) at ::2, mirroring 198.18.i.1/.2;
+behind a NAT the inner link is subnet 0x100 + *i* (mirroring 198.19.i.0/24), NAT inside ::1,
+node ::2.  There is no NAT66: NAT types are IPv4 behaviours, the NAT namespace only routes IPv6,
+so a NATed node's public IPv6 address is its own.
+
 All netlink work goes through pyroute2's ``AsyncIPRoute(netns=...)``, which opens its socket in
 the target namespace from a short-lived child process; this process never switches namespaces.
 Veth pairs are created from inside one namespace with their peer placed straight into the other,
@@ -27,6 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import ipaddress
 import socket
 import sys
@@ -40,10 +50,32 @@ from testbed.net import ethtool, names
 from testbed.net.process import netns_process
 from testbed.net.strays import end_processes_in_netns
 from testbed.scenario.common import Side
-from testbed.scenario.model import NatType, Scenario
+from testbed.scenario.model import IpMode, NatType, Scenario
 
 SUPERNET = ipaddress.ip_network("198.18.0.0/15")
+ULA = ipaddress.IPv6Network("fd00::/8")
+"""RFC 4193 locally assigned unique local addresses: every run's IPv6 /48 lies inside."""
 CENSOR = "censor"
+_NAT_SUBNET = 0x100
+"""Subnet ID offset of the links behind a NAT (link i: i, behind its NAT: 0x100 + i; i <= 200)."""
+
+
+def ula_prefix(run_id: str) -> ipaddress.IPv6Network:
+    """The run's /48: ``fd`` + the first 40 bits of SHA-256 of ``testbed-ula:<run id>``.
+
+    RFC 4193 §3.2 wants the global ID pseudo-random so that prefixes do not collide; a hash of
+    the run id is, and it is also stable, so a run's addresses can be recomputed from its id
+    (``testbed clean``, reports)."""
+    global_id = int.from_bytes(hashlib.sha256(f"testbed-ula:{run_id}".encode()).digest()[:5], "big")
+    return ipaddress.IPv6Network(((0xFD << 120) | (global_id << 80), 48))
+
+
+def _subnet64(prefix: ipaddress.IPv6Network, subnet_id: int) -> ipaddress.IPv6Network:
+    return ipaddress.IPv6Network((int(prefix.network_address) | (subnet_id << 64), 64))
+
+
+def _host(subnet: ipaddress.IPv6Network, host: int) -> str:
+    return str(subnet.network_address + host)
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +89,10 @@ class LinkPlan:
     b_ifname: str
     b_address: str
     prefixlen: int = 24
+    a_address6: str | None = None
+    """IPv6 addresses of the two ends (None: the run's network is IPv4-only)."""
+    b_address6: str | None = None
+    prefixlen6: int = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +103,8 @@ class NatPlan:
     inner_address: str
     outer_ifname: str
     outer_address: str
+    inner_address6: str | None = None
+    outer_address6: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +122,15 @@ class NodePlan:
     public_address: str
     """What the rest of the network sees: ``address``, or the NAT's outside address."""
     nat: NatPlan | None = None
+    address6: str | None = None
+    """The node's own IPv6 address (None: IPv4-only network); behind a NAT too, as there is no NAT66."""
+    gateway6: str | None = None
+    censor_address6: str | None = None
+
+    @property
+    def public_address6(self) -> str | None:
+        """What the rest of the network sees over IPv6: the node's own address (no NAT66)."""
+        return self.address6
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +138,11 @@ class TopologyPlan:
     run_id: str
     censor_netns: str
     nodes: tuple[NodePlan, ...]
+    ip: IpMode = IpMode.V4
+    """Which families the network carries; the IPv4 fields are planned whatever it is (a ``v6``
+    run would configure none of them)."""
+    prefix6: str | None = None
+    """The run's ULA /48 (``ip: v6`` or ``dual``)."""
 
     def node(self, name: str) -> NodePlan:
         for node in self.nodes:
@@ -112,9 +164,31 @@ class TopologyPlan:
         out = []
         for n in self.nodes:
             if n.nat is None:
-                out.append(LinkPlan(n.netns, n.ifname, n.address, self.censor_netns, n.censor_ifname, n.censor_address))
+                out.append(
+                    LinkPlan(
+                        n.netns,
+                        n.ifname,
+                        n.address,
+                        self.censor_netns,
+                        n.censor_ifname,
+                        n.censor_address,
+                        a_address6=n.address6,
+                        b_address6=n.censor_address6,
+                    )
+                )
             else:
-                out.append(LinkPlan(n.netns, n.ifname, n.address, n.nat.netns, n.nat.inner_ifname, n.nat.inner_address))
+                out.append(
+                    LinkPlan(
+                        n.netns,
+                        n.ifname,
+                        n.address,
+                        n.nat.netns,
+                        n.nat.inner_ifname,
+                        n.nat.inner_address,
+                        a_address6=n.address6,
+                        b_address6=n.nat.inner_address6,
+                    )
+                )
                 out.append(
                     LinkPlan(
                         n.nat.netns,
@@ -123,6 +197,8 @@ class TopologyPlan:
                         self.censor_netns,
                         n.censor_ifname,
                         n.censor_address,
+                        a_address6=n.nat.outer_address6,
+                        b_address6=n.censor_address6,
                     )
                 )
         return tuple(out)
@@ -131,15 +207,33 @@ class TopologyPlan:
         """Public addresses of the nodes (optionally of one side)."""
         return [n.public_address for n in self.nodes if side is None or n.side is side]
 
+    def addresses6(self, side: Side | None = None) -> list[str]:
+        """Public IPv6 addresses of the nodes (optionally of one side); empty on an IPv4-only network."""
+        return [
+            n.public_address6 for n in self.nodes if n.public_address6 is not None and (side is None or n.side is side)
+        ]
+
 
 def plan_topology(scenario: Scenario, run_id: str) -> TopologyPlan:
+    v6 = scenario.ip.has_v6
+    prefix = ula_prefix(run_id) if v6 else None
     nodes = []
     for i, (name, spec) in enumerate(scenario.nodes.items(), start=1):
         # 198.18.i.0/24 and 198.19.i.0/24 for i in 1..200 stay inside 198.18.0.0/15.
         public = f"198.18.{i}.2"
         nat = None
         address, gateway = public, f"198.18.{i}.1"
+        outer6 = censor6 = None
+        if prefix is not None:
+            link6 = _subnet64(prefix, i)
+            censor6, outer6 = _host(link6, 1), _host(link6, 2)
+        address6, gateway6 = outer6, censor6
         if spec.nat is not None:
+            inner6 = None
+            if prefix is not None:
+                inner = _subnet64(prefix, _NAT_SUBNET + i)
+                inner6, address6 = _host(inner, 1), _host(inner, 2)
+                gateway6 = inner6
             nat = NatPlan(
                 type=spec.nat.type,
                 netns=names.netns_name(run_id, f"{name}-nat"),
@@ -147,6 +241,8 @@ def plan_topology(scenario: Scenario, run_id: str) -> TopologyPlan:
                 inner_address=f"198.19.{i}.1",
                 outer_ifname=names.nat_outer_ifname(run_id, i),
                 outer_address=public,
+                inner_address6=inner6,
+                outer_address6=outer6,
             )
             address, gateway = f"198.19.{i}.2", nat.inner_address
         nodes.append(
@@ -162,9 +258,18 @@ def plan_topology(scenario: Scenario, run_id: str) -> TopologyPlan:
                 censor_address=f"198.18.{i}.1",
                 public_address=public,
                 nat=nat,
+                address6=address6,
+                gateway6=gateway6,
+                censor_address6=censor6,
             )
         )
-    return TopologyPlan(run_id=run_id, censor_netns=names.netns_name(run_id, CENSOR), nodes=tuple(nodes))
+    return TopologyPlan(
+        run_id=run_id,
+        censor_netns=names.netns_name(run_id, CENSOR),
+        nodes=tuple(nodes),
+        ip=scenario.ip,
+        prefix6=None if prefix is None else str(prefix),
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,6 +281,12 @@ class Topology:
 
 @contextlib.asynccontextmanager
 async def build_topology(plan: TopologyPlan) -> AsyncIterator[Topology]:
+    if plan.ip.has_v6:
+        # Refused before anything is created: a run must not pretend to carry IPv6 it lacks.
+        raise TopologyError(
+            f"`ip: {plan.ip.value}` is planned but not wired yet (no IPv6 addresses, routes or ip6tables rule "
+            "in the namespaces); use `ip: v4` (the default) for now"
+        )
     async with contextlib.AsyncExitStack() as stack:
         for ns in plan.all_netns:
             # Creation and ownership are one step: the removal is on the stack before the first
