@@ -30,7 +30,9 @@ TOOLS = {Family.V4: "iptables", Family.V6: "ip6tables"}
 def _tool_path(tool: str) -> str:
     path = shutil.which(tool)
     if path is None:
-        raise FirewallError(f"{tool} is not installed; run the setup command from the README (apt-get install iptables)")
+        raise FirewallError(
+            f"{tool} is not installed; run the setup command from the README (apt-get install iptables)"
+        )
     return path
 
 
