@@ -39,9 +39,9 @@ from typing import Any
 from testbed import __version__
 from testbed.records.censor_event import CensorEvent, EventKind
 from testbed.records.json import JsonObject
+from testbed.records.result import call_addresses
 from testbed.report.digest import (
     as_dict,
-    call_addresses,
     call_digest,
     call_expectations,
     censor_events,
