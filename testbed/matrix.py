@@ -40,6 +40,7 @@ from typing import Any, TextIO
 
 from testbed.errors import AppNotReadyError, ScenarioError, UsageError
 from testbed.records.json import JsonObject
+from testbed.records.result import call_addresses
 from testbed.scenario.loader import LoadedScenario
 from testbed.scenario.model import MatrixOutcome, Scenario
 from testbed.scenario.profiles import (
@@ -335,19 +336,6 @@ def _acting_rules(censor: Mapping[str, Any], *, delays: bool) -> list[str]:
     return out
 
 
-def _call_addresses(call: Mapping[str, Any]) -> set[str]:
-    out: set[str] = set()
-    pairs = [call.get("selected_candidate_pair")]
-    pairs += [t.get("selected_candidate_pair") for t in call.get("transports") or [] if isinstance(t, Mapping)]
-    for p in pairs:
-        if isinstance(p, Mapping):
-            for side in ("local", "remote"):
-                addr, port = p.get(f"{side}_address"), p.get(f"{side}_port")
-                if addr is not None and port is not None:
-                    out.add(f"{addr}:{port}")
-    return out
-
-
 def _rule_for(cell: Cell, censor: Mapping[str, Any], call: Mapping[str, Any] | None) -> str | None:
     if cell.outcome not in (Outcome.BLOCKED, Outcome.DEGRADED):
         return None
@@ -355,7 +343,7 @@ def _rule_for(cell: Cell, censor: Mapping[str, Any], call: Mapping[str, Any] | N
     if len(acting) == 1:
         return acting[0]
     if len(acting) > 1 and call is not None:
-        mine = _call_addresses(call)
+        mine = call_addresses(call)
         for e in censor.get("events") or []:
             if not isinstance(e, Mapping) or e.get("rule") not in acting:
                 continue

@@ -28,7 +28,6 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
-import json
 import os
 import secrets
 import signal
@@ -52,6 +51,7 @@ from aiortc.rtcconfiguration import RTCIceTransportPolicy
 
 from testbed.calls import aiortc_glue
 from testbed.calls.adapt import AdaptConfig, BitrateController
+from testbed.calls.endpoint_config import EndpointConfig
 from testbed.calls.endpoint_report import (
     Codec,
     Counters,
@@ -65,7 +65,7 @@ from testbed.calls.endpoint_report import (
 )
 from testbed.calls.media import FrameSink, MovingBarTrack, ToneTrack
 from testbed.calls.metrics import Arrivals
-from testbed.calls.options import AUDIO_CODECS, VIDEO_CODECS, CallOptions
+from testbed.calls.options import AUDIO_CODECS, VIDEO_CODECS
 from testbed.calls.profiles import with_transaction_id
 from testbed.calls.quality import FreezeDetector, GapRecorder
 from testbed.calls.result import Kind
@@ -88,7 +88,6 @@ from testbed.calls.signalling import (
     Stats,
     encode,
 )
-from testbed.records.json import JsonObject
 
 # Different tones per side make a capture easy to read (and would show a loop-back).
 TONE_HZ = {Role.CALLER: 440, Role.CALLEE: 660}
@@ -100,33 +99,6 @@ AUDIO_GAP_THRESHOLD_S = 0.060  # 3 x 20 ms packets: a jitter buffer hides shorte
 SILENCE_THRESHOLD_S = 1.0  # nothing at all arrived: the shortest "dead_after" worth recording
 MAX_SNAPSHOTS = 7200  # two hours of one-per-second samples
 DRAIN_TASKS_S = 0.2  # at close: time for the last state reports to go out before cancelling
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class EndpointConfig:
-    role: Role
-    socket: Path
-    options: CallOptions
-    t0: float | None = None
-    """CLOCK_MONOTONIC start of the call (shared by all processes): origin of per-second counts."""
-
-    @classmethod
-    def load(cls, path: Path) -> EndpointConfig:
-        raw = json.loads(path.read_text())
-        return cls(
-            role=Role(raw["role"]),
-            socket=Path(raw["socket"]),
-            options=CallOptions.from_json(raw["options"]),
-            t0=float(raw["t0"]) if raw.get("t0") is not None else None,
-        )
-
-    def to_json(self) -> JsonObject:
-        return {
-            "role": self.role.value,
-            "socket": str(self.socket),
-            "options": self.options.to_json(),
-            "t0": self.t0,
-        }
 
 
 CounterTable = dict[Kind, dict[str, dict[str, int]]]

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import IO
 
 from testbed.calls.conductor import Abort, Action, Conductor, Finish, Send
+from testbed.calls.endpoint_config import EndpointConfig
 from testbed.calls.engine import Engine, endpoint_argv
 from testbed.calls.options import CallOptions
 from testbed.calls.result import CallResult
@@ -112,13 +113,7 @@ async def run_call(
         for role, netns in ((Role.CALLER, caller_netns), (Role.CALLEE, callee_netns)):
             config = workdir / f"{options.name}.{role}.json"
             # t0 is CLOCK_MONOTONIC, shared by every process: endpoints count arrivals from it.
-            endpoint_config = {
-                "role": role.value,
-                "socket": str(sock_path),
-                "options": options.to_json(),
-                "t0": started,
-            }
-            config.write_text(json.dumps(endpoint_config))
+            config.write_text(json.dumps(EndpointConfig(role, sock_path, options, started).to_json()))
             log: IO[bytes] = stack.enter_context(open(logs[role], "wb"))
             argv = endpoint_argv((engines or {}).get(role, Engine.AIORTC), config)
             # Both start before either is awaited: aiortc's import (~1 s) runs in parallel.

@@ -39,6 +39,7 @@ from typing import Any
 from testbed import __version__
 from testbed.records.censor_event import CensorEvent, EventKind
 from testbed.records.json import JsonObject
+from testbed.records.result import call_addresses
 from testbed.report.digest import (
     as_dict,
     call_digest,
@@ -168,19 +169,6 @@ def _estimated_bitrate(streams: Sequence[Mapping[str, Any]]) -> list[Series]:
     return out
 
 
-def _call_addresses(call: Mapping[str, Any]) -> set[str]:
-    out: set[str] = set()
-    pairs = [call.get("selected_candidate_pair")]
-    pairs += [t.get("selected_candidate_pair") for t in call.get("transports") or [] if isinstance(t, Mapping)]
-    for p in pairs:
-        if isinstance(p, Mapping):
-            for side in ("local", "remote"):
-                addr, port = p.get(f"{side}_address"), p.get(f"{side}_port")
-                if addr is not None and port is not None:
-                    out.add(f"{addr}:{port}")
-    return out
-
-
 def _origin_offset(result: Mapping[str, Any], call: Mapping[str, Any], default: float) -> float:
     """Seconds from the censor's start to this call's start (its ``t_s`` = 0)."""
     name = str(call.get("name"))
@@ -200,7 +188,7 @@ def _origin_offset(result: Mapping[str, Any], call: Mapping[str, Any], default: 
 
 def _events_for_call(events: Sequence[CensorEvent], call: Mapping[str, Any], n_calls: int) -> list[int]:
     """Indices of the events about this call's flows (all of them if that cannot be told)."""
-    addresses = _call_addresses(call) if n_calls > 1 else set()
+    addresses = call_addresses(call) if n_calls > 1 else set()
     if not addresses:
         return list(range(len(events)))
     out = []

@@ -31,7 +31,6 @@ import signal
 import sys
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,8 +38,9 @@ from testbed.calls.chromium import stats as chrome_stats
 from testbed.calls.chromium.audio import write_speech_wav
 from testbed.calls.chromium.browser import Browser, ChromiumMissing, chromium_flags, find_chromium, launch
 from testbed.calls.chromium.cdp import BrowserGone, CdpError, CdpPipe
+from testbed.calls.endpoint_config import EndpointConfig
 from testbed.calls.endpoint_report import EndpointReport, Snapshot
-from testbed.calls.options import AUDIO_CODECS, VIDEO_CODECS, CallOptions
+from testbed.calls.options import AUDIO_CODECS, VIDEO_CODECS
 from testbed.calls.signalling import (
     Answer,
     Bye,
@@ -69,27 +69,6 @@ MAX_SNAPSHOTS = 7200
 BINDING = "tbEmit"
 
 Send = Callable[[Message], Awaitable[None]]
-
-
-@dataclass(frozen=True, slots=True)
-class EndpointConfig:
-    """The aiortc endpoint's config file (``session.run_call`` writes it), read without
-    importing that module (and aiortc with it: a second of CPU per endpoint)."""
-
-    role: Role
-    socket: Path
-    options: CallOptions
-    t0: float | None = None
-
-    @classmethod
-    def load(cls, path: Path) -> EndpointConfig:
-        raw = json.loads(path.read_text())
-        return cls(
-            role=Role(raw["role"]),
-            socket=Path(raw["socket"]),
-            options=CallOptions.from_json(raw["options"]),
-            t0=float(raw["t0"]) if raw.get("t0") is not None else None,
-        )
 
 
 class PageError(RuntimeError):
