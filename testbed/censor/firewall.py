@@ -4,8 +4,9 @@ iptables is the one external tool the censor needs: this kernel has no nft ``que
 but the iptables NFQUEUE target works (with either iptables backend).  Every rule carries a
 comment with the run id, and is removed by the same context manager that added it.
 
-IPv6 (planned, issue 13): the same FORWARD rule in ip6tables, built by :func:`rule_argv` beside
-the IPv4 one; ``queue_rules`` installs only the IPv4 rule until the namespaces carry IPv6.
+IPv6: the same FORWARD rule in ip6tables, built by :func:`rule_argv` beside the IPv4 one, and
+installed by ``queue_rules`` when the run's network carries IPv6 (``ip: v6`` or ``dual``).  Both
+families feed the one queue, so one engine sees a call's IPv4 and IPv6 candidates together.
 """
 
 from __future__ import annotations
@@ -62,13 +63,18 @@ def _run(argv: list[str]) -> None:
 
 
 @contextlib.contextmanager
-def queue_rules(queue_num: int, *, tag: str) -> Iterator[None]:
-    _run(rule_argv("-A", queue_num, tag))
-    try:
+def queue_rules(queue_num: int, *, tag: str, families: tuple[Family, ...] = (Family.V4,)) -> Iterator[None]:
+    """The queue rule of each family, each removed on exit (those added before a failure too)."""
+    with contextlib.ExitStack() as stack:
+        for family in families:
+            _run(rule_argv("-A", queue_num, tag, family))
+            stack.callback(_remove, rule_argv("-D", queue_num, tag, family))
         yield
-    finally:
-        with contextlib.suppress(FirewallError, subprocess.TimeoutExpired):
-            _run(rule_argv("-D", queue_num, tag))
+
+
+def _remove(argv: list[str]) -> None:
+    with contextlib.suppress(FirewallError, subprocess.TimeoutExpired):
+        _run(argv)
 
 
 def queue_counters(queue_num: int) -> dict[str, int]:

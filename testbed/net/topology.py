@@ -17,14 +17,22 @@ node is 198.19.i.2 and the NAT's inside 198.19.i.1.  Nodes route only 198.18.0.0
 gateway and have no default route, and no namespace has a link to the host, so nothing a run does
 can reach the host's uplink.
 
-IPv6 (``ip: v6`` or ``dual``; planned, the namespace side is not wired yet, so
-``build_topology`` refuses such a plan): one ULA /48 per run (RFC 4193: ``fd`` + a 40-bit global
+IPv6 (``ip: v6`` or ``dual``): one ULA /48 per run (RFC 4193: ``fd`` + a 40-bit global
 ID), the global ID being the first 40 bits of SHA-256 of ``testbed-ula:<run id>``, so a run's
 prefix is stable for its id and two runs almost never share one.  Link *i* is subnet *i* (hex)
 of it, a /64, with the censor at ::1 and the node (or its NAT) at ::2, mirroring 198.18.i.1/.2;
 behind a NAT the inner link is subnet 0x100 + *i* (mirroring 198.19.i.0/24), NAT inside ::1,
 node ::2.  There is no NAT66: NAT types are IPv4 behaviours, the NAT namespace only routes IPv6,
-so a NATed node's public IPv6 address is its own.
+so a NATed node's public IPv6 address is its own.  Nodes route only the run's /48 via their
+gateway (no default route, as in IPv4); the censor reaches the links behind NATs through a
+route per inner /64 via the NAT's outside address.  Addresses are added with ``nodad`` (duplicate
+address detection would hold them "tentative", unusable, for a second or more, and the plan
+already guarantees uniqueness).  ``ip: v6`` configures no IPv4 address at all.
+
+Sysctls (``disable_ipv6=0`` everywhere, ``forwarding=1`` in NAT namespaces) are written from a
+short-lived process inside each namespace (``testbed.net.sysctl``) before the links exist, so
+every veth is born with IPv6 on; the censor turns its own forwarding on, in both families,
+together with its queue rules (``testbed.censor.main``), so nothing is forwarded uninspected.
 
 All netlink work goes through pyroute2's ``AsyncIPRoute(netns=...)``, which opens its socket in
 the target namespace from a short-lived child process; this process never switches namespaces.
@@ -134,6 +142,15 @@ class NodePlan:
 
 
 @dataclass(frozen=True, slots=True)
+class RoutePlan:
+    """One static route: ``dst`` (a CIDR) via ``gateway`` inside ``netns``."""
+
+    netns: str
+    dst: str
+    gateway: str
+
+
+@dataclass(frozen=True, slots=True)
 class TopologyPlan:
     run_id: str
     censor_netns: str
@@ -201,6 +218,43 @@ class TopologyPlan:
                         b_address6=n.censor_address6,
                     )
                 )
+        return tuple(out)
+
+    @property
+    def routes(self) -> tuple[RoutePlan, ...]:
+        """Every static route the run adds, IPv4 then IPv6 (none of a family the run lacks)."""
+        out: list[RoutePlan] = []
+        if self.ip.has_v4:
+            for n in self.nodes:
+                out.append(RoutePlan(n.netns, str(SUPERNET), n.gateway))
+                if n.nat is not None:
+                    out.append(RoutePlan(n.nat.netns, str(SUPERNET), n.censor_address))
+        if self.prefix6 is not None:
+            for n in self.nodes:
+                assert n.gateway6 is not None and n.censor_address6 is not None
+                out.append(RoutePlan(n.netns, self.prefix6, n.gateway6))
+                if n.nat is not None:
+                    assert n.nat.outer_address6 is not None and n.address6 is not None
+                    out.append(RoutePlan(n.nat.netns, self.prefix6, n.censor_address6))
+                    # No NAT66: the censor forwards to the node's own address, behind the NAT.
+                    inner = ipaddress.IPv6Network((n.address6, 64), strict=False)
+                    out.append(RoutePlan(self.censor_netns, str(inner), n.nat.outer_address6))
+        return tuple(out)
+
+    @property
+    def sysctls(self) -> tuple[tuple[str, tuple[tuple[str, str], ...]], ...]:
+        """Per namespace, the ``(key, value)`` sysctls written before any link exists (IPv6 runs only).
+
+        ``disable_ipv6=0`` on ``all`` and ``default``: a host with
+        ``net.core.devconf_inherit_init_net=1`` and IPv6 disabled would otherwise hand its setting
+        to new namespaces.  The censor's forwarding is not here: it goes on with its queue rules."""
+        if not self.ip.has_v6:
+            return ()
+        base = (("net.ipv6.conf.all.disable_ipv6", "0"), ("net.ipv6.conf.default.disable_ipv6", "0"))
+        out = []
+        for ns in self.all_netns:
+            is_nat = any(n.nat is not None and n.nat.netns == ns for n in self.nodes)
+            out.append((ns, base + ((("net.ipv6.conf.all.forwarding", "1"),) if is_nat else ())))
         return tuple(out)
 
     def addresses(self, side: Side | None = None) -> list[str]:
@@ -281,12 +335,6 @@ class Topology:
 
 @contextlib.asynccontextmanager
 async def build_topology(plan: TopologyPlan) -> AsyncIterator[Topology]:
-    if plan.ip.has_v6:
-        # Refused before anything is created: a run must not pretend to carry IPv6 it lacks.
-        raise TopologyError(
-            f"`ip: {plan.ip.value}` is planned but not wired yet (no IPv6 addresses, routes or ip6tables rule "
-            "in the namespaces); use `ip: v4` (the default) for now"
-        )
     async with contextlib.AsyncExitStack() as stack:
         for ns in plan.all_netns:
             # Creation and ownership are one step: the removal is on the stack before the first
@@ -296,14 +344,17 @@ async def build_topology(plan: TopologyPlan) -> AsyncIterator[Topology]:
             await asyncio.shield(creation)
         try:
             offloads: dict[str, dict[str, bool]] = {}
+            for ns, settings in plan.sysctls:
+                await _write_sysctls(ns, settings)
             for link in plan.links:
-                await _make_link(link)
+                await _make_link(link, v4=plan.ip.has_v4)
             await _bring_up_lo(plan.all_netns)
-            for node in plan.nodes:
-                await _route(node.netns, node.gateway)
-                if node.nat is not None:
-                    await _route(node.nat.netns, node.censor_address)
-                    await _configure_nat(node)
+            for route in plan.routes:
+                await _route(route)
+            if plan.ip.has_v4:
+                for node in plan.nodes:
+                    if node.nat is not None:
+                        await _configure_nat(node)
             for link in plan.links:
                 for ns, ifname in ((link.a_netns, link.a_ifname), (link.b_netns, link.b_ifname)):
                     offloads[f"{ns}/{ifname}"] = await asyncio.to_thread(_disable_offloads, ns, ifname)
@@ -348,24 +399,51 @@ def _remove_netns(name: str) -> None:
         netns.remove(name)
 
 
-async def _make_link(link: LinkPlan) -> None:
+IFA_F_NODAD = 0x02
+"""linux/if_addr.h: add the IPv6 address without duplicate address detection (usable at once)."""
+
+
+async def _make_link(link: LinkPlan, *, v4: bool = True) -> None:
     async with AsyncIPRoute(netns=link.a_netns) as ipr:
         await ipr.link(
             "add", ifname=link.a_ifname, kind="veth", peer={"ifname": link.b_ifname, "net_ns_fd": link.b_netns}
         )
-    for ns, ifname, address in (
-        (link.a_netns, link.a_ifname, link.a_address),
-        (link.b_netns, link.b_ifname, link.b_address),
+    for ns, ifname, address, address6 in (
+        (link.a_netns, link.a_ifname, link.a_address, link.a_address6),
+        (link.b_netns, link.b_ifname, link.b_address, link.b_address6),
     ):
         async with AsyncIPRoute(netns=ns) as ipr:
             (idx,) = await ipr.link_lookup(ifname=ifname)
-            await ipr.addr("add", index=idx, address=address, prefixlen=link.prefixlen)
+            if v4:
+                await ipr.addr("add", index=idx, address=address, prefixlen=link.prefixlen)
+            if address6 is not None:
+                await ipr.addr(
+                    "add",
+                    index=idx,
+                    address=address6,
+                    prefixlen=link.prefixlen6,
+                    family=socket.AF_INET6,
+                    flags=IFA_F_NODAD,
+                )
             await ipr.link("set", index=idx, state="up")
 
 
-async def _route(ns: str, gateway: str) -> None:
-    async with AsyncIPRoute(netns=ns) as ipr:
-        await ipr.route("add", dst=str(SUPERNET.network_address), dst_len=SUPERNET.prefixlen, gateway=gateway)
+async def _route(route: RoutePlan) -> None:
+    dst = ipaddress.ip_network(route.dst)
+    family = socket.AF_INET6 if dst.version == 6 else socket.AF_INET
+    async with AsyncIPRoute(netns=route.netns) as ipr:
+        await ipr.route(
+            "add", dst=str(dst.network_address), dst_len=dst.prefixlen, gateway=route.gateway, family=family
+        )
+
+
+async def _write_sysctls(ns: str, settings: tuple[tuple[str, str], ...]) -> None:
+    """/proc/sys/net is per namespace and only writable from inside it: a short-lived child does it."""
+    argv = [sys.executable, "-m", "testbed.net.sysctl", *(f"{k}={v}" for k, v in settings)]
+    async with netns_process(ns, argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT) as proc:
+        out, _ = await asyncio.wait_for(proc.communicate(), 30)
+    if proc.returncode != 0:
+        raise TopologyError(f"could not set sysctls in {ns}: {out.decode(errors='replace').strip()}")
 
 
 async def _bring_up_lo(namespaces: tuple[str, ...]) -> None:

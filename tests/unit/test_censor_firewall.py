@@ -24,7 +24,7 @@ def test_the_ipv6_rule_is_the_ipv4_rule_in_ip6tables() -> None:
         firewall.rule_argv("-I", 3, "abc123")
 
 
-def test_queue_rules_adds_and_removes_the_ipv4_rule_only(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_queue_rules_defaults_to_the_ipv4_rule_only(monkeypatch: pytest.MonkeyPatch) -> None:
     ran: list[list[str]] = []
 
     def fake_run(argv: list[str], **kw: Any) -> subprocess.CompletedProcess[str]:
@@ -36,7 +36,36 @@ def test_queue_rules_adds_and_removes_the_ipv4_rule_only(monkeypatch: pytest.Mon
     with firewall.queue_rules(3, tag="abc123"):
         assert ran == [["/usr/sbin/iptables", "-w", "5", "-A", *TAIL]]
     assert ran[1] == ["/usr/sbin/iptables", "-w", "5", "-D", *TAIL]
-    assert len(ran) == 2  # ip6tables waits for the namespace side of IPv6
+    assert len(ran) == 2  # an IPv4-only run installs nothing in ip6tables
+
+
+def test_queue_rules_for_both_families_adds_and_removes_each(monkeypatch: pytest.MonkeyPatch) -> None:
+    ran: list[list[str]] = []
+
+    def fake_run(argv: list[str], **kw: Any) -> subprocess.CompletedProcess[str]:
+        ran.append(argv)
+        return subprocess.CompletedProcess(argv, 0, "", "")
+
+    monkeypatch.setattr(firewall.shutil, "which", lambda tool: f"/usr/sbin/{tool}")
+    monkeypatch.setattr(firewall.subprocess, "run", fake_run)
+    with firewall.queue_rules(3, tag="abc123", families=(Family.V4, Family.V6)):
+        assert ran == [["/usr/sbin/iptables", "-w", "5", "-A", *TAIL], ["/usr/sbin/ip6tables", "-w", "5", "-A", *TAIL]]
+    assert ran[2:] == [["/usr/sbin/ip6tables", "-w", "5", "-D", *TAIL], ["/usr/sbin/iptables", "-w", "5", "-D", *TAIL]]
+
+
+def test_a_failing_ip6tables_rule_still_removes_the_ipv4_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    ran: list[list[str]] = []
+
+    def fake_run(argv: list[str], **kw: Any) -> subprocess.CompletedProcess[str]:
+        ran.append(argv)
+        return subprocess.CompletedProcess(argv, 1 if "ip6tables" in argv[0] else 0, "", "no NFQUEUE")
+
+    monkeypatch.setattr(firewall.shutil, "which", lambda tool: f"/usr/sbin/{tool}")
+    monkeypatch.setattr(firewall.subprocess, "run", fake_run)
+    with pytest.raises(firewall.FirewallError, match="^ip6tables -A"):
+        with firewall.queue_rules(3, tag="abc123", families=(Family.V4, Family.V6)):
+            pass
+    assert ran[-1] == ["/usr/sbin/iptables", "-w", "5", "-D", *TAIL]
 
 
 def test_a_failing_rule_names_the_tool_and_the_rule(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -173,19 +173,64 @@ def test_plans_of_two_runs_share_no_ipv6_address() -> None:
     assert set(one.addresses6()).isdisjoint(two.addresses6())
 
 
-def test_a_run_with_ipv6_is_refused_before_anything_is_created(monkeypatch: pytest.MonkeyPatch) -> None:
-    import asyncio
+def test_routes_v4_only_plan_is_the_supernet_via_each_gateway() -> None:
+    plan = plan_topology(SCENARIO, "abc123")
+    caller = plan.node("caller")
+    assert caller.nat is not None
+    assert {(r.netns, r.dst, r.gateway) for r in plan.routes} == {
+        (caller.netns, "198.18.0.0/15", caller.gateway),
+        (caller.nat.netns, "198.18.0.0/15", caller.censor_address),
+        (plan.node("callee").netns, "198.18.0.0/15", "198.18.2.1"),
+        (plan.node("relay").netns, "198.18.0.0/15", "198.18.3.1"),
+    }
+    assert plan.sysctls == ()  # an IPv4 run leaves the namespaces' IPv6 settings alone
 
-    from testbed.errors import TopologyError
-    from testbed.net import topology
 
-    created: list[str] = []
-    monkeypatch.setattr(topology, "_start_creating_netns", lambda name: created.append(name))
+def test_dual_routes_the_runs_48_via_each_v6_gateway_and_the_censor_reaches_behind_the_nat() -> None:
+    plan = plan_topology(DUAL, "abc123")
+    caller, callee = plan.node("caller"), plan.node("callee")
+    assert caller.nat is not None
+    v6 = {(r.netns, r.dst, r.gateway) for r in plan.routes if ":" in r.dst}
+    inner = str(ipaddress.IPv6Network((caller.address6 or "", 64), strict=False))
+    assert v6 == {
+        (caller.netns, plan.prefix6, caller.nat.inner_address6),
+        (caller.nat.netns, plan.prefix6, caller.censor_address6),
+        # No NAT66: the censor needs a route to the node's own /64 behind the NAT.
+        (plan.censor_netns, inner, caller.nat.outer_address6),
+        (callee.netns, plan.prefix6, callee.censor_address6),
+        (plan.node("relay").netns, plan.prefix6, plan.node("relay").censor_address6),
+    }
+    assert len([r for r in plan.routes if ":" not in r.dst]) == 4  # dual keeps every IPv4 route
+    # Nothing is routed outside the run's own prefix (no default route, as in IPv4).
+    for r in plan.routes:
+        assert ipaddress.ip_network(r.dst).subnet_of(SUPERNET if ":" not in r.dst else ULA)  # type: ignore[arg-type]
 
-    async def build() -> None:
-        async with topology.build_topology(plan_topology(DUAL, "abc123")):
-            pass
 
-    with pytest.raises(TopologyError, match=r"`ip: dual` is planned but not wired yet.*use `ip: v4`"):
-        asyncio.run(build())
-    assert created == []
+def test_v6_only_plans_no_ipv4_route() -> None:
+    v6 = parse_scenario("name: v6\nip: v6\nnodes: {caller: {side: inside}, callee: {}}\ncalls: [{name: c}]\n")
+    plan = plan_topology(v6, "abc123")
+    assert plan.routes and all(":" in r.dst for r in plan.routes)
+
+
+def test_dual_sysctls_enable_ipv6_everywhere_and_forwarding_only_in_nat_namespaces() -> None:
+    plan = plan_topology(DUAL, "abc123")
+    caller = plan.node("caller")
+    assert caller.nat is not None
+    settings = dict(plan.sysctls)
+    assert set(settings) == set(plan.all_netns)
+    for ns, kv in settings.items():
+        d = dict(kv)
+        assert d["net.ipv6.conf.all.disable_ipv6"] == d["net.ipv6.conf.default.disable_ipv6"] == "0"
+        # The censor turns its forwarding on together with its queue rules (testbed.censor.main),
+        # never before: forwarding without the rule would pass traffic uninspected.
+        assert d.get("net.ipv6.conf.all.forwarding") == ("1" if ns == caller.nat.netns else None), ns
+
+
+def test_sysctl_writer_accepts_only_per_namespace_keys(tmp_path: Path) -> None:
+    from testbed.net import sysctl
+
+    assert sysctl.proc_path("net.ipv6.conf.all.forwarding") == Path("/proc/sys/net/ipv6/conf/all/forwarding")
+    for bad in ("kernel.unprivileged_userns_clone", "net..x", "net.ipv6/../../kernel", "net"):
+        with pytest.raises(ValueError, match="only net"):
+            sysctl.proc_path(bad)
+    assert sysctl.main(["net.ipv6.conf.all.forwarding"]) == 1  # no '=': refused, nothing written
