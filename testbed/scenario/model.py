@@ -151,9 +151,9 @@ class NatType(str, Enum):
 class IpMode(str, Enum):
     """Which IP versions a run's network carries (``ip:``).
 
-    The default stays ``v4`` until the namespace side of IPv6 is wired (issue 13 wants ``dual``
-    then): today ``v6`` and ``dual`` are planned (addresses, ``{addr6:NODE}``) but a run refuses
-    to build them (testbed.net.topology).
+    The default stays ``v4`` (issue 13 wants ``dual``): with ``dual`` the default suite's
+    ``symmetric-nat-needs-relay`` connects directly over IPv6, which has no NAT, so the default
+    waits until such scenarios say ``ip: v4`` (README, "IPv6").
     """
 
     V4 = "v4"
@@ -354,7 +354,7 @@ class Scenario(_Frozen):
     """Where the emulated behaviour comes from (paper, thread, measurement)."""
     seed: int = Field(0, ge=0, le=2**63 - 1)
     ip: IpMode = IpMode.V4
-    """IP versions of the network: ``v4``, ``v6`` or ``dual`` (README, "IPv6": planned, not wired yet)."""
+    """IP versions of the network: ``v4``, ``v6`` or ``dual`` (README, "IPv6")."""
     timeout: Timeout | None = None
     """Hard limit for the whole scenario; default: the longest call plus a margin."""
     nodes: dict[str, NodeSpec] = Field(default_factory=_default_nodes)

@@ -70,11 +70,19 @@ censor:
     - name: reset-v6
       match: {family: v6, transport: tcp, dst_port: 443}
       action: {reject: {with: rst, to: client}}
+    - name: unreachable-v6
+      match: {family: v6, transport: tcp, dst_port: 8443}
+      action: {reject: {with: icmp, icmp: admin}}
 probes:
   - name: curl6-reset
     node: caller
     run: [curl, -6, -sS, -k, -o, /dev/null, --max-time, "20", "https://[{addr6:server}]/"]
     expect: {exit: 7}
+  - name: connect6-unreachable
+    node: caller
+    run: ["{python}", -c, "import socket; s = socket.socket(socket.AF_INET6); s.settimeout(20);
+          s.connect(('{addr6:server}', 8443))"]
+    expect: {exit: nonzero}
   - name: curl4-passes
     node: caller
     run: [curl, -4, -sS, -k, -o, /dev/null, --max-time, "20", "https://{addr:server}/"]
@@ -113,7 +121,7 @@ def test_ping_and_curl_over_ipv6_cross_the_censor(tmp_path: Path, unchanged_host
     assert sc["passed"] is True
 
 
-def test_reject_over_ipv6_resets_the_client(tmp_path: Path, unchanged_host: dict[str, str]) -> None:
+def test_reject_over_ipv6_sends_an_rst_or_an_icmpv6_unreachable(tmp_path: Path, unchanged_host: dict[str, str]) -> None:
     (tmp_path / "s.yaml").write_text(REJECT)
     sc = _run(tmp_path / "s.yaml", tmp_path / "out.json")
     probes = {p["name"]: p for p in sc["probes"]}
@@ -121,7 +129,11 @@ def test_reject_over_ipv6_resets_the_client(tmp_path: Path, unchanged_host: dict
     # (a drop would have been exit 28, a timeout).
     assert probes["curl6-reset"]["exit_code"] == 7, probes["curl6-reset"]
     assert probes["curl4-passes"]["exit_code"] == 0
-    assert sc["censor"]["injected"] >= 1 and sc["censor"]["inject_errors"] == 0
+    # ICMPv6 destination unreachable, code 1 (administratively prohibited, RFC 4443 3.1), crafted
+    # by the censor: Linux turns it into EACCES on the connecting socket (a drop would time out,
+    # the server's own RST would be ECONNREFUSED: nothing listens on 8443).
+    assert "PermissionError" in probes["connect6-unreachable"]["stderr_tail"], probes["connect6-unreachable"]
+    assert sc["censor"]["injected"] >= 2 and sc["censor"]["inject_errors"] == 0
     (flow,) = _rule_flows(sc, "reset-v6")
     assert flow["verdicts"].get("reject", 0) >= 1
     assert sc["passed"] is True
