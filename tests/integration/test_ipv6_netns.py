@@ -29,7 +29,7 @@ nodes:
   caller: {side: inside}
   natted: {side: inside, nat: port-restricted}
   server:
-    services: [{https: {names: [vps.example.net]}}]
+    services: [{https: {names: [vps.example.net]}}, {quic: {names: [vps.example.net]}}]
 censor:
   rules:
     - name: v6-icmp
@@ -53,6 +53,10 @@ probes:
     run: [curl, -6, -sS, --max-time, "20", --cacert, "{cert:server}", --resolve,
           "vps.example.net:443:{addr6:server}", "https://vps.example.net/bytes/3000", -o, /dev/null,
           -w, "%{{remote_ip}}"]
+  - name: http3-6
+    node: caller
+    run: ["{python}", -m, testbed.tools.quicget, --timeout, "20", --cacert, "{cert:server}", --sni, vps.example.net,
+          -o, /dev/null, "https://[{addr6:server}]/bytes/3000"]
   - name: ping4
     node: caller
     run: [ping, -4, -c, "2", -W, "5", "{addr:server}"]
@@ -106,7 +110,7 @@ def test_ping_and_curl_over_ipv6_cross_the_censor(tmp_path: Path, unchanged_host
     (tmp_path / "s.yaml").write_text(PROBES)
     sc = _run(tmp_path / "s.yaml", tmp_path / "out.json")
     probes = {p["name"]: p for p in sc["probes"]}
-    for name in ("ping6", "ping6-behind-nat", "curl6", "ping4"):
+    for name in ("ping6", "ping6-behind-nat", "curl6", "http3-6", "ping4"):
         assert probes[name]["exit_code"] == 0, probes[name]
     assert ":" in probes["curl6"]["stdout_tail"]  # curl's %{remote_ip}: it went over IPv6
     # The censor saw the IPv6 flows and its family: v6 rules counted them (the node behind the
@@ -115,6 +119,8 @@ def test_ping_and_curl_over_ipv6_cross_the_censor(tmp_path: Path, unchanged_host
     assert len(v6_icmp) == 2 and all(f["transport"] == "icmpv6" and f["packets"] >= 4 for f in v6_icmp)
     (web,) = _rule_flows(sc, "v6-web")
     assert web["transport"] == "tcp" and web["bytes_reply"] > 3000
+    (quic,) = [f for f in sc["censor"]["flows"] if f["transport"] == "udp" and f["responder"].endswith("]:443")]
+    assert "quic" in quic["labels"] and quic["sni"] == "vps.example.net"  # the DPI reads QUIC over IPv6 too
     # family: v4 left the IPv6 pings alone and took the IPv4 one.
     (v4,) = _rule_flows(sc, "v4-icmp")
     assert v4["transport"] == "icmp"
