@@ -11,13 +11,15 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+PROC_SYS = Path("/proc/sys")
+
 
 def proc_path(key: str) -> Path:
     """``net.ipv6.conf.all.forwarding`` -> ``/proc/sys/net/ipv6/conf/all/forwarding``."""
     parts = key.split(".")
     if parts[0] != "net" or len(parts) < 2 or any(not p or p in (".", "..") or "/" in p for p in parts):
         raise ValueError(f"not a per-namespace sysctl: {key!r} (only net.* keys)")
-    return Path("/proc/sys", *parts)
+    return PROC_SYS.joinpath(*parts)
 
 
 def main(argv: list[str]) -> int:
@@ -27,6 +29,12 @@ def main(argv: list[str]) -> int:
             if not sep:
                 raise ValueError(f"expected KEY=VALUE, got {item!r}")
             proc_path(key).write_text(value + "\n")
+        except FileNotFoundError:
+            hint = ""
+            if key.startswith("net.ipv6.") and not PROC_SYS.joinpath("net", "ipv6").exists():
+                hint = ": this kernel has IPv6 disabled (ipv6.disable=1 on its command line); use `ip: v4`"
+            print(f"sysctl {item}: no such setting{hint}", file=sys.stderr)
+            return 1
         except (OSError, ValueError) as exc:
             print(f"sysctl {item}: {exc}", file=sys.stderr)
             return 1

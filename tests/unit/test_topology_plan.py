@@ -234,3 +234,18 @@ def test_sysctl_writer_accepts_only_per_namespace_keys(tmp_path: Path) -> None:
         with pytest.raises(ValueError, match="only net"):
             sysctl.proc_path(bad)
     assert sysctl.main(["net.ipv6.conf.all.forwarding"]) == 1  # no '=': refused, nothing written
+
+
+def test_sysctl_writer_on_a_kernel_without_ipv6_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from testbed.net import sysctl
+
+    (tmp_path / "net" / "ipv4").mkdir(parents=True)
+    (tmp_path / "net" / "ipv4" / "ip_forward").write_text("0\n")
+    monkeypatch.setattr(sysctl, "PROC_SYS", tmp_path)
+    assert sysctl.main(["net.ipv4.ip_forward=1"]) == 0
+    assert (tmp_path / "net" / "ipv4" / "ip_forward").read_text() == "1\n"
+    assert sysctl.main(["net.ipv6.conf.all.disable_ipv6=0"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "IPv6 disabled" in err and "use `ip: v4`" in err
