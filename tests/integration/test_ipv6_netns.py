@@ -92,6 +92,31 @@ probes:
     run: [curl, -4, -sS, -k, -o, /dev/null, --max-time, "20", "https://{addr:server}/"]
 """
 
+V6_ONLY = """\
+name: v6-only
+ip: v6
+nodes:
+  caller: {side: inside}
+  callee: {side: outside}
+  server:
+    services: [{https: {names: [vps.example.net]}}]
+calls:
+  - name: c
+    duration: 3s
+    connect_timeout: 15s
+probes:
+  - name: curl6
+    node: caller
+    run: [curl, -sS, -k, -o, /dev/null, --max-time, "20", "https://[{addr6:server}]/"]
+  - name: no-v4
+    node: caller
+    run: [sh, -c, "ip -4 addr show scope global | grep -q inet && exit 1; exit 0"]
+expect:
+  - call: c
+    outcome: ok
+    candidate: {family: v6}
+"""
+
 
 def _run(path: Path, out: Path, timeout: int = 180) -> dict[str, Any]:
     proc = subprocess.run([*CLI, "run", str(path), "--json", str(out)], capture_output=True, text=True, timeout=timeout)
@@ -164,6 +189,17 @@ def test_a_censor_covering_both_families_blocks_the_call(tmp_path: Path, unchang
     for rule in ("drop-stun-v4", "drop-stun-v6"):
         flows = _rule_flows(sc, rule)
         assert sum(f["verdicts"].get("drop", 0) for f in flows) >= 1, rule
+    assert sc["passed"] is True
+
+
+def test_a_v6_only_network_carries_calls_and_probes(tmp_path: Path, unchanged_host: dict[str, str]) -> None:
+    (tmp_path / "s.yaml").write_text(V6_ONLY)
+    sc = _run(tmp_path / "s.yaml", tmp_path / "out.json")
+    probes = {p["name"]: p for p in sc["probes"]}
+    assert probes["no-v4"]["exit_code"] == 0  # `ip: v6` configures no IPv4 address
+    assert probes["curl6"]["exit_code"] == 0
+    (call,) = sc["calls"]
+    assert call["outcome"] == "ok" and call["candidate_family"] == "v6"
     assert sc["passed"] is True
 
 
