@@ -147,6 +147,8 @@ class Row:
     loss_pct: float | None = None
     bitrate_kbps: float | None = None
     """Received audio bitrate (payload), mean of both ends."""
+    sent_kbps: float | None = None
+    """Sent audio bitrate (payload, what the encoder produced), mean of both ends."""
     gaps: str = ""
     path: str = ""
     censor: str = ""
@@ -201,6 +203,12 @@ def rows_from_result(result: dict[str, Any], scenario: str, engine: Engine, note
     for call in s.get("calls") or []:
         quality = call.get("quality") or {}
         rates = [q["bitrate_kbps"] for q in quality.values() if q.get("bitrate_kbps") is not None]
+        media_s = call.get("media_s") or 0.0
+        sent = [
+            st["bytes"] * 8 / media_s / 1000
+            for st in call.get("streams") or []
+            if st.get("kind") == "audio" and st.get("direction") == "send" and st.get("bytes") is not None and media_s
+        ]
         row = Row(
             scenario,
             engine.value,
@@ -210,6 +218,7 @@ def rows_from_result(result: dict[str, Any], scenario: str, engine: Engine, note
             mos=call.get("mos"),
             loss_pct=call.get("loss_pct"),
             bitrate_kbps=statistics.fmean(rates) if rates else None,
+            sent_kbps=statistics.fmean(sent) if sent else None,
             gaps=_gaps(call),
             path=f"{call.get('candidate_type')}/{call.get('candidate_transport')}" if call.get("connected") else "",
             censor=censor,
@@ -223,8 +232,10 @@ def rows_from_result(result: dict[str, Any], scenario: str, engine: Engine, note
     return rows
 
 
-def run_variant(path: Path, scenario: str, engine: Engine, notes: list[str], workdir: Path) -> list[Row]:
-    out = workdir / f"{path.stem}.json"
+def run_variant(
+    path: Path, scenario: str, engine: Engine, notes: list[str], workdir: Path, attempt: int = 1
+) -> list[Row]:
+    out = workdir / f"{path.stem}.{attempt}.json"
     load = os.getloadavg()[0]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     proc = subprocess.run(
@@ -257,7 +268,7 @@ def _setup(ms: float | None) -> str:
 
 def table(rows: list[Row]) -> str:
     head = (
-        "| scenario | engine | call | outcome | setup | MOS | loss | bitrate (recv) | audio gaps / freezes | path "
+        "| scenario | engine | call | outcome | setup | MOS | loss | audio kbit/s sent / recv | audio gaps / freezes | path "
         "| censor rules | scenario's expect | load | run CPU |"
     )
     lines = [head, "|" + "---|" * head.count(" | ") + "---|"]
@@ -265,7 +276,7 @@ def table(rows: list[Row]) -> str:
         attempt = f" (run {r.attempt})" if r.attempt > 1 else ""
         lines.append(
             f"| {r.scenario} | {r.engine}{attempt} | {r.call} | {r.outcome} | {_setup(r.setup_ms)} "
-            f"| {_f(r.mos, '.2f')} | {_f(r.loss_pct, '.1f', ' %')} | {_f(r.bitrate_kbps, '.1f', ' kbit/s')} "
+            f"| {_f(r.mos, '.2f')} | {_f(r.loss_pct, '.1f', ' %')} | {_f(r.sent_kbps, '.0f')} / {_f(r.bitrate_kbps, '.0f')} "
             f"| {r.gaps or '—'} | {r.path or '—'} | {r.censor or '—'} | {r.expect or '—'} | {r.load:.1f} "
             f"| {_f(r.cpu_s, '.0f', ' s')} |"
         )
@@ -286,6 +297,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", nargs="+", metavar="NAME", choices=SCENARIOS, help="only these scenarios")
     ap.add_argument("--engines", nargs="+", metavar="ENGINE", choices=[e.value for e in Engine])
     ap.add_argument("--json", metavar="FILE", type=Path, help="also write the rows as JSON")
+    ap.add_argument("--keep", metavar="DIR", type=Path, help="write the variants and their results here (kept)")
     ap.add_argument(
         "--slow-setup",
         type=float,
@@ -303,7 +315,8 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[Row] = []
     broken = 0
     with tempfile.TemporaryDirectory(prefix="testbed-fidelity-") as tmp:
-        workdir = Path(tmp)
+        workdir = args.keep or Path(tmp)
+        workdir.mkdir(parents=True, exist_ok=True)
         for name in args.only or SCENARIOS:
             fixed_setup: float | None = None
             for engine in engines:
@@ -325,7 +338,7 @@ def main(argv: list[str] | None = None) -> int:
                     and max(setups) - fixed_setup > args.slow_setup * 1000
                 ):
                     print(f"# {name} / chromium: set-up {max(setups):.0f} ms, running again", file=sys.stderr)
-                    again = run_variant(path, name, engine, notes, workdir)
+                    again = run_variant(path, name, engine, notes, workdir, attempt=2)
                     for r in again:
                         r.attempt = 2
                     got += again
