@@ -6,6 +6,7 @@ import importlib.util
 import sys
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import pytest
 import yaml
@@ -31,7 +32,7 @@ cf = _bench()
 @pytest.mark.parametrize("name", cf.SCENARIOS)
 @pytest.mark.parametrize("engine", list(cf.Engine))
 def test_every_variant_loads_with_the_engine_keys_where_the_loader_reads_them(
-    name: str, engine: object, tmp_path: Path
+    name: str, engine: Any, tmp_path: Path
 ) -> None:
     path, _ = cf.write_variant(REPO / "scenarios" / f"{name}.yaml", engine, tmp_path)
     from testbed.scenario.loader import load_scenario
