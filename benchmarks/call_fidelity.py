@@ -15,9 +15,9 @@ the variant met. Those expectations were written for one engine: a variant may l
 fail them, so they are reported, never part of this benchmark's verdict (exit 0 unless a
 variant could not be run at all).
 
-A Chromium variant whose set-up is ``--slow-setup`` seconds slower than the aiortc-fixed one of
-the same scenario looks load-starved (a browser takes seconds of CPU to start): it is run once
-more and both rows are printed. Each row carries the load average at its start and the CPU
+A Chromium variant with a set-up over ``--slow-setup`` seconds (default 3) looks load-starved (a
+browser takes seconds of CPU to start, and its ICE checks compete with it): it is run once more
+and both rows are printed. Each row carries the load average at its start and the CPU
 (user+sys) its ``testbed run`` and all the processes it reaped used (rough: a browser's helper
 processes that a zygote never reaps are missed; docs/calls.md "Cost" measures CPU properly).
 """
@@ -146,7 +146,7 @@ class Row:
     mos: float | None = None
     loss_pct: float | None = None
     bitrate_kbps: float | None = None
-    """Received audio bitrate (payload), mean of both ends."""
+    """Received audio bitrate (payload over the media time), mean of both ends."""
     sent_kbps: float | None = None
     """Sent audio bitrate (payload, what the encoder produced), mean of both ends."""
     gaps: str = ""
@@ -201,14 +201,12 @@ def rows_from_result(result: dict[str, Any], scenario: str, engine: Engine, note
         return [Row(scenario, engine.value, "-", f"error: {s['error']}", expect=expect, notes=notes)]
     rows = []
     for call in s.get("calls") or []:
-        quality = call.get("quality") or {}
-        rates = [q["bitrate_kbps"] for q in quality.values() if q.get("bitrate_kbps") is not None]
+        # Both from the audio streams' payload bytes over the media time, so sent and received
+        # compare (the result's quality.bitrate_kbps adds the data channel's).
         media_s = call.get("media_s") or 0.0
-        sent = [
-            st["bytes"] * 8 / media_s / 1000
-            for st in call.get("streams") or []
-            if st.get("kind") == "audio" and st.get("direction") == "send" and st.get("bytes") is not None and media_s
-        ]
+        audio = [st for st in call.get("streams") or [] if st.get("kind") == "audio" and st.get("bytes") is not None]
+        sent = [st["bytes"] * 8 / media_s / 1000 for st in audio if st.get("direction") == "send" and media_s]
+        rates = [st["bytes"] * 8 / media_s / 1000 for st in audio if st.get("direction") == "recv" and media_s]
         row = Row(
             scenario,
             engine.value,
@@ -301,9 +299,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--slow-setup",
         type=float,
-        default=2.0,
+        default=3.0,
         metavar="S",
-        help="re-run a chromium variant once if its set-up is this much slower than aiortc-fixed's (default 2)",
+        help="re-run a chromium variant once if a call's set-up took over S seconds (default 3)",
     )
     args = ap.parse_args(argv)
     if os.geteuid() != 0:
@@ -318,7 +316,6 @@ def main(argv: list[str] | None = None) -> int:
         workdir = args.keep or Path(tmp)
         workdir.mkdir(parents=True, exist_ok=True)
         for name in args.only or SCENARIOS:
-            fixed_setup: float | None = None
             for engine in engines:
                 try:
                     path, notes = write_variant(REPO / "scenarios" / f"{name}.yaml", engine, workdir)
@@ -329,14 +326,7 @@ def main(argv: list[str] | None = None) -> int:
                 got = run_variant(path, name, engine, notes, workdir)
                 broken += any(r.outcome.startswith(("not run", "error")) for r in got)
                 setups = [r.setup_ms for r in got if r.setup_ms is not None]
-                if engine is Engine.AIORTC_FIXED and setups:
-                    fixed_setup = max(setups)
-                if (
-                    engine is Engine.CHROMIUM
-                    and setups
-                    and fixed_setup is not None
-                    and max(setups) - fixed_setup > args.slow_setup * 1000
-                ):
+                if engine is Engine.CHROMIUM and setups and max(setups) > args.slow_setup * 1000:
                     print(f"# {name} / chromium: set-up {max(setups):.0f} ms, running again", file=sys.stderr)
                     again = run_variant(path, name, engine, notes, workdir, attempt=2)
                     for r in again:
