@@ -88,3 +88,45 @@ def test_a_variant_the_loader_refuses_raises_a_scenario_error(tmp_path: Path) ->
     source.write_text(yaml.safe_dump({"name": "bad", "calls": [{"name": "a", "media": ["video"], "video": "vp9"}]}))
     with pytest.raises(ScenarioError):
         cf.write_variant(source, cf.Engine.CHROMIUM, tmp_path)
+
+
+def _result(calls: list[dict[str, Any]], checks: list[dict[str, Any]]) -> dict[str, Any]:
+    rule = {"name": "police", "matched_flows": 1, "dropped": 355, "delayed": 0, "drops": {"policed": 355}}
+    return {"scenarios": [{"error": None, "expectations": checks, "calls": calls, "censor": {"rules": [rule]}}]}
+
+
+def test_rows_report_the_scenarios_failed_expectations_and_the_rule_counters_without_judging() -> None:
+    call = {
+        "name": "app",
+        "connected": True,
+        "outcome": "degraded",
+        "setup_ms": 503.0,
+        "mos": 2.17,
+        "loss_pct": 20.2,
+        "media_s": 10.0,
+        "candidate_type": "host",
+        "candidate_transport": "udp",
+        "quality": {"caller": {"audio_gap_ms": 900.0, "freezes": None}, "callee": {"audio_gap_ms": 100.0}},
+        "streams": [
+            {"kind": "audio", "direction": "send", "bytes": 32500},
+            {"kind": "audio", "direction": "recv", "bytes": 25000, "audio_gap_max_ms": 150.0},
+            {"kind": "data", "direction": "recv", "bytes": 99999},
+        ],
+        "error": None,
+    }
+    checks = [{"what": "app: mos >= 3.6", "passed": False}, {"what": "app: connected", "passed": True}]
+    (row,) = cf.rows_from_result(_result([call], checks), "call-throttled", cf.Engine.CHROMIUM, ["a note"])
+    assert (row.outcome, row.expect, row.failed_expectations) == ("degraded", "1/2", ["app: mos >= 3.6"])
+    assert row.sent_kbps == 26.0 and row.bitrate_kbps == 20.0  # audio payload only, over the media time
+    assert row.censor == "police: 1 flow dropped 355 (policed 355)"
+    assert row.gaps == "audio gaps 0.9 s (longest 0.15 s)" and row.path == "host/udp"
+    text = cf.table([row])
+    assert "| call-throttled | chromium | app | degraded | 503 ms | 2.17 | 20.2 % | 26 / 20 |" in text
+    assert "expectation not met: app: mos >= 3.6" in text and "a note" in text
+
+
+def test_a_call_that_never_connected_has_no_numbers_and_carries_its_error() -> None:
+    call = {"name": "a", "connected": False, "outcome": "blocked", "error": "no answer\nmore", "streams": []}
+    (row,) = cf.rows_from_result(_result([call], []), "s", cf.Engine.AIORTC_FIXED, [])
+    assert row.outcome == "blocked" and row.mos is None and row.path == "" and row.notes == ["no answer"]
+    assert "| s | aiortc-fixed | a | blocked | — | — | — | — / — |" in cf.table([row])
