@@ -2,7 +2,7 @@
 docs/calls.md "Fidelity across engines").
 
     python benchmarks/call_fidelity.py [--only NAME ...] [--engines aiortc-fixed chromium ...]
-                                       [--json FILE] [--slow-setup 2]
+                                       [--json FILE] [--keep DIR] [--slow-setup 3]
 
 For each scenario in ``SCENARIOS`` and each engine, a variant is written to a temporary
 directory with every call switched to that engine (``variant``: only the keys that pick the
