@@ -97,9 +97,12 @@ class CensorConfig:
     inspect_packets: int
     max_flows: int
     reassemble_tls: bool
+    ipv6: bool = False
+    """The network carries IPv6: forwarding and the queue rule in ip6tables too."""
 
     def to_json(self) -> JsonObject:
         return {
+            "ipv6": self.ipv6,
             "policy": self.policy.to_json(),
             "run_id": self.run_id,
             "seed": self.seed,
@@ -126,6 +129,7 @@ class CensorConfig:
             inspect_packets=_field(data, "inspect_packets", int, where),
             max_flows=_field(data, "max_flows", int, where),
             reassemble_tls=_field(data, "reassemble_tls", bool, where),
+            ipv6=_field(data, "ipv6", bool, where),
         )
 
 

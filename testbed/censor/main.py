@@ -33,6 +33,7 @@ from testbed.censor.config import CensorConfig, PolicyCompileError, build_policy
 from testbed.censor.nfqueue import QueueAdapter
 from testbed.core.classify import Classifier
 from testbed.core.engine import CensorEngine
+from testbed.core.policy_kinds import Family
 from testbed.records import censor_message
 from testbed.records.censor_message import CensorFinal, CensorMessage, CensorReady, CensorStats
 from testbed.records.json import JsonObject
@@ -45,16 +46,23 @@ def emit(message: CensorMessage) -> None:
     sys.stdout.flush()
 
 
+FORWARDING = {
+    Family.V4: Path("/proc/sys/net/ipv4/ip_forward"),
+    Family.V6: Path("/proc/sys/net/ipv6/conf/all/forwarding"),
+}
+
+
 @contextlib.contextmanager
-def ip_forwarding() -> Iterator[None]:
-    # /proc/sys/net is per network namespace: this writes the censor namespace's own switch.
-    path = Path("/proc/sys/net/ipv4/ip_forward")
-    path.write_text("1\n")
+def ip_forwarding(families: tuple[Family, ...] = (Family.V4,)) -> Iterator[None]:
+    # /proc/sys/net is per network namespace: this writes the censor namespace's own switches.
     try:
+        for family in families:
+            FORWARDING[family].write_text("1\n")
         yield
     finally:
-        with contextlib.suppress(OSError):
-            path.write_text("0\n")
+        for family in families:
+            with contextlib.suppress(OSError):
+                FORWARDING[family].write_text("0\n")
 
 
 async def serve(config: CensorConfig) -> int:
@@ -79,7 +87,8 @@ async def serve(config: CensorConfig) -> int:
     engine = CensorEngine(classifier, policy, start=start)
     queue_num = config.queue_num
     kernel: dict[str, int] = {}
-    with ip_forwarding(), firewall.queue_rules(queue_num, tag=config.run_id):
+    families = (Family.V4, Family.V6) if config.ipv6 else (Family.V4,)
+    with ip_forwarding(families), firewall.queue_rules(queue_num, tag=config.run_id, families=families):
         adapter = QueueAdapter(engine, queue_num=queue_num, max_len=config.max_len, on_fatal=on_fatal)
         adapter.start()
         try:
