@@ -239,6 +239,13 @@ def _cmd_clean(args: argparse.Namespace) -> int:
     from testbed.net.clean import clean
     from testbed.net.privileges import require_privileges
 
+    if os.geteuid() != 0:
+        # A rootless run's namespaces, mounts and processes die with it (testbed/net/rootless.py).
+        print(
+            "nothing to clean for rootless runs: they leave nothing behind. Runs started as root are "
+            "cleaned by root: sudo .venv/bin/testbed clean"
+        )
+        return 0
     require_privileges("remove network namespaces")
     report = clean()
     for ns in report.removed_netns:
@@ -528,10 +535,50 @@ def _flush_stdout() -> None:
         _silence_stdout()
 
 
+# Commands that build namespaces: a normal user runs them rootless (testbed/net/rootless.py).
+ROOTLESS_COMMANDS = frozenset({"run", "matrix", "doctor"})
+# Their state must outlive the command, and a rootless namespace dies with it: root only.
+ROOT_ONLY_COMMANDS = frozenset({"up", "exec", "down"})
+
+
+def _enter_rootless(command: str) -> None:
+    """Not root: re-enter the command in namespaces of our own (this returns in the worker process),
+    or say why it cannot run."""
+    from testbed.errors import PrivilegeError
+    from testbed.net import rootless
+
+    if not rootless.needs_rootless():
+        return
+    if command in ROOT_ONLY_COMMANDS:
+        raise PrivilegeError(
+            f"`testbed {command}` needs root: a rootless network lives only as long as the command that "
+            "made it, so it cannot be kept up between commands. Run it with sudo, or put the work in a "
+            "scenario (apps, probes) and `testbed run` it as a normal user (docs/rootless.md)"
+        )
+    if command not in ROOTLESS_COMMANDS:
+        return
+    status = rootless.rootless_status()
+    if not status.available:
+        if command == "doctor":
+            return  # it reports the rootless check (and its fix) itself
+        raise PrivilegeError(
+            f"testbed needs root or a user namespace to build networks, and {status.detail}. "
+            f"Fix: {status.fix} (`testbed doctor` checks everything)"
+        )
+    try:
+        rootless.enter()
+    except OSError as exc:
+        raise PrivilegeError(
+            f"rootless mode: the kernel refused a user namespace ({exc}); run as root "
+            "(sudo .venv/bin/testbed ...), or see `testbed doctor`"
+        ) from None
+
+
 def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        _enter_rootless(args.command)
         return int(args.func(args))
     except TestbedError as exc:
         print(f"testbed: error: {exc}", file=sys.stderr)
