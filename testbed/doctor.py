@@ -17,6 +17,7 @@ from typing import TextIO
 
 from testbed.net import names
 from testbed.net.privileges import missing_caps
+from testbed.net.rootless import in_rootless, read_sysctl, rootless_status
 from testbed.scenario.app_schema import PACKAGES
 
 SETUP_HINT = "run the README's setup command (scripts/setup.sh)"
@@ -49,13 +50,34 @@ def _linux() -> Check:
 def _privileges() -> Check:
     missing = missing_caps()
     if not missing:
-        return Check("privileges (CAP_NET_ADMIN, CAP_SYS_ADMIN)", True, f"uid {os.geteuid()}")
+        who = "root of a user namespace (rootless mode)" if in_rootless() else f"uid {os.geteuid()}"
+        return Check("privileges (CAP_NET_ADMIN, CAP_SYS_ADMIN)", True, who)
     return Check(
         "privileges (CAP_NET_ADMIN, CAP_SYS_ADMIN)",
         False,
         f"missing {', '.join(missing)}",
         "run as root: sudo .venv/bin/testbed ...",
     )
+
+
+ROOTLESS_CHECK = "rootless mode (user namespaces)"
+
+
+def _rootless(read: Callable[[str], str | None] = read_sysctl, *, root: bool | None = None) -> Check:
+    """Which mode runs scenarios here: root, rootless (testbed/net/rootless.py), or neither and why.
+
+    ``read`` reads a sysctl and ``root`` says whether we are real root (tests inject both). Root
+    does not need rootless mode: for root an unavailable one is reported, with its fix, not failed."""
+    status = rootless_status(read)
+    if in_rootless():
+        return Check(ROOTLESS_CHECK, True, "in use: " + status.detail)
+    if root if root is not None else os.geteuid() == 0:
+        if status.available:
+            return Check(ROOTLESS_CHECK, True, "root mode in use; " + status.detail)
+        return Check(
+            ROOTLESS_CHECK, True, f"root mode in use; not for normal users: {status.detail} (fix: {status.fix})"
+        )
+    return Check(ROOTLESS_CHECK, status.available, status.detail, status.fix)
 
 
 def _package(module: str, dist: str) -> Callable[[], Check]:
@@ -191,7 +213,7 @@ def _tun() -> Check:
 
 
 def run_doctor(out: TextIO) -> int:
-    checks: list[Check] = [_linux(), _python(), _privileges()]
+    checks: list[Check] = [_linux(), _python(), _privileges(), _rootless()]
     for module, dist in (
         ("aiortc", "aiortc"),
         ("pyroute2", "pyroute2"),

@@ -1,0 +1,173 @@
+"""Rootless runs: a scenario run by an unprivileged user works, and leaves the host as it was.
+
+Runs as root (to create a throwaway system user and to see the whole host), then runs testbed as
+that user. The venv must be reachable by that user: a venv whose interpreter lives under a 0700
+directory (e.g. a pyenv in /root) fails this test with a message saying so, never a silent skip;
+TESTBED_ROOTLESS_VENV names another venv (e.g. one made with /usr/bin/python3) to use instead.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.netns
+
+REPO = Path(__file__).resolve().parents[2]
+BASELINE = REPO / "scenarios" / "baseline.yaml"
+
+
+@pytest.fixture
+def user() -> Iterator[str]:
+    """A temporary system user with no home; removed (with anything it still runs) in the end."""
+    name = f"tbrl{secrets.token_hex(3)}"
+    subprocess.run(
+        ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", name],
+        check=True,
+        capture_output=True,
+    )
+    try:
+        yield name
+    finally:
+        for pid in _pids_of(_uid(name)):  # only the throwaway user's processes, by id
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        subprocess.run(["userdel", name], check=False, capture_output=True)
+
+
+def _testbed() -> Path:
+    venv = Path(os.environ.get("TESTBED_ROOTLESS_VENV") or sys.prefix)
+    return venv / "bin" / "testbed"
+
+
+def _require_reachable(user: str, testbed: Path) -> None:
+    """The user must be able to run the venv's testbed and its interpreter, and read the repo."""
+    interpreter = (testbed.parent / "python").resolve()
+    for path, test in ((testbed, "-x"), (interpreter, "-x"), (BASELINE, "-r")):
+        done = subprocess.run(["runuser", "-u", user, "--", "test", test, str(path)], check=False)
+        if done.returncode != 0:
+            blocked = next((p for p in [*reversed(path.parents), path] if not os.stat(p).st_mode & 0o001), path)
+            pytest.fail(
+                f"{path} is not reachable by an unprivileged user ({blocked} has mode "
+                f"{os.stat(blocked).st_mode & 0o777:o}): a rootless run needs a venv and repo outside 0700 "
+                "directories; make a venv with a system python (/usr/bin/python3 -m venv V && V/bin/pip install "
+                "-e .) and set TESTBED_ROOTLESS_VENV=V"
+            )
+
+
+def _uid(user: str) -> int:
+    return int(subprocess.run(["id", "-u", user], capture_output=True, text=True, check=True).stdout)
+
+
+def _pids_of(uid: int) -> list[int]:
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            status = Path(f"/proc/{entry}/status").read_text()
+        except OSError:
+            continue
+        uid_line = next(ln for ln in status.splitlines() if ln.startswith("Uid:"))
+        if int(uid_line.split()[1]) == uid:
+            pids.append(int(entry))
+    return pids
+
+
+def _ppid(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
+def _mounts() -> set[str]:
+    """The host's mount points, less the namespace bind mounts of other runs going on right now."""
+    points = {ln.split()[4] for ln in Path("/proc/self/mountinfo").read_text().splitlines()}
+    return {p for p in points if not p.startswith("/run/netns/")}
+
+
+def _wait_gone(uid: int, timeout_s: float) -> list[int]:
+    deadline = time.monotonic() + timeout_s
+    while (left := _pids_of(uid)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return left
+
+
+def _out_dir(uid: int) -> Path:
+    out = Path(tempfile.mkdtemp(prefix="tb-rootless-"))
+    os.chown(out, uid, -1)
+    return out
+
+
+def test_a_normal_user_runs_the_baseline_and_the_host_is_untouched(user: str, unchanged_host: dict[str, str]) -> None:
+    # unchanged_host (conftest.py): namespaces, links, addresses, routes, iptables, /run/testbed.
+    testbed = _testbed()
+    _require_reachable(user, testbed)
+    uid = _uid(user)
+    out = _out_dir(uid)
+    mounts = _mounts()
+    done = subprocess.run(
+        ["runuser", "-u", user, "--", str(testbed), "run", str(BASELINE), "--json", str(out / "r.json")],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    doc = json.loads((out / "r.json").read_text())
+    (result,) = doc["scenarios"]
+    assert result["passed"], result
+    (call,) = result["calls"]
+    assert call["outcome"] == "ok"
+    # The censor really inspected the call: its queue saw the media.
+    assert result["censor"]["packets"] > 100 and result["censor"]["flows_total"] >= 1
+    assert (out / "r.json").stat().st_uid == uid  # written as the user, not as root
+    assert _wait_gone(uid, 30) == [], "processes of the rootless run outlived it"
+    assert _mounts() == mounts
+
+
+def test_a_rootless_run_killed_with_sigkill_leaves_nothing(user: str, unchanged_host: dict[str, str]) -> None:
+    testbed = _testbed()
+    _require_reachable(user, testbed)
+    uid = _uid(user)
+    out = _out_dir(uid)
+    mounts = _mounts()
+    runner = subprocess.Popen(
+        ["runuser", "-u", user, "--", str(testbed), "run", str(BASELINE), "--json", str(out / "r.json")],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert runner.stderr is not None
+        for line in runner.stderr:  # wait until the call is going: namespaces, censor, endpoints all up
+            if "connected at" in line:
+                break
+        else:
+            pytest.fail(f"the rootless run ended before its call connected (exit {runner.wait()})")
+        pids = _pids_of(uid)
+        assert len(pids) >= 4, pids  # outer, init, worker, censor, endpoints...
+        # The user's own process (runuser's child, the outer one) dies hardest; everything else must follow.
+        (outer,) = [p for p in pids if _ppid(p) == runner.pid]
+        os.kill(outer, signal.SIGKILL)
+        assert _wait_gone(uid, 60) == [], "processes of a killed rootless run outlived it"
+        runner.wait(timeout=60)
+    finally:
+        if runner.poll() is None:
+            runner.kill()
+            runner.wait()
+        if runner.stderr is not None:
+            runner.stderr.close()
+    assert _mounts() == mounts
+    assert not (out / "r.json").exists()  # killed before it could write: nothing pretends to be a result

@@ -1,0 +1,158 @@
+"""Rootless mode without a kernel: which mode `doctor` reports, and what the CLI says when it cannot enter."""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+from collections.abc import Callable
+
+import pytest
+
+from testbed import cli, doctor
+from testbed.net import rootless
+
+
+def _sysctls(values: dict[str, str]) -> Callable[[str], str | None]:
+    """A sysctl reader over a dict: a missing name is a sysctl this kernel does not have."""
+    return values.get
+
+
+@pytest.fixture(autouse=True)
+def _not_inside(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(rootless.ENV_MARK, raising=False)
+
+
+def test_available_when_no_switch_forbids_it() -> None:
+    # Upstream kernels have neither the Debian nor the AppArmor switch.
+    status = rootless.rootless_status(_sysctls({"user/max_user_namespaces": "96364"}))
+    assert status.available
+    assert status.fix == ""
+    assert rootless.rootless_status(_sysctls({"kernel/unprivileged_userns_clone": "1"})).available
+    assert rootless.rootless_status(_sysctls({"kernel/apparmor_restrict_unprivileged_userns": "0"})).available
+
+
+@pytest.mark.parametrize(
+    ("sysctl", "value", "named", "fix"),
+    [
+        ("kernel/unprivileged_userns_clone", "0", "kernel.unprivileged_userns_clone=0", "unprivileged_userns_clone=1"),
+        ("user/max_user_namespaces", "0", "user.max_user_namespaces=0", "user.max_user_namespaces=15000"),
+        (
+            "kernel/apparmor_restrict_unprivileged_userns",
+            "1",
+            "kernel.apparmor_restrict_unprivileged_userns=1",
+            "apparmor_restrict_unprivileged_userns=0",
+        ),
+    ],
+)
+def test_each_switch_that_forbids_it_is_named_with_its_fix(sysctl: str, value: str, named: str, fix: str) -> None:
+    status = rootless.rootless_status(_sysctls({sysctl: value}))
+    assert not status.available
+    assert named in status.detail
+    assert f"sysctl -w kernel.{fix}" in status.fix or f"sysctl -w {fix}" in status.fix
+    assert "root" in status.fix  # the other way out
+
+
+def test_doctor_rootless_check_both_ways_for_a_normal_user() -> None:
+    ok = doctor._rootless(_sysctls({}), root=False)
+    assert ok.ok and "enabled" in ok.detail
+    bad = doctor._rootless(_sysctls({"kernel/unprivileged_userns_clone": "0"}), root=False)
+    assert not bad.ok
+    assert "unprivileged_userns_clone=0" in bad.detail
+    assert "sysctl -w kernel.unprivileged_userns_clone=1" in bad.fix
+
+
+def test_doctor_rootless_check_does_not_fail_root_but_tells_the_fix() -> None:
+    check = doctor._rootless(_sysctls({"user/max_user_namespaces": "0"}), root=True)
+    assert check.ok
+    assert "root mode in use" in check.detail
+    assert "sysctl -w user.max_user_namespaces=15000" in check.detail
+
+
+def test_doctor_output_has_the_rootless_line_and_fix(monkeypatch: pytest.MonkeyPatch) -> None:
+    real = doctor._rootless
+    forbidden = _sysctls({"kernel/apparmor_restrict_unprivileged_userns": "1"})
+    monkeypatch.setattr(doctor, "_namespace_checks", lambda: [])
+    monkeypatch.setattr(doctor, "_rootless", lambda: real(forbidden, root=False))
+    out = io.StringIO()
+    assert doctor.run_doctor(out) == 1
+    lines = out.getvalue().splitlines()
+    i = next(i for i, ln in enumerate(lines) if doctor.ROOTLESS_CHECK in ln)
+    assert lines[i].startswith("FAIL")
+    assert "AppArmor" in lines[i]
+    assert "fix:" in lines[i + 1] and "apparmor_restrict_unprivileged_userns=0" in lines[i + 1]
+
+
+@pytest.mark.parametrize("command", [["up", "x.yaml"], ["exec", "caller", "--", "true"], ["down"]])
+def test_up_exec_down_as_a_normal_user_say_they_need_root(
+    command: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    entered: list[bool] = []
+    monkeypatch.setattr(rootless, "enter", lambda: entered.append(True))
+    assert cli.main(command) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("testbed: error: ")
+    assert f"`testbed {command[0]}` needs root" in err
+    assert "docs/rootless.md" in err
+    assert not entered
+
+
+def test_run_as_a_normal_user_where_user_namespaces_are_off_names_the_sysctl_and_fix(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    off = rootless.rootless_status(_sysctls({"kernel/unprivileged_userns_clone": "0"}))
+    monkeypatch.setattr(rootless, "rootless_status", lambda: off)
+    monkeypatch.setattr(rootless, "enter", lambda: pytest.fail("must not enter"))
+    assert cli.main(["run", "scenarios/baseline.yaml"]) == 2
+    err = capsys.readouterr().err
+    assert "kernel.unprivileged_userns_clone=0" in err
+    assert "sysctl -w kernel.unprivileged_userns_clone=1" in err
+
+
+def test_run_matrix_doctor_as_a_normal_user_enter_the_namespaces(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    monkeypatch.setattr(rootless, "rootless_status", lambda: rootless.RootlessStatus(True, "ok"))
+    entered: list[str] = []
+    for command in ("run", "matrix", "doctor", "classify", "profiles"):
+        monkeypatch.setattr(rootless, "enter", lambda c=command: entered.append(c))
+        cli._enter_rootless(command)
+    assert entered == ["run", "matrix", "doctor"]  # classify and profiles need no privileges
+
+
+def test_a_kernel_refusal_is_a_privilege_error(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    monkeypatch.setattr(rootless, "rootless_status", lambda: rootless.RootlessStatus(True, "ok"))
+
+    def refuse() -> None:
+        raise PermissionError(1, "unshare: Operation not permitted")
+
+    monkeypatch.setattr(rootless, "enter", refuse)
+    assert cli.main(["matrix", "x.yaml", "--censors", "all"]) == 2
+    err = capsys.readouterr().err
+    assert "rootless mode: the kernel refused a user namespace" in err and "Traceback" not in err
+
+
+def test_clean_as_a_normal_user_says_there_is_nothing_to_clean(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    assert cli.main(["clean"]) == 0
+    assert "nothing to clean for rootless runs" in capsys.readouterr().out
+
+
+def test_root_never_enters(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    assert not rootless.needs_rootless()
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    assert rootless.needs_rootless()
+    monkeypatch.setenv(rootless.ENV_MARK, "1")
+    assert not rootless.needs_rootless()  # the worker, inside: never again
+
+
+def test_exit_codes_pass_through_the_outer_processes() -> None:
+    assert rootless._status_code(3 << 8) == 3
+    assert rootless._status_code(signal.SIGKILL) == 128 + signal.SIGKILL
