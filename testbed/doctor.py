@@ -17,7 +17,7 @@ from typing import TextIO
 
 from testbed.net import names
 from testbed.net.privileges import missing_caps
-from testbed.net.rootless import in_rootless, read_sysctl, rootless_status
+from testbed.net.rootless import RootlessStatus, in_rootless, probe_userns, read_sysctl, rootless_status
 from testbed.scenario.app_schema import PACKAGES
 
 SETUP_HINT = "run the README's setup command (scripts/setup.sh)"
@@ -63,12 +63,24 @@ def _privileges() -> Check:
 ROOTLESS_CHECK = "rootless mode (user namespaces)"
 
 
-def _rootless(read: Callable[[str], str | None] = read_sysctl, *, root: bool | None = None) -> Check:
+def _rootless(
+    read: Callable[[str], str | None] = read_sysctl,
+    *,
+    root: bool | None = None,
+    probe: Callable[[], str | None] = probe_userns,
+) -> Check:
     """Which mode runs scenarios here: root, rootless (testbed/net/rootless.py), or neither and why.
 
-    ``read`` reads a sysctl and ``root`` says whether we are real root (tests inject both). Root
-    does not need rootless mode: for root an unavailable one is reported, with its fix, not failed."""
+    ``read`` reads a sysctl, ``root`` says whether we are real root and ``probe`` tries a user
+    namespace (tests inject all three). Root does not need rootless mode: for root an unavailable
+    one is reported, with its fix, not failed."""
     status = rootless_status(read)
+    if status.available and not in_rootless() and (error := probe()) is not None:
+        status = RootlessStatus(
+            False,
+            f"the kernel refuses a user namespace although no known switch forbids it ({error})",
+            "in a container, allow unshare(CLONE_NEWUSER) (seccomp/LSM profile), or run testbed as root",
+        )
     if in_rootless():
         return Check(ROOTLESS_CHECK, True, "in use: " + status.detail)
     if root if root is not None else os.geteuid() == 0:

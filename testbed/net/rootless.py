@@ -116,6 +116,23 @@ def rootless_status(read: Callable[[str], str | None] = read_sysctl) -> Rootless
     return RootlessStatus(True, "unprivileged user namespaces are enabled (a normal user can `testbed run`)")
 
 
+def probe_userns() -> str | None:
+    """Try what ``enter`` does (a user and a network namespace) in a throwaway process: None if the
+    kernel allows it, else its error. Catches what no sysctl tells (a container's seccomp filter, an
+    LSM policy)."""
+    try:
+        done = subprocess.run(
+            ["unshare", "--user", "--map-root-user", "--net", "true"], capture_output=True, text=True, timeout=30
+        )
+    except FileNotFoundError:
+        return None  # no util-linux unshare to try with: the sysctls are all we know
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return str(exc)
+    if done.returncode == 0:
+        return None
+    return (done.stderr.strip().splitlines() or [f"exit {done.returncode}"])[-1]
+
+
 def in_rootless() -> bool:
     return os.environ.get(ENV_MARK) == "1"
 

@@ -54,16 +54,28 @@ def test_each_switch_that_forbids_it_is_named_with_its_fix(sysctl: str, value: s
 
 
 def test_doctor_rootless_check_both_ways_for_a_normal_user() -> None:
-    ok = doctor._rootless(_sysctls({}), root=False)
+    ok = doctor._rootless(_sysctls({}), root=False, probe=_allowed)
     assert ok.ok and "enabled" in ok.detail
-    bad = doctor._rootless(_sysctls({"kernel/unprivileged_userns_clone": "0"}), root=False)
+    bad = doctor._rootless(_sysctls({"kernel/unprivileged_userns_clone": "0"}), root=False, probe=_allowed)
     assert not bad.ok
     assert "unprivileged_userns_clone=0" in bad.detail
     assert "sysctl -w kernel.unprivileged_userns_clone=1" in bad.fix
 
 
+def _allowed() -> str | None:
+    return None
+
+
+def test_doctor_reports_a_refusal_no_sysctl_explains() -> None:
+    # A container's seccomp filter: every switch says yes, the kernel says no.
+    check = doctor._rootless(_sysctls({}), root=False, probe=lambda: "unshare failed: Operation not permitted")
+    assert not check.ok
+    assert "Operation not permitted" in check.detail
+    assert "seccomp" in check.fix and "root" in check.fix
+
+
 def test_doctor_rootless_check_does_not_fail_root_but_tells_the_fix() -> None:
-    check = doctor._rootless(_sysctls({"user/max_user_namespaces": "0"}), root=True)
+    check = doctor._rootless(_sysctls({"user/max_user_namespaces": "0"}), root=True, probe=_allowed)
     assert check.ok
     assert "root mode in use" in check.detail
     assert "sysctl -w user.max_user_namespaces=15000" in check.detail
@@ -73,7 +85,7 @@ def test_doctor_output_has_the_rootless_line_and_fix(monkeypatch: pytest.MonkeyP
     real = doctor._rootless
     forbidden = _sysctls({"kernel/apparmor_restrict_unprivileged_userns": "1"})
     monkeypatch.setattr(doctor, "_namespace_checks", lambda: [])
-    monkeypatch.setattr(doctor, "_rootless", lambda: real(forbidden, root=False))
+    monkeypatch.setattr(doctor, "_rootless", lambda: real(forbidden, root=False, probe=_allowed))
     out = io.StringIO()
     assert doctor.run_doctor(out) == 1
     lines = out.getvalue().splitlines()
