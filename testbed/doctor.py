@@ -217,11 +217,27 @@ VPN_BINARIES: tuple[tuple[str, str], ...] = (
 TUN_DEVICE = Path("/dev/net/tun")
 
 
-def _tun() -> Check:
-    """wireguard-go and openvpn open the kernel's TUN device; namespaces share the host's /dev."""
-    ok = TUN_DEVICE.is_char_device()
-    detail = "character device" if ok else ("not a character device" if TUN_DEVICE.exists() else "missing")
-    return Check(f"TUN device {TUN_DEVICE}", ok, detail, "modprobe tun (needed by VPN apps: WireGuard, OpenVPN)")
+def _tun(
+    device: Path | None = None, *, rootless: bool | None = None, access: Callable[[Path, int], bool] = os.access
+) -> Check:
+    """wireguard-go and openvpn open the kernel's TUN device; namespaces share the host's /dev.
+
+    Rootless, the device's mode decides (root of a user namespace is nobody to a file of the host's
+    root): udev's default is 0666, a /dev made without udev (containers) may have 0600."""
+    device = TUN_DEVICE if device is None else device
+    name = f"TUN device {device}"
+    if not device.is_char_device():
+        detail = "not a character device" if device.exists() else "missing"
+        return Check(name, False, detail, "modprobe tun (needed by VPN apps: WireGuard, OpenVPN)")
+    if rootless if rootless is not None else (in_rootless() or os.geteuid() != 0):
+        if not access(device, os.R_OK | os.W_OK):
+            return Check(
+                name,
+                False,
+                f"not usable in rootless mode (mode {device.stat().st_mode & 0o777:o}): VPN apps cannot open it",
+                f"as root: chmod 0666 {device} (udev's default; only VPN apps need it), or run testbed as root",
+            )
+    return Check(name, True, "character device")
 
 
 def run_doctor(out: TextIO) -> int:

@@ -6,6 +6,7 @@ import io
 import os
 import signal
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
@@ -168,3 +169,12 @@ def test_root_never_enters(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_exit_codes_pass_through_the_outer_processes() -> None:
     assert rootless._status_code(3 << 8) == 3
     assert rootless._status_code(signal.SIGKILL) == 128 + signal.SIGKILL
+
+
+def test_doctor_tun_check_rootless_needs_a_device_everyone_may_open() -> None:
+    dev = Path("/dev/null")  # a character device, as /dev/net/tun
+    refused = doctor._tun(dev, rootless=True, access=lambda _p, _m: False)
+    assert not refused.ok
+    assert "rootless" in refused.detail and f"chmod 0666 {dev}" in refused.fix
+    assert doctor._tun(dev, rootless=True, access=lambda _p, _m: True).ok
+    assert doctor._tun(dev, rootless=False, access=lambda _p, _m: False).ok  # root opens it whatever its mode
