@@ -136,26 +136,59 @@ def test_a_normal_user_runs_the_baseline_and_the_host_is_untouched(user: str, un
     assert _mounts() == mounts
 
 
-def test_a_rootless_run_killed_with_sigkill_leaves_nothing(user: str, unchanged_host: dict[str, str]) -> None:
-    testbed = _testbed()
-    _require_reachable(user, testbed)
-    uid = _uid(user)
-    out = _out_dir(uid)
-    mounts = _mounts()
-    runner = subprocess.Popen(
+def _start(user: str, testbed: Path, out: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen(
         ["runuser", "-u", user, "--", str(testbed), "run", str(BASELINE), "--json", str(out / "r.json")],
         cwd=REPO,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
     )
+
+
+def _wait_connected(runner: subprocess.Popen[str]) -> list[str]:
+    """Read the run's progress until its call connects: namespaces, censor, endpoints all up."""
+    assert runner.stderr is not None
+    lines = []
+    for line in runner.stderr:
+        lines.append(line)
+        if "connected at" in line:
+            return lines
+    pytest.fail(f"the rootless run ended before its call connected (exit {runner.wait()}): {''.join(lines)}")
+
+
+def test_sigterm_to_a_rootless_run_is_passed_on_and_it_unwinds(user: str, unchanged_host: dict[str, str]) -> None:
+    testbed = _testbed()
+    _require_reachable(user, testbed)
+    uid = _uid(user)
+    out = _out_dir(uid)
+    runner = _start(user, testbed, out)
     try:
+        _wait_connected(runner)
+        (outer,) = [p for p in _pids_of(uid) if _ppid(p) == runner.pid]
+        os.kill(outer, signal.SIGTERM)  # kill(2), not a terminal: the outer process must pass it on
         assert runner.stderr is not None
-        for line in runner.stderr:  # wait until the call is going: namespaces, censor, endpoints all up
-            if "connected at" in line:
-                break
-        else:
-            pytest.fail(f"the rootless run ended before its call connected (exit {runner.wait()})")
+        rest = runner.stderr.read()
+        assert runner.wait(timeout=120) == 143, rest
+        assert "terminated; everything the run created was removed" in rest
+        assert _wait_gone(uid, 30) == []
+    finally:
+        if runner.poll() is None:
+            runner.kill()
+            runner.wait()
+        if runner.stderr is not None:
+            runner.stderr.close()
+
+
+def test_a_rootless_run_killed_with_sigkill_leaves_nothing(user: str, unchanged_host: dict[str, str]) -> None:
+    testbed = _testbed()
+    _require_reachable(user, testbed)
+    uid = _uid(user)
+    out = _out_dir(uid)
+    mounts = _mounts()
+    runner = _start(user, testbed, out)
+    try:
+        _wait_connected(runner)
         pids = _pids_of(uid)
         assert len(pids) >= 4, pids  # outer, init, worker, censor, endpoints...
         # The user's own process (runuser's child, the outer one) dies hardest; everything else must follow.
