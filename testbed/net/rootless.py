@@ -30,6 +30,7 @@ import contextlib
 import ctypes
 import ctypes.util
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -231,12 +232,20 @@ def enter() -> None:
     old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, {*FORWARDED, signal.SIGCHLD})
     sys.stdout.flush()
     sys.stderr.flush()
+    # The outer process holds the write end (and never writes): EOF on the read end tells the init
+    # that the outer process is gone (getppid() says 0 across a PID namespace, whoever the parent is).
+    alive_r, alive_w = os.pipe()
     init = os.fork()
     if init != 0:
+        os.close(alive_r)
         os._exit(_supervise(init, reap_all=False))
+    os.close(alive_w)
     # PID 1 of the new PID namespace. A kill -9 of the outer process kills us, and with us (the
-    # init) every process of the namespace.
+    # init) every process of the namespace; if it died before prctl took effect, we go now.
     _libc().prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if select.select([alive_r], [], [], 0)[0]:
+        os._exit(137)
+    os.close(alive_r)
     try:
         _prepare_mounts()
     except OSError as exc:
