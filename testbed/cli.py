@@ -516,6 +516,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     SIGPIPE ended."""
     try:
         code = _main(argv)
+        _report_held(code)
     except BrokenPipeError:
         _silence_stdout()
         return 128 + signal.SIGPIPE
@@ -528,6 +529,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     return code
 
 
+def _report_held(code: int) -> None:
+    """A rootless `up`'s worker tells the user's process how it ended (testbed/net/rootless.py)."""
+    from testbed.net import rootless
+
+    _flush_stdout()
+    rootless.report_held(code)
+
+
 def _flush_stdout() -> None:
     try:
         sys.stdout.flush()
@@ -536,26 +545,27 @@ def _flush_stdout() -> None:
 
 
 # Commands that build namespaces: a normal user runs them rootless (testbed/net/rootless.py).
-ROOTLESS_COMMANDS = frozenset({"run", "matrix", "doctor"})
-# Their state must outlive the command, and a rootless namespace dies with it: root only.
-ROOT_ONLY_COMMANDS = frozenset({"up", "exec", "down"})
+ROOTLESS_COMMANDS = frozenset({"run", "matrix", "doctor", "up"})
+# Commands that join the namespaces a rootless `up` keeps.
+JOIN_COMMANDS = frozenset({"exec", "down"})
 
 
-def _enter_rootless(command: str) -> None:
+def _enter_rootless(args: argparse.Namespace) -> None:
     """Not root: re-enter the command in namespaces of our own (this returns in the worker process),
     or say why it cannot run."""
     from testbed.errors import PrivilegeError
     from testbed.net import rootless
 
-    if not rootless.needs_rootless():
+    command = args.command
+    if not rootless.needs_rootless() or command not in ROOTLESS_COMMANDS | JOIN_COMMANDS:
         return
-    if command in ROOT_ONLY_COMMANDS:
-        raise PrivilegeError(
-            f"`testbed {command}` needs root: a rootless network lives only as long as the command that "
-            "made it, so it cannot be kept up between commands. Run it with sudo, or put the work in a "
-            "scenario (apps, probes) and `testbed run` it as a normal user (docs/rootless.md)"
-        )
-    if command not in ROOTLESS_COMMANDS:
+    if command in JOIN_COMMANDS:
+        try:
+            rootless.join_held(args.run, forget=command == "down")
+        except LookupError as exc:
+            raise UsageError(f"{exc} (as a normal user: rootless sessions; root's are seen by root)") from None
+        except OSError as exc:
+            raise PrivilegeError(f"rootless mode: cannot join the session's namespaces ({exc})") from None
         return
     status = rootless.rootless_status()
     if not status.available:
@@ -566,7 +576,10 @@ def _enter_rootless(command: str) -> None:
             f"Fix: {status.fix} (`testbed doctor` checks everything)"
         )
     try:
-        rootless.enter()
+        if command == "up":
+            rootless.start_held()
+        else:
+            rootless.enter()
     except OSError as exc:
         if command == "doctor":
             return  # its rootless check tries again and reports the kernel's refusal with a fix
@@ -580,7 +593,7 @@ def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        _enter_rootless(args.command)
+        _enter_rootless(args)
         return int(args.func(args))
     except TestbedError as exc:
         print(f"testbed: error: {exc}", file=sys.stderr)

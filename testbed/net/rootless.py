@@ -20,8 +20,9 @@ returns from :func:`enter` and goes on as the ordinary command. Signals sent wit
 process or the init are passed down to the worker; a terminal's Ctrl-C reaches the worker directly
 (the three share a process group), so it is not passed on a second time.
 
-State lives and dies with the namespaces, so ``up``/``exec``/``down`` (which span several commands)
-are root-only; see docs/rootless.md.
+State lives and dies with the namespaces: ``up`` leaves a *holder* (the outer process, detached)
+that keeps them until ``down``, and ``exec``/``down`` join its namespaces (``join_held``); see
+docs/rootless.md.
 """
 
 from __future__ import annotations
@@ -29,9 +30,11 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+import json
 import os
 import select
 import signal
+import stat
 import subprocess
 import sys
 from collections.abc import Callable
@@ -197,36 +200,61 @@ def _status_code(status: int) -> int:
     return os.waitstatus_to_exitcode(status)
 
 
-def _supervise(child: int, *, reap_all: bool) -> int:
+def _supervise(child: int, *, reap_all: bool, hold: bool = False) -> int:
     """Wait for ``child``, passing down signals sent to us with kill(2); return its exit code.
 
     The init (``reap_all``) also reaps every orphan re-parented to it, so none stays a zombie that
-    ``/proc`` scans (strays.py, owner records) would see."""
+    ``/proc`` scans (strays.py, owner records) would see. With ``hold`` (`testbed up`), it goes on
+    after the child until no process is left (the session's supervisor ends at `testbed down`),
+    and a signal then goes to every process of the namespace."""
     watched = {*FORWARDED, signal.SIGCHLD}
+    code: int | None = None
+    draining = False  # hold: our children are gone, but joined ones (`exec`, `down`) still run
     while True:
-        info = signal.sigwaitinfo(watched)
+        if draining:
+            if not _others_in_pid_namespace():
+                return 1 if code is None else code
+            # Joined processes are not our children: their end sends us nothing, so look again soon.
+            polled = signal.sigtimedwait(watched, 0.2)
+            if polled is None:
+                continue
+            info = polled
+        else:
+            info = signal.sigwaitinfo(watched)
         if info.si_signo != signal.SIGCHLD:
             if info.si_code != SI_KERNEL:
                 with contextlib.suppress(ProcessLookupError):
-                    os.kill(child, info.si_signo)
+                    os.kill(child if code is None else -1, info.si_signo)
             continue
         while True:
             try:
                 pid, status = os.waitpid(-1 if reap_all else child, os.WNOHANG)
             except ChildProcessError:
-                return 1
+                if not hold:
+                    return 1 if code is None else code
+                draining = True
+                break
             if pid == 0:
                 break
             if pid == child:
-                return _status_code(status)
+                code = _status_code(status)
+                if not hold:
+                    return code
 
 
-def enter() -> None:
+def _others_in_pid_namespace() -> bool:
+    """Any process but us (the init, PID 1) in our PID namespace (/proc is its own)."""
+    return any(e.isdigit() and e != "1" for e in os.listdir("/proc"))
+
+
+def enter(*, hold: bool = False, worker_fds: tuple[int, ...] = ()) -> None:
     """Re-enter this command in a user, mount, network and PID namespace of our own.
 
     Returns only in the worker process, which then runs the command as root of the namespaces;
-    the outer process and the init exit with the worker's exit code and never return. Raises
-    OSError (in the calling process, before anything was forked) when the kernel refuses."""
+    the outer process and the init exit with the worker's exit code and never return (with
+    ``hold``, only once every process of the namespace is gone). Raises OSError (in the calling
+    process, before anything was forked) when the kernel refuses. ``worker_fds`` are closed in
+    the outer process and the init (a pipe whose reader waits for the worker's end-of-file)."""
     uid, gid = os.geteuid(), os.getegid()
     _unshare(uid, gid)
     old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, {*FORWARDED, signal.SIGCHLD})
@@ -238,6 +266,10 @@ def enter() -> None:
     init = os.fork()
     if init != 0:
         os.close(alive_r)
+        for fd in worker_fds:
+            os.close(fd)
+        if hold:
+            _quiet_stdio()
         os._exit(_supervise(init, reap_all=False))
     os.close(alive_w)
     # PID 1 of the new PID namespace. A kill -9 of the outer process kills us, and with us (the
@@ -254,5 +286,163 @@ def enter() -> None:
     os.environ[ENV_MARK] = "1"
     worker = os.fork()
     if worker != 0:
-        os._exit(_supervise(worker, reap_all=True))
+        for fd in worker_fds:
+            os.close(fd)
+        if hold:
+            _quiet_stdio()
+        os._exit(_supervise(worker, reap_all=True, hold=hold))
     signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+
+
+def _quiet_stdio() -> None:
+    """A holder outlives the command: it must not keep the terminal or a pipe (`up | cat`) open."""
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(devnull, fd)
+    os.close(devnull)
+
+
+# ---- `testbed up` / `exec` / `down` as a normal user: a holder keeps the namespaces -------------------
+#
+# `up` forks a holder (the outer process of enter(hold=True), in a session of its own) and waits for its
+# worker to report; the user's command then exits while the holder keeps the namespaces until `down`.
+# The holder's pid is kept in a per-user directory of the host's /tmp; `exec` and `down` join its user,
+# mount and PID namespaces (setns) and then run as under root.
+
+_held_report: int | None = None
+
+
+def holders_dir(uid: int | None = None) -> Path:
+    return Path("/tmp") / f"testbed-rootless-{os.geteuid() if uid is None else uid}"
+
+
+def _own_dir(path: Path) -> Path:
+    """Create (0700) or check the holders' directory: /tmp is everyone's, so it must be ours."""
+    with contextlib.suppress(FileExistsError):
+        path.mkdir(mode=0o700)
+    st = path.lstat()
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid() or st.st_mode & 0o077:
+        raise OSError(f"{path} is not a private directory of uid {os.geteuid()}; remove it")
+    return path
+
+
+def start_held() -> None:
+    """`testbed up` as a normal user: returns in the worker inside a holder's namespaces; the user's
+    own process waits for :func:`report_held`, records the holder and exits with the worker's code."""
+    global _held_report
+    report_r, report_w = os.pipe()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    outer = os.fork()
+    if outer != 0:
+        os.close(report_w)
+        os._exit(_await_held(outer, report_r))
+    os.close(report_r)
+    os.setsid()  # the terminal's Ctrl-C and hang-up are not the held network's
+    try:
+        enter(hold=True, worker_fds=(report_w,))
+    except OSError as exc:
+        print(f"testbed: error: rootless mode: the kernel refused a user namespace ({exc})", file=sys.stderr)
+        os._exit(2)
+    _held_report = report_w
+
+
+def report_held(code: int) -> None:
+    """In the worker of :func:`start_held`: tell the user's process how `up` ended, and its run id."""
+    if _held_report is None:
+        return
+    root = Path("/run/testbed")
+    rids = sorted(d.name for d in root.iterdir() if (d / "state.json").is_file()) if root.is_dir() else []
+    with os.fdopen(_held_report, "w") as f:
+        f.write(json.dumps({"code": code, "run_id": rids[0] if rids else None}) + "\n")
+
+
+def _await_held(outer: int, report_r: int) -> int:
+    try:
+        with os.fdopen(report_r) as f:
+            text = f.readline()  # one line; end-of-file if the worker died without it
+    except KeyboardInterrupt:
+        os.kill(outer, signal.SIGKILL)  # everything in its namespaces dies with it
+        return 130
+    try:
+        msg = json.loads(text)
+        code, rid = int(msg["code"]), msg["run_id"]
+    except (ValueError, KeyError, TypeError):
+        return 1  # the worker died before reporting (its error is on stderr); the holder goes with it
+    if code == 0 and isinstance(rid, str):
+        holder = {"pid": outer, "start_ticks": _start_ticks(outer)}
+        (_own_dir(holders_dir()) / rid).write_text(json.dumps(holder))
+    return code
+
+
+def _start_ticks(pid: int) -> int | None:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def live_holders() -> dict[str, int]:
+    """Run id -> holder pid, for this user's held networks whose holder still runs (stale records go)."""
+    out: dict[str, int] = {}
+    d = holders_dir()
+    if not d.is_dir():
+        return out
+    for f in d.iterdir():
+        try:
+            rec = json.loads(f.read_text())
+            pid, ticks = int(rec["pid"]), rec["start_ticks"]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if ticks is not None and _start_ticks(pid) == ticks:
+            out[f.name] = pid
+        else:
+            with contextlib.suppress(OSError):
+                f.unlink()
+    return out
+
+
+def join_held(run_id: str | None, *, forget: bool = False) -> str:
+    """`exec`/`down` as a normal user: join the holder's namespaces; returns the run id in a child in
+    its PID namespace, while this process waits for that child and exits with its code (with
+    ``forget``, for `down`, removing the holder's record when the child succeeded)."""
+    holders = live_holders()
+    if run_id is not None:
+        if run_id not in holders:
+            raise LookupError(f"no rootless `testbed up` session of yours with run id {run_id!r}")
+        rid = run_id
+    elif not holders:
+        raise LookupError("nothing is up: start a network with `testbed up SCENARIO` first")
+    elif len(holders) > 1:
+        raise LookupError(f"several sessions are up ({', '.join(sorted(holders))}); choose one with --run RID")
+    else:
+        (rid,) = holders
+    pid = holders[rid]
+    record = holders_dir() / rid  # named by our uid as the host sees it: inside, geteuid() says 0
+    cwd = os.getcwd()
+    libc = _libc()
+    # The user namespace first: in it we hold the capabilities the other joins need.
+    joins = (("user", CLONE_NEWUSER), ("net", CLONE_NEWNET), ("mnt", CLONE_NEWNS), ("pid_for_children", CLONE_NEWPID))
+    # Every fd opened first: once in its mount namespace, /proc is its PID namespace's, without the holder.
+    fds = [(ns, flag, os.open(f"/proc/{pid}/ns/{ns}", os.O_RDONLY | os.O_CLOEXEC)) for ns, flag in joins]
+    try:
+        for ns, flag, fd in fds:
+            _check(libc.setns(fd, flag), f"setns({ns} of holder {pid})")
+    finally:
+        for _ns, _flag, fd in fds:
+            os.close(fd)
+    with contextlib.suppress(OSError):
+        os.chdir(cwd)  # joining a mount namespace moved us to its root
+    os.environ[ENV_MARK] = "1"
+    old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, {*FORWARDED, signal.SIGCHLD})
+    sys.stdout.flush()
+    sys.stderr.flush()
+    child = os.fork()
+    if child != 0:
+        code = _supervise(child, reap_all=False)
+        if forget and code == 0:
+            with contextlib.suppress(OSError):
+                record.unlink()
+        os._exit(code)
+    signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+    return rid

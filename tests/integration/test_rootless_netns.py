@@ -204,3 +204,45 @@ def test_a_rootless_run_killed_with_sigkill_leaves_nothing(user: str, unchanged_
             runner.stderr.close()
     assert _mounts() == mounts
     assert not (out / "r.json").exists()  # killed before it could write: nothing pretends to be a result
+
+
+def test_up_exec_down_as_a_normal_user(user: str, unchanged_host: dict[str, str]) -> None:
+    testbed = _testbed()
+    _require_reachable(user, testbed)
+    uid = _uid(user)
+    out = _out_dir(uid)
+    scenario = out / "idle.yaml"
+    scenario.write_text("name: rootless-idle\nnodes:\n  caller: {side: inside}\n  server: {side: outside}\n")
+    mounts = _mounts()
+
+    def cli(*argv: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["runuser", "-u", user, "--", str(testbed), *argv],
+            cwd=out,
+            capture_output=True,
+            text=True,
+            timeout=180,
+            check=False,
+        )
+
+    try:
+        # `up` returns (its stdout piped and read to the end: the holder keeps no pipe open)...
+        up = cli("up", str(scenario), "--json", str(out / "counters.json"))
+        assert up.returncode == 0, up.stdout + up.stderr
+        assert "up: rootless-idle" in up.stdout
+        # ...while the holder keeps the network for later commands.
+        assert len(_pids_of(uid)) >= 3
+        ping = cli("exec", "caller", "--", "sh", "-c", 'ping -c 2 -W 5 "$TESTBED_ADDR_SERVER"')
+        assert ping.returncode == 0, ping.stdout + ping.stderr
+        assert "2 received" in ping.stdout
+        assert cli("exec", "server", "--", "sh", "-c", "exit 7").returncode == 7
+        down = cli("down")
+        assert down.returncode == 0, down.stdout + down.stderr
+        counters = json.loads((out / "counters.json").read_text())
+        assert counters["censor"]["packets"] >= 4  # the two pings and their replies went through the censor
+        assert cli("down").returncode == 2  # nothing is up any more
+    finally:
+        if _pids_of(uid):
+            cli("down")
+    assert _wait_gone(uid, 30) == [], "processes of a rootless session outlived `down`"
+    assert _mounts() == mounts

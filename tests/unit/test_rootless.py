@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import argparse
 import io
+import json
 import os
 import signal
 from collections.abc import Callable
@@ -96,19 +98,55 @@ def test_doctor_output_has_the_rootless_line_and_fix(monkeypatch: pytest.MonkeyP
     assert "fix:" in lines[i + 1] and "apparmor_restrict_unprivileged_userns=0" in lines[i + 1]
 
 
-@pytest.mark.parametrize("command", [["up", "x.yaml"], ["exec", "caller", "--", "true"], ["down"]])
-def test_up_exec_down_as_a_normal_user_say_they_need_root(
-    command: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+def test_up_as_a_normal_user_starts_a_holder(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    monkeypatch.setattr(rootless, "rootless_status", lambda: rootless.RootlessStatus(True, "ok"))
+    held: list[str] = []
+    monkeypatch.setattr(rootless, "start_held", lambda: held.append("up"))
+    monkeypatch.setattr(rootless, "enter", lambda: pytest.fail("up must keep its namespaces: start_held"))
+    cli._enter_rootless(cli.build_parser().parse_args(["up", "x.yaml"]))
+    assert held == ["up"]
+
+
+@pytest.mark.parametrize("command", [["exec", "caller", "--", "true"], ["down"]])
+def test_exec_down_as_a_normal_user_with_nothing_up_say_so(
+    command: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     monkeypatch.setattr(os, "geteuid", lambda: 1000)
-    entered: list[bool] = []
-    monkeypatch.setattr(rootless, "enter", lambda: entered.append(True))
+    monkeypatch.setattr(rootless, "holders_dir", lambda uid=None: tmp_path / "none")
     assert cli.main(command) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and err.startswith("testbed: error: ")
-    assert f"`testbed {command[0]}` needs root" in err
-    assert "docs/rootless.md" in err
-    assert not entered
+    assert err.count("\n") == 1 and err.startswith("testbed: error: nothing is up")
+    assert "rootless sessions" in err
+
+
+def test_exec_down_join_the_holder_named_by_run_id(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    joined: list[tuple[str | None, bool]] = []
+    monkeypatch.setattr(rootless, "join_held", lambda rid, forget=False: joined.append((rid, forget)) or "abc123")
+    cli._enter_rootless(cli.build_parser().parse_args(["exec", "--run", "abc123", "caller", "--", "true"]))
+    cli._enter_rootless(cli.build_parser().parse_args(["down", "--run", "abc123"]))
+    assert joined == [("abc123", False), ("abc123", True)]  # only `down` forgets the holder
+
+
+def test_live_holders_keeps_running_ones_and_drops_stale_records(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setattr(rootless, "holders_dir", lambda uid=None: tmp_path)
+    me = os.getpid()
+    (tmp_path / "aaaaaa").write_text(json.dumps({"pid": me, "start_ticks": rootless._start_ticks(me)}))
+    (tmp_path / "bbbbbb").write_text(json.dumps({"pid": me, "start_ticks": 1}))  # a recycled pid
+    (tmp_path / "cccccc").write_text("not json")
+    assert rootless.live_holders() == {"aaaaaa": me}
+    assert not (tmp_path / "bbbbbb").exists()
+
+
+def test_the_holders_directory_must_be_private(tmp_path: Path) -> None:
+    d = tmp_path / "h"
+    assert rootless._own_dir(d) == d and d.stat().st_mode & 0o777 == 0o700
+    d.chmod(0o777)  # as another user could leave it in /tmp
+    with pytest.raises(OSError, match="not a private directory"):
+        rootless._own_dir(d)
 
 
 def test_run_as_a_normal_user_where_user_namespaces_are_off_names_the_sysctl_and_fix(
@@ -130,7 +168,7 @@ def test_run_matrix_doctor_as_a_normal_user_enter_the_namespaces(monkeypatch: py
     entered: list[str] = []
     for command in ("run", "matrix", "doctor", "classify", "profiles"):
         monkeypatch.setattr(rootless, "enter", lambda c=command: entered.append(c))
-        cli._enter_rootless(command)
+        cli._enter_rootless(argparse.Namespace(command=command))
     assert entered == ["run", "matrix", "doctor"]  # classify and profiles need no privileges
 
 
