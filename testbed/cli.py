@@ -242,8 +242,8 @@ def _cmd_clean(args: argparse.Namespace) -> int:
     if os.geteuid() != 0:
         # A rootless run's namespaces, mounts and processes die with it (testbed/net/rootless.py).
         print(
-            "nothing to clean for rootless runs: they leave nothing behind. Runs started as root are "
-            "cleaned by root: sudo .venv/bin/testbed clean"
+            "nothing to clean for rootless runs: they leave nothing behind (a rootless `up` session ends with "
+            "`testbed down`). Runs started as root are cleaned by root: sudo .venv/bin/testbed clean"
         )
         return 0
     require_privileges("remove network namespaces")
