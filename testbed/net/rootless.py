@@ -15,7 +15,7 @@ iptables rules, the NFQUEUE binding, TUN devices, /proc/sys/net. Nothing it does
   every process left in it, and the namespaces die with their last process: nothing to clean.
 
 Three processes: the *outer* process (the user's, in the new user namespace) waits for the *init*
-(PID 1 of the new PID namespace), which reaps every orphan and waits for the *worker* (PID 2), which
+(PID 1 of the new PID namespace), which reaps every orphan and waits for the *worker*, which
 returns from :func:`enter` and goes on as the ordinary command. Signals sent with ``kill`` to the outer
 process or the init are passed down to the worker; a terminal's Ctrl-C reaches the worker directly
 (the three share a process group), so it is not passed on a second time.
@@ -40,15 +40,22 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from types import FrameType
+from typing import Any, Final
 
 __all__ = [
     "ENV_MARK",
     "RootlessStatus",
     "enter",
     "in_rootless",
+    "join_held",
+    "live_holders",
     "needs_rootless",
+    "probe_userns",
+    "read_sysctl",
+    "report_held",
     "rootless_status",
+    "start_held",
 ]
 
 CLONE_NEWNS: Final = 0x00020000
@@ -242,6 +249,23 @@ def _supervise(child: int, *, reap_all: bool, hold: bool = False) -> int:
                     return code
 
 
+_Handler = Callable[[int, FrameType | None], Any] | int | None
+
+
+def _python_handlers() -> dict[signal.Signals, _Handler]:
+    return {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+
+def _restore(handlers: dict[signal.Signals, _Handler], mask: set[int | signal.Signals]) -> None:
+    """In the worker: the command's own signal handling, as before the forks. testbed.net resets
+    SIGINT/SIGTERM to the default in every forked child (for pyroute2's helpers), which would make
+    Ctrl-C kill the worker outright instead of raising KeyboardInterrupt and unwinding the run."""
+    for sig, handler in handlers.items():
+        if handler is not None:
+            signal.signal(sig, handler)
+    signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+
+
 def _others_in_pid_namespace() -> bool:
     """Any process but us (the init, PID 1) in our PID namespace (/proc is its own)."""
     return any(e.isdigit() and e != "1" for e in os.listdir("/proc"))
@@ -256,6 +280,7 @@ def enter(*, hold: bool = False, worker_fds: tuple[int, ...] = ()) -> None:
     process, before anything was forked) when the kernel refuses. ``worker_fds`` are closed in
     the outer process and the init (a pipe whose reader waits for the worker's end-of-file)."""
     uid, gid = os.geteuid(), os.getegid()
+    handlers = _python_handlers()
     _unshare(uid, gid)
     old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, {*FORWARDED, signal.SIGCHLD})
     sys.stdout.flush()
@@ -291,7 +316,7 @@ def enter(*, hold: bool = False, worker_fds: tuple[int, ...] = ()) -> None:
         if hold:
             _quiet_stdio()
         os._exit(_supervise(worker, reap_all=True, hold=hold))
-    signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+    _restore(handlers, old_mask)
 
 
 def _quiet_stdio() -> None:
@@ -434,6 +459,7 @@ def join_held(run_id: str | None, *, forget: bool = False) -> str:
     with contextlib.suppress(OSError):
         os.chdir(cwd)  # joining a mount namespace moved us to its root
     os.environ[ENV_MARK] = "1"
+    handlers = _python_handlers()
     old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, {*FORWARDED, signal.SIGCHLD})
     sys.stdout.flush()
     sys.stderr.flush()
@@ -444,5 +470,5 @@ def join_held(run_id: str | None, *, forget: bool = False) -> str:
             with contextlib.suppress(OSError):
                 record.unlink()
         os._exit(code)
-    signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+    _restore(handlers, old_mask)
     return rid

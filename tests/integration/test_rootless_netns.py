@@ -11,7 +11,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import pty
 import secrets
+import select
 import signal
 import subprocess
 import sys
@@ -246,3 +248,46 @@ def test_up_exec_down_as_a_normal_user(user: str, unchanged_host: dict[str, str]
             cli("down")
     assert _wait_gone(uid, 30) == [], "processes of a rootless session outlived `down`"
     assert _mounts() == mounts
+
+
+def test_ctrl_c_in_a_terminal_unwinds_a_rootless_run(user: str, unchanged_host: dict[str, str]) -> None:
+    # A terminal's Ctrl-C reaches every process of the foreground group: the worker must get
+    # KeyboardInterrupt (not die of SIGINT) and remove what it made, as under root. setpriv, not
+    # runuser: runuser turns the terminal's SIGINT into a SIGTERM of its own to the child.
+    testbed = _testbed()
+    _require_reachable(user, testbed)
+    uid = _uid(user)
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: become the user and run testbed on the terminal
+        os.chdir(REPO)
+        argv = ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", str(testbed), "run", str(BASELINE)]
+        try:
+            os.execvp(argv[0], argv)
+        finally:
+            os._exit(127)  # never back into pytest in the child
+    out = b""
+    try:
+        deadline = time.monotonic() + 180
+        while b"connected at" not in out and time.monotonic() < deadline:
+            if select.select([fd], [], [], 1)[0]:
+                try:
+                    out += os.read(fd, 4096)
+                except OSError:
+                    break
+        assert b"connected at" in out, out.decode(errors="replace")
+        os.write(fd, b"\x03")
+        while True:
+            try:
+                chunk = os.read(fd, 4096)
+            except OSError:  # EIO: every process of the run closed the terminal
+                break
+            if not chunk:
+                break
+            out += chunk
+    finally:
+        code = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+        os.close(fd)
+    text = out.decode(errors="replace")
+    assert code == 130, text[-2000:]
+    assert "interrupted; everything the run created was removed" in text
+    assert _wait_gone(uid, 30) == []
