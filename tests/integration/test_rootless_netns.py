@@ -14,6 +14,7 @@ import os
 import pty
 import secrets
 import select
+import shutil
 import signal
 import subprocess
 import sys
@@ -23,6 +24,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from testbed.net.rootless import holders_dir
 
 pytestmark = pytest.mark.netns
 
@@ -39,13 +42,26 @@ def user() -> Iterator[str]:
         check=True,
         capture_output=True,
     )
+    uid = _uid(name)
     try:
         yield name
     finally:
-        for pid in _pids_of(_uid(name)):  # only the throwaway user's processes, by id
+        for pid in _pids_of(uid):  # only the throwaway user's processes, by id
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+        shutil.rmtree(holders_dir(uid), ignore_errors=True)  # a rootless `up`'s records
         subprocess.run(["userdel", name], check=False, capture_output=True)
+
+
+@pytest.fixture
+def out(user: str) -> Iterator[Path]:
+    """A directory the user may write (--json files), removed at the end."""
+    path = Path(tempfile.mkdtemp(prefix="tb-rootless-"))
+    os.chown(path, _uid(user), -1)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def _testbed() -> Path:
@@ -104,18 +120,13 @@ def _wait_gone(uid: int, timeout_s: float) -> list[int]:
     return left
 
 
-def _out_dir(uid: int) -> Path:
-    out = Path(tempfile.mkdtemp(prefix="tb-rootless-"))
-    os.chown(out, uid, -1)
-    return out
-
-
-def test_a_normal_user_runs_the_baseline_and_the_host_is_untouched(user: str, unchanged_host: dict[str, str]) -> None:
+def test_a_normal_user_runs_the_baseline_and_the_host_is_untouched(
+    user: str, out: Path, unchanged_host: dict[str, str]
+) -> None:
     # unchanged_host (conftest.py): namespaces, links, addresses, routes, iptables, /run/testbed.
     testbed = _testbed()
     _require_reachable(user, testbed)
     uid = _uid(user)
-    out = _out_dir(uid)
     mounts = _mounts()
     done = subprocess.run(
         ["runuser", "-u", user, "--", str(testbed), "run", str(BASELINE), "--json", str(out / "r.json")],
@@ -159,11 +170,12 @@ def _wait_connected(runner: subprocess.Popen[str]) -> list[str]:
     pytest.fail(f"the rootless run ended before its call connected (exit {runner.wait()}): {''.join(lines)}")
 
 
-def test_sigterm_to_a_rootless_run_is_passed_on_and_it_unwinds(user: str, unchanged_host: dict[str, str]) -> None:
+def test_sigterm_to_a_rootless_run_is_passed_on_and_it_unwinds(
+    user: str, out: Path, unchanged_host: dict[str, str]
+) -> None:
     testbed = _testbed()
     _require_reachable(user, testbed)
     uid = _uid(user)
-    out = _out_dir(uid)
     runner = _start(user, testbed, out)
     try:
         _wait_connected(runner)
@@ -182,11 +194,12 @@ def test_sigterm_to_a_rootless_run_is_passed_on_and_it_unwinds(user: str, unchan
             runner.stderr.close()
 
 
-def test_a_rootless_run_killed_with_sigkill_leaves_nothing(user: str, unchanged_host: dict[str, str]) -> None:
+def test_a_rootless_run_killed_with_sigkill_leaves_nothing(
+    user: str, out: Path, unchanged_host: dict[str, str]
+) -> None:
     testbed = _testbed()
     _require_reachable(user, testbed)
     uid = _uid(user)
-    out = _out_dir(uid)
     mounts = _mounts()
     runner = _start(user, testbed, out)
     try:
@@ -208,11 +221,10 @@ def test_a_rootless_run_killed_with_sigkill_leaves_nothing(user: str, unchanged_
     assert not (out / "r.json").exists()  # killed before it could write: nothing pretends to be a result
 
 
-def test_up_exec_down_as_a_normal_user(user: str, unchanged_host: dict[str, str]) -> None:
+def test_up_exec_down_as_a_normal_user(user: str, out: Path, unchanged_host: dict[str, str]) -> None:
     testbed = _testbed()
     _require_reachable(user, testbed)
     uid = _uid(user)
-    out = _out_dir(uid)
     scenario = out / "idle.yaml"
     scenario.write_text("name: rootless-idle\nnodes:\n  caller: {side: inside}\n  server: {side: outside}\n")
     mounts = _mounts()
@@ -232,6 +244,8 @@ def test_up_exec_down_as_a_normal_user(user: str, unchanged_host: dict[str, str]
         up = cli("up", str(scenario), "--json", str(out / "counters.json"))
         assert up.returncode == 0, up.stdout + up.stderr
         assert "up: rootless-idle" in up.stdout
+        (record,) = holders_dir(uid).iterdir()  # named by run id, in a private directory of the user's
+        assert f"(run {record.name})" in up.stdout and holders_dir(uid).stat().st_mode & 0o777 == 0o700
         # ...while the holder keeps the network for later commands.
         assert len(_pids_of(uid)) >= 3
         ping = cli("exec", "caller", "--", "sh", "-c", 'ping -c 2 -W 5 "$TESTBED_ADDR_SERVER"')
@@ -242,6 +256,7 @@ def test_up_exec_down_as_a_normal_user(user: str, unchanged_host: dict[str, str]
         assert down.returncode == 0, down.stdout + down.stderr
         counters = json.loads((out / "counters.json").read_text())
         assert counters["censor"]["packets"] >= 4  # the two pings and their replies went through the censor
+        assert list(holders_dir(uid).iterdir()) == []  # `down` forgot the holder
         assert cli("down").returncode == 2  # nothing is up any more
     finally:
         if _pids_of(uid):
