@@ -1,9 +1,11 @@
 """Rootless runs: a scenario run by an unprivileged user works, and leaves the host as it was.
 
 Runs as root (to create a throwaway system user and to see the whole host), then runs testbed as
-that user. The venv must be reachable by that user: a venv whose interpreter lives under a 0700
-directory (e.g. a pyenv in /root) fails this test with a message saying so, never a silent skip;
-TESTBED_ROOTLESS_VENV names another venv (e.g. one made with /usr/bin/python3) to use instead.
+that user. The user must reach a venv: the project's own when every directory above it is open to
+others; otherwise (CI's venv is made with a pyenv python under /root, mode 0700) a venv made once
+for this module with the system's /usr/bin/python3 and `pip install` of this repository, in a
+temporary directory under /var/tmp, removed at the end. TESTBED_ROOTLESS_VENV names another venv.
+The scenario is copied where the user can read it (the clone may be under a 0700 directory too).
 """
 
 from __future__ import annotations
@@ -31,6 +33,51 @@ pytestmark = pytest.mark.netns
 
 REPO = Path(__file__).resolve().parents[2]
 BASELINE = REPO / "scenarios" / "baseline.yaml"
+SYSTEM_PYTHON = Path("/usr/bin/python3")
+
+
+def _open_to_others(path: Path) -> bool:
+    """Every directory above ``path`` is searchable by others, and ``path`` is executable by them."""
+    path = path.resolve()
+    return all(os.stat(p).st_mode & 0o001 for p in [*path.parents, path])
+
+
+@pytest.fixture(scope="module")
+def reachable() -> Iterator[tuple[Path, Path]]:
+    """(a testbed executable, the baseline scenario) that an unprivileged user can reach."""
+    base = Path(tempfile.mkdtemp(prefix="tb-rootless-", dir="/var/tmp"))
+    try:
+        base.chmod(0o755)
+        scenario = base / "baseline.yaml"
+        shutil.copyfile(BASELINE, scenario)
+        scenario.chmod(0o644)
+        own = Path(sys.prefix) / "bin" / "testbed"
+        if os.environ.get("TESTBED_ROOTLESS_VENV"):
+            testbed = Path(os.environ["TESTBED_ROOTLESS_VENV"]) / "bin" / "testbed"
+        elif _open_to_others(own) and _open_to_others(Path(sys.executable)) and _open_to_others(REPO):
+            testbed = own
+        else:
+            testbed = _system_venv(base / "venv")
+        yield testbed, scenario
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def _system_venv(venv: Path) -> Path:
+    if not SYSTEM_PYTHON.exists():
+        pytest.fail(
+            f"this project's venv ({sys.prefix}) is not reachable by other users and there is no {SYSTEM_PYTHON} "
+            "to make one that is: install python3 and python3-venv (apt-get install python3-venv), or set "
+            "TESTBED_ROOTLESS_VENV to a venv outside 0700 directories"
+        )
+    for argv in (
+        [str(SYSTEM_PYTHON), "-m", "venv", str(venv)],
+        [str(venv / "bin" / "pip"), "install", "-q", str(REPO)],
+    ):
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=900, check=False)
+        if done.returncode != 0:
+            pytest.fail(f"making a venv other users can reach failed: {' '.join(argv)}: {done.stderr[-2000:]}")
+    return venv / "bin" / "testbed"
 
 
 @pytest.fixture
@@ -64,15 +111,10 @@ def out(user: str) -> Iterator[Path]:
         shutil.rmtree(path, ignore_errors=True)
 
 
-def _testbed() -> Path:
-    venv = Path(os.environ.get("TESTBED_ROOTLESS_VENV") or sys.prefix)
-    return venv / "bin" / "testbed"
-
-
-def _require_reachable(user: str, testbed: Path) -> None:
-    """The user must be able to run the venv's testbed and its interpreter, and read the repo."""
+def _require_reachable(user: str, testbed: Path, scenario: Path) -> None:
+    """The user must be able to run the venv's testbed and its interpreter, and read the scenario."""
     interpreter = (testbed.parent / "python").resolve()
-    for path, test in ((testbed, "-x"), (interpreter, "-x"), (BASELINE, "-r")):
+    for path, test in ((testbed, "-x"), (interpreter, "-x"), (scenario, "-r")):
         done = subprocess.run(["runuser", "-u", user, "--", "test", test, str(path)], check=False)
         if done.returncode != 0:
             blocked = next((p for p in [*reversed(path.parents), path] if not os.stat(p).st_mode & 0o001), path)
@@ -80,7 +122,7 @@ def _require_reachable(user: str, testbed: Path) -> None:
                 f"{path} is not reachable by an unprivileged user ({blocked} has mode "
                 f"{os.stat(blocked).st_mode & 0o777:o}): a rootless run needs a venv and repo outside 0700 "
                 "directories; make a venv with a system python (/usr/bin/python3 -m venv V && V/bin/pip install "
-                "-e .) and set TESTBED_ROOTLESS_VENV=V"
+                ".) and set TESTBED_ROOTLESS_VENV=V"
             )
 
 
@@ -121,16 +163,16 @@ def _wait_gone(uid: int, timeout_s: float) -> list[int]:
 
 
 def test_a_normal_user_runs_the_baseline_and_the_host_is_untouched(
-    user: str, out: Path, unchanged_host: dict[str, str]
+    user: str, out: Path, unchanged_host: dict[str, str], reachable: tuple[Path, Path]
 ) -> None:
     # unchanged_host (conftest.py): namespaces, links, addresses, routes, iptables, /run/testbed.
-    testbed = _testbed()
-    _require_reachable(user, testbed)
+    testbed, scenario = reachable
+    _require_reachable(user, testbed, scenario)
     uid = _uid(user)
     mounts = _mounts()
     done = subprocess.run(
-        ["runuser", "-u", user, "--", str(testbed), "run", str(BASELINE), "--json", str(out / "r.json")],
-        cwd=REPO,
+        ["runuser", "-u", user, "--", str(testbed), "run", str(scenario), "--json", str(out / "r.json")],
+        cwd=out,
         capture_output=True,
         text=True,
         timeout=240,
@@ -149,10 +191,10 @@ def test_a_normal_user_runs_the_baseline_and_the_host_is_untouched(
     assert _mounts() == mounts
 
 
-def _start(user: str, testbed: Path, out: Path) -> subprocess.Popen[str]:
+def _start(user: str, testbed: Path, scenario: Path, out: Path) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        ["runuser", "-u", user, "--", str(testbed), "run", str(BASELINE), "--json", str(out / "r.json")],
-        cwd=REPO,
+        ["runuser", "-u", user, "--", str(testbed), "run", str(scenario), "--json", str(out / "r.json")],
+        cwd=out,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
@@ -171,12 +213,12 @@ def _wait_connected(runner: subprocess.Popen[str]) -> list[str]:
 
 
 def test_sigterm_to_a_rootless_run_is_passed_on_and_it_unwinds(
-    user: str, out: Path, unchanged_host: dict[str, str]
+    user: str, out: Path, unchanged_host: dict[str, str], reachable: tuple[Path, Path]
 ) -> None:
-    testbed = _testbed()
-    _require_reachable(user, testbed)
+    testbed, scenario = reachable
+    _require_reachable(user, testbed, scenario)
     uid = _uid(user)
-    runner = _start(user, testbed, out)
+    runner = _start(user, testbed, scenario, out)
     try:
         _wait_connected(runner)
         (outer,) = [p for p in _pids_of(uid) if _ppid(p) == runner.pid]
@@ -195,13 +237,13 @@ def test_sigterm_to_a_rootless_run_is_passed_on_and_it_unwinds(
 
 
 def test_a_rootless_run_killed_with_sigkill_leaves_nothing(
-    user: str, out: Path, unchanged_host: dict[str, str]
+    user: str, out: Path, unchanged_host: dict[str, str], reachable: tuple[Path, Path]
 ) -> None:
-    testbed = _testbed()
-    _require_reachable(user, testbed)
+    testbed, scenario = reachable
+    _require_reachable(user, testbed, scenario)
     uid = _uid(user)
     mounts = _mounts()
-    runner = _start(user, testbed, out)
+    runner = _start(user, testbed, scenario, out)
     try:
         _wait_connected(runner)
         pids = _pids_of(uid)
@@ -221,11 +263,13 @@ def test_a_rootless_run_killed_with_sigkill_leaves_nothing(
     assert not (out / "r.json").exists()  # killed before it could write: nothing pretends to be a result
 
 
-def test_up_exec_down_as_a_normal_user(user: str, out: Path, unchanged_host: dict[str, str]) -> None:
-    testbed = _testbed()
-    _require_reachable(user, testbed)
+def test_up_exec_down_as_a_normal_user(
+    user: str, out: Path, unchanged_host: dict[str, str], reachable: tuple[Path, Path]
+) -> None:
+    testbed, scenario = reachable
+    _require_reachable(user, testbed, scenario)
     uid = _uid(user)
-    scenario = out / "idle.yaml"
+    scenario = out / "idle.yaml"  # (the baseline is not used here)
     scenario.write_text("name: rootless-idle\nnodes:\n  caller: {side: inside}\n  server: {side: outside}\n")
     mounts = _mounts()
 
@@ -265,17 +309,19 @@ def test_up_exec_down_as_a_normal_user(user: str, out: Path, unchanged_host: dic
     assert _mounts() == mounts
 
 
-def test_ctrl_c_in_a_terminal_unwinds_a_rootless_run(user: str, unchanged_host: dict[str, str]) -> None:
+def test_ctrl_c_in_a_terminal_unwinds_a_rootless_run(
+    user: str, unchanged_host: dict[str, str], reachable: tuple[Path, Path]
+) -> None:
     # A terminal's Ctrl-C reaches every process of the foreground group: the worker must get
     # KeyboardInterrupt (not die of SIGINT) and remove what it made, as under root. setpriv, not
     # runuser: runuser turns the terminal's SIGINT into a SIGTERM of its own to the child.
-    testbed = _testbed()
-    _require_reachable(user, testbed)
+    testbed, scenario = reachable
+    _require_reachable(user, testbed, scenario)
     uid = _uid(user)
     pid, fd = pty.fork()
     if pid == 0:  # the child: become the user and run testbed on the terminal
-        os.chdir(REPO)
-        argv = ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", str(testbed), "run", str(BASELINE)]
+        os.chdir(scenario.parent)
+        argv = ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", str(testbed), "run", str(scenario)]
         try:
             os.execvp(argv[0], argv)
         finally:
