@@ -239,6 +239,13 @@ def _cmd_clean(args: argparse.Namespace) -> int:
     from testbed.net.clean import clean
     from testbed.net.privileges import require_privileges
 
+    if os.geteuid() != 0:
+        # A rootless run's namespaces, mounts and processes die with it (testbed/net/rootless.py).
+        print(
+            "nothing to clean for rootless runs: they leave nothing behind (a rootless `up` session ends with "
+            "`testbed down`). Runs started as root are cleaned by root: sudo .venv/bin/testbed clean"
+        )
+        return 0
     require_privileges("remove network namespaces")
     report = clean()
     for ns in report.removed_netns:
@@ -518,6 +525,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     SIGPIPE ended."""
     try:
         code = _main(argv)
+        _report_held(code)
     except BrokenPipeError:
         _silence_stdout()
         return 128 + signal.SIGPIPE
@@ -530,6 +538,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     return code
 
 
+def _report_held(code: int) -> None:
+    """A rootless `up`'s worker tells the user's process how it ended (testbed/net/rootless.py)."""
+    from testbed.net import rootless
+
+    _flush_stdout()
+    rootless.report_held(code)
+
+
 def _flush_stdout() -> None:
     try:
         sys.stdout.flush()
@@ -537,10 +553,56 @@ def _flush_stdout() -> None:
         _silence_stdout()
 
 
+# Commands that build namespaces: a normal user runs them rootless (testbed/net/rootless.py).
+ROOTLESS_COMMANDS = frozenset({"run", "matrix", "doctor", "up"})
+# Commands that join the namespaces a rootless `up` keeps.
+JOIN_COMMANDS = frozenset({"exec", "down"})
+
+
+def _enter_rootless(args: argparse.Namespace) -> None:
+    """Not root: re-enter the command in namespaces of our own (this returns in the worker process),
+    or say why it cannot run."""
+    from testbed.errors import PrivilegeError
+    from testbed.net import rootless
+
+    command = args.command
+    if not rootless.needs_rootless() or command not in ROOTLESS_COMMANDS | JOIN_COMMANDS:
+        return
+    if command in JOIN_COMMANDS:
+        try:
+            rootless.join_held(args.run, forget=command == "down")
+        except LookupError as exc:
+            raise UsageError(f"{exc} (as a normal user: rootless sessions; root's are seen by root)") from None
+        except OSError as exc:
+            raise PrivilegeError(f"rootless mode: cannot join the session's namespaces ({exc})") from None
+        return
+    status = rootless.rootless_status()
+    if not status.available:
+        if command == "doctor":
+            return  # it reports the rootless check (and its fix) itself
+        raise PrivilegeError(
+            f"testbed needs root or a user namespace to build networks, and {status.detail}. "
+            f"Fix: {status.fix} (`testbed doctor` checks everything)"
+        )
+    try:
+        if command == "up":
+            rootless.start_held()
+        else:
+            rootless.enter()
+    except OSError as exc:
+        if command == "doctor":
+            return  # its rootless check tries again and reports the kernel's refusal with a fix
+        raise PrivilegeError(
+            f"rootless mode: the kernel refused a user namespace ({exc}); run as root "
+            "(sudo .venv/bin/testbed ...), or see `testbed doctor`"
+        ) from None
+
+
 def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        _enter_rootless(args)
         return int(args.func(args))
     except TestbedError as exc:
         print(f"testbed: error: {exc}", file=sys.stderr)

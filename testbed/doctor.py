@@ -17,6 +17,7 @@ from typing import TextIO
 
 from testbed.net import names
 from testbed.net.privileges import missing_caps
+from testbed.net.rootless import RootlessStatus, in_rootless, probe_userns, read_sysctl, rootless_status
 from testbed.scenario.app_schema import PACKAGES
 
 SETUP_HINT = "run the README's setup command (scripts/setup.sh)"
@@ -49,13 +50,46 @@ def _linux() -> Check:
 def _privileges() -> Check:
     missing = missing_caps()
     if not missing:
-        return Check("privileges (CAP_NET_ADMIN, CAP_SYS_ADMIN)", True, f"uid {os.geteuid()}")
+        who = "root of a user namespace (rootless mode)" if in_rootless() else f"uid {os.geteuid()}"
+        return Check("privileges (CAP_NET_ADMIN, CAP_SYS_ADMIN)", True, who)
     return Check(
         "privileges (CAP_NET_ADMIN, CAP_SYS_ADMIN)",
         False,
         f"missing {', '.join(missing)}",
         "run as root: sudo .venv/bin/testbed ...",
     )
+
+
+ROOTLESS_CHECK = "rootless mode (user namespaces)"
+
+
+def _rootless(
+    read: Callable[[str], str | None] = read_sysctl,
+    *,
+    root: bool | None = None,
+    probe: Callable[[], str | None] = probe_userns,
+) -> Check:
+    """Which mode runs scenarios here: root, rootless (testbed/net/rootless.py), or neither and why.
+
+    ``read`` reads a sysctl, ``root`` says whether we are real root and ``probe`` tries a user
+    namespace (tests inject all three). Root does not need rootless mode: for root an unavailable
+    one is reported, with its fix, not failed."""
+    status = rootless_status(read)
+    if status.available and not in_rootless() and (error := probe()) is not None:
+        status = RootlessStatus(
+            False,
+            f"the kernel refuses a user namespace although no known switch forbids it ({error})",
+            "in a container, allow unshare(CLONE_NEWUSER) (seccomp/LSM profile), or run testbed as root",
+        )
+    if in_rootless():
+        return Check(ROOTLESS_CHECK, True, "in use: " + status.detail)
+    if root if root is not None else os.geteuid() == 0:
+        if status.available:
+            return Check(ROOTLESS_CHECK, True, "root mode in use; " + status.detail)
+        return Check(
+            ROOTLESS_CHECK, True, f"root mode in use; not for normal users: {status.detail} (fix: {status.fix})"
+        )
+    return Check(ROOTLESS_CHECK, status.available, status.detail, status.fix)
 
 
 def _package(module: str, dist: str) -> Callable[[], Check]:
@@ -183,15 +217,31 @@ VPN_BINARIES: tuple[tuple[str, str], ...] = (
 TUN_DEVICE = Path("/dev/net/tun")
 
 
-def _tun() -> Check:
-    """wireguard-go and openvpn open the kernel's TUN device; namespaces share the host's /dev."""
-    ok = TUN_DEVICE.is_char_device()
-    detail = "character device" if ok else ("not a character device" if TUN_DEVICE.exists() else "missing")
-    return Check(f"TUN device {TUN_DEVICE}", ok, detail, "modprobe tun (needed by VPN apps: WireGuard, OpenVPN)")
+def _tun(
+    device: Path | None = None, *, rootless: bool | None = None, access: Callable[[Path, int], bool] = os.access
+) -> Check:
+    """wireguard-go and openvpn open the kernel's TUN device; namespaces share the host's /dev.
+
+    Rootless, the device's mode decides (root of a user namespace is nobody to a file of the host's
+    root): udev's default is 0666, a /dev made without udev (containers) may have 0600."""
+    device = TUN_DEVICE if device is None else device
+    name = f"TUN device {device}"
+    if not device.is_char_device():
+        detail = "not a character device" if device.exists() else "missing"
+        return Check(name, False, detail, "modprobe tun (needed by VPN apps: WireGuard, OpenVPN)")
+    if rootless if rootless is not None else (in_rootless() or os.geteuid() != 0):
+        if not access(device, os.R_OK | os.W_OK):
+            return Check(
+                name,
+                False,
+                f"not usable in rootless mode (mode {device.stat().st_mode & 0o777:o}): VPN apps cannot open it",
+                f"as root: chmod 0666 {device} (udev's default; only VPN apps need it), or run testbed as root",
+            )
+    return Check(name, True, "character device")
 
 
 def run_doctor(out: TextIO) -> int:
-    checks: list[Check] = [_linux(), _python(), _privileges()]
+    checks: list[Check] = [_linux(), _python(), _privileges(), _rootless()]
     for module, dist in (
         ("aiortc", "aiortc"),
         ("pyroute2", "pyroute2"),
