@@ -149,11 +149,9 @@ class NatType(str, Enum):
 
 
 class IpMode(str, Enum):
-    """Which IP versions a run's network carries (``ip:``).
-
-    The default stays ``v4`` (issue 13 wants ``dual``): with ``dual`` the default suite's
-    ``symmetric-nat-needs-relay`` connects directly over IPv6, which has no NAT, so the default
-    waits until such scenarios say ``ip: v4`` (README, "IPv6").
+    """Which IP versions a run's network carries (``ip:``). The default is ``dual``: ICE gathers
+    IPv6 candidates first, as real networks let it. NAT types are IPv4-only (there is no NAT66),
+    so a scenario about NAT says ``ip: v4`` (README, "IPv6").
     """
 
     V4 = "v4"
@@ -353,8 +351,8 @@ class Scenario(_Frozen):
     source: str | list[str] | None = None
     """Where the emulated behaviour comes from (paper, thread, measurement)."""
     seed: int = Field(0, ge=0, le=2**63 - 1)
-    ip: IpMode = IpMode.V4
-    """IP versions of the network: ``v4``, ``v6`` or ``dual`` (README, "IPv6")."""
+    ip: IpMode = IpMode.DUAL
+    """IP versions of the network: ``v4``, ``v6`` or ``dual`` (the default; README, "IPv6")."""
     timeout: Timeout | None = None
     """Hard limit for the whole scenario; default: the longest call plus a margin."""
     nodes: dict[str, NodeSpec] = Field(default_factory=_default_nodes)

@@ -156,7 +156,7 @@ def problems(text: str, names: Names) -> list[str]:
             continue
         if part.kind is Kind.ADDR6 and not names.ipv6:
             out.append(
-                f"{part}: this scenario's network is IPv4-only (`ip: v4`, the default); "
+                f"{part}: this scenario's network is IPv4-only (`ip: v4`); "
                 f"set `ip: dual` (or `v6`) at the top level, or use {{addr:{part.arg}}}"
             )
         elif part.kind in (Kind.ADDR, Kind.ADDR6, Kind.CERT, Kind.KEY) and part.arg not in names.nodes:

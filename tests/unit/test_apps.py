@@ -87,7 +87,6 @@ def test_placeholders_render_with_literal_braces() -> None:
     ("word", "expected"),
     [
         ("{nope}", "unknown placeholder {nope}"),
-        ("{addr6:server}", "network is IPv4-only (`ip: v4`, the default); set `ip: dual`"),
         ("{addr:ghost}", "{addr:ghost} names no node"),
         ("{cert:caller}", "runs no https or quic service"),
         ("{cert}", "{cert} needs a node"),
@@ -101,6 +100,12 @@ def test_bad_placeholders_are_errors_at_their_line(word: str, expected: str) -> 
     err = load(f'      - {{name: a, run: [socat, "{word}"]}}\n')
     assert expected in str(err)
     assert err.line == 8 and err.key == "nodes.server.apps[0].run[1]"
+
+
+def test_an_ipv6_address_in_an_ipv4_only_network_is_an_error() -> None:
+    with pytest.raises(ScenarioError) as exc:
+        parse_scenario("ip: v4\n" + scenario('      - {name: a, run: [socat, "{addr6:server}"]}\n'), "s.yaml")
+    assert "network is IPv4-only (`ip: v4`); set `ip: dual`" in str(exc.value)
 
 
 def test_placeholders_in_env_files_and_probes_are_checked_too() -> None:

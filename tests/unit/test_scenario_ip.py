@@ -28,9 +28,9 @@ def error(text: str) -> ScenarioError:
     return info.value
 
 
-def test_ip_defaults_to_v4_until_the_namespace_side_exists() -> None:
-    assert parse_scenario(scenario()).ip is IpMode.V4
-    assert parse_scenario(scenario("dual")).ip is IpMode.DUAL
+def test_ip_defaults_to_dual_stack() -> None:
+    assert parse_scenario(scenario()).ip is IpMode.DUAL
+    assert parse_scenario(scenario("v4")).ip is IpMode.V4
     assert parse_scenario(scenario("v6")).ip is IpMode.V6
     assert (IpMode.V4.has_v4, IpMode.V4.has_v6, IpMode.V6.has_v4, IpMode.DUAL.has_v6) == (True, False, False, True)
 
@@ -50,7 +50,7 @@ def test_nat_in_a_v6_only_scenario_is_an_error_naming_the_fix() -> None:
 
 
 def test_addr6_is_an_error_under_v4_naming_the_ip_key() -> None:
-    err = error(scenario(probe="[ping, '{addr6:callee}']"))
+    err = error(scenario("v4", probe="[ping, '{addr6:callee}']"))
     assert err.key == "probes[0].run[1]"
     assert "`ip: v4`" in str(err) and "set `ip: dual`" in str(err) and "{addr:callee}" in str(err)
 

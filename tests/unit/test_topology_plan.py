@@ -17,6 +17,7 @@ from testbed.scenario.model import NatType, Side
 SCENARIO = parse_scenario(
     """
 name: plan
+ip: v4
 nodes:
   caller: {side: inside, nat: symmetric}
   callee: {}
