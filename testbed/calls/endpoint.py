@@ -66,7 +66,6 @@ from testbed.calls.endpoint_report import (
 from testbed.calls.media import FrameSink, MovingBarTrack, ToneTrack
 from testbed.calls.metrics import Arrivals
 from testbed.calls.options import AUDIO_CODECS, VIDEO_CODECS
-from testbed.calls.profiles import with_transaction_id
 from testbed.calls.quality import FreezeDetector, GapRecorder
 from testbed.calls.result import Kind
 from testbed.calls.signalling import (
@@ -88,6 +87,7 @@ from testbed.calls.signalling import (
     Stats,
     encode,
 )
+from testbed.calls.stun_txid import with_transaction_id
 
 # Different tones per side make a capture easy to read (and would show a loop-back).
 TONE_HZ = {Role.CALLER: 440, Role.CALLEE: 660}
