@@ -65,8 +65,8 @@ from testbed.calls.endpoint_report import (
 )
 from testbed.calls.media import FrameSink, MovingBarTrack, OpusToneTrack, ToneTrack, tone_second
 from testbed.calls.metrics import Arrivals
-from testbed.calls.opus_cache import OpusSetting, ToneCache
 from testbed.calls.options import AUDIO_CODECS, VIDEO_CODECS
+from testbed.calls.opus_cache import OpusSetting, ToneCache
 from testbed.calls.quality import FreezeDetector, GapRecorder
 from testbed.calls.result import Kind
 from testbed.calls.signalling import (
