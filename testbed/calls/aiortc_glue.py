@@ -14,6 +14,8 @@ The hooks:
   ``_send`` (:class:`TurnAllocation`): app-profile STUN messages on the media's own 5-tuple.
 * ``aiortc.RTCRtpReceiver._handle_rtp_packet`` is wrapped per receiver (:func:`on_rtp_packet`):
   the DTLS transport's RTP router calls it for each packet after SRTP decryption.
+* ``aiortc.RTCRtpReceiver.__decoder_queue`` (name-mangled) is replaced for audio receivers
+  (:func:`count_instead_of_decoding`): received audio frames are counted, not decoded.
 * ``aiortc.RTCIceTransport._connection._nominated`` (:func:`nominated_pair`).
 * ``aiortc.sdp.SessionDescription`` (an internal module) parses the answer (:func:`answer_codecs`).
 * ``aiortc.codecs.opus.OpusEncoder`` is subclassed (:class:`AppOpusEncoder`: its ``codec``,
@@ -155,6 +157,45 @@ def on_rtp_packet(receiver: RTCRtpReceiver, callback: Callable[[int, int], None]
         await original(packet, arrival_time_ms=arrival_time_ms)
 
     receiver._handle_rtp_packet = tracking  # type: ignore[method-assign]
+
+
+_DECODER_QUEUE = "_RTCRtpReceiver__decoder_queue"
+
+
+class _CountingQueue:
+    """Stands in for a receiver's decoder queue: each complete encoded frame the jitter buffer
+    hands over is counted on the event loop instead of going to the decoder thread; ``None``
+    (aiortc stopping the receiver) still goes through, so the idle decoder thread ends and, as
+    before, ends the remote track."""
+
+    __slots__ = ("_real", "_on_frame")
+
+    def __init__(self, real: Any, on_frame: Callable[[], None]) -> None:
+        self._real = real
+        self._on_frame = on_frame
+
+    def put(self, item: Any) -> None:
+        if item is None:
+            self._real.put(None)
+        else:
+            self._on_frame()
+
+    def get(self) -> Any:
+        return self._real.get()
+
+
+def count_instead_of_decoding(receiver: RTCRtpReceiver, on_frame: Callable[[], None]) -> None:
+    """Call ``on_frame()`` for each complete encoded frame ``receiver`` reassembles, instead of
+    decoding it in aiortc's decoder thread (for the synthetic tone: nothing listens to it, and the
+    thread hand-offs and the Opus decode were a third of a receiving endpoint's CPU).  Works
+    before or after aiortc starts the thread (``receive``), which reads the queue through
+    :class:`_CountingQueue` then."""
+    real = _require(receiver, _DECODER_QUEUE, "aiortc.RTCRtpReceiver")
+    if isinstance(real, _CountingQueue):
+        raise glue_error(f"aiortc.RTCRtpReceiver.{_DECODER_QUEUE}", "is replaced twice")
+    if not (hasattr(real, "put") and hasattr(real, "get")):
+        raise glue_error(f"aiortc.RTCRtpReceiver.{_DECODER_QUEUE}", f"is a {type(real).__name__}, not a queue")
+    setattr(receiver, _DECODER_QUEUE, _CountingQueue(real, on_frame))
 
 
 # -- the Opus encoder ---------------------------------------------------------------------------

@@ -406,6 +406,8 @@ class Endpoint:
                 self._hooked.add(id(receiver))
                 kind = receiver.track.kind if receiver.track is not None else "audio"
                 aiortc_glue.on_rtp_packet(receiver, self._rtp_counter(kind))
+                if kind == "audio" and not _live_opus():
+                    aiortc_glue.count_instead_of_decoding(receiver, self._frame_counter(kind))
         if self.pc.sctp is not None:
             self._hook_dtls(self.pc.sctp.transport)
 
@@ -422,6 +424,15 @@ class Endpoint:
             if gaps is not None:
                 gaps.add(now)
             self._silences.add(now)
+
+        return count
+
+    def _frame_counter(self, kind: str) -> Callable[[], None]:
+        def count() -> None:
+            # The sink of the current ICE session (a restart makes new receivers and sinks).
+            sink = self._sinks.get(kind)
+            if sink is not None:
+                sink.count()
 
         return count
 
@@ -500,9 +511,9 @@ class Endpoint:
     def _audio_track(self) -> ToneTrack | OpusToneTrack:
         """Opus: the tone encoded once per encoder setting and replayed (``opus_cache``; the
         profile's bitrate, frame size and FEC, else aiortc's encoder as it ships).  Other codecs,
-        or ``TESTBED_LIVE_OPUS=1`` (benchmarks/call_scale.py compares the two): encoded live."""
+        or ``TESTBED_LIVE_OPUS=1``: encoded live."""
         o = self.options
-        if o.audio_codec != "opus" or os.environ.get(LIVE_OPUS_ENV) == "1":
+        if o.audio_codec != "opus" or _live_opus():
             return ToneTrack(TONE_HZ[self.role])
         if self._tone_cache is None:
             self._tone_cache = ToneCache(tone_second(TONE_HZ[self.role]))
@@ -710,6 +721,12 @@ class Endpoint:
         # The answer decides: its first codec per m-line is the one both sides use.
         answer = self.pc.remoteDescription if self.role is Role.CALLER else self.pc.localDescription
         return {} if answer is None else aiortc_glue.answer_codecs(answer.sdp)
+
+
+def _live_opus() -> bool:
+    """``TESTBED_LIVE_OPUS=1``: encode the tone and decode received audio per frame, as endpoints
+    did before the Opus cache (benchmarks/call_scale.py --live-opus compares the two)."""
+    return os.environ.get(LIVE_OPUS_ENV) == "1"
 
 
 # aiortc stats entry type -> (direction in _pc_counters, [(RtpStats field, counter)]).

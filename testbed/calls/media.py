@@ -197,7 +197,10 @@ class MovingBarTrack(_PacedTrack):
 
 
 class FrameSink:
-    """Consumes a remote track (so decoded frames do not queue up) and counts them."""
+    """Consumes a remote track (so decoded frames do not queue up) and counts them.
+
+    Audio is not decoded (``aiortc_glue.count_instead_of_decoding`` calls :meth:`count` per
+    reassembled frame); the track then only carries its end, which ends :meth:`run`."""
 
     def __init__(self, track: MediaStreamTrack, *, freezes: FreezeDetector | None = None) -> None:
         self.track = track
@@ -207,13 +210,16 @@ class FrameSink:
         # across an ICE restart, so the gap it causes is a freeze too.
         self.freezes = freezes
 
+    def count(self) -> None:
+        self.frames += 1
+        if self.freezes is not None:
+            self.freezes.add(time.monotonic())
+        self.first_frame.set()
+
     async def run(self) -> None:
         try:
             while True:
                 await self.track.recv()
-                self.frames += 1
-                if self.freezes is not None:
-                    self.freezes.add(time.monotonic())
-                self.first_frame.set()
+                self.count()
         except MediaStreamError:
             return
