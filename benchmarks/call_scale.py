@@ -89,6 +89,9 @@ def run(n: int, seconds: float, live: bool, workdir: Path) -> str:
     if not out.exists():
         return f"calls={n}: testbed run failed (exit {proc.returncode}): {proc.stderr.strip()[-400:]}"
     calls = calls_of(json.loads(out.read_text()))
+    if not calls:
+        tail = (proc.stdout + proc.stderr).strip()[-600:]
+        return f"calls={n}: no call results (exit {proc.returncode}): {tail}"
     outcomes = [str(c.get("outcome")) for c in calls]
     sent = due = 0
     for call in calls:

@@ -153,7 +153,6 @@ class Endpoint:
         self._bitrate: BitrateController | None = None
         self._bitrate_shown = 0
         self._bitrate_encoder: aiortc_glue.AppOpusEncoder | OpusToneTrack | None = None
-        self._tone_cache: ToneCache | None = None  # one per endpoint: an ICE restart reuses it
         self._feedback_watch = False
         self._closed = False
 
@@ -515,15 +514,13 @@ class Endpoint:
         o = self.options
         if o.audio_codec != "opus" or _live_opus():
             return ToneTrack(TONE_HZ[self.role])
-        if self._tone_cache is None:
-            self._tone_cache = ToneCache(tone_second(TONE_HZ[self.role]))
         if o.app_audio:
             setting = OpusSetting(o.audio_bitrate_bps, o.audio_frame_ms, o.audio_fec)
         else:
             setting = OpusSetting(aiortc_glue.AIORTC_OPUS_BITRATE, 20, False)
         if self._bitrate is not None:  # an ICE restart keeps what the controller learnt
             setting = OpusSetting(self._bitrate.bitrate_bps, setting.frame_ms, setting.fec)
-        return OpusToneTrack(self._tone_cache, setting)
+        return OpusToneTrack(_tone_cache(self.role), setting)
 
     def _add_track(self, track: ToneTrack | OpusToneTrack | MovingBarTrack, mime: str) -> None:
         self._tracks.append(track)
@@ -721,6 +718,25 @@ class Endpoint:
         # The answer decides: its first codec per m-line is the one both sides use.
         answer = self.pc.remoteDescription if self.role is Role.CALLER else self.pc.localDescription
         return {} if answer is None else aiortc_glue.answer_codecs(answer.sdp)
+
+
+_TONE_CACHES: dict[Role, ToneCache] = {}
+
+
+def _tone_cache(role: Role) -> ToneCache:
+    """The process's encoded tones for ``role``'s tone (an ICE restart, and every child of the
+    zygote, reuses them)."""
+    cache = _TONE_CACHES.get(role)
+    if cache is None:
+        cache = _TONE_CACHES[role] = ToneCache(tone_second(TONE_HZ[role]))
+    return cache
+
+
+def warm_up() -> None:
+    """Encode what a call without a profile sends, for both roles (``zygote`` calls it once, so
+    its children start with it)."""
+    for role in Role:
+        _tone_cache(role).get(OpusSetting(aiortc_glue.AIORTC_OPUS_BITRATE, 20, False))
 
 
 def _live_opus() -> bool:

@@ -31,6 +31,9 @@ ENDPOINT_MODULES = {
 }
 
 
-def endpoint_argv(engine: Engine, config: Path) -> list[str]:
-    """The command that runs one end of a call with ``engine`` (inside the node's namespace)."""
-    return [sys.executable, "-m", ENDPOINT_MODULES[engine], "--config", str(config)]
+def endpoint_argv(engine: Engine, config: Path, *, zygote: bool = False) -> list[str]:
+    """The command that runs one end of a call with ``engine`` (inside the node's namespace).
+    ``zygote``: the config names the run's aiortc zygote (``testbed.calls.zygote``), and the
+    process is ``forkclient``, which has it fork the endpoint instead of importing aiortc."""
+    module = "testbed.calls.forkclient" if zygote and engine is Engine.AIORTC else ENDPOINT_MODULES[engine]
+    return [sys.executable, "-m", module, "--config", str(config)]
