@@ -9,7 +9,8 @@ runs it with ``testbed run --json`` and prints, from the results:
 * outcomes (how many ``ok``), and audio frames sent / due over all send streams (due: what the
   tone's clock owed by hang-up, so ``1 - sent/due`` is the share never sent);
 * CPU per call start: median over calls of both endpoints' CPU when their first frame went out
-  (each endpoint reports it: interpreter, imports, ICE, DTLS);
+  (each endpoint reports it: interpreter, imports, ICE, DTLS), plus the run's shared start-up
+  CPU per call (the zygote that imported aiortc once, the forkclients; sampled from /proc);
 * CPU per call-second: both endpoints' CPU after that, per second of media (steady state);
 * setup median, and the machine's busy share during the run (/proc/stat) with the load average
   before it (the machine may be shared: read figures beside the load).
@@ -27,6 +28,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -43,6 +45,47 @@ calls:
 expect:
   - {{call: call, outcome: ok}}
 """
+
+
+TICK = os.sysconf("SC_CLK_TCK")
+SHARED = ("testbed.calls.zygote", "testbed.calls.forkclient")
+
+
+class SharedCpu:
+    """CPU of the processes that an endpoint's own figure leaves out: the zygote (aiortc's import,
+    paid once per run) and each endpoint's forkclient (a small interpreter that waits), sampled
+    from /proc every 0.1 s."""
+
+    def __init__(self) -> None:
+        self._seen: dict[tuple[int, str], float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.1):
+            for entry in os.listdir("/proc"):
+                if not entry.isdigit():
+                    continue
+                try:
+                    cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
+                    if not any(name.encode() in cmdline for name in SHARED):
+                        continue
+                    fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+                except OSError:
+                    continue
+                self._seen[(int(entry), fields[19])] = (int(fields[11]) + int(fields[12])) / TICK
+
+    def __enter__(self) -> SharedCpu:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    @property
+    def total(self) -> float:
+        return sum(self._seen.values())
 
 
 def cpu_busy() -> tuple[float, float]:
@@ -77,13 +120,14 @@ def run(n: int, seconds: float, live: bool, workdir: Path) -> str:
     load = os.getloadavg()
     busy0, total0 = cpu_busy()
     started = time.monotonic()
-    proc = subprocess.run(
-        [sys.executable, "-m", "testbed.cli", "run", str(scenario), "--json", str(out)],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-    )
+    with SharedCpu() as shared:
+        proc = subprocess.run(
+            [sys.executable, "-m", "testbed.cli", "run", str(scenario), "--json", str(out)],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+        )
     wall = time.monotonic() - started
     busy1, total1 = cpu_busy()
     if not out.exists():
@@ -108,13 +152,16 @@ def run(n: int, seconds: float, live: bool, workdir: Path) -> str:
             starts.append(sum(at_media))
             steady += sum(v["total"] - v["at_media"] for v in cpu.values())  # type: ignore[union-attr]
             media += float(call.get("media_s") or 0.0)  # type: ignore[arg-type]
+    # The zygote and the forkclients are start-up cost shared by the run's calls.
+    overhead = shared.total / len(calls)
     setups = [float(c["setup_ms"]) for c in calls if c.get("setup_ms") is not None]  # type: ignore[arg-type]
     nan = float("nan")
     return (
         f"calls={n:2} {'live-opus' if live else 'cached-opus'} media={seconds:.0f}s "
         f"ok={outcomes.count('ok')}/{len(calls)} other={sorted(o for o in outcomes if o != 'ok')} "
         f"frames sent/due={sent}/{due} ({100 * (1 - sent / due) if due else nan:.2f}% unsent) "
-        f"cpu/call-start={statistics.median(starts) if starts else nan:.3f}s "
+        f"cpu/call-start={statistics.median(starts) + overhead if starts else nan:.3f}s "
+        f"(endpoints {statistics.median(starts) if starts else nan:.3f} + shared {overhead:.3f}) "
         f"cpu/call-s={steady / media if media else nan:.3f}s "
         f"setup_med={statistics.median(setups) if setups else nan:.0f}ms "
         f"machine_busy={100 * (busy1 - busy0) / (total1 - total0):.0f}% wall={wall:.0f}s "
