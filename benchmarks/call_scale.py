@@ -1,6 +1,6 @@
 """N concurrent aiortc audio calls through an accept-all censor (root; docs/performance.md "Calls").
 
-    python benchmarks/call_scale.py --calls 10,20,30 [--seconds 20] [--live-opus]
+    python benchmarks/call_scale.py --calls 10,20,30 [--seconds 20] [--baseline]
 
 For each N it writes a scenario like ``scenarios/ten-calls.yaml`` with ``count: N`` (all calls
 placed at once, audio only, the NFQUEUE censor inspecting every packet and blocking nothing),
@@ -15,8 +15,10 @@ runs it with ``testbed run --json`` and prints, from the results:
 * setup median, and the machine's busy share during the run (/proc/stat) with the load average
   before it (the machine may be shared: read figures beside the load).
 
-``--live-opus`` runs the endpoints with ``TESTBED_LIVE_OPUS=1`` (the tone encoded live per frame,
-as before the Opus cache) for a comparison in the same session.
+``--baseline`` also runs each N with endpoints as they were before docs/performance.md "Calls"
+(``TESTBED_LIVE_OPUS=1``: the tone encoded and received audio decoded per frame;
+``TESTBED_CALLS_ZYGOTE=0``: each endpoint process imports aiortc itself), alternating, so the
+two are compared on the same machine at the same time.
 """
 
 from __future__ import annotations
@@ -71,6 +73,9 @@ class SharedCpu:
                     if not any(name.encode() in cmdline for name in SHARED):
                         continue
                     fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+                    # The zygote's forked endpoints keep its command line: they report their own CPU.
+                    if b"testbed.calls.zygote" in Path(f"/proc/{fields[1]}/cmdline").read_bytes():
+                        continue
                 except OSError:
                     continue
                 self._seen[(int(entry), fields[19])] = (int(fields[11]) + int(fields[12])) / TICK
@@ -114,9 +119,9 @@ def run(n: int, seconds: float, live: bool, workdir: Path) -> str:
     scenario.write_text(SCENARIO.format(n=n, seconds=seconds))
     out = workdir / f"call-scale-{n}.json"
     env = dict(os.environ)
-    env.pop("TESTBED_LIVE_OPUS", None)
     if live:
         env["TESTBED_LIVE_OPUS"] = "1"
+        env["TESTBED_CALLS_ZYGOTE"] = "0"
     load = os.getloadavg()
     busy0, total0 = cpu_busy()
     started = time.monotonic()
@@ -157,7 +162,7 @@ def run(n: int, seconds: float, live: bool, workdir: Path) -> str:
     setups = [float(c["setup_ms"]) for c in calls if c.get("setup_ms") is not None]  # type: ignore[arg-type]
     nan = float("nan")
     return (
-        f"calls={n:2} {'live-opus' if live else 'cached-opus'} media={seconds:.0f}s "
+        f"calls={n:2} {'baseline' if live else 'now     '} media={seconds:.0f}s "
         f"ok={outcomes.count('ok')}/{len(calls)} other={sorted(o for o in outcomes if o != 'ok')} "
         f"frames sent/due={sent}/{due} ({100 * (1 - sent / due) if due else nan:.2f}% unsent) "
         f"cpu/call-start={statistics.median(starts) + overhead if starts else nan:.3f}s "
@@ -173,7 +178,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--calls", default="10,20,30", help="comma-separated call counts (default 10,20,30)")
     parser.add_argument("--seconds", type=float, default=20.0, help="media seconds per call (default 20)")
-    parser.add_argument("--live-opus", action="store_true", help="also run each N with the Opus encoded live")
+    parser.add_argument("--baseline", action="store_true", help="also run each N as endpoints were before")
     args = parser.parse_args()
     if os.geteuid() != 0:
         sys.exit("call_scale.py: run as root (scenarios create network namespaces)")
@@ -181,7 +186,7 @@ def main() -> None:
     print(f"# {os.cpu_count()} CPUs; uptime: {Path('/proc/loadavg').read_text().strip()}", flush=True)
     with tempfile.TemporaryDirectory(prefix="tb-callscale-") as tmp:
         for n in counts:
-            for live in (False, True) if args.live_opus else (False,):
+            for live in (False, True) if args.baseline else (False,):
                 print(run(n, args.seconds, live, Path(tmp)), flush=True)
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -328,7 +329,13 @@ async def run_calls(
     return [task.result() for task in tasks]
 
 
+ZYGOTE_ENV = "TESTBED_CALLS_ZYGOTE"
+"""``0``: no zygote (benchmarks/call_scale.py --baseline measures endpoints started afresh)."""
+
+
 def _shares_a_zygote(plans: Sequence[CallPlan]) -> bool:
+    if os.environ.get(ZYGOTE_ENV) == "0":
+        return False
     aiortc_ends = sum(
         1 for plan in plans for role in Role if (plan.engines or {}).get(role, Engine.AIORTC) is Engine.AIORTC
     )
