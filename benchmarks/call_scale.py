@@ -50,7 +50,7 @@ expect:
 
 
 TICK = os.sysconf("SC_CLK_TCK")
-SHARED = ("testbed.calls.zygote", "testbed.calls.forkclient")
+SHARED = ("testbed.calls.zygote", "testbed.calls.forkclient", "calls/forkclient.py")
 
 
 class SharedCpu:
@@ -137,10 +137,11 @@ def run(n: int, seconds: float, live: bool, workdir: Path) -> str:
     busy1, total1 = cpu_busy()
     if not out.exists():
         return f"calls={n}: testbed run failed (exit {proc.returncode}): {proc.stderr.strip()[-400:]}"
-    calls = calls_of(json.loads(out.read_text()))
+    doc = json.loads(out.read_text())
+    calls = calls_of(doc)
     if not calls:
-        tail = (proc.stdout + proc.stderr).strip()[-600:]
-        return f"calls={n}: no call results (exit {proc.returncode}): {tail}"
+        errors = [s.get("error") for s in doc.get("scenarios", []) if isinstance(s, dict)]
+        return f"calls={n}: no call results (exit {proc.returncode}): {errors}"
     outcomes = [str(c.get("outcome")) for c in calls]
     sent = due = 0
     for call in calls:

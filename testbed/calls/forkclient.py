@@ -1,10 +1,10 @@
-"""An aiortc endpoint, forked from the run's zygote: ``python -m testbed.calls.forkclient --config FILE``.
+"""An aiortc endpoint, forked from the run's zygote: ``python -S -I .../forkclient.py --config FILE``.
 
 Started by the orchestrator in the endpoint's namespace like any endpoint process (``engine``).
 If the config names a zygote (``testbed.calls.zygote``) that answers, this process hands it its
 stdio and network namespace, forwards SIGTERM/SIGINT to the child it forks and exits with the
 child's code; otherwise it becomes the endpoint itself (``exec``), as before.  It imports nothing
-heavy: that is the point.
+heavy (only the standard library, so it runs without site): that is the point.
 """
 
 from __future__ import annotations
