@@ -403,7 +403,9 @@ class Endpoint:
             receiver = transceiver.receiver
             if id(receiver) not in self._hooked:
                 self._hooked.add(id(receiver))
-                kind = receiver.track.kind if receiver.track is not None else "audio"
+                # The transceiver's kind: the caller hooks before the answer, when aiortc has not
+                # made the receiver's track yet (its video was counted as audio before).
+                kind = transceiver.kind
                 aiortc_glue.on_rtp_packet(receiver, self._rtp_counter(kind))
                 if kind == "audio" and not _live_opus():
                     aiortc_glue.count_instead_of_decoding(receiver, self._frame_counter(kind))
