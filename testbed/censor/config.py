@@ -97,6 +97,7 @@ class CensorConfig:
     inspect_packets: int
     max_flows: int
     reassemble_tls: bool
+    offload: bool = False  # settled flows leave the queue (core/offload.py)
 
     def to_json(self) -> JsonObject:
         return {
@@ -109,6 +110,7 @@ class CensorConfig:
             "inspect_packets": self.inspect_packets,
             "max_flows": self.max_flows,
             "reassemble_tls": self.reassemble_tls,
+            "offload": self.offload,
         }
 
     @classmethod
@@ -126,6 +128,7 @@ class CensorConfig:
             inspect_packets=_field(data, "inspect_packets", int, where),
             max_flows=_field(data, "max_flows", int, where),
             reassemble_tls=_field(data, "reassemble_tls", bool, where),
+            offload=_field(data, "offload", bool, where) if "offload" in data else False,
         )
 
 

@@ -144,6 +144,7 @@ async def running_censor(
         inspect_packets=spec.inspect_packets,
         max_flows=spec.max_flows,
         reassemble_tls=spec.reassemble_tls,
+        offload=spec.offload,
     )
     cfg_path = workdir / "censor.json"
     cfg_path.write_text(json.dumps(config.to_json(), separators=(",", ":")))

@@ -70,3 +70,39 @@ def queue_counters(queue_num: int) -> dict[str, int]:
                 "queued_now": int(cols[2]),
             }
     return {}
+
+
+# The bit that says "settled: the kernel forwards the rest" (one bit of the packet mark and of the
+# connmark; nothing else in the censor namespace marks packets).
+OFFLOAD_MARK = 0x20000000
+
+
+def offload_rule_specs(mark: int, tag: str) -> list[tuple[str, str, list[str]]]:
+    """(table, chain, rule) of the rules that take settled flows out of the queue (docs/policy.md,
+    "Offload"): a packet the censor accepted with ``mark`` set saves it into its connection's mark
+    as it leaves, and FORWARD accepts a marked connection's packets before they reach the queue
+    rule. New flows and every unmarked one still meet the queue rule, which keeps no
+    --queue-bypass (fail closed)."""
+    comment = ["-m", "comment", "--comment", f"testbed:{tag}"]
+    m = f"{mark:#x}/{mark:#x}"
+    return [
+        ("mangle", "POSTROUTING", ["-m", "mark", "--mark", m, *comment, "-j", "CONNMARK", "--save-mark",
+                                   "--mask", f"{mark:#x}"]),
+        ("filter", "FORWARD", ["-m", "connmark", "--mark", m, *comment, "-j", "ACCEPT"]),
+    ]  # fmt: skip
+
+
+@contextlib.contextmanager
+def offload_rules(mark: int, *, tag: str) -> Iterator[None]:
+    """Insert the offload rules at the top of their chains (before the queue rule, whenever that
+    is added) and remove exactly them afterwards."""
+    added: list[tuple[str, str, list[str]]] = []
+    try:
+        for table, chain, rule in offload_rule_specs(mark, tag):
+            _run(["-t", table, "-I", chain, "1", *rule])
+            added.append((table, chain, rule))
+        yield
+    finally:
+        for table, chain, rule in reversed(added):
+            with contextlib.suppress(FirewallError, subprocess.TimeoutExpired):
+                _run(["-t", table, "-D", chain, *rule])
