@@ -107,7 +107,9 @@ def main(argv: list[str] | None = None) -> int:
     print("|---|---|---|---|---|")
     for name in VARIANTS:
         runs = ", ".join(f"{x / 1000:.1f}k" for x in recv[name])
-        print(f"| {name} | {med[name]:,.0f} | {runs} | {statistics.median(sent[name]):,.0f} | {ratio[name] * 100:.0f}% |")
+        print(
+            f"| {name} | {med[name]:,.0f} | {runs} | {statistics.median(sent[name]):,.0f} | {ratio[name] * 100:.0f}% |"
+        )
     off_ = censor_on["offload"]
     udp = [f for f in censor_on["flows"] if f["transport"] == "udp" and f["packets"] > 1000]
     counted = sum(f["packets_orig"] for f in udp)

@@ -29,8 +29,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from testbed.censor import firewall
-from testbed.censor.conntrack import dump_marked, enable_accounting
 from testbed.censor.config import CensorConfig, PolicyCompileError, build_policy
+from testbed.censor.conntrack import dump_marked, enable_accounting
 from testbed.censor.nfqueue import QueueAdapter
 from testbed.core.classify import Classifier
 from testbed.core.engine import CensorEngine

@@ -125,8 +125,10 @@ def summary_counts(e: CensorEngine, now: float) -> JsonObject:
         "rules": s["rules"],
         "default": s["default"],
         "settled_packets": s["settled"]["packets"],  # type: ignore[call-overload,index]
-        "flows": [{k: f[k] for k in ("packets_orig", "bytes_orig", "packets_reply", "bytes_reply", "verdicts", "rules")}
-                  for f in flows],  # type: ignore[index]  # fmt: skip
+        "flows": [
+            {k: f[k] for k in ("packets_orig", "bytes_orig", "packets_reply", "bytes_reply", "verdicts", "rules")}
+            for f in flows
+        ],  # type: ignore[index]  # fmt: skip
     }
 
 
