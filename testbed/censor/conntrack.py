@@ -17,6 +17,9 @@ from pyroute2.netlink.exceptions import NetlinkError
 from testbed.core.offload import OFFLOAD_PROTOS, KernelCounts
 
 ACCT_SYSCTL = Path("/proc/sys/net/netfilter/nf_conntrack_acct")
+# Out-of-window TCP segments (retransmissions on a loaded link) would otherwise be INVALID to
+# conntrack: no entry, so no count, while the engine counts them; liberal tracking counts them.
+LIBERAL_SYSCTL = Path("/proc/sys/net/netfilter/nf_conntrack_tcp_be_liberal")
 
 
 class ConntrackError(OSError):
@@ -24,12 +27,14 @@ class ConntrackError(OSError):
 
 
 def enable_accounting() -> None:
-    """Per-namespace switch: packet/byte counters on every new conntrack entry of this netns."""
+    """Per-namespace switches: packet/byte counters on every new conntrack entry of this netns,
+    and liberal TCP tracking."""
     try:
         ACCT_SYSCTL.write_text("1\n")
+        LIBERAL_SYSCTL.write_text("1\n")
     except OSError as exc:
         raise ConntrackError(
-            f"cannot enable conntrack accounting ({ACCT_SYSCTL}: {exc.strerror}); "
+            f"cannot set up conntrack accounting ({exc.filename}: {exc.strerror}); "
             "load nf_conntrack (modprobe nf_conntrack) or set `censor: {offload: false}`"
         ) from exc
 

@@ -48,6 +48,7 @@ def offloadable(flow: Flow) -> bool:
         and not flow.inspecting
         and flow.ended is None
         and flow.key.proto in OFFLOAD_PROTOS
+        and len(flow.key.a_addr) == 4  # IPv4: the conntrack dump (pyroute2's) reads AF_INET entries only
         and not flow.fragments
     )
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from test_policy_support import CALLEE, CALLER, RELAY, a, engine, handshake, play, policy, tcp, udp
+from test_policy_support import CALLEE, CALLEE6, CALLER, CALLER6, RELAY, a, engine, handshake, play, policy, tcp, udp
 
 from testbed.core.craft import ip_packet
 from testbed.core.engine import CensorEngine
@@ -91,6 +91,14 @@ def test_tcp_flow_settles_for_offload_after_its_handshake_and_inspection() -> No
     play(e, [(0.1 + i * 0.01, tcp(CALLER, 40000, CALLEE, 80, seq=1000 + 10 * i, payload=b"0123456789"))
              for i in range(3)])  # fmt: skip
     assert offloadable(only_flow(e))
+
+
+def test_ipv6_flows_stay_queued() -> None:
+    p = policy(rules_of("{name: ok, action: accept}"))
+    e = engine(p, inspect_packets=0)
+    play(e, [(i * 0.1, udp(CALLER6, 40000, CALLEE6, 5000)) for i in range(3)])
+    flow = only_flow(e)
+    assert p.is_settled(flow) and not offloadable(flow)
 
 
 def test_icmp_is_never_offloaded() -> None:
