@@ -78,14 +78,24 @@ OFFLOAD_MARK = 0x20000000
 
 
 def offload_rule_specs(mark: int, tag: str) -> list[tuple[str, str, list[str]]]:
-    """(table, chain, rule) of the rules that take settled flows out of the queue (docs/policy.md,
-    "Offload"): a packet the censor accepted with ``mark`` set saves it into its connection's mark
-    as it leaves, and FORWARD accepts a marked connection's packets before they reach the queue
-    rule. New flows and every unmarked one still meet the queue rule, which keeps no
-    --queue-bypass (fail closed)."""
+    """(table, chain, rule), in chain order, of the rules that take settled flows out of the queue
+    (docs/policy.md, "Offload"): a packet the censor accepted with ``mark`` set saves it into its
+    connection's mark as it leaves, and FORWARD accepts a marked connection's packets before they
+    reach the queue rule. New flows and every unmarked one still meet the queue rule, which keeps
+    no --queue-bypass (fail closed).
+
+    Conntrack follows TCP and UDP only (the transports offloaded), and not the censor's own
+    packets (injected RSTs/ICMP errors, which the engine does not count either): a packet held in
+    the queue has an unconfirmed conntrack entry, and a second packet of its flow arriving
+    meanwhile gets one of its own that clashes when it leaves; the kernel resolves that clash
+    for UDP but drops the packet for ICMP (measured: the 2nd ping of a delayed series lost)."""
     comment = ["-m", "comment", "--comment", f"testbed:{tag}"]
     m = f"{mark:#x}/{mark:#x}"
     return [
+        ("raw", "PREROUTING", ["-p", "tcp", *comment, "-j", "ACCEPT"]),
+        ("raw", "PREROUTING", ["-p", "udp", *comment, "-j", "ACCEPT"]),
+        ("raw", "PREROUTING", [*comment, "-j", "CT", "--notrack"]),
+        ("raw", "OUTPUT", [*comment, "-j", "CT", "--notrack"]),
         ("mangle", "POSTROUTING", ["-m", "mark", "--mark", m, *comment, "-j", "CONNMARK", "--save-mark",
                                    "--mask", f"{mark:#x}"]),
         ("filter", "FORWARD", ["-m", "connmark", "--mark", m, *comment, "-j", "ACCEPT"]),
@@ -94,12 +104,14 @@ def offload_rule_specs(mark: int, tag: str) -> list[tuple[str, str, list[str]]]:
 
 @contextlib.contextmanager
 def offload_rules(mark: int, *, tag: str) -> Iterator[None]:
-    """Insert the offload rules at the top of their chains (before the queue rule, whenever that
-    is added) and remove exactly them afterwards."""
+    """Insert the offload rules at the top of their chains, in order (before the queue rule,
+    whenever that is added), and remove exactly them afterwards."""
     added: list[tuple[str, str, list[str]]] = []
+    position: dict[tuple[str, str], int] = {}
     try:
         for table, chain, rule in offload_rule_specs(mark, tag):
-            _run(["-t", table, "-I", chain, "1", *rule])
+            n = position[table, chain] = position.get((table, chain), 0) + 1
+            _run(["-t", table, "-I", chain, str(n), *rule])
             added.append((table, chain, rule))
         yield
     finally:

@@ -62,11 +62,13 @@ def test_packets_of_a_throttled_flow_never_carry_the_mark() -> None:
 
 def test_offload_rules_accept_only_marked_connections_and_keep_the_queue_fail_closed() -> None:
     specs = firewall.offload_rule_specs(firewall.OFFLOAD_MARK, "abc123")
-    (mangle, save), (filt, fwd) = [(t, c) for t, c, _ in specs]
-    assert (mangle, save, filt, fwd) == ("mangle", "POSTROUTING", "filter", "FORWARD")
-    accept = specs[1][2]
+    assert [(t, c) for t, c, _ in specs][-2:] == [("mangle", "POSTROUTING"), ("filter", "FORWARD")]
+    accept = specs[-1][2]
     assert accept[:4] == ["-m", "connmark", "--mark", "0x20000000/0x20000000"] and accept[-2:] == ["-j", "ACCEPT"]
-    assert "--save-mark" in specs[0][2] and "testbed:abc123" in specs[0][2]
+    assert "--save-mark" in specs[-2][2] and all("testbed:abc123" in rule for _, _, rule in specs)
+    # Conntrack (raw table) follows TCP and UDP only: the rest is untracked, as before offload.
+    raw = [rule for t, c, rule in specs if (t, c) == ("raw", "PREROUTING")]
+    assert [r[:2] for r in raw[:2]] == [["-p", "tcp"], ["-p", "udp"]] and raw[-1][-2:] == ["CT", "--notrack"]
     assert "--queue-bypass" not in firewall.queue_rule(0, "abc123")
 
 
