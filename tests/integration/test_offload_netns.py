@@ -8,6 +8,9 @@ never offloaded. Bounds are counters, not times (a shared 2-core machine).
 from __future__ import annotations
 
 import json
+import os
+import signal
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -35,6 +38,16 @@ def rx_totals(s: Session, node: str) -> tuple[int, int]:
         packets += rx["packets"]
         nbytes += rx["bytes"] - 14 * rx["packets"]  # Ethernet headers are not IP bytes
     return packets, nbytes
+
+
+def censor_pid(s: Session) -> int:
+    for pid in s.pids("censor"):
+        try:
+            if b"testbed.censor.main" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                return pid
+        except OSError:
+            continue
+    raise AssertionError("no censor process in the censor namespace")
 
 
 def https_flows(censor: dict[str, Any]) -> list[dict[str, Any]]:
@@ -102,3 +115,19 @@ def test_a_flow_a_rule_still_acts_on_is_not_offloaded(action: dict[str, Any]) ->
     assert flow["settled"] is False
     r = rule(s, "slow")
     assert r["packets"] == flow["packets_orig"] + flow["packets_reply"]
+
+
+def test_with_the_engine_stopped_a_new_flow_gets_nothing_through() -> None:
+    """Fail closed stays true with offload on: only marked (settled) connections skip the queue."""
+    accept = [{"name": "allow", "match": {"transport": "udp"}, "action": "accept"}]
+    with network("offload-closed", accept) as s:
+        _, first = udp(s, 9000, count=300, rate=1000)
+        pid = censor_pid(s)
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            _, stopped = udp(s, 9001, count=50, rate=100)
+        finally:
+            os.kill(pid, signal.SIGCONT)
+    assert first["unique"] == 300
+    assert stopped["unique"] == 0, stopped
+    assert s.censor is not None and s.censor["offload"]["offloaded_flows"] >= 1
