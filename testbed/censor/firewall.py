@@ -111,7 +111,13 @@ def offload_rules(mark: int, *, tag: str) -> Iterator[None]:
     try:
         for table, chain, rule in offload_rule_specs(mark, tag):
             n = position[table, chain] = position.get((table, chain), 0) + 1
-            _run(["-t", table, "-I", chain, str(n), *rule])
+            try:
+                _run(["-t", table, "-I", chain, str(n), *rule])
+            except FirewallError as exc:
+                raise FirewallError(
+                    f"{exc} (offload needs conntrack and the connmark/CONNMARK/CT extensions: load nf_conntrack, "
+                    "xt_connmark and xt_CT, or set `censor: {offload: false}`)"
+                ) from exc
             added.append((table, chain, rule))
         yield
     finally:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
 from test_censor_adapter import FakeClock
 from test_policy_support import CALLEE, CALLER, a, engine, policy, udp
 
@@ -105,3 +106,23 @@ def test_conntrack_entries_parse_into_kernel_counts() -> None:
     assert parse_entry(icmp) is None
     no_acct = FakeNfctMessage({**msg.attrs, "CTA_COUNTERS_ORIG": None})
     assert parse_entry(no_acct) is None
+
+
+def test_a_missing_extension_names_the_fix_and_removes_the_rules_already_added(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    calls: list[list[str]] = []
+
+    def fake_run(args: list[str]) -> None:
+        calls.append(args)
+        if "CONNMARK" in args and "-I" in args:
+            raise firewall.FirewallError("iptables ... failed: Couldn't load target `CONNMARK'")
+
+    monkeypatch.setattr(firewall, "_run", fake_run)
+    with pytest.raises(firewall.FirewallError, match=r"offload: false"), firewall.offload_rules(1, tag="t"):
+        pass
+    inserted = [c for c in calls if "-I" in c and "CONNMARK" not in c]
+    deleted = [c for c in calls if "-D" in c]
+    assert len(inserted) == 4 and len(deleted) == 4  # the four raw rules, each removed
+    assert [c[c.index("-D") + 1 :] for c in reversed(deleted)] == [c[c.index("-I") + 1 :][:1] + c[c.index("-I") + 3 :]
+                                                                   for c in inserted]  # fmt: skip
