@@ -202,6 +202,7 @@ def render_app(
             certs.setdefault(svc.node, (svc.cert, svc.key))
     value = template.lookup(
         addresses=addresses,
+        addresses6={n.name: n.public_address6 for n in plan.nodes if n.public_address6 is not None},
         variables=scenario.variables,
         certs=certs,
         python=sys.executable,

@@ -410,7 +410,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--report", metavar="DIR", help="write the HTML grid to DIR, each run's report in DIR/SCENARIO/CENSOR/"
     )
     p.add_argument("--seed", type=int, default=None, help="override every scenario's seed")
-    p.add_argument("-j", "--jobs", type=int, default=1, metavar="N", help="run up to N runs at once (default 1)")
+    cpus = os.cpu_count() or 1
+    p.add_argument(
+        "-j",
+        "--jobs",
+        type=int,
+        default=cpus,
+        metavar="N",
+        help=f"run up to N runs at once (default: the number of CPUs, {cpus} here; each run waits on its network "
+        "more than it computes)",
+    )
     p.add_argument("-q", "--quiet", action="store_true", help="no progress messages on stderr")
     p.set_defaults(func=_cmd_matrix)
 

@@ -144,6 +144,11 @@ class Censor(Protocol):
     async def stop(self) -> JsonObject:
         """Stop it and return its summary (a JSON document: counters, events, flows)."""
 
+    @property
+    def final(self) -> JsonObject | None:
+        """Its summary once it has stopped, also when the run failed before :meth:`stop` (it is
+        stopped on the way out then); None before, or when it wrote none."""
+
 
 class NodeProcess(Protocol):
     """A process the lifecycle started in a node and supervises (an app: ``testbed.apps``): it has

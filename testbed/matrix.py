@@ -98,6 +98,9 @@ class Workload:
     kind: WorkloadKind
     within_s: float | None = None
     """A one-shot probe's ``expect.within``: slower than this is ``degraded``."""
+    expected_exit: int | str = 0
+    """A probe's ``expect.exit``: not 0 for a probe written to fail (a check of the tool itself,
+    such as a wrong key, or of the scenario's own censor)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,6 +153,19 @@ class Row:
 
 
 @dataclass(frozen=True, slots=True)
+class LeftOut:
+    """A workload that is not a row: a probe written to fail that fails without a censor too
+    (``wrong-cert``): a check of the tool itself, ``broken`` in every column, noise in the grid."""
+
+    scenario: str
+    workload: str
+    reason: str
+
+    def to_json(self) -> JsonObject:
+        return {"scenario": self.scenario, "workload": self.workload, "reason": self.reason}
+
+
+@dataclass(frozen=True, slots=True)
 class MatrixCheck:
     scenario: str
     workload: str
@@ -181,6 +197,7 @@ class Matrix:
     errors: tuple[tuple[str, str, str], ...] = ()
     """(scenario, censor, message) of every run that broke."""
     checks: tuple[MatrixCheck, ...] = ()
+    left_out: tuple[LeftOut, ...] = ()
 
     @property
     def passed(self) -> bool:
@@ -193,6 +210,7 @@ class Matrix:
                 "rows": [r.to_json() for r in self.rows],
                 "errors": [{"scenario": s, "censor": c, "error": e} for s, c, e in self.errors],
                 "checks": [c.to_json() for c in self.checks],
+                "not_in_grid": [x.to_json() for x in self.left_out],
                 "passed": self.passed,
             }
         }
@@ -262,7 +280,8 @@ def workloads_of(scenario: Scenario) -> list[Workload]:
     for p in scenario.probes:
         node = scenario.nodes.get(p.node)
         kind = WorkloadKind.APP_PROBE if node is not None and node.apps else WorkloadKind.PROBE
-        out.append(Workload(p.name, kind, within_s=p.expect.within if p.repeat is None else None))
+        within = p.expect.within if p.repeat is None else None
+        out.append(Workload(p.name, kind, within_s=within, expected_exit=p.expect.exit))
     return out
 
 
@@ -423,6 +442,16 @@ def _with_control(cells: Mapping[str, Cell], control: Cell | None) -> dict[str, 
     return out
 
 
+def _left_out(scenario: str, workload: Workload, control: Cell | None) -> LeftOut | None:
+    if workload.expected_exit == 0 or control is None or control.outcome is not Outcome.BLOCKED:
+        return None
+    return LeftOut(
+        scenario,
+        workload.name,
+        f"expects exit {workload.expected_exit} and fails without a censor too: it checks the tool, not a censor",
+    )
+
+
 def _wanted(value: Any) -> tuple[Outcome, ...]:
     items = value if isinstance(value, tuple) else (value,)
     return tuple(Outcome(v.value if isinstance(v, MatrixOutcome) else str(v)) for v in items)
@@ -459,6 +488,7 @@ def build_matrix(
     rows: list[Row] = []
     errors: list[tuple[str, str, str]] = []
     checks: list[MatrixCheck] = []
+    left_out: list[LeftOut] = []
     for scenario, results in scenarios:
         workloads = workloads_of(scenario)
         control = results.get(CONTROL)
@@ -480,10 +510,15 @@ def build_matrix(
             raw = {c: per[c][w.name] for c in censors}
             cells = _with_control(raw, raw.get(CONTROL))
             scenario_rows.append(Row(scenario.name, w.name, w.kind, cells))
-        rows.extend(scenario_rows)
+            gone = _left_out(scenario.name, w, raw.get(CONTROL))
+            if gone is not None:
+                left_out.append(gone)
+            else:
+                rows.append(scenario_rows[-1])
         names = {k: aliases.get((scenario.name, k), k) for k in scenario.expect_matrix}
+        # Left-out rows are still checked: an expect_matrix on one reads ``broken``.
         checks.extend(_checks(scenario, scenario_rows, censors, names))
-    return Matrix(tuple(censors), tuple(rows), tuple(errors), tuple(checks))
+    return Matrix(tuple(censors), tuple(rows), tuple(errors), tuple(checks), tuple(left_out))
 
 
 # --- rendering ---------------------------------------------------------------------------------------
@@ -506,6 +541,8 @@ def format_table(matrix: Matrix) -> str:
     lines = ["  ".join(x.ljust(w) for x, w in zip(line, widths, strict=True)).rstrip() for line in [head, *body]]
     for s, c, e in matrix.errors:
         lines.append(f"error: {s} under {c}: {e}")
+    for x in matrix.left_out:
+        lines.append(f"not in the grid: {x.scenario} / {x.workload}: {x.reason}")
     failed = [k for k in matrix.checks if not k.passed]
     for k in failed:
         lines.append(

@@ -90,6 +90,7 @@ def substitute(
             certs.setdefault(svc.node, (svc.cert, svc.key or ""))
     value = template.lookup(
         addresses={n.name: n.public_address for n in plan.nodes},
+        addresses6={n.name: n.public_address6 for n in plan.nodes if n.public_address6 is not None},
         variables=variables or {},
         certs=certs,
         # The interpreter testbed runs under, so probes can use testbed's tools

@@ -141,6 +141,11 @@ async def _run(plan: RunPlan, steps: Sequence[Step], result: ScenarioResult, say
         result.apps = [p.record() for p in lifecycle.parts.processes]
         if lifecycle.parts.apps_origin is not None:
             result.timeline_origin["apps"] = lifecycle.parts.apps_origin
+        # Even when the run failed (an app never ready, a timeout): the censor was stopped on the
+        # way out and its counters say which rules acted, e.g. for the matrix's "blocked by".
+        censor = lifecycle.parts.censor
+        if result.censor.get("rules") is None and censor is not None and censor.final is not None:
+            result.censor = {**censor.final, **result.censor}
         # Even when the run failed: the capture is a diagnostic, and most useful then.
         capture = lifecycle.parts.capture
         if capture is not None:

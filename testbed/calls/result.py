@@ -31,7 +31,8 @@ An example, abridged from a real 5 s audio + data call between two namespaces on
       "selected_candidate_pair": {      # the caller's view (the callee's if the caller has none)
         "protocol": "udp", "local_address": "198.18.250.1", "local_port": 38025,
         "local_type": "host", "remote_address": "198.18.250.2", "remote_port": 33032,
-        "remote_type": "host"},
+        "remote_type": "host", "family": "v4"},   # family: v4 | v6 (null for an mDNS name)
+      "candidate_family": "v4", # the selected pair's family (ip: dual shows which one won)
       "error": null            # why the call failed or ended early, else null
     }
 
@@ -60,6 +61,7 @@ the receiver measured them (from the peer's own report, else from RTCP receiver 
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -78,6 +80,14 @@ class Direction(StrEnum):
     RECV = "recv"
 
 
+def address_family(address: str) -> str | None:
+    """``v4``/``v6`` for an IP address literal (zone index allowed), else ``None``."""
+    try:
+        return f"v{ipaddress.ip_address(address.partition('%')[0]).version}"
+    except ValueError:
+        return None
+
+
 @dataclass(frozen=True, slots=True)
 class CandidatePair:
     protocol: str
@@ -88,8 +98,15 @@ class CandidatePair:
     remote_port: int
     remote_type: str
 
+    @property
+    def family(self) -> str | None:
+        """``v4`` or ``v6``: the IP version the pair's packets travel over (for a relay
+        candidate, between relay and peer), ``None`` for a name (Chromium's mDNS ``*.local``)."""
+        return address_family(self.remote_address) or address_family(self.local_address)
+
     def to_json(self) -> JsonObject:
         return {
+            "family": self.family,
             "protocol": self.protocol,
             "local_address": self.local_address,
             "local_port": self.local_port,
@@ -255,6 +272,13 @@ class CallResult:
     engines: dict[str, str] | None = None
     """Which WebRTC stack ran each end: ``{"caller": "aiortc"|"chromium", "callee": ...}``."""
 
+    @property
+    def candidate_family(self) -> str | None:
+        """``v4``/``v6``: the IP version of the selected pair (the caller's, else the callee's);
+        under ``ip: dual`` it tells which family a call ended up on."""
+        pairs = [self.selected_candidate_pair, *(t.selected_candidate_pair for t in self.transports)]
+        return next((p.family for p in pairs if p is not None and p.family is not None), None)
+
     def stream(self, endpoint: str, kind: Kind | str, direction: Direction | str) -> StreamResult:
         """The one stream entry for ``endpoint`` x ``kind`` x ``direction`` (KeyError if absent)."""
         for s in self.streams:
@@ -288,6 +312,7 @@ class CallResult:
             "setup_dtls_ms": self.setup_dtls_ms,
             "candidate_type": self.candidate_type,
             "candidate_transport": self.candidate_transport,
+            "candidate_family": self.candidate_family,
             "mos": self.mos,
             "mos_r0": self.mos_r0,
             "loss_pct": self.loss_pct,

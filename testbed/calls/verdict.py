@@ -290,15 +290,19 @@ def _check(
             else:
                 add(what, bound.holds(value), f"expected {bound.describe(unit)}, measured {value:g}{unit}{whose}")
     if exp.candidate is not None:
-        want = "/".join(v.value for v in (exp.candidate.type, exp.candidate.transport) if v is not None)
+        fam = exp.candidate.family
+        want = "/".join(v.value for v in (exp.candidate.type, exp.candidate.transport, fam) if v is not None)
         what = f"candidate {want}{who}"
         if call is None:
             missing(what)
         else:
             ctype, ctransport = _candidate(call, exp)
-            got = f"{ctype or 'none'}/{ctransport or '-'}"
-            passed = (exp.candidate.type is None or exp.candidate.type.value == ctype) and (
-                exp.candidate.transport is None or exp.candidate.transport.value == ctransport
+            cfamily = _candidate_family(call, exp)
+            got = f"{ctype or 'none'}/{ctransport or '-'}" + (f"/{cfamily or '-'}" if fam is not None else "")
+            passed = (
+                (exp.candidate.type is None or exp.candidate.type.value == ctype)
+                and (exp.candidate.transport is None or exp.candidate.transport.value == ctransport)
+                and (fam is None or fam.value == cfamily)
             )
             add(what, passed, f"expected {want}, measured {got}" + ("" if call.connected else " (never connected)"))
     return out
@@ -327,6 +331,13 @@ def _pick(
         return None, ""
     worst = min(values) if key in _HIGHER_IS_BETTER else max(values)
     return worst[0], f" (worse endpoint: {worst[1]})"
+
+
+def _candidate_family(call: CallResult, exp: Expectation) -> str | None:
+    if exp.endpoint is None:
+        return call.candidate_family
+    mine = [t.selected_candidate_pair for t in call.transports if t.endpoint == exp.endpoint.value]
+    return next((p.family for p in mine if p is not None and p.family is not None), None)
 
 
 def _candidate(call: CallResult, exp: Expectation) -> tuple[str | None, str | None]:

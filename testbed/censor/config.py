@@ -98,9 +98,12 @@ class CensorConfig:
     max_flows: int
     reassemble_tls: bool
     offload: bool = False  # settled flows leave the queue (core/offload.py)
+    ipv6: bool = False
+    """The network carries IPv6: forwarding and the queue rule in ip6tables too."""
 
     def to_json(self) -> JsonObject:
         return {
+            "ipv6": self.ipv6,
             "policy": self.policy.to_json(),
             "run_id": self.run_id,
             "seed": self.seed,
@@ -128,6 +131,7 @@ class CensorConfig:
             inspect_packets=_field(data, "inspect_packets", int, where),
             max_flows=_field(data, "max_flows", int, where),
             reassemble_tls=_field(data, "reassemble_tls", bool, where),
+            ipv6=_field(data, "ipv6", bool, where),
             offload=_field(data, "offload", bool, where) if "offload" in data else False,
         )
 

@@ -144,6 +144,7 @@ async def running_censor(
         inspect_packets=spec.inspect_packets,
         max_flows=spec.max_flows,
         reassemble_tls=spec.reassemble_tls,
+        ipv6=plan.ip.has_v6,
         offload=spec.offload,
     )
     cfg_path = workdir / "censor.json"

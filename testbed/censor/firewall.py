@@ -3,6 +3,10 @@
 iptables is the one external tool the censor needs: this kernel has no nft ``queue`` expression,
 but the iptables NFQUEUE target works (with either iptables backend).  Every rule carries a
 comment with the run id, and is removed by the same context manager that added it.
+
+IPv6: the same FORWARD rule in ip6tables, built by :func:`rule_argv` beside the IPv4 one, and
+installed by ``queue_rules`` when the run's network carries IPv6 (``ip: v6`` or ``dual``).  Both
+families feed the one queue, so one engine sees a call's IPv4 and IPv6 candidates together.
 """
 
 from __future__ import annotations
@@ -13,44 +17,64 @@ import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
+from testbed.core.policy_kinds import Family
+
 
 class FirewallError(Exception):
     pass
 
 
-def _iptables() -> str:
-    path = shutil.which("iptables")
+TOOLS = {Family.V4: "iptables", Family.V6: "ip6tables"}
+"""The command per family; both come with Debian's iptables package."""
+
+
+def _tool_path(tool: str) -> str:
+    path = shutil.which(tool)
     if path is None:
         raise FirewallError(
-            "iptables is not installed; run the setup command from the README (apt-get install iptables)"
+            f"{tool} is not installed; run the setup command from the README (apt-get install iptables)"
         )
     return path
 
 
 def queue_rule(queue_num: int, tag: str) -> list[str]:
-    # No --queue-bypass: with nobody bound to the queue the kernel drops (fail closed).
+    # No --queue-bypass: with nobody bound to the queue the kernel drops (fail closed).  The rule
+    # reads the same in ip6tables: FORWARD, comment and NFQUEUE take no family-specific option.
     return ["FORWARD", "-m", "comment", "--comment", f"testbed:{tag}", "-j", "NFQUEUE", "--queue-num", str(queue_num)]
 
 
-def _run(args: list[str]) -> None:
-    proc = subprocess.run([_iptables(), "-w", "5", *args], capture_output=True, text=True, timeout=30)
+def rule_argv(op: str, queue_num: int, tag: str, family: Family = Family.V4) -> list[str]:
+    """The whole command that appends (``-A``) or deletes (``-D``) the queue rule of ``family``
+    (the tool's name, not its path: the caller resolves it)."""
+    if op not in ("-A", "-D"):
+        raise ValueError(f"op is -A or -D, not {op!r}")
+    return [TOOLS[family], "-w", "5", op, *queue_rule(queue_num, tag)]
+
+
+def _run(argv: list[str]) -> None:
+    tool, *args = argv
+    proc = subprocess.run([_tool_path(tool), *args], capture_output=True, text=True, timeout=30)
     if proc.returncode != 0:
         msg = proc.stderr.strip() or proc.stdout.strip()
         hint = ""
         if "NFQUEUE" in msg or "No chain/target/match" in msg:
             hint = " (the kernel lacks the NFQUEUE target: load xt_NFQUEUE / nfnetlink_queue)"
-        raise FirewallError(f"iptables {' '.join(args)} failed: {msg}{hint}")
+        raise FirewallError(f"{tool} {' '.join(args[2:])} failed: {msg}{hint}")
 
 
 @contextlib.contextmanager
-def queue_rules(queue_num: int, *, tag: str) -> Iterator[None]:
-    rule = queue_rule(queue_num, tag)
-    _run(["-A", *rule])
-    try:
+def queue_rules(queue_num: int, *, tag: str, families: tuple[Family, ...] = (Family.V4,)) -> Iterator[None]:
+    """The queue rule of each family, each removed on exit (those added before a failure too)."""
+    with contextlib.ExitStack() as stack:
+        for family in families:
+            _run(rule_argv("-A", queue_num, tag, family))
+            stack.callback(_remove, rule_argv("-D", queue_num, tag, family))
         yield
-    finally:
-        with contextlib.suppress(FirewallError, subprocess.TimeoutExpired):
-            _run(["-D", *rule])
+
+
+def _remove(argv: list[str]) -> None:
+    with contextlib.suppress(FirewallError, subprocess.TimeoutExpired):
+        _run(argv)
 
 
 def queue_counters(queue_num: int) -> dict[str, int]:
@@ -105,14 +129,15 @@ def offload_rule_specs(mark: int, tag: str) -> list[tuple[str, str, list[str]]]:
 @contextlib.contextmanager
 def offload_rules(mark: int, *, tag: str) -> Iterator[None]:
     """Insert the offload rules at the top of their chains, in order (before the queue rule,
-    whenever that is added), and remove exactly them afterwards."""
+    whenever that is added), and remove exactly them afterwards. IPv4 only (iptables): IPv6
+    flows are never offloaded (core/offload.py) and ip6tables gets no conntrack rule."""
     added: list[tuple[str, str, list[str]]] = []
     position: dict[tuple[str, str], int] = {}
     try:
         for table, chain, rule in offload_rule_specs(mark, tag):
             n = position[table, chain] = position.get((table, chain), 0) + 1
             try:
-                _run(["-t", table, "-I", chain, str(n), *rule])
+                _run([TOOLS[Family.V4], "-w", "5", "-t", table, "-I", chain, str(n), *rule])
             except FirewallError as exc:
                 raise FirewallError(
                     f"{exc} (offload needs conntrack and the connmark/CONNMARK/CT extensions: load nf_conntrack, "
@@ -123,4 +148,4 @@ def offload_rules(mark: int, *, tag: str) -> Iterator[None]:
     finally:
         for table, chain, rule in reversed(added):
             with contextlib.suppress(FirewallError, subprocess.TimeoutExpired):
-                _run(["-t", table, "-D", chain, *rule])
+                _run([TOOLS[Family.V4], "-w", "5", "-t", table, "-D", chain, *rule])

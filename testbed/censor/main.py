@@ -35,6 +35,7 @@ from testbed.censor.nfqueue import QueueAdapter
 from testbed.core.classify import Classifier
 from testbed.core.engine import CensorEngine
 from testbed.core.offload import OffloadTable
+from testbed.core.policy_kinds import Family
 from testbed.records import censor_message
 from testbed.records.censor_message import CensorFinal, CensorMessage, CensorReady, CensorStats
 from testbed.records.json import JsonObject
@@ -47,16 +48,23 @@ def emit(message: CensorMessage) -> None:
     sys.stdout.flush()
 
 
+FORWARDING = {
+    Family.V4: Path("/proc/sys/net/ipv4/ip_forward"),
+    Family.V6: Path("/proc/sys/net/ipv6/conf/all/forwarding"),
+}
+
+
 @contextlib.contextmanager
-def ip_forwarding() -> Iterator[None]:
-    # /proc/sys/net is per network namespace: this writes the censor namespace's own switch.
-    path = Path("/proc/sys/net/ipv4/ip_forward")
-    path.write_text("1\n")
+def ip_forwarding(families: tuple[Family, ...] = (Family.V4,)) -> Iterator[None]:
+    # /proc/sys/net is per network namespace: this writes the censor namespace's own switches.
     try:
+        for family in families:
+            FORWARDING[family].write_text("1\n")
         yield
     finally:
-        with contextlib.suppress(OSError):
-            path.write_text("0\n")
+        for family in families:
+            with contextlib.suppress(OSError):
+                FORWARDING[family].write_text("0\n")
 
 
 async def serve(config: CensorConfig) -> int:
@@ -82,14 +90,15 @@ async def serve(config: CensorConfig) -> int:
     queue_num = config.queue_num
     kernel: dict[str, int] = {}
     offload = OffloadTable(engine) if config.offload else None
+    families = (Family.V4, Family.V6) if config.ipv6 else (Family.V4,)
     with contextlib.ExitStack() as stack:
-        stack.enter_context(ip_forwarding())
+        stack.enter_context(ip_forwarding(families))
         if offload is not None:
             # Accounting first: it is attached to a conntrack entry when the entry is made, and
-            # the offload rules below start conntrack in this namespace.
+            # the offload rules below start conntrack in this namespace (IPv4 only: iptables).
             enable_accounting()
             stack.enter_context(firewall.offload_rules(firewall.OFFLOAD_MARK, tag=config.run_id))
-        stack.enter_context(firewall.queue_rules(queue_num, tag=config.run_id))
+        stack.enter_context(firewall.queue_rules(queue_num, tag=config.run_id, families=families))
         adapter = QueueAdapter(
             engine,
             queue_num=queue_num,

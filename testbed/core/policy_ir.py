@@ -36,6 +36,7 @@ from testbed.core.policy_kinds import (
     BlockKey,
     CountFrom,
     Distribution,
+    Family,
     HelloKind,
     IcmpCode,
     LossModel,
@@ -218,6 +219,7 @@ class MatchIR:
 
     labels: LabelsIR | None = None
     transport: tuple[Transport, ...] = ()
+    family: Family | None = None
     src: AddressesIR | None = None
     dst: AddressesIR | None = None
     addr: AddressesIR | None = None

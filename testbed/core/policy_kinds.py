@@ -63,6 +63,13 @@ class Transport(str, enum.Enum):
     ICMP = "icmp"  # ICMP and ICMPv6
 
 
+class Family(str, enum.Enum):
+    """The IP version of a flow (``match: {family: v6}``)."""
+
+    V4 = "v4"
+    V6 = "v6"
+
+
 class HelloKind(str, enum.Enum):
     CLIENT = "client"
     SERVER = "server"

@@ -453,6 +453,7 @@ def _call_html(
         f"{escape(str(pair.get('local_address')))}:{pair.get('local_port')} ({escape(str(pair.get('local_type')))}) → "
         f"{escape(str(pair.get('remote_address')))}:{pair.get('remote_port')} ({escape(str(pair.get('remote_type')))}) "
         f"over {escape(str(pair.get('protocol')))}"
+        + (f" / IP{escape(str(pair['family']))}" if pair.get("family") else "")
         if isinstance(pair, Mapping)
         else "—"
     )

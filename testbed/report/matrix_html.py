@@ -55,6 +55,8 @@ def matrix_page(matrix: Matrix) -> str:
     extra: list[str] = []
     for s, c, e in matrix.errors:
         extra.append(f'<li class="fail">run {escape(s)} under {escape(c)} broke: {escape(e)}</li>')
+    for x in matrix.left_out:
+        extra.append(f"<li>not in the grid: {escape(x.scenario)} / {escape(x.workload)}: {escape(x.reason)}</li>")
     for k in matrix.checks:
         if not k.passed:
             wanted = "/".join(w.value for w in k.wanted)

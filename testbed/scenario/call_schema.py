@@ -223,6 +223,14 @@ class CallSpec(_Frozen):
             raise ValueError(
                 f"the {profile} profile's STUN signature needs the aiortc engine; use engine: aiortc or profile: webrtc"
             )
+        if CallEngine.AIORTC not in (value.caller, value.callee):
+            # Both are aiortc's encoder settings; a browser at both ends would ignore them silently
+            # (libwebrtc picks its own Opus rate and always runs its congestion control).
+            audio = info.data.get("audio")
+            if info.data.get("adapt") is not None:
+                raise ValueError("adapt is aiortc's; libwebrtc always runs its own congestion control: remove adapt")
+            if audio is not None and audio.bitrate is not None:
+                raise ValueError("audio.bitrate sets aiortc's Opus encoder; Chromium picks its own: remove it")
         return value
 
     @field_validator("audio", mode="before")

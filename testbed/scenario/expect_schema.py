@@ -119,14 +119,22 @@ class Window(_Frozen):
         return f"[{self.from_:g}s, {end})"
 
 
+class CandidateFamily(str, Enum):
+    """The IP version of the selected pair (``ip: dual`` scenarios)."""
+
+    V4 = "v4"
+    V6 = "v6"
+
+
 class CandidateCheck(_Frozen):
     type: CandidateType | None = None
     transport: CandidateTransport | None = None
+    family: CandidateFamily | None = None
 
     @model_validator(mode="after")
     def _something(self) -> CandidateCheck:
-        if self.type is None and self.transport is None:
-            raise ValueError("give type (host, srflx, relay), transport (udp, tcp, tls) or both")
+        if self.type is None and self.transport is None and self.family is None:
+            raise ValueError("give type (host, srflx, relay), transport (udp, tcp, tls), family (v4, v6) or some")
         return self
 
 

@@ -88,6 +88,7 @@ def _match(m: MatchSpec) -> MatchIR:
     return MatchIR(
         labels=None if m.labels is None else LabelsIR(tuple(m.labels.any_), m.labels.guesses),
         transport=tuple(m.transport),
+        family=m.family,
         src=_addresses(m.src),
         dst=_addresses(m.dst),
         addr=_addresses(m.addr),

@@ -38,6 +38,7 @@ from testbed.core.policy_kinds import (
     BlockKey,
     CountFrom,
     Distribution,
+    Family,
     HelloKind,
     IcmpCode,
     LossModel,
@@ -753,6 +754,8 @@ class MatchSpec(_Frozen):
     """Any of these classifier labels (stun, dtls, whatsapp-call, ... or an address-list name);
     port guesses only with ``{any: [...], guesses: true}``."""
     transport: Annotated[tuple[Transport, ...], BeforeValidator(_transports)] = ()
+    family: Family | None = None
+    """The flow's IP version: ``v4`` or ``v6`` (a censor that inspects only IPv4 is a rule with ``v4``)."""
     src: AddressSpec | None = None
     dst: AddressSpec | None = None
     addr: AddressSpec | None = None

@@ -3,7 +3,7 @@
 One grammar for both (pure: no I/O)::
 
     {addr:NODE}   the node's address (the one the rest of the network sees); {NODE} is the same (probes' old spelling)
-    {addr6:NODE}  reserved: IPv6 is not available yet (an error today)
+    {addr6:NODE}  the node's IPv6 address (scenarios with ``ip: v6`` or ``ip: dual``; an error under ``v4``)
     {cert:NODE}   path of the PEM certificate of the node's https/quic service ({key:NODE}: its private key)
     {dir}         the app's own directory in the run directory (apps only)
     {rundir}      the run directory (/run/testbed/<rid>)
@@ -120,7 +120,7 @@ def _ref(word: str, arg: str | None, whole: str) -> Ref:
         if kind is None:
             raise TemplateError(
                 f"unknown placeholder {whole}: the ones with an argument are "
-                "{addr:NODE}, {cert:NODE}, {key:NODE} (write '{{' for a literal brace)"
+                "{addr:NODE}, {addr6:NODE}, {cert:NODE}, {key:NODE} (write '{{' for a literal brace)"
             )
         return Ref(kind, arg)
     if word in _WITH_ARG:
@@ -140,6 +140,8 @@ class Names:
     """Nodes with an https or quic service (they have a certificate and a key)."""
     app: bool
     """Checking an app's text (``{dir}`` allowed) rather than a probe's."""
+    ipv6: bool = False
+    """The scenario's network carries IPv6 (``ip: v6`` or ``dual``): ``{addr6:NODE}`` is allowed."""
 
 
 def problems(text: str, names: Names) -> list[str]:
@@ -152,9 +154,12 @@ def problems(text: str, names: Names) -> list[str]:
     for part in parts:
         if isinstance(part, str):
             continue
-        if part.kind is Kind.ADDR6:
-            out.append(f"{part}: IPv6 is not available yet; use {{addr:{part.arg}}} (IPv4)")
-        elif part.kind in (Kind.ADDR, Kind.CERT, Kind.KEY) and part.arg not in names.nodes:
+        if part.kind is Kind.ADDR6 and not names.ipv6:
+            out.append(
+                f"{part}: this scenario's network is IPv4-only (`ip: v4`, the default); "
+                f"set `ip: dual` (or `v6`) at the top level, or use {{addr:{part.arg}}}"
+            )
+        elif part.kind in (Kind.ADDR, Kind.ADDR6, Kind.CERT, Kind.KEY) and part.arg not in names.nodes:
             out.append(f"{part} names no node (nodes: {', '.join(sorted(names.nodes))})")
         elif part.kind in (Kind.CERT, Kind.KEY) and part.arg not in names.tls_nodes:
             out.append(
@@ -186,6 +191,7 @@ def lookup(
     python: str,
     rundir: str,
     appdir: str | None = None,
+    addresses6: Mapping[str, str] | None = None,
 ) -> Callable[[Ref], str]:
     """The ``value`` function of :func:`render` for a run; raises KeyError for what a loaded
     scenario cannot contain (checked by :func:`problems`)."""
@@ -193,6 +199,8 @@ def lookup(
     def builtin(ref: Ref) -> str:
         if ref.kind is Kind.ADDR:
             return addresses[ref.arg]
+        if ref.kind is Kind.ADDR6 and addresses6 is not None:
+            return addresses6[ref.arg]
         if ref.kind is Kind.CERT:
             return certs[ref.arg][0]
         if ref.kind is Kind.KEY:

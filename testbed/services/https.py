@@ -60,11 +60,20 @@ class NodeHTTPServer(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 128  # listen backlog: clients waiting while every slot is busy
 
+    # One dual-stack socket on "::" serves IPv4 (as ::ffff:a.b.c.d) and IPv6 clients alike, so the
+    # service answers on whatever families the run's network carries (``ip:``).
+    address_family = socket.AF_INET6
+
     def __init__(self, port: int, tls: ssl.SSLContext | None, limits: Limits) -> None:
         self.tls = tls
         self.limits = limits
         self._slots = threading.BoundedSemaphore(limits.max_connections)
-        super().__init__(("0.0.0.0", port), Handler)
+        super().__init__(("::", port), Handler)
+
+    def server_bind(self) -> None:
+        # Explicit, not the namespace's net.ipv6.bindv6only default.
+        self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        super().server_bind()
 
     def process_request(self, request: Any, client_address: Any) -> None:
         self._slots.acquire()  # released by the connection's thread when it ends

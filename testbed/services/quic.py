@@ -94,7 +94,9 @@ class H3Server(QuicConnectionProtocol):
         self.transmit()
 
 
-async def start(cert: str, key: str, port: int, host: str = "0.0.0.0") -> QuicServer:
+async def start(cert: str, key: str, port: int, host: str = "::") -> QuicServer:
+    # "::" is one dual-stack socket (a namespace's net.ipv6.bindv6only is 0): IPv4 clients
+    # arrive as ::ffff:a.b.c.d, so the service answers on whatever families the run carries.
     config = QuicConfiguration(is_client=False, alpn_protocols=H3_ALPN)
     config.load_cert_chain(cert, key)
     return await serve(host, port, configuration=config, create_protocol=H3Server)

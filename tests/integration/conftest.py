@@ -37,6 +37,8 @@ def host_state() -> dict[str, str]:
     links = "\n".join(sorted(re.sub(r"\\.*", "", ln) for ln in links.splitlines()))
     iptables = re.sub(r"\[\d+:\d+\]", "", run("iptables-save"))
     iptables = "\n".join(ln for ln in iptables.splitlines() if not ln.startswith("#"))
+    ip6tables = re.sub(r"\[\d+:\d+\]", "", run("ip6tables-save"))
+    ip6tables = "\n".join(ln for ln in ip6tables.splitlines() if not ln.startswith("#"))
     # tbt* namespaces belong to test fixtures that check their own cleanup, and tb-<rid>-* ones of
     # runs whose owner is alive belong to someone else's run going on right now (another
     # terminal, a parallel test): neither is this test's to answer for. A tb-* namespace whose
@@ -54,7 +56,9 @@ def host_state() -> dict[str, str]:
         "addrs": run("ip", "-o", "addr", "show"),
         "routes4": run("ip", "route", "show", "table", "all"),
         "routes6": run("ip", "-6", "route", "show", "table", "all"),
+        "addrs6": run("ip", "-6", "-o", "addr", "show"),
         "iptables": iptables,
+        "ip6tables": ip6tables,
         "run_dirs": "\n".join(sorted(d for d in os.listdir("/run/testbed") if not owner_alive(names.run_dir(d))))
         if os.path.isdir("/run/testbed")
         else "",

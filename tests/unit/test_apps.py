@@ -87,7 +87,7 @@ def test_placeholders_render_with_literal_braces() -> None:
     ("word", "expected"),
     [
         ("{nope}", "unknown placeholder {nope}"),
-        ("{addr6:server}", "IPv6 is not available yet"),
+        ("{addr6:server}", "network is IPv4-only (`ip: v4`, the default); set `ip: dual`"),
         ("{addr:ghost}", "{addr:ghost} names no node"),
         ("{cert:caller}", "runs no https or quic service"),
         ("{cert}", "{cert} needs a node"),

@@ -27,6 +27,11 @@ from testbed.scenario.loader import parse_scenario
 # -- schema and planning ---------------------------------------------------------------------------
 
 
+def test_aiortc_encoder_keys_stay_allowed_with_one_aiortc_end() -> None:
+    mixed = {"name": "a", "engine": {"caller": "chromium"}, "adapt": True, "audio": {"bitrate": "32kbit"}}
+    assert CallSpec.model_validate(mixed).adapt is True
+
+
 def test_engine_defaults_to_aiortc_and_takes_a_shorthand() -> None:
     assert CallSpec.model_validate({"name": "a"}).engine.caller is CallEngine.AIORTC
     both = CallSpec.model_validate({"name": "a", "engine": "chromium"}).engine
@@ -42,6 +47,8 @@ def test_engine_defaults_to_aiortc_and_takes_a_shorthand() -> None:
         ("    engine: {caller: chromium, callr: aiortc}\n", ["callr"]),
         ("    engine: chromium\n    ice: {restart: true}\n", ["ice.restart", "chromium"]),
         ("    engine: chromium\n    profile: whatsapp\n", ["whatsapp", "aiortc"]),
+        ("    engine: chromium\n    adapt: false\n", ["adapt", "congestion control"]),
+        ("    engine: chromium\n    audio: {bitrate: 32kbit}\n", ["audio.bitrate", "Chromium"]),
     ],
 )
 def test_bad_engine_is_a_scenario_error_at_its_line(entry: str, words: list[str]) -> None:

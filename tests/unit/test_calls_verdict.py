@@ -98,3 +98,21 @@ def test_counted_calls_and_missing_calls() -> None:
     assert [r.what for r in results] == ["load#1: connected == true", "load#2: connected == true"]
     (missing,) = evaluate([Expectation.model_validate({"call": "nope", "connected": True})], calls)
     assert not missing.passed and missing.detail == "the call did not run"
+
+
+def test_candidate_family_names_the_ip_version_of_the_selected_pair() -> None:
+    v6 = CandidatePair("udp", "fd12:3456:789a:1::2", 5000, "host", "fd12:3456:789a:2::2", 5001, "host")
+    assert v6.family == "v6" and v6.to_json()["family"] == "v6"
+    assert CandidatePair("udp", "198.18.1.2", 1, "host", "198.18.2.2", 2, "host").family == "v4"
+    # Chromium may name a host candidate by mDNS: no family rather than a guess.
+    assert CandidatePair("udp", "a.local", 1, "host", "b.local", 2, "host").family is None
+    call = dataclasses.replace(
+        _call([0] + [50] * 9), transports=(TransportResult("caller", selected_candidate_pair=v6),)
+    )
+    assert call.candidate_family == "v6" and call.to_json()["candidate_family"] == "v6"
+    ((passed, what, detail),) = _check(call, candidate={"family": "v6"})
+    assert passed and what == "c: candidate v6" and detail.endswith("/v6")
+    ((passed, _, detail),) = _check(_call([0] + [50] * 9), candidate={"family": "v6"})
+    assert not passed and detail == "expected v6, measured relay/tls/v4"
+    ((passed, _, _),) = _check(_call([0] + [50] * 9), candidate={"type": "relay", "family": "v4"})
+    assert passed

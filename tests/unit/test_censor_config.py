@@ -108,3 +108,22 @@ def test_policy_config_is_what_running_censor_takes() -> None:
     from testbed.censor.control import running_censor
 
     assert inspect.signature(running_censor).parameters["policy"].annotation in ("PolicyConfig", PolicyConfig)
+
+
+def test_a_dual_run_names_nodes_by_both_addresses_and_asks_for_ip6tables(tmp_path: Path) -> None:
+    (tmp_path / "extra.txt").write_text("203.0.113.0/24\n")
+    scenario = parse_scenario(SCENARIO.replace("name: cfg\n", "name: cfg\nip: dual\n"), "s.yaml")
+    plan = plan_topology(scenario, "000000")
+    policy = policy_config(scenario, plan, tmp_path)
+    relay = plan.node("relay")
+    assert policy.nodes["relay"] == (relay.public_address, relay.public_address6)
+    assert set(policy.inside) == {plan.node("caller").public_address, plan.node("caller").public_address6}
+    config = CensorConfig(
+        policy=policy, run_id="000000", seed=0, final_path="f", queue_num=0, max_len=1,
+        inspect_packets=1, max_flows=1, reassemble_tls=False, ipv6=plan.ip.has_v6,
+    )  # fmt: skip
+    back = CensorConfig.from_json(json.loads(json.dumps(config.to_json())))
+    assert back.ipv6 is True and back == config
+    # The compiled policy takes the IPv6 addresses of a named node into its list.
+    _, lists = build_policy(back.policy, seed=0, start=0.0)
+    assert len(lists["relays"]) == 3

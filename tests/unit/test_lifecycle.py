@@ -58,6 +58,7 @@ class FakeCensor:
         self.dies = dies
         self.dead = asyncio.Event()
         self.stopping = False
+        self.final: dict[str, Any] | None = None
 
     async def watch(self) -> None:
         if self.dies:
@@ -71,6 +72,7 @@ class FakeCensor:
         if self.dies:
             await self.dead.wait()
             raise CensorError("the censor engine exited unexpectedly while stopping (exit code -9)")
+        self.final = SUMMARY
         return SUMMARY
 
 
@@ -106,6 +108,8 @@ class Recorder:
                     yield
                 except BaseException as exc:
                     self.log.append(("exit", name, type(exc).__name__))
+                    if name == CENSOR and not self.censor.dies:
+                        self.censor.final = SUMMARY  # running_censor stops it on the way out
                     raise
                 self.log.append(("exit", name, "ok"))
 
@@ -145,6 +149,13 @@ def test_run_undoes_what_was_made_when_a_step_fails(tmp_path: Path) -> None:
     assert result.error == "services failed to start" and not result.passed
     assert _entered(rec.log) == [RUN_DIR, TOPOLOGY, CENSOR, SERVICES]  # apps never started
     assert _exited(rec.log) == [(CENSOR, "RunError"), (TOPOLOGY, "RunError"), (RUN_DIR, "RunError")]
+
+
+def test_a_failed_run_keeps_the_counters_of_the_censor_it_stopped_on_the_way_out(tmp_path: Path) -> None:
+    rec = Recorder(tmp_path, fail_on=APPS)  # e.g. a VPN client whose tunnel never came up
+    result = asyncio.run(run_scenario(_loaded(tmp_path), steps=rec.steps))
+    assert result.error == "apps failed to start" and not result.passed
+    assert result.censor == SUMMARY  # which rules acted: the matrix names the one that blocked
 
 
 def test_run_fails_with_the_censor_error_when_the_censor_dies_mid_run(tmp_path: Path) -> None:

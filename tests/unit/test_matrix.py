@@ -206,6 +206,35 @@ def test_broken_when_control_fails() -> None:
     assert m.passed  # a measurement: no expectations, no errors
 
 
+def test_a_probe_written_to_fail_that_fails_without_a_censor_is_left_out_of_the_grid(tmp_path: Path) -> None:
+    neg = "  - {name: wrong-key, node: caller, run: [curl, x], expect: {exit: 97}}\n"
+    direct = "  - {name: direct, node: caller, run: [curl, y], expect: {exit: 35}}\n"
+    sc = _scenario(neg + direct + "expect_matrix: {tspu-vpn: {wrong-key: blocked}}\n")
+    probes = [*OK_PROBES, _probe("wrong-key", code=97), _probe("direct", code=0)]
+    censored = [*OK_PROBES, _probe("wrong-key", code=97), _probe("direct", code=35)]
+    m = build_matrix(
+        [
+            (
+                sc,
+                {
+                    "none": _result(calls=[_call()], probes=probes),
+                    "tspu-vpn": _result(calls=[_call()], probes=censored),
+                },
+            )
+        ],
+        ["none", "tspu-vpn"],
+    )
+    assert [r.workload for r in m.rows] == ["talk", "web", "rep", "direct"]  # direct works without a censor
+    assert m.rows[-1].cells["tspu-vpn"].outcome is Outcome.BLOCKED
+    assert [(x.workload, "fails without a censor too" in x.reason) for x in m.left_out] == [("wrong-key", True)]
+    assert "not in the grid: mx / wrong-key" in format_table(m)
+    assert "not in the grid" in matrix_page(m)
+    assert matrix_json(m)["matrix"]["not_in_grid"][0]["workload"] == "wrong-key"  # type: ignore[index]
+    # An expectation on it is still checked (it reads broken, as the row would have).
+    [check] = m.checks
+    assert (check.workload, check.got, check.passed) == ("wrong-key", Outcome.BROKEN, False)
+
+
 def test_errors_and_checks_decide_passed() -> None:
     extra = "expect_matrix:\n  none: ok\n  tspu-2022-sni: {web: blocked}\n  tspu-vpn: blocked\n"
     sc = _scenario(extra)

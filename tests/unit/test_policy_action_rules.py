@@ -555,3 +555,15 @@ def test_bytes_in_a_dtls_client_hello_from_the_packet() -> None:
     e = CensorEngine(Classifier(keep_hellos=False), p)
     v = e.handle(udp(CALLER, 5000, CALLEE, 6000, record), 0.0)
     assert (v.action, v.rule) == (Action.DROP, "pion")
+
+
+def test_reject_tcp_over_ipv6_sends_rst_ack_to_both_ends() -> None:
+    p = policy(rules_of("{name: rst, match: {family: v6, dst_port: 443}, action: reject}"))
+    pk = tcp(CALLER6, 40000, CALLEE6, 443, flags=PSHACK, seq=1000, ack=5000, payload=b"abc")
+    v = play(engine(p), [(0, pk)])[0]
+    assert v.action is Action.REJECT and v.reject is RejectKind.TCP_RST
+    to_client, to_server = (parse_ip(x) for x in v.inject)
+    assert to_client.version == to_server.version == 6
+    assert (to_client.src, to_client.dst, to_client.tcp_seq, to_client.tcp_ack) == (a(CALLEE6), a(CALLER6), 5000, 1003)
+    assert (to_server.src, to_server.dst, to_server.tcp_seq, to_server.tcp_ack) == (a(CALLER6), a(CALLEE6), 1003, 5000)
+    assert to_client.tcp_flags == to_server.tcp_flags == TCPFlag.RST | TCPFlag.ACK

@@ -331,3 +331,31 @@ def test_verdict_actions_for_matches() -> None:
         Action.DROP,
         Action.ACCEPT,
     ]
+
+
+def test_family_matches_the_flows_ip_version() -> None:
+    # A censor that inspects only IPv4 (issue 13): IPv6 flows between the same nodes pass it.
+    text = rules_of(
+        "{name: v4-only, match: {family: v4, transport: udp}, action: drop}",
+        "{name: v6, match: {family: v6}, action: accept}",
+    )
+    got = decided(text, [
+        (0, udp(CALLER, 1, CALLEE, 2)), (0, udp(CALLER6, 1, CALLEE6, 2)),
+        (0, tcp(CALLER6, 40000, CALLEE6, 443, flags=SYN)), (0, tcp(CALLER, 40000, CALLEE, 443, flags=SYN)),
+    ])  # fmt: skip
+    assert got == ["v4-only", "v6", "v6", None]
+
+
+def test_family_is_checked_by_the_schema_and_survives_the_ir() -> None:
+    from test_policy_support import ir, spec
+
+    with pytest.raises(ValueError, match="family"):
+        spec(rules_of("{name: x, match: {family: ipv6}, action: drop}"))
+    from testbed.core.policy_ir import PolicyIR
+    from testbed.core.policy_kinds import Family
+
+    got = ir(rules_of("{name: x, match: {not: {family: v6}}, action: drop}"))
+    assert got.rules[0].match.not_ is not None and got.rules[0].match.not_.family is Family.V6
+    assert PolicyIR.from_json(got.to_json()) == got
+    text = rules_of("{name: not-v6, match: {not: {family: v6}}, action: drop}")
+    assert decided(text, [(0, udp(CALLER6, 1, CALLEE6, 2)), (0, udp(CALLER, 1, CALLEE, 2))]) == [None, "not-v6"]

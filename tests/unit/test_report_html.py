@@ -198,3 +198,15 @@ def test_a_capture_already_inside_the_report_is_linked_not_copied(tmp_path: Path
     write_html_report([rich_result()], out, pcaps={"a1b2c3": pcap})
     assert 'href="pcap/a1b2c3.pcapng"' in (out / "dtls-cut.html").read_text(encoding="utf-8")
     assert sorted(p.name for p in (out / "pcap").iterdir()) == ["a1b2c3.pcapng"]
+
+
+def test_the_call_page_names_the_selected_pairs_ip_version(tmp_path: Path) -> None:
+    r = legacy_result()
+    pair = r["calls"][0]["selected_candidate_pair"]
+    pair.update(local_address="fd12:3456:789a:1::2", remote_address="fd12:3456:789a:2::2", family="v6")
+    text = (write_html_report([r], tmp_path).parent / "baseline.html").read_text(encoding="utf-8")
+    assert "fd12:3456:789a:2::2:51234 (host) over udp / IPv6" in text
+    # A result written before the field existed shows the pair without a family.
+    old = legacy_result()
+    text = (write_html_report([old], tmp_path / "old").parent / "baseline.html").read_text(encoding="utf-8")
+    assert "198.18.2.2:51234 (host) over udp" in text and "over udp / IP" not in text

@@ -24,6 +24,7 @@ from testbed.core.policy.matchers.endpoints import (
     AddressMatch,
     DirectionMatch,
     End,
+    FamilyMatch,
     InitiatorMatch,
     PortMatch,
     TransportMatch,
@@ -54,6 +55,7 @@ from testbed.core.policy_kinds import (
     BlockDirection,
     CountFrom,
     Distribution,
+    Family,
     HelloKind,
     LossModel,
     PacketDirection,
@@ -158,6 +160,8 @@ class _Compiler:
         expiring: list[Expiring] = []
         if m.transport:
             static.append(TransportMatch(frozenset(p for t in m.transport for p in _PROTOS[t])))
+        if m.family is not None:
+            static.append(FamilyMatch(m.family is Family.V6))
         for end, spec in ((End.CLIENT, m.src), (End.SERVER, m.dst), (End.EITHER, m.addr)):
             if spec is not None:
                 static.append(AddressMatch(self.addresses(spec, f"{where}.{end}"), end))

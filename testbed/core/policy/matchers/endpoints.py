@@ -1,4 +1,4 @@
-"""Flow endpoint matchers: transport, addresses, ports, initiator side, packet direction.
+"""Flow endpoint matchers: transport, IP family, addresses, ports, initiator side, packet direction.
 
 ``src``/``dst`` are the flow's initiator and responder (conntrack's original tuple), whatever
 the packet's direction, so "flows to the hosting list" matches the replies too (the 2025 freeze
@@ -14,7 +14,7 @@ from testbed.core.labels import AddressList
 from testbed.core.policy.state import FlowFacts
 from testbed.core.policy_kinds import PacketDirection
 
-__all__ = ["AddressMatch", "DirectionMatch", "InitiatorMatch", "PortMatch", "TransportMatch", "End"]
+__all__ = ["AddressMatch", "DirectionMatch", "End", "FamilyMatch", "InitiatorMatch", "PortMatch", "TransportMatch"]
 
 ORIGINAL = Direction.ORIGINAL
 
@@ -31,6 +31,15 @@ class TransportMatch:
 
     def __call__(self, facts: FlowFacts, direction: Direction) -> bool:
         return facts.proto in self.protos
+
+
+@dataclass(frozen=True, slots=True)
+class FamilyMatch:
+    v6: bool
+
+    def __call__(self, facts: FlowFacts, direction: Direction) -> bool:
+        # A flow's addresses are packed: 16 bytes is IPv6 (both ends share the family).
+        return (len(facts.client) == 16) is self.v6
 
 
 @dataclass(frozen=True, slots=True)
