@@ -82,7 +82,9 @@ TWENTY_RULES: list[dict[str, Any]] = [
 
 
 def scenario(name: str, rules: list[dict[str, Any]]) -> dict[str, Any]:
-    return {"name": name, "nodes": NODES, "censor": {"lists": {"hosting": ["other"]}, "rules": rules}, "probes": NOOP}
+    # offload off: this measures the engine, which must see every packet (engine_offload.py measures offload)
+    censor = {"lists": {"hosting": ["other"]}, "rules": rules, "offload": False}
+    return {"name": name, "nodes": NODES, "censor": censor, "probes": NOOP}
 
 
 def censor_pid(s: Session) -> int:

@@ -25,18 +25,56 @@ Modules, one per concept:
 Importing this package does not import aiortc: only the endpoint processes do.
 """
 
-from testbed.calls.options import CallOptions, IceServer, IceTransportPolicy
-from testbed.calls.orchestrate import NodeInfo, ServiceInfo, plan_calls, run_calls
-from testbed.calls.result import (
-    CallResult,
-    CandidatePair,
-    Direction,
-    Kind,
-    StreamResult,
-    TransportResult,
-)
-from testbed.calls.session import run_call
-from testbed.calls.verdict import ExpectationResult, evaluate, judged, outcome
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from testbed.calls.options import CallOptions, IceServer, IceTransportPolicy
+    from testbed.calls.orchestrate import NodeInfo, ServiceInfo, plan_calls, run_calls
+    from testbed.calls.result import (
+        CallResult,
+        CandidatePair,
+        Direction,
+        Kind,
+        StreamResult,
+        TransportResult,
+    )
+    from testbed.calls.session import run_call
+    from testbed.calls.verdict import ExpectationResult, evaluate, judged, outcome
+
+# Lazy (PEP 562): an endpoint process imports testbed.calls.endpoint, and with it this package;
+# importing the orchestrator side here (pydantic schemas, profiles, session) cost it ~0.2 s of CPU
+# per process before any media flowed.
+_LAZY = {
+    "CallOptions": "testbed.calls.options",
+    "CallResult": "testbed.calls.result",
+    "CandidatePair": "testbed.calls.result",
+    "Direction": "testbed.calls.result",
+    "ExpectationResult": "testbed.calls.verdict",
+    "IceServer": "testbed.calls.options",
+    "IceTransportPolicy": "testbed.calls.options",
+    "Kind": "testbed.calls.result",
+    "NodeInfo": "testbed.calls.orchestrate",
+    "ServiceInfo": "testbed.calls.orchestrate",
+    "StreamResult": "testbed.calls.result",
+    "TransportResult": "testbed.calls.result",
+    "evaluate": "testbed.calls.verdict",
+    "judged": "testbed.calls.verdict",
+    "outcome": "testbed.calls.verdict",
+    "plan_calls": "testbed.calls.orchestrate",
+    "run_call": "testbed.calls.session",
+    "run_calls": "testbed.calls.orchestrate",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)
+
 
 __all__ = [
     "CallOptions",

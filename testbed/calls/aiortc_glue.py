@@ -14,6 +14,8 @@ The hooks:
   ``_send`` (:class:`TurnAllocation`): app-profile STUN messages on the media's own 5-tuple.
 * ``aiortc.RTCRtpReceiver._handle_rtp_packet`` is wrapped per receiver (:func:`on_rtp_packet`):
   the DTLS transport's RTP router calls it for each packet after SRTP decryption.
+* ``aiortc.RTCRtpReceiver.__decoder_queue`` (name-mangled) is replaced for audio receivers
+  (:func:`count_instead_of_decoding`): received audio frames are counted, not decoded.
 * ``aiortc.RTCIceTransport._connection._nominated`` (:func:`nominated_pair`).
 * ``aiortc.sdp.SessionDescription`` (an internal module) parses the answer (:func:`answer_codecs`).
 * ``aiortc.codecs.opus.OpusEncoder`` is subclassed (:class:`AppOpusEncoder`: its ``codec``,
@@ -21,6 +23,8 @@ The hooks:
   through ``RTCRtpSender.__encoder`` (name-mangled), which ``_next_encoded_frame`` fills from
   ``get_encoder`` only while it is ``None`` (:func:`install_audio_encoder`).  aiortc's own encoder
   has a fixed 96 kbit/s, 20 ms frames and no FEC, and no way to change them.
+* ``aiortc.RTCRtpSender._next_encoded_frame`` is replaced per sender, and ``_enabled`` read
+  (:func:`install_pre_encoded`): the synthetic tone's Opus packets are encoded once and replayed.
 * ``aiortc.RTCRtpSender._handle_rtcp_packet`` is wrapped per sender and its smoothed RTT
   ``RTCRtpSender.__rtt`` read (:func:`on_receiver_report`): each RTCP receiver report about the
   sender's SSRC, for the bitrate controller (``testbed.calls.adapt``).
@@ -35,7 +39,8 @@ import contextlib
 import dataclasses
 import datetime
 import ssl
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import aioice
@@ -45,6 +50,7 @@ import aiortc
 import av
 from aiortc import RTCIceTransport, RTCPeerConnection, RTCRtpReceiver, RTCRtpSender
 from aiortc.codecs import opus as aiortc_opus
+from aiortc.rtcrtpsender import RTCEncodedFrame
 from aiortc.rtp import RtcpRrPacket, RtcpSrPacket, RtpPacket
 from aiortc.sdp import SessionDescription
 from aiortc.stats import (
@@ -153,14 +159,85 @@ def on_rtp_packet(receiver: RTCRtpReceiver, callback: Callable[[int, int], None]
     receiver._handle_rtp_packet = tracking  # type: ignore[method-assign]
 
 
+_DECODER_QUEUE = "_RTCRtpReceiver__decoder_queue"
+
+
+class _CountingQueue:
+    """Stands in for a receiver's decoder queue: each complete encoded frame the jitter buffer
+    hands over is counted on the event loop instead of going to the decoder thread; ``None``
+    (aiortc stopping the receiver) still goes through, so the idle decoder thread ends and, as
+    before, ends the remote track."""
+
+    __slots__ = ("_real", "_on_frame")
+
+    def __init__(self, real: Any, on_frame: Callable[[], None]) -> None:
+        self._real = real
+        self._on_frame = on_frame
+
+    def put(self, item: Any) -> None:
+        if item is None:
+            self._real.put(None)
+        else:
+            self._on_frame()
+
+    def get(self) -> Any:
+        return self._real.get()
+
+
+def count_instead_of_decoding(receiver: RTCRtpReceiver, on_frame: Callable[[], None]) -> None:
+    """Call ``on_frame()`` for each complete encoded frame ``receiver`` reassembles, instead of
+    decoding it in aiortc's decoder thread (for the synthetic tone: nothing listens to it, and the
+    thread hand-offs and the Opus decode were a third of a receiving endpoint's CPU).  Works
+    before or after aiortc starts the thread (``receive``), which reads the queue through
+    :class:`_CountingQueue` then."""
+    real = _require(receiver, _DECODER_QUEUE, "aiortc.RTCRtpReceiver")
+    if isinstance(real, _CountingQueue):
+        raise glue_error(f"aiortc.RTCRtpReceiver.{_DECODER_QUEUE}", "is replaced twice")
+    if not (hasattr(real, "put") and hasattr(real, "get")):
+        raise glue_error(f"aiortc.RTCRtpReceiver.{_DECODER_QUEUE}", f"is a {type(real).__name__}, not a queue")
+    setattr(receiver, _DECODER_QUEUE, _CountingQueue(real, on_frame))
+
+
 # -- the Opus encoder ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class EncodedAudio:
+    """One frame's ready RTP payloads (several when the packet time is below 20 ms, as aiortc's
+    encoder returns them), its RTP timestamp offset and its RFC 6465 audio level."""
+
+    payloads: tuple[bytes, ...]
+    timestamp: int
+    audio_level: int
+
 
 _ENCODER = "_RTCRtpSender__encoder"
 _RTT = "_RTCRtpSender__rtt"
 OPUS_RATE = 48000
+AIORTC_OPUS_BITRATE = 96000
+"""What aiortc's own ``OpusEncoder`` uses (fixed): a call without a profile sends this."""
 FEC_EXPECTED_LOSS_PCT = 10
 """With FEC on, libopus only spends bits on it when told to expect loss (its ``packet_loss``);
 libwebrtc feeds it the measured loss, we fix it at 10 % (a policer or a lossy link)."""
+
+
+def open_opus_encoder(bitrate_bps: int, frame_ms: int, fec: bool) -> Any:
+    """A libopus context as :class:`AppOpusEncoder` opens one (and ``opus_cache`` for the
+    pre-encoded tone).  aiortc's own encoder is the case 96 kbit/s, 20 ms, no FEC: its options
+    are libopus's defaults for the other three."""
+    codec = av.CodecContext.create("libopus", "w")
+    codec.bit_rate = bitrate_bps
+    codec.format = "s16"
+    codec.layout = "stereo"
+    codec.sample_rate = OPUS_RATE
+    codec.time_base = aiortc_opus.TIME_BASE
+    codec.options = {
+        "application": "voip",
+        "frame_duration": str(frame_ms),
+        "fec": "1" if fec else "0",
+        "packet_loss": str(FEC_EXPECTED_LOSS_PCT if fec else 0),
+    }
+    return codec
 
 
 class AppOpusEncoder(aiortc_opus.OpusEncoder):
@@ -190,19 +267,7 @@ class AppOpusEncoder(aiortc_opus.OpusEncoder):
         self.codec = self._open(bitrate_bps)
 
     def _open(self, bitrate_bps: int) -> Any:
-        codec = av.CodecContext.create("libopus", "w")
-        codec.bit_rate = bitrate_bps
-        codec.format = "s16"
-        codec.layout = "stereo"
-        codec.sample_rate = OPUS_RATE
-        codec.time_base = aiortc_opus.TIME_BASE
-        codec.options = {
-            "application": "voip",
-            "frame_duration": str(self.frame_ms),
-            "fec": "1" if self.fec else "0",
-            "packet_loss": str(FEC_EXPECTED_LOSS_PCT if self.fec else 0),
-        }
-        return codec
+        return open_opus_encoder(bitrate_bps, self.frame_ms, self.fec)
 
     def set_bitrate(self, bitrate_bps: int) -> None:
         self._wanted = bitrate_bps
@@ -225,6 +290,24 @@ def install_audio_encoder(sender: RTCRtpSender, encoder: AppOpusEncoder) -> None
     if getattr(sender, _ENCODER) is not None:
         raise glue_error(f"aiortc.RTCRtpSender.{_ENCODER}", "is set before media started")
     setattr(sender, _ENCODER, encoder)
+
+
+def install_pre_encoded(sender: RTCRtpSender, next_frame: Callable[[], Awaitable[EncodedAudio | None]]) -> None:
+    """Make ``sender`` take ready Opus packets from ``next_frame`` instead of reading its track and
+    encoding (``opus_cache``): aiortc's ``_next_encoded_frame`` is replaced on this sender, so no
+    executor hop, resampler, encoder or pure-Python audio level runs per frame.  What goes on the
+    wire is built as before (same RTP packetisation, header extensions, SRTP).  ``next_frame``
+    paces itself and returns ``None`` for "nothing this time" as aiortc's own does."""
+    if not hasattr(sender, "_next_encoded_frame") or not hasattr(sender, "_enabled"):
+        raise glue_error("aiortc.RTCRtpSender._next_encoded_frame/_enabled", "is gone")
+
+    async def next_encoded_frame(codec: Any) -> RTCEncodedFrame | None:
+        audio = await next_frame()
+        if audio is None or not sender._enabled:
+            return None
+        return RTCEncodedFrame(list(audio.payloads), audio.timestamp, audio.audio_level)
+
+    sender._next_encoded_frame = next_encoded_frame  # type: ignore[method-assign]
 
 
 def on_receiver_report(sender: RTCRtpSender, callback: Callable[[float, float | None], None]) -> None:

@@ -260,6 +260,12 @@ class Conductor:
             wall_s=None if wall_s is None else round(wall_s, 3),
             profile=self.options.profile,
             restarts=self.restarts,
+            cpu_s={
+                role.value: {"at_media": report.cpu_at_media_s, "total": report.cpu_total_s}
+                for role, report in reports.items()
+                if report is not None and report.cpu_total_s is not None
+            }
+            or None,
         )
         return metrics.with_quality(
             base,

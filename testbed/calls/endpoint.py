@@ -63,10 +63,10 @@ from testbed.calls.endpoint_report import (
     StatsType,
     busiest_transport,
 )
-from testbed.calls.media import FrameSink, MovingBarTrack, ToneTrack
+from testbed.calls.media import FrameSink, MovingBarTrack, OpusToneTrack, ToneTrack, tone_second
 from testbed.calls.metrics import Arrivals
 from testbed.calls.options import AUDIO_CODECS, VIDEO_CODECS
-from testbed.calls.profiles import with_transaction_id
+from testbed.calls.opus_cache import OpusSetting, ToneCache
 from testbed.calls.quality import FreezeDetector, GapRecorder
 from testbed.calls.result import Kind
 from testbed.calls.signalling import (
@@ -88,6 +88,7 @@ from testbed.calls.signalling import (
     Stats,
     encode,
 )
+from testbed.calls.stun_txid import with_transaction_id
 
 # Different tones per side make a capture easy to read (and would show a loop-back).
 TONE_HZ = {Role.CALLER: 440, Role.CALLEE: 660}
@@ -98,6 +99,7 @@ DATA_CHANNEL_LABEL = "testbed"
 AUDIO_GAP_THRESHOLD_S = 0.060  # 3 x 20 ms packets: a jitter buffer hides shorter holes
 SILENCE_THRESHOLD_S = 1.0  # nothing at all arrived: the shortest "dead_after" worth recording
 MAX_SNAPSHOTS = 7200  # two hours of one-per-second samples
+LIVE_OPUS_ENV = "TESTBED_LIVE_OPUS"
 DRAIN_TASKS_S = 0.2  # at close: time for the last state reports to go out before cancelling
 
 
@@ -115,8 +117,8 @@ class Endpoint:
         self.options = config.options
         self._send = send
         self.pc = self._new_peer_connection()
-        self._tracks: list[ToneTrack | MovingBarTrack] = []
-        self._old_tracks: list[ToneTrack | MovingBarTrack] = []  # of earlier ICE sessions
+        self._tracks: list[ToneTrack | OpusToneTrack | MovingBarTrack] = []
+        self._old_tracks: list[ToneTrack | OpusToneTrack | MovingBarTrack] = []  # of earlier ICE sessions
         self._sinks: dict[str, FrameSink] = {}
         self._frames_in_before: dict[str, int] = {}  # decoded in earlier ICE sessions
         self._freezes: dict[str, FreezeDetector] = {"video": FreezeDetector()}
@@ -150,7 +152,7 @@ class Endpoint:
         # One controller for the whole call, so an ICE restart keeps what it learnt.
         self._bitrate: BitrateController | None = None
         self._bitrate_shown = 0
-        self._bitrate_encoder: aiortc_glue.AppOpusEncoder | None = None
+        self._bitrate_encoder: aiortc_glue.AppOpusEncoder | OpusToneTrack | None = None
         self._feedback_watch = False
         self._closed = False
 
@@ -357,6 +359,12 @@ class Endpoint:
             out[track.kind] = out.get(track.kind, 0) + track.frames_sent
         return out
 
+    def _frames_due(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for track in (*self._old_tracks, *self._tracks):
+            out[track.kind] = out.get(track.kind, 0) + track.frames_due()
+        return out
+
     def _frames_received(self) -> dict[str, int]:
         out = dict(self._frames_in_before)
         for kind, sink in self._sinks.items():
@@ -395,8 +403,12 @@ class Endpoint:
             receiver = transceiver.receiver
             if id(receiver) not in self._hooked:
                 self._hooked.add(id(receiver))
-                kind = receiver.track.kind if receiver.track is not None else "audio"
+                # The transceiver's kind: the caller hooks before the answer, when aiortc has not
+                # made the receiver's track yet (its video was counted as audio before).
+                kind = transceiver.kind
                 aiortc_glue.on_rtp_packet(receiver, self._rtp_counter(kind))
+                if kind == "audio" and not _live_opus():
+                    aiortc_glue.count_instead_of_decoding(receiver, self._frame_counter(kind))
         if self.pc.sctp is not None:
             self._hook_dtls(self.pc.sctp.transport)
 
@@ -413,6 +425,15 @@ class Endpoint:
             if gaps is not None:
                 gaps.add(now)
             self._silences.add(now)
+
+        return count
+
+    def _frame_counter(self, kind: str) -> Callable[[], None]:
+        def count() -> None:
+            # The sink of the current ICE session (a restart makes new receivers and sinks).
+            sink = self._sinks.get(kind)
+            if sink is not None:
+                sink.count()
 
         return count
 
@@ -480,7 +501,7 @@ class Endpoint:
     def _add_media(self) -> None:
         """Add our tracks.  On the callee, addTrack reuses the transceivers the offer created."""
         if self.options.audio:
-            self._add_track(ToneTrack(TONE_HZ[self.role]), AUDIO_CODECS[self.options.audio_codec])
+            self._add_track(self._audio_track(), AUDIO_CODECS[self.options.audio_codec])
         if self.options.video:
             o = self.options
             self._add_track(
@@ -488,11 +509,28 @@ class Endpoint:
                 VIDEO_CODECS[o.video_codec],
             )
 
-    def _add_track(self, track: ToneTrack | MovingBarTrack, mime: str) -> None:
+    def _audio_track(self) -> ToneTrack | OpusToneTrack:
+        """Opus: the tone encoded once per encoder setting and replayed (``opus_cache``; the
+        profile's bitrate, frame size and FEC, else aiortc's encoder as it ships).  Other codecs,
+        or ``TESTBED_LIVE_OPUS=1``: encoded live."""
+        o = self.options
+        if o.audio_codec != "opus" or _live_opus():
+            return ToneTrack(TONE_HZ[self.role])
+        if o.app_audio:
+            setting = OpusSetting(o.audio_bitrate_bps, o.audio_frame_ms, o.audio_fec)
+        else:
+            setting = OpusSetting(aiortc_glue.AIORTC_OPUS_BITRATE, 20, False)
+        if self._bitrate is not None:  # an ICE restart keeps what the controller learnt
+            setting = OpusSetting(self._bitrate.bitrate_bps, setting.frame_ms, setting.fec)
+        return OpusToneTrack(_tone_cache(self.role), setting)
+
+    def _add_track(self, track: ToneTrack | OpusToneTrack | MovingBarTrack, mime: str) -> None:
         self._tracks.append(track)
         sender = self.pc.addTrack(track)
+        if isinstance(track, OpusToneTrack):
+            aiortc_glue.install_pre_encoded(sender, track.next_encoded)
         if track.kind == "audio" and self.options.app_audio:
-            self._app_audio(sender)
+            self._app_audio(sender, track if isinstance(track, OpusToneTrack) else None)
         if self.role is Role.CALLER:
             # Offer exactly one codec (plus its RTX), so the negotiated clock rate is known.
             codecs = [
@@ -504,12 +542,17 @@ class Endpoint:
                 if transceiver.sender is sender:
                     transceiver.setCodecPreferences(codecs)
 
-    def _app_audio(self, sender: RTCRtpSender) -> None:
-        """The profile's Opus encoder (bitrate, frame size, FEC) and, with ``adapt``, the
-        bitrate controller fed by the peer's receiver reports (docs/calls.md, "Adaptive audio")."""
+    def _app_audio(self, sender: RTCRtpSender, pre_encoded: OpusToneTrack | None) -> None:
+        """The profile's Opus encoder (bitrate, frame size, FEC; a pre-encoded track has it
+        already) and, with ``adapt``, the bitrate controller fed by the peer's receiver reports
+        (docs/calls.md, "Adaptive audio")."""
         o = self.options
-        encoder = aiortc_glue.AppOpusEncoder(o.audio_bitrate_bps, o.audio_frame_ms, o.audio_fec)
-        aiortc_glue.install_audio_encoder(sender, encoder)
+        encoder: aiortc_glue.AppOpusEncoder | OpusToneTrack
+        if pre_encoded is not None:
+            encoder = pre_encoded
+        else:
+            encoder = aiortc_glue.AppOpusEncoder(o.audio_bitrate_bps, o.audio_frame_ms, o.audio_fec)
+            aiortc_glue.install_audio_encoder(sender, encoder)
         if not o.adapt:
             return
         if self._bitrate is None:
@@ -634,6 +677,12 @@ class Endpoint:
             received_bytes={ssrc: a.bytes for ssrc, a in by_ssrc.items()},
             arrivals=arrivals,
             frames_sent={Kind(k): n for k, n in self._frames_sent().items()},
+            frames_due={Kind(k): n for k, n in self._frames_due().items()},
+            cpu_at_media_s=min(
+                (t.first_cpu_s for t in (*self._old_tracks, *self._tracks) if t.first_cpu_s is not None),
+                default=None,
+            ),
+            cpu_total_s=round(time.process_time(), 3),
             frames_received={Kind(k): n for k, n in frames_received.items()},
             data=DataCounts(
                 messages_sent=self._data["messages_sent"],
@@ -671,6 +720,31 @@ class Endpoint:
         # The answer decides: its first codec per m-line is the one both sides use.
         answer = self.pc.remoteDescription if self.role is Role.CALLER else self.pc.localDescription
         return {} if answer is None else aiortc_glue.answer_codecs(answer.sdp)
+
+
+_TONE_CACHES: dict[Role, ToneCache] = {}
+
+
+def _tone_cache(role: Role) -> ToneCache:
+    """The process's encoded tones for ``role``'s tone (an ICE restart, and every child of the
+    zygote, reuses them)."""
+    cache = _TONE_CACHES.get(role)
+    if cache is None:
+        cache = _TONE_CACHES[role] = ToneCache(tone_second(TONE_HZ[role]))
+    return cache
+
+
+def warm_up() -> None:
+    """Encode what a call without a profile sends, for both roles (``zygote`` calls it once, so
+    its children start with it)."""
+    for role in Role:
+        _tone_cache(role).get(OpusSetting(aiortc_glue.AIORTC_OPUS_BITRATE, 20, False))
+
+
+def _live_opus() -> bool:
+    """``TESTBED_LIVE_OPUS=1``: encode the tone and decode received audio per frame, as endpoints
+    did before the Opus cache (benchmarks/call_scale.py --live-opus compares the two)."""
+    return os.environ.get(LIVE_OPUS_ENV) == "1"
 
 
 # aiortc stats entry type -> (direction in _pc_counters, [(RtpStats field, counter)]).

@@ -25,6 +25,8 @@ class EndpointConfig:
     options: CallOptions
     t0: float | None = None
     """CLOCK_MONOTONIC start of the call (shared by all processes): origin of per-second counts."""
+    zygote: Path | None = None
+    """The run's ``testbed.calls.zygote`` socket, if any: ``forkclient`` asks it for the endpoint."""
 
     @classmethod
     def load(cls, path: Path) -> EndpointConfig:
@@ -34,7 +36,14 @@ class EndpointConfig:
             socket=Path(raw["socket"]),
             options=CallOptions.from_json(raw["options"]),
             t0=float(raw["t0"]) if raw.get("t0") is not None else None,
+            zygote=Path(raw["zygote"]) if raw.get("zygote") is not None else None,
         )
 
     def to_json(self) -> JsonObject:
-        return {"role": self.role.value, "socket": str(self.socket), "options": self.options.to_json(), "t0": self.t0}
+        return {
+            "role": self.role.value,
+            "socket": str(self.socket),
+            "options": self.options.to_json(),
+            "t0": self.t0,
+            "zygote": None if self.zygote is None else str(self.zygote),
+        }

@@ -14,7 +14,9 @@ from a half-dead endpoint is still worth what it holds)::
       "codecs": {"audio": {"mimeType": "audio/opus", "clockRate": 48000}, ...},
       "received_bytes": {"<ssrc>": <RTP payload bytes received>},
       "arrivals": {"<ssrc>": ArrivalTimes},        # first/last/longest gap/per second
-      "frames": {"sent": {"audio": n, ...}, "received": {"audio": n, ...}},
+      "frames": {"sent": {"audio": n, ...}, "received": {"audio": n, ...},
+                 "due": {"audio": n, ...}},           # due: what the source owed by hang-up
+      "cpu": {"at_media_s": s | null, "total_s": s},  # this process's CPU time (start-up: at_media_s)
       "data": {"messages_sent": n, "bytes_sent": n, "messages_received": n,
                "bytes_received": n, "delays_ms": [one-way delay of each received message],
                "arrivals": ArrivalTimes | null} | null,
@@ -381,6 +383,14 @@ class EndpointReport:
     arrivals: Mapping[int, ArrivalTimes] = field(default_factory=dict)
     frames_sent: Mapping[Kind, int] = field(default_factory=dict)
     frames_received: Mapping[Kind, int] = field(default_factory=dict)
+    frames_due: Mapping[Kind, int] = field(default_factory=dict)
+    """Frames the source's clock made due by hang-up: ``due - sent`` were never sent (the endpoint
+    fell behind, e.g. starved of CPU)."""
+    cpu_at_media_s: float | None = None
+    """The endpoint process's CPU time (user + sys, since it started: interpreter, imports, ICE,
+    DTLS) when its first media frame went out: what starting the call cost it."""
+    cpu_total_s: float | None = None
+    """Its CPU time when it wrote this report."""
     data: DataCounts | None = None
     """``None``: the call had no data channel."""
     candidate_pair: CandidatePair | None = None
@@ -406,7 +416,9 @@ class EndpointReport:
             "frames": {
                 "sent": {kind.value: n for kind, n in self.frames_sent.items()},
                 "received": {kind.value: n for kind, n in self.frames_received.items()},
+                "due": {kind.value: n for kind, n in self.frames_due.items()},
             },
+            "cpu": {"at_media_s": self.cpu_at_media_s, "total_s": self.cpu_total_s},
             "data": self.data.to_json() if self.data is not None else None,
             "candidate_pair": self.candidate_pair.to_json() if self.candidate_pair else None,
             "snapshots": [s.to_json() for s in self.snapshots],
@@ -455,6 +467,9 @@ class EndpointReport:
             arrivals=arrivals,
             frames_sent=_kind_counts(frames.get("sent")),
             frames_received=_kind_counts(frames.get("received")),
+            frames_due=_kind_counts(frames.get("due")),
+            cpu_at_media_s=_float(as_dict(raw.get("cpu")).get("at_media_s")),
+            cpu_total_s=_float(as_dict(raw.get("cpu")).get("total_s")),
             data=DataCounts.from_json(raw.get("data")),
             candidate_pair=candidate_pair_from_json(raw.get("candidate_pair")),
             snapshots=tuple(s for s in (Snapshot.from_json(x) for x in as_list(raw.get("snapshots"))) if s is not None),

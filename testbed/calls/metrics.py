@@ -194,6 +194,7 @@ def _send_stream(role: Role, kind: Kind, mine: EndpointReport | None, peer: Endp
         ssrc=out.ssrc,
         codec=codec.mime_type if codec else None,
         frames=mine.frames_sent.get(kind),
+        frames_due=mine.frames_due.get(kind),
     )
 
 

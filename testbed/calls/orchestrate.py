@@ -15,6 +15,8 @@ running, so the plan is unit-tested without namespaces.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -25,7 +27,7 @@ from testbed.calls.engine import Engine
 from testbed.calls.options import CallOptions, IceServer, IceTransportPolicy
 from testbed.calls.profiles import DEFAULT_AUDIO, Profile, load_profile
 from testbed.calls.result import CallResult
-from testbed.calls.session import run_call
+from testbed.calls.session import endpoint_zygote, run_call
 from testbed.calls.verdict import DEFAULT_THRESHOLDS, judged
 from testbed.errors import RunError
 from testbed.records.timeline import CallState, Layer, Party, Role, TimelineEntry
@@ -283,6 +285,7 @@ async def run_calls(
     settings = thresholds or DEFAULT_THRESHOLDS
     say = observer or (lambda _message: None)
     began = time.monotonic() if origin is None else origin
+    zygote: Path | None = None
 
     async def one(plan: CallPlan) -> CallResult:
         await asyncio.sleep(max(0.0, began + plan.start_s - time.monotonic()))
@@ -304,6 +307,7 @@ async def run_calls(
                 workdir=workdir,
                 observer=watch,
                 engines=plan.engines,
+                zygote=zygote,
             )
         result = judged(
             replace(result, spec=plan.spec, instance=plan.instance, start_s=started, engines=plan.engine_names()),
@@ -315,6 +319,24 @@ async def run_calls(
         )
         return result
 
-    async with asyncio.TaskGroup() as tg:
-        tasks = [tg.create_task(one(plan)) for plan in plans]
+    async with contextlib.AsyncExitStack() as stack:
+        if _shares_a_zygote(plans):
+            # Several aiortc endpoints: fork them from one process that imported aiortc once
+            # (docs/performance.md, "Calls"); a lone call starts its endpoints as always.
+            zygote = await stack.enter_async_context(endpoint_zygote(workdir))
+        async with asyncio.TaskGroup() as tg:
+            tasks = [tg.create_task(one(plan)) for plan in plans]
     return [task.result() for task in tasks]
+
+
+ZYGOTE_ENV = "TESTBED_CALLS_ZYGOTE"
+"""``0``: no zygote (benchmarks/call_scale.py --baseline measures endpoints started afresh)."""
+
+
+def _shares_a_zygote(plans: Sequence[CallPlan]) -> bool:
+    if os.environ.get(ZYGOTE_ENV) == "0":
+        return False
+    aiortc_ends = sum(
+        1 for plan in plans for role in Role if (plan.engines or {}).get(role, Engine.AIORTC) is Engine.AIORTC
+    )
+    return aiortc_ends > 2

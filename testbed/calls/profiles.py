@@ -26,7 +26,17 @@ from typing import Annotated, Any
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
-__all__ = ["AudioParams", "DEFAULT_AUDIO", "Profile", "ProfileError", "available_profiles", "load_profile"]
+from testbed.calls.stun_txid import with_transaction_id
+
+__all__ = [
+    "AudioParams",
+    "DEFAULT_AUDIO",
+    "Profile",
+    "ProfileError",
+    "available_profiles",
+    "load_profile",
+    "with_transaction_id",
+]
 
 MAGIC_COOKIE = 0x2112A442
 _PACKAGE = "testbed.data"
@@ -155,13 +165,6 @@ def _encode(message: Message, rng: random.Random) -> bytes:
             body += b"\x00" * (4 - len(value) % 4)  # only the last attribute goes unpadded
     head = MAGIC_COOKIE.to_bytes(4, "big") if message.cookie else rng.randbytes(4)
     return struct.pack("!HH", message.type, len(body)) + head + bytes(12) + body
-
-
-def with_transaction_id(message: bytes, txid: bytes) -> bytes:
-    """``message`` with its 12-byte transaction id replaced (RFC 8489 section 5)."""
-    if len(txid) != 12 or len(message) < 20:
-        raise ValueError("a transaction id is 12 bytes, a STUN message at least 20")
-    return message[:8] + txid + message[20:]
 
 
 DEFAULT_AUDIO = AudioParams.model_validate({})

@@ -159,6 +159,9 @@ class StreamResult:
     """data recv: message bytes received per second of media, in kbit/s."""
     message_loss_pct: float | None = None
     """data recv: messages the peer sent that never arrived, in % of those sent."""
+    frames_due: int | None = None
+    """send: frames the source's clock made due by hang-up (``frames_due - frames`` were never
+    sent: the endpoint fell behind, e.g. starved of CPU)."""
 
     def to_json(self) -> JsonObject:
         return {
@@ -188,6 +191,7 @@ class StreamResult:
             "freeze_total_ms": self.freeze_total_ms,
             "throughput_kbps": self.throughput_kbps,
             "message_loss_pct": self.message_loss_pct,
+            "frames_due": self.frames_due,
         }
 
 
@@ -271,6 +275,9 @@ class CallResult:
     which it received nothing at all; what ``time_to_failure_s`` is measured from."""
     engines: dict[str, str] | None = None
     """Which WebRTC stack ran each end: ``{"caller": "aiortc"|"chromium", "callee": ...}``."""
+    cpu_s: dict[str, dict[str, float | None]] | None = None
+    """Per endpoint that reported it, its process's CPU seconds: ``at_media`` (start-up: when its
+    first media frame went out) and ``total`` (at its final report)."""
 
     @property
     def candidate_family(self) -> str | None:
@@ -322,4 +329,5 @@ class CallResult:
             "samples": [dict(x) for x in self.samples],
             "silences": self.silences,
             "engines": self.engines,
+            "cpu_s": self.cpu_s,
         }

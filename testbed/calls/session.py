@@ -21,9 +21,10 @@ import json
 import os
 import signal
 import socket
+import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,7 +44,7 @@ from testbed.calls.signalling import (
     encode,
 )
 from testbed.errors import CallError
-from testbed.net.process import netns_process
+from testbed.net.process import netns_process, terminate
 from testbed.records.timeline import TimelineEntry
 
 SUN_PATH_MAX = 107  # sizeof(sockaddr_un.sun_path) - 1 on Linux
@@ -86,6 +87,7 @@ async def run_call(
     teardown_timeout_s: float = 3.0,
     observer: Callable[[TimelineEntry], None] | None = None,
     engines: Mapping[Role, Engine] | None = None,
+    zygote: Path | None = None,
 ) -> CallResult:
     """Place one call from ``caller_netns`` to ``callee_netns`` and measure it.
 
@@ -95,6 +97,8 @@ async def run_call(
     Endpoint logs are kept in ``workdir/<name>.<role>.log``.  ``observer(entry)``, if
     given, is called with each timeline entry as it happens (for live progress); it must not block.
     ``engines`` picks each end's endpoint process (default: aiortc at both; ``calls.engine``).
+    ``zygote``: the socket of a running :func:`endpoint_zygote`: aiortc endpoints are forked from
+    it (no import per endpoint) instead of started afresh.
     """
     started = time.monotonic()
     workdir.mkdir(parents=True, exist_ok=True)
@@ -113,9 +117,9 @@ async def run_call(
         for role, netns in ((Role.CALLER, caller_netns), (Role.CALLEE, callee_netns)):
             config = workdir / f"{options.name}.{role}.json"
             # t0 is CLOCK_MONOTONIC, shared by every process: endpoints count arrivals from it.
-            config.write_text(json.dumps(EndpointConfig(role, sock_path, options, started).to_json()))
+            config.write_text(json.dumps(EndpointConfig(role, sock_path, options, started, zygote).to_json()))
             log: IO[bytes] = stack.enter_context(open(logs[role], "wb"))
-            argv = endpoint_argv((engines or {}).get(role, Engine.AIORTC), config)
+            argv = endpoint_argv((engines or {}).get(role, Engine.AIORTC), config, zygote=zygote is not None)
             # Both start before either is awaited: aiortc's import (~1 s) runs in parallel.
             processes[role] = await stack.enter_async_context(
                 netns_process(
@@ -268,6 +272,42 @@ def _loop_time(deadline: float | None) -> float | None:
     if deadline is None:
         return None
     return asyncio.get_running_loop().time() + (deadline - time.monotonic())
+
+
+ZYGOTE_READY_TIMEOUT_S = 60.0
+
+
+@contextlib.asynccontextmanager
+async def endpoint_zygote(workdir: Path) -> AsyncIterator[Path | None]:
+    """Run a ``testbed.calls.zygote`` for the calls inside; yields its socket, or ``None`` when it
+    could not start (the calls then start their endpoints afresh, as without one).  It is
+    terminated and reaped on the way out, and dies with this process if that is killed."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    with _socket_path(workdir, "zygote") as path:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "testbed.calls.zygote",
+            "--socket",
+            str(path),
+            "--parent",
+            str(os.getpid()),
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            start_new_session=True,
+        )
+        try:
+            assert proc.stdout is not None
+            try:
+                async with asyncio.timeout(ZYGOTE_READY_TIMEOUT_S):
+                    ready = (await proc.stdout.readline()).strip() == b"ready"
+            except TimeoutError:
+                ready = False
+            yield path if ready else None
+        finally:
+            await terminate(proc)
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
 
 
 def _describe_exit(code: int | None) -> str:

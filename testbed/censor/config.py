@@ -97,6 +97,7 @@ class CensorConfig:
     inspect_packets: int
     max_flows: int
     reassemble_tls: bool
+    offload: bool = False  # settled flows leave the queue (core/offload.py)
     ipv6: bool = False
     """The network carries IPv6: forwarding and the queue rule in ip6tables too."""
 
@@ -112,6 +113,7 @@ class CensorConfig:
             "inspect_packets": self.inspect_packets,
             "max_flows": self.max_flows,
             "reassemble_tls": self.reassemble_tls,
+            "offload": self.offload,
         }
 
     @classmethod
@@ -130,6 +132,7 @@ class CensorConfig:
             max_flows=_field(data, "max_flows", int, where),
             reassemble_tls=_field(data, "reassemble_tls", bool, where),
             ipv6=_field(data, "ipv6", bool, where),
+            offload=_field(data, "offload", bool, where) if "offload" in data else False,
         )
 
 

@@ -145,6 +145,7 @@ async def running_censor(
         max_flows=spec.max_flows,
         reassemble_tls=spec.reassemble_tls,
         ipv6=plan.ip.has_v6,
+        offload=spec.offload,
     )
     cfg_path = workdir / "censor.json"
     cfg_path.write_text(json.dumps(config.to_json(), separators=(",", ":")))

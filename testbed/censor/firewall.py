@@ -94,3 +94,58 @@ def queue_counters(queue_num: int) -> dict[str, int]:
                 "queued_now": int(cols[2]),
             }
     return {}
+
+
+# The bit that says "settled: the kernel forwards the rest" (one bit of the packet mark and of the
+# connmark; nothing else in the censor namespace marks packets).
+OFFLOAD_MARK = 0x20000000
+
+
+def offload_rule_specs(mark: int, tag: str) -> list[tuple[str, str, list[str]]]:
+    """(table, chain, rule), in chain order, of the rules that take settled flows out of the queue
+    (docs/policy.md, "Offload"): a packet the censor accepted with ``mark`` set saves it into its
+    connection's mark as it leaves, and FORWARD accepts a marked connection's packets before they
+    reach the queue rule. New flows and every unmarked one still meet the queue rule, which keeps
+    no --queue-bypass (fail closed).
+
+    Conntrack follows TCP and UDP only (the transports offloaded), and not the censor's own
+    packets (injected RSTs/ICMP errors, which the engine does not count either): a packet held in
+    the queue has an unconfirmed conntrack entry, and a second packet of its flow arriving
+    meanwhile gets one of its own that clashes when it leaves; the kernel resolves that clash
+    for UDP but drops the packet for ICMP (measured: the 2nd ping of a delayed series lost)."""
+    comment = ["-m", "comment", "--comment", f"testbed:{tag}"]
+    m = f"{mark:#x}/{mark:#x}"
+    return [
+        ("raw", "PREROUTING", ["-p", "tcp", *comment, "-j", "ACCEPT"]),
+        ("raw", "PREROUTING", ["-p", "udp", *comment, "-j", "ACCEPT"]),
+        ("raw", "PREROUTING", [*comment, "-j", "CT", "--notrack"]),
+        ("raw", "OUTPUT", [*comment, "-j", "CT", "--notrack"]),
+        ("mangle", "POSTROUTING", ["-m", "mark", "--mark", m, *comment, "-j", "CONNMARK", "--save-mark",
+                                   "--mask", f"{mark:#x}"]),
+        ("filter", "FORWARD", ["-m", "connmark", "--mark", m, *comment, "-j", "ACCEPT"]),
+    ]  # fmt: skip
+
+
+@contextlib.contextmanager
+def offload_rules(mark: int, *, tag: str) -> Iterator[None]:
+    """Insert the offload rules at the top of their chains, in order (before the queue rule,
+    whenever that is added), and remove exactly them afterwards. IPv4 only (iptables): IPv6
+    flows are never offloaded (core/offload.py) and ip6tables gets no conntrack rule."""
+    added: list[tuple[str, str, list[str]]] = []
+    position: dict[tuple[str, str], int] = {}
+    try:
+        for table, chain, rule in offload_rule_specs(mark, tag):
+            n = position[table, chain] = position.get((table, chain), 0) + 1
+            try:
+                _run([TOOLS[Family.V4], "-w", "5", "-t", table, "-I", chain, str(n), *rule])
+            except FirewallError as exc:
+                raise FirewallError(
+                    f"{exc} (offload needs conntrack and the connmark/CONNMARK/CT extensions: load nf_conntrack, "
+                    "xt_connmark and xt_CT, or set `censor: {offload: false}`)"
+                ) from exc
+            added.append((table, chain, rule))
+        yield
+    finally:
+        for table, chain, rule in reversed(added):
+            with contextlib.suppress(FirewallError, subprocess.TimeoutExpired):
+                _run([TOOLS[Family.V4], "-w", "5", "-t", table, "-D", chain, *rule])

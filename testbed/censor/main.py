@@ -30,9 +30,11 @@ from pathlib import Path
 
 from testbed.censor import firewall
 from testbed.censor.config import CensorConfig, PolicyCompileError, build_policy
+from testbed.censor.conntrack import dump_marked, enable_accounting
 from testbed.censor.nfqueue import QueueAdapter
 from testbed.core.classify import Classifier
 from testbed.core.engine import CensorEngine
+from testbed.core.offload import OffloadTable
 from testbed.core.policy_kinds import Family
 from testbed.records import censor_message
 from testbed.records.censor_message import CensorFinal, CensorMessage, CensorReady, CensorStats
@@ -87,15 +89,35 @@ async def serve(config: CensorConfig) -> int:
     engine = CensorEngine(classifier, policy, start=start)
     queue_num = config.queue_num
     kernel: dict[str, int] = {}
+    offload = OffloadTable(engine) if config.offload else None
     families = (Family.V4, Family.V6) if config.ipv6 else (Family.V4,)
-    with ip_forwarding(families), firewall.queue_rules(queue_num, tag=config.run_id, families=families):
-        adapter = QueueAdapter(engine, queue_num=queue_num, max_len=config.max_len, on_fatal=on_fatal)
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(ip_forwarding(families))
+        if offload is not None:
+            # Accounting first: it is attached to a conntrack entry when the entry is made, and
+            # the offload rules below start conntrack in this namespace (IPv4 only: iptables).
+            enable_accounting()
+            stack.enter_context(firewall.offload_rules(firewall.OFFLOAD_MARK, tag=config.run_id))
+        stack.enter_context(firewall.queue_rules(queue_num, tag=config.run_id, families=families))
+        adapter = QueueAdapter(
+            engine,
+            queue_num=queue_num,
+            max_len=config.max_len,
+            on_fatal=on_fatal,
+            offload=offload,
+            offload_mark=firewall.OFFLOAD_MARK,
+        )
         adapter.start()
         try:
             emit(CensorReady(queue_num=queue_num, t0=engine.start))
             while not stop.is_set():
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(stop.wait(), STATS_INTERVAL_S)
+                if offload is not None and len(offload):
+                    # Every second: an entry lives >= 10 s past its flow's last packet (TCP CLOSE;
+                    # UDP 30 s), so the last merge before it goes has its final counts.
+                    entries = await asyncio.to_thread(dump_marked, firewall.OFFLOAD_MARK)
+                    offload.merge(entries, loop.time())
                 st = engine.stats
                 emit(
                     CensorStats(
@@ -111,11 +133,15 @@ async def serve(config: CensorConfig) -> int:
             end = loop.time()
             adapter.release_due(end)  # what is due leaves; the rest is dropped (close)
             adapter.close()
+        if offload is not None and len(offload):
+            # The queue is closed: no packet counted by conntrack is still on its way to the engine.
+            offload.merge(await asyncio.to_thread(dump_marked, firewall.OFFLOAD_MARK), end)
         summary = engine.summary(now=end)
         summary["kernel"] = kernel
         summary["held_max"] = adapter.held_max
         summary["injected"] = adapter.injected
         summary["inject_errors"] = adapter.inject_errors
+        summary["offload"] = {"enabled": offload is not None, **(offload.summary() if offload is not None else {})}
     final_path = Path(config.final_path)
     write_final(final_path, summary)
     if fatal:

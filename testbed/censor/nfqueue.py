@@ -20,6 +20,7 @@ from netfilterqueue import NetfilterQueue
 from netfilterqueue import Packet as NfqPacket
 
 from testbed.core.engine import CensorEngine
+from testbed.core.offload import OffloadTable
 from testbed.core.verdict import Action, Verdict
 
 # Room in the netlink socket for every packet the kernel may queue (each message is the packet
@@ -55,8 +56,15 @@ class QueueAdapter:
         max_len: int,
         on_fatal: Callable[[BaseException], None],
         clock: Clock | None = None,
+        offload: OffloadTable | None = None,
+        offload_mark: int = 0,
     ) -> None:
+        """With ``offload``, an accepted packet of a flow that may leave the queue carries
+        ``offload_mark``, which the censor's firewall saves as its connmark
+        (``firewall.offload_rules``): the kernel forwards the flow's later packets itself."""
         self.engine = engine
+        self.offload = offload
+        self.offload_mark = offload_mark
         self.queue_num = queue_num
         self.max_len = max_len
         self.on_fatal = on_fatal
@@ -162,6 +170,11 @@ class QueueAdapter:
         if verdict.rewrite is not None:
             pkt.set_payload(verdict.rewrite)
         if action is Action.ACCEPT:
+            offload = self.offload
+            if offload is not None and verdict.rewrite is None:
+                flow = self.engine.last_flow
+                if flow is not None and offload.claim(flow):
+                    pkt.set_mark(self.offload_mark)
             pkt.accept()
         elif action is Action.DROP:
             pkt.drop()

@@ -70,6 +70,9 @@ class CensorEngine:
         self.max_summary_flows = max_summary_flows
         self._ended: list[FlowRecord] = []
         self.ended_omitted = 0
+        # The flow of the packet ``handle`` decided last (None: it was malformed), for an adapter
+        # that offloads settled flows (core/offload.py) without a second flow lookup.
+        self.last_flow: Flow | None = None
         classifier.on_flow_end = self._flow_ended
 
     def _flow_ended(self, flow: Flow) -> None:
@@ -87,8 +90,10 @@ class CensorEngine:
         except MalformedPacket:
             stats.malformed += 1
             stats.actions[Action.ACCEPT] += 1
+            self.last_flow = None
             return ACCEPT
         obs = self.classifier.observe(packet, now)
+        self.last_flow = obs.flow
         verdict = self.policy.decide(packet, obs, now)
         # Counted by enum member (a dict key, no attribute lookups on the per-packet path);
         # the names are spelled out only in summary().

@@ -213,6 +213,10 @@ class CensorSpec(_Frozen):
     """Reassemble a TLS ClientHello split over TCP segments before reading its SNI. ``false``
     reads the first data segment only, like TSPU's 2021 throttler, which a ClientHello split
     over segments evaded (censor-behaviors.md B.9)."""
+    offload: bool = True
+    """Settled flows leave the queue: the kernel forwards a flow whose verdict can no longer
+    change, and conntrack accounting keeps its counters (docs/policy.md, "Offload"). ``false``
+    queues every packet (e.g. to compare, or to study IP fragments: conntrack reassembles them)."""
     profiles: tuple[Annotated[str, Field(min_length=1, max_length=4096)], ...] = Field((), max_length=32)
     """Censor profiles (docs/profiles.md): shipped names or paths of profile files (relative to the
     scenario's directory). The loader merges their rules after ``rules`` and their lists into

@@ -111,6 +111,18 @@ def test_baseline_audio_and_data_call(netns_pair: NamespacePair, tmp_path: Path)
         )  # paced, not dumped (catch-up after a stall allowed)
         data = result.stream(endpoint, Kind.DATA, "recv")
         assert data.messages is not None and data.messages >= duration / 0.1 * 0.9
+        # The source counts what its clock made due, so frames never sent are measured.
+        send = result.stream(endpoint, Kind.AUDIO, "send")
+        assert send.frames is not None and send.frames_due is not None
+        assert send.frames == send.packets_sent and send.frames_due >= send.frames > 0
+        # Received audio is counted per reassembled frame (not decoded): one per 20 ms packet, but
+        # the jitter buffer still holds the last few at hang-up.
+        assert recv.frames is not None and 0.9 * recv.packets_received <= recv.frames <= recv.packets_received
+    # Each endpoint reports its CPU: start-up (first frame out) and total.
+    assert result.cpu_s is not None and set(result.cpu_s) == {"caller", "callee"}
+    for cpu in result.cpu_s.values():
+        at_media, total = cpu["at_media"], cpu["total"]
+        assert at_media is not None and total is not None and 0 < at_media <= total
     pair = result.selected_candidate_pair
     assert pair is not None
     assert (pair.local_address, pair.remote_address) == (netns_pair.address_a, netns_pair.address_b)

@@ -468,3 +468,71 @@ def test_moved_encoder_and_report_hooks_fail_loudly() -> None:
     with pytest.raises(AiortcGlueError) as info:
         aiortc_glue.on_receiver_report(object(), lambda loss, rtt: None)  # type: ignore[arg-type]
     assert "RTCRtpSender._handle_rtcp_packet" in str(info.value)
+
+
+# -- pre-encoded audio and frame counting (docs/performance.md, "Calls") -----------------------
+
+
+def test_pre_encoded_packets_are_what_the_sender_sends() -> None:
+    from aiortc.rtcrtpparameters import RTCRtpCodecParameters
+
+    from testbed.calls.media import OpusToneTrack, tone_second
+    from testbed.calls.opus_cache import OpusSetting, ToneCache
+
+    cache = ToneCache(tone_second(440))
+    setting = OpusSetting(32000, 20, False)
+    sent: list[Any] = []
+
+    async def scenario() -> None:
+        pc = RTCPeerConnection()
+        try:
+            track = OpusToneTrack(cache, setting)
+            sender = pc.addTrack(track)
+            aiortc_glue.install_pre_encoded(sender, track.next_encoded)
+            codec = RTCRtpCodecParameters(mimeType="audio/opus", clockRate=48000, channels=2, payloadType=111)
+            next_frame: Callable[..., Awaitable[Any]] = getattr(sender, "_next_encoded_frame")
+            for _ in range(3):
+                sent.append(await next_frame(codec))
+            assert getattr(sender, "_RTCRtpSender__encoder") is None  # aiortc never made an encoder
+        finally:
+            await pc.close()
+
+    asyncio.run(scenario())
+    tone = cache.get(setting)
+    assert [f.payloads for f in sent] == [[tone.warmup[i]] for i in range(3)]
+    assert [f.timestamp for f in sent] == [0, 960, 1920]
+    assert [f.audio_level for f in sent] == [tone.levels[i] for i in range(3)]
+
+
+def test_counted_frames_skip_the_decoder_and_the_stop_still_reaches_it() -> None:
+    counted: list[int] = []
+
+    async def scenario() -> None:
+        pc = RTCPeerConnection()
+        try:
+            receiver = pc.addTransceiver("audio").receiver
+            real = getattr(receiver, "_RTCRtpReceiver__decoder_queue")
+            aiortc_glue.count_instead_of_decoding(receiver, lambda: counted.append(1))
+            queue = getattr(receiver, "_RTCRtpReceiver__decoder_queue")
+            queue.put(("codec", "frame"))
+            queue.put(("codec", "frame"))
+            assert real.empty()  # nothing for the decoder thread
+            queue.put(None)  # aiortc stopping the receiver: the thread (and the track) must end
+            assert queue.get() is None
+        finally:
+            await pc.close()
+
+    asyncio.run(scenario())
+    assert counted == [1, 1]
+
+
+def test_moved_pre_encoded_and_counting_hooks_fail_loudly() -> None:
+    async def nothing() -> None:
+        return None
+
+    with pytest.raises(AiortcGlueError) as info:
+        aiortc_glue.install_pre_encoded(object(), nothing)  # type: ignore[arg-type]
+    assert VERSIONS in str(info.value) and "_next_encoded_frame" in str(info.value)
+    with pytest.raises(AiortcGlueError) as info:
+        aiortc_glue.count_instead_of_decoding(object(), lambda: None)  # type: ignore[arg-type]
+    assert VERSIONS in str(info.value) and "decoder_queue" in str(info.value)

@@ -157,6 +157,20 @@ class RulePolicy:
         st = flow.policy
         return st is not None and st.settled
 
+    def count_settled(self, flow: Flow, direction: Direction, packets: int, nbytes: int) -> None:
+        """Count packets of a settled ``flow`` that the kernel forwarded without asking us
+        (core/offload.py) as ``decide`` would have counted them: accepted, by the rule the flow
+        settled on. Negative numbers take back packets counted twice."""
+        st = flow.policy
+        if st is None or not st.settled:
+            return
+        self.settled_packets += packets
+        by = st.settled_by[0 if direction is ORIGINAL else 1]
+        c = self.default if by is None else by.counters
+        c.packets += packets
+        c.bytes += nbytes
+        c.accepted += packets
+
     def flow_record(self, flow: Flow) -> JsonObject:
         """Policy facts about one flow, to merge into the engine's flow record."""
         st = flow.policy
