@@ -67,7 +67,7 @@ from testbed.calls.media import FrameSink, MovingBarTrack, OpusToneTrack, ToneTr
 from testbed.calls.metrics import Arrivals
 from testbed.calls.options import AUDIO_CODECS, VIDEO_CODECS
 from testbed.calls.opus_cache import OpusSetting, ToneCache
-from testbed.calls.quality import FreezeDetector, GapRecorder
+from testbed.calls.quality import FreezeDetector, GapRecorder, audio_gap_threshold_s
 from testbed.calls.result import Kind
 from testbed.calls.signalling import (
     Answer,
@@ -96,7 +96,6 @@ CLOSE_TIMEOUT_S = 2.0
 STATS_TIMEOUT_S = 2.0
 MAX_DELAY_SAMPLES = 20000
 DATA_CHANNEL_LABEL = "testbed"
-AUDIO_GAP_THRESHOLD_S = 0.060  # 3 x 20 ms packets: a jitter buffer hides shorter holes
 SILENCE_THRESHOLD_S = 1.0  # nothing at all arrived: the shortest "dead_after" worth recording
 MAX_SNAPSHOTS = 7200  # two hours of one-per-second samples
 LIVE_OPUS_ENV = "TESTBED_LIVE_OPUS"
@@ -415,7 +414,9 @@ class Endpoint:
     def _rtp_counter(self, kind: str) -> Callable[[int, int], None]:
         """Count RTP payload bytes and arrival times per kind (aiortc's inbound-rtp stats have no
         byte count and no timing)."""
-        gaps = self._gaps.setdefault("audio", GapRecorder(AUDIO_GAP_THRESHOLD_S)) if kind == "audio" else None
+        # Both ends of a call send the call's frame size (its app profile's).
+        threshold = audio_gap_threshold_s(self.options.audio_frame_ms)
+        gaps = self._gaps.setdefault("audio", GapRecorder(threshold)) if kind == "audio" else None
         arrivals = self._arrivals.setdefault(kind, Arrivals(self._t0))
 
         def count(ssrc: int, size: int) -> None:

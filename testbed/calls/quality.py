@@ -79,9 +79,16 @@ class FreezeDetector:
         self._last = now
 
 
+def audio_gap_threshold_s(frame_ms: int) -> float:
+    """The shortest audio silence worth recording: 3 packet times (60 ms at 20 ms a packet), as a
+    jitter buffer hides shorter holes. With 60 ms packets (the WhatsApp profile) a packet arrives
+    every 60 ms by design, so 60 ms would call every interval a gap."""
+    return 3.0 * max(frame_ms, 20) / 1000.0
+
+
 class GapRecorder:
     """Silences in a received stream longer than ``threshold_s``: (start, length) pairs.  For
-    audio the threshold is 3 packet times (60 ms): a jitter buffer hides shorter holes."""
+    audio the threshold is :func:`audio_gap_threshold_s`."""
 
     __slots__ = ("gaps", "last", "threshold_s")
 

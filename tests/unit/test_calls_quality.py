@@ -131,3 +131,16 @@ def test_common_silences_are_the_intersection() -> None:
 def test_failure_from_silences(silences: list[tuple[float, float]], expected: tuple[float | None, bool]) -> None:
     got = quality.failure_from_silences(silences, connected_s=1.0, ended_s=10.0, dead_after_s=3.0)
     assert got == expected
+
+
+def test_steady_60_ms_packets_are_not_audio_gaps() -> None:
+    # The WhatsApp profile sends a packet every 60 ms: a 60 ms threshold read every interval as a
+    # gap (5-6 s of "audio gaps" in a clean 10 s call); three packet times hold for any frame size.
+    for frame_ms in (20, 40, 60):
+        rec = quality.GapRecorder(quality.audio_gap_threshold_s(frame_ms))
+        for n in range(200):
+            rec.add(n * frame_ms / 1000.0 + (0.004 if n % 2 else 0.0))  # a little arrival jitter
+        assert rec.gaps == [], frame_ms
+        rec.add(rec.last + 4 * frame_ms / 1000.0)  # one real hole of 4 packet times
+        assert len(rec.gaps) == 1
+    assert quality.audio_gap_threshold_s(20) == pytest.approx(0.060)

@@ -55,7 +55,7 @@ from testbed.calls.result import CandidatePair, Kind
 
 POLL_INTERVAL_S = 0.1
 """How often the endpoint reads the page's counters: the resolution of gaps and silences."""
-AUDIO_GAP_THRESHOLD_S = 0.060  # as the aiortc endpoint: 3 x 20 ms packets
+AUDIO_GAP_THRESHOLD_S = 0.060  # as the aiortc endpoint (quality.audio_gap_threshold_s): 3 x 20 ms packets
 SILENCE_THRESHOLD_S = 1.0
 AUDIO_PTIME_S = 0.020  # Chromium's Opus packets carry 20 ms (ptime) unless told otherwise
 MAX_INTERVALS = 10000
