@@ -1,7 +1,17 @@
 """Classify throughput (packets/s), one core: the shared captures, a synthetic long call, and
-a capture of many one-packet flows streamed out as `testbed classify --jsonl` does.
+a capture of many one-packet flows streamed out as `testbed classify --jsonl` does; and
+`testbed classify` against nDPI's ndpiReader on one large capture (``--vs-ndpi``).
 
     .venv/bin/python benchmarks/bench_classify.py [--packets N] [--flows N]
+    .venv/bin/python benchmarks/bench_classify.py --vs-ndpi [--big-packets 150000] [--repeat 3]
+    .venv/bin/python benchmarks/bench_classify.py --write-big FILE   # only build the capture
+
+The large capture is built here, not stored: the captures in ../shared/pcaps (nDPI's test
+captures) replicated until ~150k packets, each copy with its IP addresses shifted (so every
+copy is a new set of flows; IPv4 header checksums recomputed) and its timestamps laid after the
+previous copy's (gaps inside a capture kept, but at most 1 s, so a capture's odd clock does
+not span years). ndpiReader (Debian libndpi-bin) runs as ``ndpiReader -q -i FILE``; its
+column is skipped with a message when it is not installed.
 
 Not a timed test: numbers depend on the machine. What it shows is the design rule of
 core/classify/: after a flow's first few packets the per-packet cost is a flow-table lookup
@@ -14,9 +24,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import resource
+import shutil
 import struct
+import subprocess
 import sys
 import tempfile
 import time
@@ -124,12 +137,138 @@ def bench_many_flows(flows: int) -> None:
     )
 
 
+def _shift_ip(ip: bytearray, copy: int) -> None:
+    """Move both addresses of an IP packet (in place) to copy ``copy``'s own range: the third
+    byte of an IPv4 address, the 14th of an IPv6 one (a /112 each); checksums stay valid for
+    IPv4 (the header's is recomputed; TCP/UDP ones are not checked by either tool)."""
+    version = ip[0] >> 4
+    if version == 4 and len(ip) >= 20:
+        for off in (14, 18):
+            ip[off] = (ip[off] + copy) & 0xFF
+        ihl = (ip[0] & 0x0F) * 4
+        ip[10:12] = b"\x00\x00"
+        words = struct.unpack(f"!{ihl // 2}H", bytes(ip[:ihl]))
+        total = sum(words)
+        while total >> 16:
+            total = (total & 0xFFFF) + (total >> 16)
+        ip[10:12] = struct.pack("!H", ~total & 0xFFFF)
+    elif version == 6 and len(ip) >= 40:
+        for off in (8 + 13, 24 + 13):
+            ip[off] = (ip[off] + copy) & 0xFF
+
+
+def build_big_capture(path: Path, packets: int = 150_000, shared: Path = SHARED) -> int:
+    """Write the large capture (pcap, Ethernet) to ``path``; returns its packet count."""
+    base: list[tuple[float, bytes, int]] = []  # (time since the previous packet, frame, IP offset)
+    for p in sorted(shared.glob("*.pcap*")):
+        if p.name.endswith(".ndpi.out"):
+            continue
+        last = None
+        for r in read_capture(str(p)):
+            ip = strip_link_layer(r.linktype, r.data)
+            if r.linktype != 1 or ip is None:
+                continue
+            gap = 0.0 if last is None else min(max(r.timestamp - last, 0.0), 1.0)
+            last = r.timestamp
+            base.append((gap, r.data, len(r.data) - len(ip)))
+    if not base:
+        raise SystemExit(f"no captures in {shared}")
+    t = 1_700_000_000.0
+    n = 0
+    with path.open("wb") as fh:
+        fh.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 262144, 1))
+        copy = 0
+        while n < packets:
+            for gap, frame, off in base:
+                t += gap
+                data = bytearray(frame)
+                ip = data[off:]
+                _shift_ip(ip, copy)
+                data[off:] = ip
+                sec = int(t)
+                fh.write(struct.pack("<IIII", sec, int((t - sec) * 1e6), len(data), len(data)))
+                fh.write(data)
+                n += 1
+                if n >= packets:
+                    break
+            t += 1.0
+            copy += 1
+    return n
+
+
+def _timed(cmd: list[str], repeat: int) -> tuple[float, float, str]:
+    """Best wall time and the CPU time (user+sys of the child) of that run, and its stdout."""
+    best = (float("inf"), 0.0, "")
+    for _ in range(repeat):
+        before = os.times()
+        t0 = time.perf_counter()
+        out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+        wall = time.perf_counter() - t0
+        after = os.times()
+        cpu = (after.children_user - before.children_user) + (after.children_system - before.children_system)
+        if wall < best[0]:
+            best = (wall, cpu, out)
+    return best
+
+
+def vs_ndpi(packets: int, repeat: int) -> None:
+    """`testbed classify` in each output mode against ``ndpiReader -q -i`` on one capture."""
+    testbed = str(REPO / ".venv" / "bin" / "testbed")
+    if not Path(testbed).exists():
+        testbed = shutil.which("testbed") or "testbed"
+    with tempfile.TemporaryDirectory(prefix="tb-bench-") as tmp:
+        big = Path(tmp) / "big.pcap"
+        n = build_big_capture(big, packets)
+        print(f"capture: {n} packets, {big.stat().st_size / 1e6:.1f} MB (built from {SHARED})")
+        rows: list[tuple[str, float, float]] = []
+        ndpi = shutil.which("ndpiReader")
+        if ndpi is None:
+            print("ndpiReader: not installed (apt-get install libndpi-bin): its column is skipped")
+        else:
+            wall, cpu, _ = _timed([ndpi, "-q", "-i", str(big)], repeat)
+            rows.append(("ndpiReader -q -i", wall, cpu))
+        for label, extra in (
+            ("testbed classify (table)", []),
+            ("testbed classify --json", ["--json"]),
+            ("testbed classify --jsonl", ["--jsonl"]),
+            ("testbed classify --count", ["--count"]),
+        ):
+            wall, cpu, _ = _timed([testbed, "classify", str(big), *extra], repeat)
+            rows.append((label, wall, cpu))
+    ref = rows[0][1] if ndpi is not None else None
+    print(f"| tool | wall s (best of {repeat}) | CPU s | packets/s | / ndpiReader wall |")
+    print("|---|---|---|---|---|")
+    for label, wall, cpu in rows:
+        ratio = f"{wall / ref:.2f}x" if ref else "-"
+        print(f"| {label} | {wall:.3f} | {cpu:.3f} | {n / wall:,.0f} | {ratio} |")
+    # In-process rate without start-up or output: what --count measures minus interpreter start.
+    t0 = time.perf_counter()
+    total = 0
+    with tempfile.TemporaryDirectory(prefix="tb-bench-") as tmp:
+        big = Path(tmp) / "big.pcap"
+        build_big_capture(big, packets)
+        t0 = time.perf_counter()
+        total = stream_flows(str(big), _discard).ip_packets
+        secs = time.perf_counter() - t0
+    print(f"in process (read + classify, no output, no start-up): {total / secs:,.0f} packets/s")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--packets", type=int, default=200_000, help="synthetic call length")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--flows", type=int, default=300_000, help="one-packet flows for the streaming line")
+    ap.add_argument("--vs-ndpi", action="store_true", help="only the large-capture comparison with ndpiReader")
+    ap.add_argument("--big-packets", type=int, default=150_000, help="size of the large capture")
+    ap.add_argument("--write-big", metavar="FILE", help="only write the large capture to FILE")
     args = ap.parse_args()
+    if args.write_big:
+        print(f"{build_big_capture(Path(args.write_big), args.big_packets)} packets written to {args.write_big}")
+        return 0
+    if args.vs_ndpi:
+        print(f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())} on {os.cpu_count()} CPUs")
+        vs_ndpi(args.big_packets, args.repeat)
+        return 0
     # First, so the process's peak RSS is this run's and not the frame lists' below.
     bench_many_flows(args.flows)
     if SHARED.is_dir():

@@ -342,6 +342,7 @@ def _cmd_classify(args: argparse.Namespace) -> int:
         args.pcap,
         as_json=args.json,
         as_jsonl=args.jsonl,
+        count_only=args.count,
         pretty=args.pretty,
         limit=args.limit,
         max_flows=args.max_flows,
@@ -467,6 +468,9 @@ def build_parser() -> argparse.ArgumentParser:
     fmt.add_argument("--json", action="store_true", help="print one JSON document instead of a table")
     fmt.add_argument(
         "--jsonl", action="store_true", help="print every flow as a line of JSON as it ends, then a summary line"
+    )
+    fmt.add_argument(
+        "--count", action="store_true", help="print only the counts line (flows, packets): no flow listing"
     )
     p.add_argument("--pretty", action="store_true", help="indent the --json document")
     p.add_argument(

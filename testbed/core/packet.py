@@ -120,6 +120,9 @@ _IPV6 = struct.Struct("!IHBB16s16s")
 _PORTS = struct.Struct("!HH")
 _TCP = struct.Struct("!HHIIBB")
 _UDP = struct.Struct("!HHH")
+_IPV4_UNPACK = _IPV4.unpack_from
+_UDP_UNPACK = _UDP.unpack_from
+_TCP_UNPACK = _TCP.unpack_from
 
 # IPv6 extension headers that share the generic (next header, length in 8-octet units) layout
 # (RFC 8200 §4; RFC 4302 AH counts in 4-octet units minus 2, handled separately).
@@ -130,7 +133,25 @@ def parse_ip(data: bytes) -> Packet:
     """Parse a raw IPv4 or IPv6 packet (no link-layer header). Raises ``MalformedPacket``."""
     if not data:
         raise MalformedPacket("empty packet")
-    version = data[0] >> 4
+    first = data[0]
+    if first == 0x45 and len(data) >= 28:
+        # Fast path, most packets on the wire: IPv4 without options, not a fragment, whole,
+        # carrying UDP or TCP with a plausible header. Same Packet as the general path below
+        # (tests/unit/test_fuzz_packet.py compares the two); anything else falls through.
+        _vihl, _tos, total, ident, frag, ttl, proto, _csum, src, dst = _IPV4_UNPACK(data)
+        if not frag & 0x3FFF and 28 <= total <= len(data):
+            if proto == 17:
+                sport, dport, ulen = _UDP_UNPACK(data, 20)
+                pend = 20 + ulen if 8 <= ulen <= total - 20 else total
+                return Packet(4, src, dst, 17, sport, dport, data[28:pend], total, ttl,
+                              None, None, None, False, 0, False, ident)  # fmt: skip
+            if proto == 6 and total >= 40:
+                sport, dport, seq, ack, doff, flags = _TCP_UNPACK(data, 20)
+                hlen = (doff >> 4) * 4
+                if 20 <= hlen <= total - 20:
+                    return Packet(4, src, dst, 6, sport, dport, data[20 + hlen : total], total, ttl,
+                                  flags, seq, ack, False, 0, False, ident)  # fmt: skip
+    version = first >> 4
     if version == 4:
         return _parse_ipv4(data)
     if version == 6:

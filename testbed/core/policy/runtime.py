@@ -31,7 +31,7 @@ from testbed.core.policy.counters import EventLog, RuleCounters
 from testbed.core.policy.loss import Bernoulli, GilbertElliottState
 from testbed.core.policy.matchers import Matcher
 from testbed.core.policy.matchers.conforms import MAX_BYTES as CONFORMS_MAX_BYTES
-from testbed.core.policy.matchers.facts import reads_frozen_facts
+from testbed.core.policy.matchers.facts import reads_frozen_facts, skippable_fact_matchers
 from testbed.core.policy.residual import ResidualBlock, ResidualBlocks
 from testbed.core.policy.rule import CompiledRule, RejectPlan, reject_verdict
 from testbed.core.policy.state import (
@@ -51,6 +51,19 @@ __all__ = ["ORDER_EPS", "RulePolicy"]
 ORDER_EPS = 1e-6
 ORIGINAL = Direction.ORIGINAL
 _DEFAULT_REJECT = RejectPlan(RejectWith.AUTO, RejectTo.BOTH, IcmpCode.PORT)
+
+
+def _facts_key(flow: Flow) -> tuple[int, int, str | None, int, bool, bool]:
+    """What the flow-fact matchers read, as a value that changes whenever those facts do: labels
+    and fingerprints are only ever added, SNI, ALPN and the hellos set once (core/flow.py)."""
+    return (
+        len(flow.labels),
+        len(flow.fingerprints),
+        flow.sni,
+        len(flow.alpn),
+        flow.client_hello is None,
+        flow.server_hello is None,
+    )
 
 
 def flow_endpoints(flow: Flow) -> tuple[str, str]:
@@ -82,6 +95,13 @@ class RulePolicy:
         # The client data packets per flow that ``conforms`` matchers read (0: none kept).
         self.keep_data_packets = 0
         self._fact_matchers: dict[int, tuple[Matcher, ...]] = {}
+        # Per rule, the flow-fact matchers whose falseness lets ``decide`` skip the rule until the
+        # flow's facts grow (matchers/facts.py); rules without any are always evaluated.
+        self._skippable: dict[int, tuple[Matcher, ...]] = {}
+        for r in self.rules:
+            skip = skippable_fact_matchers(r.dynamic)
+            if skip:
+                self._skippable[r.index] = skip
         self.events = EventLog(max_events, start)
         self.residual = ResidualBlocks(max_residual)
         self.default = RuleCounters()
@@ -136,8 +156,36 @@ class RulePolicy:
                 cands = st.candidates[d] = tuple(r for r in cands if not r.syn_inside)
         if not st.facts_pruned[d] and not flow.inspecting and not ctx.inspecting:
             cands = self._prune_frozen(st, d, cands, ctx)
+        skippable = self._skippable
+        false = st.facts_false[d]
+        key = None
+        if skippable and not st.facts_pruned[d]:
+            key = _facts_key(flow)
+            if false and key != st.facts_key[d]:
+                false.clear()  # the facts grew: every rule is evaluated again
+            st.facts_key[d] = key
         for rule in cands:
-            if (rule.sticky and rule.index in st.rules) or rule.matches(ctx):
+            idx = rule.index
+            if rule.sticky and idx in st.rules:
+                return self._apply(rule, ctx)
+            if key is not None:
+                skip = idx in false
+                if not skip:
+                    facts = skippable.get(idx)
+                    if facts is not None:
+                        for m in facts:
+                            if not m(ctx):
+                                # A fact matcher is false: so is the rule until the facts grow.
+                                false.add(idx)
+                                skip = True
+                                break
+                if skip:
+                    # Pruned past its monotone bounds all the same, so the flow settles when
+                    # it would have without the skip.
+                    if rule.expiring and rule.exhausted(ctx):
+                        self._prune(st, rule)
+                    continue
+            if rule.matches(ctx):
                 return self._apply(rule, ctx)
             if rule.expiring and rule.exhausted(ctx):
                 self._prune(st, rule)
@@ -231,7 +279,16 @@ class RulePolicy:
         return st
 
     def _candidates(self, facts: FlowFacts, direction: Direction) -> tuple[CompiledRule, ...]:
-        return tuple(r for r in self.rules if r.static_ok(facts, direction))
+        # CompiledRule.static_ok, inlined: twice per new flow for every rule, the bulk of a new
+        # flow's policy cost under flow churn (a generator per rule cost more than the matchers).
+        out = []
+        for r in self.rules:
+            for m in r.static:
+                if not m(facts, direction):
+                    break
+            else:
+                out.append(r)
+        return tuple(out)
 
     def _track_syn(self, st: FlowState, direction: Direction) -> None:
         inside = st.facts.sender_inside(direction)

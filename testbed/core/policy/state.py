@@ -87,6 +87,11 @@ class FlowState:
     marks: dict[int, int] = field(default_factory=dict)
     # Per direction: candidates already pruned of rules whose frozen flow facts cannot match.
     facts_pruned: list[bool] = field(default_factory=lambda: [False, False])
+    # Per direction, while the flow is still inspected: rules (by index) whose flow-fact matchers
+    # were false at the facts ``facts_key`` names, so they cannot match until the facts grow
+    # (runtime.py: ``_facts_key``); emptied when they do.
+    facts_false: list[set[int]] = field(default_factory=lambda: [set(), set()])
+    facts_key: list[tuple[int, int, str | None, int, bool, bool] | None] = field(default_factory=lambda: [None, None])
 
 
 @dataclass(slots=True)
