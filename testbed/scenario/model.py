@@ -151,7 +151,8 @@ class NatType(str, Enum):
 class IpMode(str, Enum):
     """Which IP versions a run's network carries (``ip:``). The default is ``dual``: ICE gathers
     IPv6 candidates first, as real networks let it. NAT types are IPv4-only (there is no NAT66),
-    so a scenario about NAT says ``ip: v4`` (README, "IPv6").
+    so a scenario with a ``nat:`` node and no ``ip:`` is ``v4``: its NAT then decides, as its
+    author meant; ``ip: dual`` with NAT gives NATed IPv4 beside routed IPv6 (README, "IPv6").
     """
 
     V4 = "v4"
@@ -349,6 +350,14 @@ def _default_nodes() -> dict[str, NodeSpec]:
     return {"caller": NodeSpec(side=Side.INSIDE), "callee": NodeSpec(side=Side.OUTSIDE)}
 
 
+def _nat_without_ip_is_v4(data: Any) -> Any:
+    """A scenario with a NATed node and no ``ip:`` is IPv4-only (see :class:`IpMode`)."""
+    if isinstance(data, dict) and "ip" not in data and isinstance(data.get("nodes"), dict):
+        if any(isinstance(n, dict) and n.get("nat") is not None for n in data["nodes"].values()):
+            return {**data, "ip": IpMode.V4.value}
+    return data
+
+
 class Scenario(_Frozen):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
     description: str = ""
@@ -356,7 +365,8 @@ class Scenario(_Frozen):
     """Where the emulated behaviour comes from (paper, thread, measurement)."""
     seed: int = Field(0, ge=0, le=2**63 - 1)
     ip: IpMode = IpMode.DUAL
-    """IP versions of the network: ``v4``, ``v6`` or ``dual`` (the default; README, "IPv6")."""
+    """IP versions of the network: ``v4``, ``v6`` or ``dual`` (the default, but ``v4`` when a node
+    has ``nat:``; README, "IPv6")."""
     timeout: Timeout | None = None
     """Hard limit for the whole scenario; default: the longest call plus a margin."""
     nodes: dict[str, NodeSpec] = Field(default_factory=_default_nodes)
@@ -414,6 +424,11 @@ class Scenario(_Frozen):
         if len(value) > 200:
             raise ValueError("at most 200 nodes")
         return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _ip_default(cls, data: Any) -> Any:
+        return _nat_without_ip_is_v4(data)
 
     @model_validator(mode="after")
     def _references(self, info: ValidationInfo) -> Scenario:

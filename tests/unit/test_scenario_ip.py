@@ -69,3 +69,10 @@ def test_addr6_renders_the_planned_ipv6_address() -> None:
     assert callee.public_address6 is not None
     assert substitute("[{addr6:callee}]:443", plan, []) == f"[{callee.public_address6}]:443"
     assert substitute("{addr:callee}", plan, []) == callee.public_address
+
+
+def test_a_scenario_with_nat_and_no_ip_key_is_ipv4_only() -> None:
+    # Its NAT decides, as its author meant: under dual a direct call would go around it over IPv6.
+    assert parse_scenario(scenario(nat="symmetric")).ip is IpMode.V4
+    assert parse_scenario(scenario("dual", nat="symmetric")).ip is IpMode.DUAL
+    assert parse_scenario(scenario()).ip is IpMode.DUAL
