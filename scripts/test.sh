@@ -14,10 +14,12 @@ for arg in "$@"; do
     # Paths or test ids given: run just those, as asked.
     [[ "$arg" != -* && -e "${arg%%::*}" ]] && exec .venv/bin/python -m pytest "$@"
 done
-# The whole suite in two parts: the unit tests on two workers (they wait on subprocesses and
-# timeouts more than they compute), then the namespace tests and the scenarios one at a time
-# (they check the host's namespaces, routes and firewall before and after, so they never overlap).
+# The whole suite in two parts, each on two workers (the tests wait on subprocesses, networks
+# and timeouts more than they compute): the unit tests, then the namespace tests and the
+# scenarios, a file per worker at a time (run ids and namespaces never collide, and the host-state
+# checks leave out the namespaces of runs that are alive: another worker's). The slowest are listed.
 status=0
 .venv/bin/python -m pytest -n 2 tests/unit "$@" || status=$?
-.venv/bin/python -m pytest tests/integration scenarios "$@" || { s=$?; [[ $status -ne 0 ]] || status=$s; }
+.venv/bin/python -m pytest -n 2 --dist loadfile --durations=15 tests/integration scenarios "$@" \
+    || { s=$?; [[ $status -ne 0 ]] || status=$s; }
 exit "$status"
