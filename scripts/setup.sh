@@ -38,6 +38,9 @@ debs+=(wireguard-go wireguard-tools openvpn shadowsocks-libev obfs4proxy stunnel
 if [[ "$("$PYTHON" -c 'import sys; print(sys.prefix)')" == /usr ]]; then
     debs+=(python3-venv python3-dev)
 fi
+# The rootless tests run testbed as a throwaway user from a venv made with the system's python
+# (a pyenv under /root is not reachable by other users): tests/integration/test_rootless_netns.py.
+[[ -n "$extras" ]] && debs+=(python3 python3-venv)
 missing=()
 for d in "${debs[@]}"; do
     dpkg-query -W -f='${Status}' "$d" 2>/dev/null | grep -q "install ok installed" || missing+=("$d")
