@@ -76,7 +76,10 @@ def test_chromium_call_connects_and_reports_samples(netns_pair: NamespacePair, t
         video = result.stream(endpoint, Kind.VIDEO, "recv")
         assert video.codec == "video/VP8" and video.frames and video.frames > 10
         data = result.stream(endpoint, Kind.DATA, "recv")
-        assert data.messages and data.messages == data.packets_sent
+        # The channel is reliable and ordered, so nothing is lost; but the peer's last message can
+        # still be in flight when the call hangs up (seen once in CI with two workers: 40 of 41).
+        assert data.messages and data.packets_sent is not None
+        assert data.packets_sent - 1 <= data.messages <= data.packets_sent
         # Both ends share CLOCK_MONOTONIC: one-way delay on a veth is small and never negative
         # by more than the clock-offset error.
         assert data.latency_ms_median is not None and -20 < data.latency_ms_median < 500
